@@ -1,0 +1,29 @@
+"""`ordoscan config show|validate|schema`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ordoscan.config import config_path, json_schema, load_config, redacted, to_toml
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "schema":
+        if args.message:
+            from ordoscan.message import scan_json_schema
+
+            schema = scan_json_schema()
+        else:
+            schema = json_schema()
+        json.dump(schema, sys.stdout, indent=2, ensure_ascii=False)
+        print()
+        return 0
+    cfg = load_config(args.config)  # ConfigError -> exit 2 in cli.main
+    if args.action == "validate":
+        print(f"{config_path(args.config)}: valid")
+        return 0
+    print(f"# effective configuration from {config_path(args.config)} (secrets redacted)")
+    print(to_toml(redacted(cfg)), end="")
+    return 0

@@ -1,0 +1,408 @@
+"""The TOML configuration (SPEC §6), validated with pydantic.
+
+Unknown keys are errors. Every key has a description (it is the JSON Schema
+the installer reads with `ordoscan config schema`). Environment variables
+`ORDOSCAN_<SECTION>__<KEY>` override the file. Any problem raises one
+ConfigError whose message names the file (or variable), the key, the bad
+value and what is allowed; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ordoscan.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/ordoscan/ordoscan.toml")
+ENV_PATH = "ORDOSCAN_CONFIG"
+ENV_PREFIX = "ORDOSCAN_"
+# The default `accept` rule: the EPU shape of ANS examples, "01S2TBPZ2JCNZZYGHZ".
+DEFAULT_ACCEPT = "^[0-9A-Z]{18}$"
+
+
+def _device_serial() -> str:
+    """The Pi's serial number, or the host name on any other machine."""
+    for path in ("/proc/device-tree/serial-number", "/sys/firmware/devicetree/base/serial-number"):
+        try:
+            serial = Path(path).read_bytes().strip(b"\0\n ").decode("ascii", "replace")
+        except OSError:
+            continue
+        if serial:
+            return serial.lstrip("0")[-8:] or serial
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("Serial") and ":" in line:
+                serial = line.split(":", 1)[1].strip().lstrip("0")
+                if serial:
+                    return serial[-8:]
+    except OSError:
+        pass
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "kiosk"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class DeviceConfig(_Section):
+    id: str = Field(
+        default_factory=_device_serial,
+        description="Device identifier, used in topics and messages. Default: the Pi's serial number.",
+    )
+    site: str = Field(default="pharmacie", description="Site (pharmacy) identifier, used in topics and messages.")
+
+    @field_validator("id", "site")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        if not _TOPIC_SAFE.match(v):
+            raise ValueError("must be 1 or more of letters, digits, '_', '.', '-' (it goes into MQTT topics)")
+        return v
+
+
+Size = Annotated[int, Field(ge=16, le=4096)]
+
+
+class CameraConfig(_Section):
+    source: Literal["picamera2", "v4l2", "replay"] = Field(
+        default="picamera2", description="Frame source: picamera2 (CSI camera), v4l2 (USB UVC camera) or replay (files)."
+    )
+    size: tuple[Size, Size] = Field(default=(1280, 720), description="Width and height of the analysed (lores, grey) stream.")
+    fps: float = Field(default=15, gt=0, le=120, description="Frames per second asked of the camera; replay is paced at this rate.")
+    path: str = Field(default="", description="replay: an image file, a folder (read in name order) or a video file.")
+    loop: bool = Field(
+        default=False,
+        description="replay: start again at the end. If false the daemon stays up with no frames (queue drains, commands served).",
+    )
+    device: str = Field(default="/dev/video0", description="v4l2: the video device of the USB camera.")
+    max_exposure_us: int = Field(
+        default=8000, ge=100, le=1_000_000,
+        description="picamera2: exposure cap in microseconds, so that a moving hand does not blur.",
+    )
+    buffer_count: int = Field(default=2, ge=1, le=8, description="picamera2: frame buffers; few buffers keep frames fresh.")
+    stall_timeout_s: float = Field(
+        default=3.0, gt=0, le=60, description="No frame for this long from a live camera: the camera is considered lost."
+    )
+
+    @model_validator(mode="after")
+    def _replay_needs_path(self) -> CameraConfig:
+        if self.source == "replay" and not self.path:
+            raise ValueError("camera.source = 'replay' needs camera.path (an image file, a folder or a video)")
+        return self
+
+
+class ScanConfig(_Section):
+    accept: list[str] = Field(
+        default_factory=lambda: [DEFAULT_ACCEPT],
+        min_length=1,
+        description="Regular expressions (Python syntax, full match) a payload must match to count as an ordonnance numérique.",
+    )
+    same_code_timeout_s: float = Field(
+        default=1.5, gt=0, le=60, description="A code must leave the view this long (seconds) before it is read again."
+    )
+    repeat_window_s: float = Field(
+        default=60, ge=0, le=86400,
+        description="A repeat of a scan within this many seconds gets feedback again but is not sent again.",
+    )
+    max_payload_bytes: int = Field(default=512, ge=16, le=65536, description="Longer payloads are refused, never relayed.")
+    decode_budget_ms: float = Field(
+        default=60, gt=0, le=2000,
+        description="Time budget per frame for the decoder's extra passes on hard frames (milliseconds).",
+    )
+
+    @field_validator("accept")
+    @classmethod
+    def _regexes_compile(cls, v: list[str]) -> list[str]:
+        for i, pattern in enumerate(v):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"accept[{i}] = {pattern!r} is not a valid regular expression: {e}") from None
+        return v
+
+
+Pin = Annotated[int, Field(ge=0, le=53)]
+
+
+class GpioConfig(_Section):
+    pin_factory: str = Field(
+        default="lgpio", description="gpiozero pin factory: lgpio on the Pi, mock on a desk or in tests (or rpigpio, pigpio, native)."
+    )
+    green: Pin = Field(default=17, description="BCM pin of the green LED (ready, good read).")
+    amber: Pin = Field(default=27, description="BCM pin of the amber LED (broker unreachable, scans queued).")
+    red: Pin = Field(default=22, description="BCM pin of the red LED (refused code, fault).")
+    buzzer: Pin = Field(default=18, description="BCM pin of the buzzer.")
+    active_high: bool = Field(default=True, description="True if a high pin lights the LED / sounds the buzzer.")
+    buzzer_type: Literal["active", "tonal"] = Field(
+        default="active", description="active: a self-oscillating buzzer (on/off); tonal: a passive one driven as gpiozero TonalBuzzer."
+    )
+
+    @field_validator("pin_factory")
+    @classmethod
+    def _known_factory(cls, v: str) -> str:
+        if v not in {"lgpio", "mock", "rpigpio", "pigpio", "native"}:
+            raise ValueError("must be one of lgpio, mock, rpigpio, pigpio, native")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_pins(self) -> GpioConfig:
+        pins = {"green": self.green, "amber": self.amber, "red": self.red, "buzzer": self.buzzer}
+        seen: dict[int, str] = {}
+        for name, pin in pins.items():
+            if pin in seen:
+                raise ValueError(f"gpio.{name} and gpio.{seen[pin]} are both BCM pin {pin}; each needs its own pin")
+            seen[pin] = name
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MqttConfig(_Section):
+    host: str = Field(default="localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(default=8883, ge=1, le=65535, description="Broker port (8883 for TLS, 1883 plaintext on loopback).")
+    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version: 5 (default) or 3.1.1.")
+    tls: bool = Field(default=True, description="TLS with server verification; plaintext is refused for a non-loopback host.")
+    ca_file: str = Field(default="", description="CA certificate(s) to verify the broker; empty: the system CA store.")
+    cert_file: str = Field(default="", description="Client certificate (PEM) for TLS client authentication.")
+    key_file: str = Field(default="", description="Client private key (PEM); must not be readable by group or others.")
+    username: str = Field(default="", description="MQTT user name; empty: none.")
+    password_file: str = Field(default="", description="File holding the MQTT password (0600); empty: none.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive; a dead link is detected within 1.5x this.")
+    topic_prefix: str = Field(
+        default="pharmacy/{site}/kiosk/{device_id}",
+        description="Prefix of every topic; {site} and {device_id} are replaced.",
+    )
+    client_id: str = Field(default="", description="MQTT client id; empty: ordoscan-{device_id}.")
+    reconnect_min_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect delay; doubles up to reconnect_max_s, with jitter.")
+    reconnect_max_s: float = Field(default=30, gt=0, le=3600, description="Longest reconnect delay.")
+    inflight: int = Field(default=20, ge=1, le=1000, description="Scans published and not yet acknowledged at most.")
+    telemetry_interval_s: float = Field(default=60, ge=0, le=86400, description="Telemetry period; 0 turns telemetry off.")
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_number(cls, v: Any) -> Any:
+        # TOML lets a user write 5 (an integer) or "3.1.1"; 4 is the 3.1.1 protocol level.
+        if v in (5, 5.0):
+            return "5"
+        if v == 4 or v == "4":
+            return "3.1.1"
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        if any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/") or not v:
+            raise ValueError("must be a plain topic without wildcards (+ #) and without a leading or trailing '/'")
+        leftover = re.sub(r"\{(site|device_id)\}", "", v)
+        if "{" in leftover or "}" in leftover:
+            raise ValueError("only the placeholders {site} and {device_id} are allowed")
+        return v
+
+    @model_validator(mode="after")
+    def _plaintext_loopback_only(self) -> MqttConfig:
+        if not self.tls and not _is_loopback(self.host):
+            raise ValueError(
+                f"mqtt.tls = false is refused for the non-loopback host {self.host!r}: "
+                "plaintext MQTT is only allowed to localhost/127.0.0.1/::1"
+            )
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("mqtt.cert_file and mqtt.key_file go together: give both or neither")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("mqtt.reconnect_min_s must not exceed mqtt.reconnect_max_s")
+        return self
+
+
+class OutboxConfig(_Section):
+    path: str = Field(default="/var/lib/ordoscan/outbox.sqlite3", min_length=1, description="SQLite file of the durable outbox.")
+    max_messages: int = Field(default=10000, ge=1, le=10_000_000, description="Full: new scans are refused with the fault signal.")
+    max_age_h: float = Field(default=24, gt=0, le=24 * 365, description="Scans older than this are dropped, counted and reported.")
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level (stderr, journald).")
+
+
+class Config(BaseModel):
+    """The whole configuration file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Where frames come from.")
+    scan: ScanConfig = Field(default_factory=ScanConfig, description="What is read and how often.")
+    gpio: GpioConfig = Field(default_factory=GpioConfig, description="LEDs and buzzer.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The broker of the pharmacy system.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="The durable queue of scans not yet delivered.")
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
+
+    @property
+    def topic_prefix(self) -> str:
+        """The topic prefix with {site} and {device_id} filled in."""
+        return self.mqtt.topic_prefix.replace("{site}", self.device.site).replace("{device_id}", self.device.id)
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"ordoscan-{self.device.id}"
+
+
+# Keys whose values are never shown (config show, logs): none of today's keys
+# holds a secret itself (secrets are read from files), but an override could.
+SECRET_KEYS = frozenset({"password"})
+
+
+def config_path(cli_path: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """--config, else $ORDOSCAN_CONFIG, else /etc/ordoscan/ordoscan.toml."""
+    env = os.environ if env is None else env
+    if cli_path:
+        return Path(cli_path)
+    if env.get(ENV_PATH):
+        return Path(env[ENV_PATH])
+    return DEFAULT_PATH
+
+
+def _env_value(raw: str) -> Any:
+    """An override is read as a TOML value when it parses as one, else as a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Merge ORDOSCAN_<SECTION>__<KEY> variables into data; returns key path -> variable name."""
+    origin: dict[str, str] = {}
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].partition("__")
+        section, key = section.lower(), key.lower()
+        if section not in Config.model_fields:
+            raise ConfigError(f"environment {name}: unknown section [{section}] (known: {', '.join(Config.model_fields)})")
+        current = data.setdefault(section, {})
+        if not isinstance(current, dict):
+            raise ConfigError(f"environment {name}: [{section}] is not a table in the file")
+        current[key] = _env_value(raw)
+        origin[f"{section}.{key}"] = name
+    return origin
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format_errors(source: str, err: ValidationError, data: Mapping[str, Any], origin: Mapping[str, str]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        key = ".".join(loc)
+        where = f"environment {origin[key]}" if key in origin else source
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            section = loc[0] if len(loc) > 1 else None
+            known = (
+                ", ".join(Config.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+                if section in Config.model_fields
+                else ", ".join(Config.model_fields)
+            )
+            lines.append(f"{where}: unknown key {key!r} (allowed here: {known})")
+            continue
+        if not loc:  # a model-level check on the whole file
+            lines.append(f"{where}: {msg}")
+            continue
+        value: Any = data
+        found = True
+        for part in loc:
+            if isinstance(value, Mapping) and part in value:
+                value = value[part]
+            elif isinstance(value, list | tuple) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                found = False
+                break
+        shown = "<hidden>" if loc[-1] in SECRET_KEYS else _describe(value) if found else None
+        if shown is None or e["type"] in {"value_error"} and len(loc) == 1:
+            lines.append(f"{where}: key {key!r}: {msg}")
+        else:
+            lines.append(f"{where}: key {key!r} = {shown}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+    """Validate an already-parsed TOML table (plus environment overrides)."""
+    env = os.environ if env is None else env
+    data = json.loads(json.dumps(data, default=str))  # a private deep copy: env merges into it
+    origin = _apply_env(data, env)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(source, e, data, origin)) from None
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read, merge and validate the configuration; raises ConfigError."""
+    env = os.environ if env is None else env
+    p = config_path(str(path) if path else None, env)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such configuration file (give --config PATH or set {ENV_PATH})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a configuration file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: permission denied (the service user must be able to read it)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, str(p), env)
+
+
+def redacted(cfg: Config) -> dict[str, Any]:
+    """The effective config as plain data, secrets replaced by '<redacted>'."""
+    data = cfg.model_dump(mode="json")
+    for section in data.values():
+        if isinstance(section, dict):
+            for key in section:
+                if key in SECRET_KEYS and section[key]:
+                    section[key] = "<redacted>"
+    return data
+
+
+def to_toml(data: Mapping[str, Any]) -> str:
+    """A small TOML writer for `config show` (tables of scalars and lists only)."""
+    out: list[str] = []
+    for section, table in data.items():
+        out.append(f"[{section}]")
+        for key, value in table.items():
+            out.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the configuration file."""
+    return Config.model_json_schema()

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real mosquitto per test, the ZXing corpus, mock GPIO."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import MOSQUITTO, Broker
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpora" / "zxing-blackbox"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--rig", default="virtual", choices=["virtual", "pi"],
+                     help="hardware-in-loop rig: virtual (default) or pi (a real Raspberry Pi rig)")
+    parser.addoption("--soak-seconds", type=float, default=None,
+                     help="chaos soak time budget in seconds (default: a short CI budget)")
+    parser.addoption("--soak-seed", type=int, default=None, help="chaos soak seed")
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """ZXing's black-box images, used in place from ../shared (never copied)."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"ZXing black-box corpus not found at {CORPUS} (it ships beside the repo, not in it)")
+    return CORPUS
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A plaintext mosquitto on a free loopback port, anonymous, stopped after the test."""
+    if MOSQUITTO is None:
+        pytest.fail("mosquitto is not installed: run the README set-up (./dev test installs it)")
+    b = Broker(tmp_path / "broker")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+@pytest.fixture
+def mock_pins() -> Iterator[object]:
+    """gpiozero's MockFactory as the default pin factory, reset after the test."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    previous = Device.pin_factory
+    factory = MockFactory(pin_class=MockPWMPin)
+    Device.pin_factory = factory
+    try:
+        yield factory
+    finally:
+        factory.reset()
+        Device.pin_factory = previous
