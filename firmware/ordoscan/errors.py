@@ -52,3 +52,7 @@ class PublisherError(OrdoscanError):
 
 class SecurityError(OrdoscanError):
     """A secret file has unsafe permissions or a secure setting was refused."""
+
+
+class CommandError(OrdoscanError):
+    """A remote command (`{prefix}/cmd/{name}`) was refused: unknown, too big or malformed."""
