@@ -56,3 +56,7 @@ class SecurityError(OrdoscanError):
 
 class CommandError(OrdoscanError):
     """A remote command (`{prefix}/cmd/{name}`) was refused: unknown, too big or malformed."""
+
+
+class GpioError(OrdoscanError):
+    """A GPIO pin could not be claimed or driven."""
