@@ -128,7 +128,7 @@ class ScanConfig(_Section):
         for i, pattern in enumerate(v):
             try:
                 re.compile(pattern)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:  # huge counts, deep nesting
                 raise ValueError(f"accept[{i}] = {pattern!r} is not a valid regular expression: {e}") from None
         return v
 
@@ -378,6 +378,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
     return parse_config(data, str(p), env)
 
 
