@@ -5,12 +5,19 @@ is fsync'd): the good-read beep comes after it. Rows leave only by `ack()`
 (delivered), `expire()` (too old, counted) or `purge()` (operator).
 
 Privacy: secure_delete zeroes deleted rows, and the WAL is checkpointed and
-truncated after deletions, so a delivered payload does not linger in the file.
-Logs carry at most `privacy.mask(payload)`.
+truncated soon after deletions (at once when the queue empties), so a delivered
+payload does not linger in the files. Logs carry at most `privacy.mask(payload)`.
 
-Sequence numbers never go back, even if the file is lost: a small sidecar
-(`<file>.seq`) holds a reserved ceiling, rewritten once per SEQ_BLOCK scans, and
-a fresh file continues above it.
+Robustness:
+- a damaged file is moved aside (`<file>.corrupt-<UTC time>`, with its -wal and
+  -shm), the scans still readable in it are copied into a fresh file, and the
+  quarantined names are reported by `stats()`;
+- sequence numbers never go back, even if the file is lost: a sidecar
+  (`<file>.seq`) holds a reserved ceiling, rewritten once per SEQ_BLOCK scans,
+  and a fresh file continues above it;
+- a reserve file (`<file>.reserve`) keeps a little disk space aside: when the
+  disk fills up, new scans are refused but it is released so that delivered
+  scans can still be deleted and the queue drains.
 """
 
 from __future__ import annotations
@@ -28,35 +35,56 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from ordoscan.errors import ConfigError, OutboxCorrupt, OutboxDiskError, OutboxError, OutboxFull
+from ordoscan.errors import (
+    ConfigError,
+    OutboxCorrupt,
+    OutboxDiskError,
+    OutboxError,
+    OutboxFull,
+)
 from ordoscan.message import NAME_PATTERN, ScanMessage, new_scan_id
 from ordoscan.privacy import mask
 
 log = logging.getLogger("ordoscan.outbox")
 
-APPLICATION_ID = 0x4F524453  # "ORDS": marks the file as an ordoscan outbox
+T = TypeVar("T")
+
+APPLICATION_ID = 0x4F524453  # "ORDS" in the file header: this file is an ordoscan outbox
 FORMAT_VERSION = 1
 SEQ_BLOCK = 1000
-# Deleted rows stay in the WAL until a checkpoint truncates it: do one when the
-# queue empties, after this many deletions, or this many seconds after the first.
+RESERVE_BYTES = 256 * 1024
+# Deleted rows stay in the WAL until a checkpoint truncates it: one is done when
+# the queue empties, after this many deletions, or this long after the first.
 CHECKPOINT_AFTER_DELETES = 256
 CHECKPOINT_AFTER_S = 2.0
+# Salvage of a damaged file: how many damaged spots to step over at most.
+SALVAGE_MAX_SKIPS = 100_000
 
 _CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_DISK_CODES = {
+    sqlite3.SQLITE_FULL: "the disk is full",
+    sqlite3.SQLITE_READONLY: "the outbox file or its folder is read-only",
+    sqlite3.SQLITE_IOERR: "I/O error (failing storage?)",
+    sqlite3.SQLITE_CANTOPEN: "the file cannot be opened",
+    sqlite3.SQLITE_PERM: "permission denied",
+    sqlite3.SQLITE_BUSY: "the file is locked by another process",
+    sqlite3.SQLITE_LOCKED: "the file is locked",
+}
 
-_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS scans (
-    seq INTEGER PRIMARY KEY,
-    scan_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS scans_created_at ON scans (created_at);
-"""
+_SCHEMA_STATEMENTS = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS scans (seq INTEGER PRIMARY KEY,"
+    " scan_id TEXT NOT NULL, created_at REAL NOT NULL, body BLOB NOT NULL)",
+    # Small and ordered: count(*), min(created_at) and expiry read it, not the bodies.
+    "CREATE INDEX IF NOT EXISTS scans_created_at ON scans (created_at)",
+)
+
+Row = tuple[int, str, float, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +112,7 @@ class OutboxStats:
 
 def _errcode(e: BaseException) -> int | None:
     code = getattr(e, "sqlite_errorcode", None)
-    return None if code is None else int(code) & 0xFF  # primary code, without the extended bits
+    return None if code is None else int(code) & 0xFF  # the primary code, no extended bits
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -120,10 +148,16 @@ class Outbox:
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
     ) -> None:
+        """Open or create the outbox; `readonly` (inspection) never creates or repairs."""
         if max_messages < 1:
             raise ConfigError(f"outbox.max_messages = {max_messages!r}: must be at least 1")
         if not max_age_h > 0:
             raise ConfigError(f"outbox.max_age_h = {max_age_h!r}: must be more than 0")
+        for key, value in (("device.id", device_id), ("device.site", site)):
+            if not re.match(NAME_PATTERN, value):
+                raise ConfigError(
+                    f"{key} = {value!r}: must be 1 or more of letters, digits, '_', '.', '-'"
+                )
         self.path = Path(path)
         self.max_messages = max_messages
         self.max_age_s = max_age_h * 3600.0
@@ -133,44 +167,41 @@ class Outbox:
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        self._last_seq = 0
         self._seq_ceiling = 0
         self._deleted_since_checkpoint = 0
         self._first_delete_at: float | None = None
-        self._check_identity(device_id, site)
+        self._reserve_retry_at = 0.0
         if readonly:
             self._open_readonly()
         else:
             self._open()
 
-    # --- opening, quarantine --------------------------------------------------
+    # --- file names --------------------------------------------------------------------
 
-    @staticmethod
-    def _check_identity(device_id: str, site: str) -> None:
-        for key, value in (("device.id", device_id), ("device.site", site)):
-            if not re.match(NAME_PATTERN, value):
-                raise ConfigError(
-                    f"{key} = {value!r}: must be 1 or more of letters, digits, '_', '.', '-'"
-                )
+    def _sibling(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
 
     @property
     def _seq_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".seq")
+        return self._sibling(".seq")
 
-    def _connect(self, target: Path, *, uri_mode: str | None = None) -> sqlite3.Connection:
-        if uri_mode:
-            from urllib.parse import quote
+    @property
+    def _reserve_path(self) -> Path:
+        return self._sibling(".reserve")
 
-            return sqlite3.connect(
-                f"file:{quote(str(target))}?mode={uri_mode}",
-                uri=True,
-                timeout=5.0,
-                isolation_level=None,
-                check_same_thread=False,
+    def _quarantined_files(self) -> tuple[str, ...]:
+        prefix = self.path.name + ".corrupt-"
+        try:
+            names = sorted(
+                p.name
+                for p in self.path.parent.iterdir()
+                if p.name.startswith(prefix) and not p.name.endswith(("-wal", "-shm"))
             )
-        return sqlite3.connect(
-            str(target), timeout=5.0, isolation_level=None, check_same_thread=False
-        )
+        except OSError:
+            return ()
+        return tuple(str(self.path.parent / n) for n in names)
+
+    # --- opening -----------------------------------------------------------------------
 
     def _open(self) -> None:
         folder = self.path.parent
@@ -186,14 +217,29 @@ class Outbox:
         try:
             self._conn = self._open_checked()
         except OutboxCorrupt as e:
-            log.error("%s", e)
-            salvage = self._quarantine()
-            self._conn = self._open_checked()
-            self._restore(salvage)
-        self._after_open()
+            self._recover(str(e))
+        self._continue_seq()
+        self._ensure_reserve()
+        quarantined = self._quarantined_files()
+        if quarantined:
+            log.warning(
+                "%s: quarantined outbox file(s) kept for inspection: %s",
+                self.path,
+                ", ".join(quarantined),
+            )
+
+    def _connect(self, uri_query: str | None = None) -> sqlite3.Connection:
+        target = f"file:{quote(str(self.path))}?{uri_query}" if uri_query else str(self.path)
+        return sqlite3.connect(
+            target,
+            uri=uri_query is not None,
+            timeout=5.0,
+            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+            check_same_thread=False,  # shared by the pipeline and MQTT threads, under self._lock
+        )
 
     def _create_file(self) -> None:
-        """Create the database file 0600 ourselves: SQLite would use the umask."""
+        """Create the database file 0600 ourselves: SQLite would follow the umask."""
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -211,40 +257,36 @@ class Outbox:
             ) from None
 
     def _open_checked(self) -> sqlite3.Connection:
-        """Open, set the pragmas, check the file and create the tables; raises OutboxCorrupt."""
+        """Open, set the pragmas, check the file, create the tables; raises OutboxCorrupt."""
         self._create_file()
         try:
             mode = self.path.stat().st_mode & 0o777
             if mode & 0o077:
-                os.chmod(self.path, 0o600)  # older or hand-made file: it holds health data
+                os.chmod(self.path, 0o600)  # an older or hand-made file: it holds health data
                 log.warning("%s: permissions were %03o, set to 600", self.path, mode)
         except OSError as e:
             raise OutboxDiskError(f"{self.path}: {_explain_os(e)}") from None
         try:
-            conn = self._connect(self.path)
+            conn = self._connect()
         except sqlite3.Error as e:
             raise self._error(e, "open") from None
         try:
             self._check_format(conn)
-            mode_row = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if mode_row is None or str(mode_row[0]).lower() != "wal":
-                raise OutboxDiskError(
-                    f"{self.path}: the file system does not support SQLite WAL mode ({mode_row})"
-                )
+            row = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                raise OutboxDiskError(f"{self.path}: SQLite WAL mode is not available here ({row})")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA secure_delete=ON")
-            conn.execute("PRAGMA foreign_keys=OFF")
-            problem = self._quick_check(conn)
+            problem = self._check(conn, "quick_check")
             if problem != "ok":
                 raise OutboxCorrupt(f"{self.path}: the outbox file is damaged: {problem}")
-            conn.execute("BEGIN IMMEDIATE")  # also proves the file is writable
-            for stmt in _SCHEMA_SQL.split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
+            conn.execute("BEGIN IMMEDIATE")  # also proves that the file is writable
+            for stmt in _SCHEMA_STATEMENTS:
+                conn.execute(stmt)
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
             conn.execute("COMMIT")
-        except (OutboxCorrupt, OutboxError):
+        except OutboxError:
             conn.close()
             raise
         except sqlite3.Error as e:
@@ -260,7 +302,7 @@ class Outbox:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > FORMAT_VERSION:
                 raise OutboxError(
-                    f"{self.path}: outbox format {version} is newer than this firmware knows "
+                    f"{self.path}: outbox format {version} is newer than this firmware's "
                     f"({FORMAT_VERSION}); refusing to touch it"
                 )
             return
@@ -272,8 +314,8 @@ class Outbox:
             )
 
     @staticmethod
-    def _quick_check(conn: sqlite3.Connection) -> str:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
+    def _check(conn: sqlite3.Connection, pragma: str) -> str:
+        rows = conn.execute(f"PRAGMA {pragma}").fetchall()
         return "; ".join(str(r[0]) for r in rows) or "no result"
 
     def _open_readonly(self) -> None:
@@ -282,99 +324,111 @@ class Outbox:
                 f"{self.path}: no outbox file (nothing was queued yet, or outbox.path is wrong)"
             )
         try:
-            conn = self._connect(self.path, uri_mode="ro")
+            conn = self._connect("mode=ro")
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+            except sqlite3.OperationalError:
+                # WAL readers need the -shm file; on a read-only file system with
+                # no WAL left to replay, the file alone is the whole truth.
+                conn.close()
+                wal = self._sibling("-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise
+                conn = self._connect("mode=ro&immutable=1")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
-            if app_id != APPLICATION_ID and (app_id or tables):
-                conn.close()
-                raise OutboxError(f"{self.path}: is an SQLite database but not an ordoscan outbox")
         except sqlite3.Error as e:
             raise self._error(e, "open") from None
+        if app_id != APPLICATION_ID and (app_id or tables):
+            conn.close()
+            raise OutboxError(f"{self.path}: is an SQLite database but not an ordoscan outbox")
         self._conn = conn
-        self._after_open()
 
-    def _after_open(self) -> None:
-        conn = self._require()
-        try:
-            self._last_seq = self._meta(conn, "last_seq")
-        except sqlite3.Error as e:
-            raise self._error(e, "read") from None
-        if self.readonly:
-            return
-        if self._last_seq < self._seq_ceiling and self._meta_missing(conn, "last_seq"):
-            # A fresh file (the old one was lost or quarantined): continue above
-            # every seq that may have been handed out.
-            self._last_seq = self._seq_ceiling
-            self._write(lambda c: self._set_meta(c, "last_seq", self._last_seq), "start")
-            log.warning(
-                "%s: new outbox file; sequence numbers continue after %d", self.path, self._last_seq
-            )
-        quarantined = self._quarantined_files()
-        if quarantined:
-            log.warning(
-                "%s: quarantined outbox file(s) kept for inspection: %s",
-                self.path,
-                ", ".join(quarantined),
-            )
+    # --- damaged files -----------------------------------------------------------------
 
-    def _quarantined_files(self) -> tuple[str, ...]:
-        prefix = self.path.name + ".corrupt-"
-        try:
-            names = sorted(
-                p.name
-                for p in self.path.parent.iterdir()
-                if p.name.startswith(prefix) and not p.name.endswith(("-wal", "-shm"))
-            )
-        except OSError:
-            return ()
-        return tuple(str(self.path.parent / n) for n in names)
+    def _recover(self, problem: str) -> None:
+        """Quarantine the damaged file, start a fresh one, copy back what can be read."""
+        log.error("%s", problem)
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        target = self._quarantine()
+        salvage = _Salvage.read(target, self._seq_ceiling)
+        self._conn = self._open_checked()
+        self._restore(salvage)
+        log.error(
+            "%s: damaged outbox moved to %s; %d queued scan(s) recovered into a fresh file%s",
+            self.path,
+            target,
+            len(salvage.rows),
+            "" if salvage.meta_ok else " (its counters were unreadable)",
+        )
 
-    def _quarantine(self) -> _Salvage:
-        """Move the damaged file (and its -wal/-shm) aside under a timestamped name."""
+    def _quarantine(self) -> Path:
+        """Move the damaged file (and its -wal/-shm) aside under a UTC-timestamped name."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        target = self._sibling(f".corrupt-{stamp}")
         n = 1
         while target.exists():
             n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            target = self._sibling(f".corrupt-{stamp}-{n}")
         try:
             for suffix in ("", "-wal", "-shm"):
-                src = Path(str(self.path) + suffix)
+                src = self._sibling(suffix)
                 if src.exists():
-                    os.rename(src, str(target) + suffix)
+                    os.rename(src, f"{target}{suffix}")
             _fsync_dir(self.path.parent)
         except OSError as e:
             raise OutboxDiskError(
                 f"{self.path}: cannot quarantine the damaged outbox: {_explain_os(e)}"
             ) from None
-        log.error("%s: damaged outbox moved to %s; a fresh one is started", self.path, target)
-        salvage = _Salvage.read(target, self)
-        if salvage.rows or salvage.lost:
-            log.error(
-                "%s: %d queued scan(s) recovered from the damaged file, %d could not be read",
-                self.path,
-                len(salvage.rows),
-                salvage.lost,
-            )
-        return salvage
+        return target
 
     def _restore(self, salvage: _Salvage) -> None:
         """Put the scans read back from a quarantined file into the fresh one."""
-        self._seq_ceiling = max(self._seq_ceiling, salvage.last_seq)
+        # Readable counters are exact; otherwise the sidecar ceiling is above any seq used.
+        top = max(salvage.last_seq, salvage.rows[-1][0] if salvage.rows else 0)
+        last_seq = top if salvage.meta_ok else max(top, self._seq_ceiling)
 
         def fill(c: sqlite3.Connection) -> None:
             c.executemany(
                 "INSERT OR IGNORE INTO scans (seq, scan_id, created_at, body) VALUES (?, ?, ?, ?)",
                 salvage.rows,
             )
-            if salvage.last_seq:
-                self._set_meta(c, "last_seq", salvage.last_seq)
-            if salvage.expired_total:
-                self._set_meta(c, "expired_total", salvage.expired_total)
+            self._set_meta(c, "last_seq", last_seq)
+            self._set_meta(c, "expired_total", salvage.expired_total)
 
-        self._write(fill, "restore")
+        self._write(fill, "restore the scans of a damaged file")
 
-    # --- small helpers -----------------------------------------------------------
+    def _continue_seq(self) -> None:
+        """A fresh file (the old one lost) continues above every seq that may have been used."""
+        conn = self._require()
+        try:
+            fresh = conn.execute("SELECT 1 FROM meta WHERE key = 'last_seq'").fetchone() is None
+        except sqlite3.Error as e:
+            raise self._error(e, "read") from None
+        if fresh:
+            ceiling = self._seq_ceiling
+            self._write(lambda c: self._set_meta(c, "last_seq", ceiling), "start")
+            if ceiling:
+                log.warning(
+                    "%s: new outbox file; sequence numbers continue after %d", self.path, ceiling
+                )
+
+    def _guarded(self, op: Callable[[], T]) -> T:
+        """Run one operation; if the file turns out damaged, recover and run it again."""
+        with self._lock:
+            self._require()
+            try:
+                return op()
+            except OutboxCorrupt as e:
+                if self.readonly:
+                    raise
+                self._recover(str(e))
+                return op()
+
+    # --- small helpers -----------------------------------------------------------------
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -392,10 +446,6 @@ class Outbox:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def _meta_missing(conn: sqlite3.Connection, key: str) -> bool:
-        return conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is None
-
-    @staticmethod
     def _set_meta(conn: sqlite3.Connection, key: str, value: int) -> None:
         conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
@@ -403,21 +453,32 @@ class Outbox:
             (key, value),
         )
 
+    def _fs_problem(self) -> str | None:
+        """What is wrong with the folder or file, as seen from the file system."""
+        folder = self.path.parent
+        try:
+            st = os.statvfs(folder)
+        except OSError as e:
+            return f"{folder}: {_explain_os(e)}"
+        if st.f_flag & os.ST_RDONLY:
+            return "the file system is read-only"
+        if st.f_bavail * st.f_frsize < 64 * 1024:
+            return "the disk is full"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"the folder {folder} is not writable by this user"
+        if self.path.exists() and not os.access(self.path, os.R_OK | os.W_OK):
+            return "the file is not readable and writable by this user"
+        return None
+
     def _error(self, e: sqlite3.Error, doing: str) -> OutboxError:
         """Turn an SQLite error into the outbox error the daemon acts on."""
         code = _errcode(e)
         if code in _CORRUPT_CODES:
             return OutboxCorrupt(f"{self.path}: {doing}: the outbox file is damaged ({e})")
-        reasons = {
-            sqlite3.SQLITE_FULL: "the disk is full",
-            sqlite3.SQLITE_READONLY: "the outbox file or its folder is read-only",
-            sqlite3.SQLITE_IOERR: "I/O error (failing storage?)",
-            sqlite3.SQLITE_CANTOPEN: "cannot open the file (missing folder, or no permission)",
-            sqlite3.SQLITE_PERM: "permission denied",
-            sqlite3.SQLITE_BUSY: "the file is locked by another process",
-            sqlite3.SQLITE_LOCKED: "the file is locked",
-        }
-        reason = reasons.get(code) if code is not None else None
+        if code == sqlite3.SQLITE_FULL:
+            reason: str | None = _DISK_CODES[code]
+        else:
+            reason = self._fs_problem() or (_DISK_CODES.get(code) if code is not None else None)
         return OutboxDiskError(f"{self.path}: {doing}: {reason or 'disk error'} ({e})")
 
     def _write(self, body: Callable[[sqlite3.Connection], None], doing: str) -> None:
@@ -434,7 +495,23 @@ class Outbox:
                         conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise self._error(e, doing) from None
+            raise self._error(e, doing) from e
+
+    def _delete(self, body: Callable[[sqlite3.Connection], None], doing: str) -> None:
+        """A write that frees space: on a full disk, release the reserve and try again."""
+        try:
+            self._write(body, doing)
+        except OutboxDiskError as e:
+            if not self._is_full(e) or not self._release_reserve():
+                raise
+            self._write(body, doing)
+
+    @staticmethod
+    def _is_full(e: OutboxDiskError) -> bool:
+        cause = e.__cause__
+        return isinstance(cause, sqlite3.Error) and _errcode(cause) == sqlite3.SQLITE_FULL
+
+    # --- sequence ceiling and space reserve --------------------------------------------
 
     def _read_seq_ceiling(self) -> int:
         try:
@@ -452,7 +529,7 @@ class Outbox:
     def _reserve_seq(self, seq: int) -> None:
         """Durably record a ceiling above `seq` before `seq` is used."""
         ceiling = seq + SEQ_BLOCK - 1
-        tmp = self._seq_path.with_name(self._seq_path.name + ".tmp")
+        tmp = self._sibling(".seq.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -461,7 +538,7 @@ class Outbox:
             finally:
                 os.close(fd)
             os.replace(tmp, self._seq_path)
-            _fsync_dir(self._seq_path.parent)
+            _fsync_dir(self.path.parent)
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -470,11 +547,37 @@ class Outbox:
             ) from None
         self._seq_ceiling = ceiling
 
-    def _row(self, row: tuple[int, str, float, bytes]) -> StoredScan:
-        seq, scan_id, created_at, body = row
-        return StoredScan(seq, scan_id, created_at, created_at + self.max_age_s, bytes(body))
+    def _ensure_reserve(self) -> None:
+        """Keep RESERVE_BYTES aside for deletions on a full disk (best effort)."""
+        try:
+            if self._reserve_path.stat().st_size >= RESERVE_BYTES:
+                return
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        try:
+            fd = os.open(self._reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.ftruncate(fd, 0)
+                os.write(fd, bytes(RESERVE_BYTES))  # real blocks, not a sparse file
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self._reserve_path.unlink()
+            log.debug("%s: no space reserve: %s", self.path, _explain_os(e))
 
-    # --- the API ------------------------------------------------------------------
+    def _release_reserve(self) -> bool:
+        try:
+            self._reserve_path.unlink()
+        except OSError:
+            return False
+        log.warning("%s: disk full: space reserve released to delete scans", self.path)
+        return True
+
+    # --- the API -----------------------------------------------------------------------
 
     def put(
         self,
@@ -489,24 +592,20 @@ class Outbox:
         """Queue one scan; returns once it is on disk. Raises OutboxFull or OutboxDiskError."""
         if kind == "ins" or payload.startswith("IS01"):
             raise OutboxError("an INS code (patient identity) is never stored")
+
+        def op() -> StoredScan:
+            return self._put(kind, symbology, symbology_id, payload, clock_synced, scanned_at)
+
         with self._lock:
             self._require_writable()
-            try:
-                return self._put_once(
-                    kind, symbology, symbology_id, payload, clock_synced, scanned_at
-                )
-            except OutboxDiskError as e:
-                if "disk is full" not in str(e):
-                    raise
-                # A large WAL may be what fills the disk: shrink it and try once more.
-                if not self._checkpoint_locked():
-                    raise
-                log.warning("%s: disk full; WAL truncated, retrying the write", self.path)
-                return self._put_once(
-                    kind, symbology, symbology_id, payload, clock_synced, scanned_at
-                )
+            stored = self._guarded(op)
+            if time.monotonic() >= self._reserve_retry_at and not self._reserve_path.exists():
+                self._reserve_retry_at = time.monotonic() + 60.0  # not at every scan on a full disk
+                self._ensure_reserve()
+        log.debug("stored seq=%d kind=%s payload=%s", stored.seq, kind, mask(payload))
+        return stored
 
-    def _put_once(
+    def _put(
         self,
         kind: str,
         symbology: str,
@@ -522,7 +621,7 @@ class Outbox:
         def insert(c: sqlite3.Connection) -> None:
             depth = c.execute("SELECT count(*) FROM scans").fetchone()[0]
             if depth >= self.max_messages:
-                # Expired rows do not hold capacity; anything else is never evicted.
+                # Expired rows hold no capacity; nothing else is ever evicted.
                 depth -= self._delete_expired(c, now)
                 if depth >= self.max_messages:
                     raise OutboxFull(
@@ -539,14 +638,14 @@ class Outbox:
                     site=self.site,
                     scanned_at=when,
                     clock_synced=clock_synced,
-                    kind=kind,  # type: ignore[arg-type]
+                    kind=kind,  # type: ignore[arg-type]  # checked by the model
                     symbology=symbology,
                     symbology_id=symbology_id,
                     payload=payload,
                 )
             except ValidationError as e:
                 # The model hides inputs in its errors; name the fields only.
-                fields = ", ".join(
+                fields = "; ".join(
                     f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
                 )
                 raise OutboxError(
@@ -563,25 +662,33 @@ class Outbox:
             result.append(StoredScan(seq, scan_id, now, now + self.max_age_s, body))
 
         self._write(insert, "store a scan")
-        stored = result[0]
-        self._last_seq = stored.seq
-        log.debug("stored seq=%d kind=%s payload=%s", stored.seq, kind, mask(payload))
-        return stored
+        return result[0]
 
     def pending(self, limit: int = 100, after_seq: int = 0) -> list[StoredScan]:
         """Scans not yet delivered and not expired, in seq order."""
         cutoff = self._clock() - self.max_age_s
-        with self._lock:
-            conn = self._require()
+
+        def op() -> list[tuple[int, str, float, bytes]]:
             try:
-                rows = conn.execute(
-                    "SELECT seq, scan_id, created_at, body FROM scans"
-                    " WHERE seq > ? AND created_at > ? ORDER BY seq LIMIT ?",
-                    (after_seq, cutoff, max(0, limit)),
-                ).fetchall()
+                return (
+                    self._require()
+                    .execute(
+                        "SELECT seq, scan_id, created_at, body FROM scans"
+                        " WHERE seq > ? AND created_at > ? ORDER BY seq LIMIT ?",
+                        (after_seq, cutoff, max(0, limit)),
+                    )
+                    .fetchall()
+                )
             except sqlite3.Error as e:
                 raise self._error(e, "read") from None
-        return [self._row(r) for r in rows]
+
+        with self._lock:
+            rows = self._guarded(op)
+            self._maybe_checkpoint()
+        return [
+            StoredScan(seq, scan_id, created, created + self.max_age_s, bytes(body))
+            for seq, scan_id, created, body in rows
+        ]
 
     def ack(self, seq: int) -> bool:
         """Delete one delivered scan; False if it was not (or no longer) there."""
@@ -592,23 +699,24 @@ class Outbox:
         params = [(int(s),) for s in seqs]
         if not params:
             return 0
-        deleted: list[int] = []
+        counted: list[int] = []
 
         def delete(c: sqlite3.Connection) -> None:
-            cur = c.executemany("DELETE FROM scans WHERE seq = ?", params)
-            deleted.append(max(0, cur.rowcount))
+            counted[:] = [max(0, c.executemany("DELETE FROM scans WHERE seq = ?", params).rowcount)]
 
         with self._lock:
-            self._write(delete, "delete delivered scans")
-            self._deleted(deleted[0])
-        return deleted[0]
+            self._require_writable()
+            self._guarded(lambda: self._delete(delete, "delete delivered scans"))
+            self._deleted(counted[0])
+        return counted[0]
 
     def _delete_expired(self, c: sqlite3.Connection, now: float) -> int:
-        cur = c.execute("DELETE FROM scans WHERE created_at <= ?", (now - self.max_age_s,))
-        n = max(0, cur.rowcount)
+        n = max(
+            0,
+            c.execute("DELETE FROM scans WHERE created_at <= ?", (now - self.max_age_s,)).rowcount,
+        )
         if n:
             self._set_meta(c, "expired_total", self._meta(c, "expired_total") + n)
-            self._deleted(n)
             log.warning(
                 "%s: %d scan(s) older than %g h dropped undelivered",
                 self.path,
@@ -621,9 +729,15 @@ class Outbox:
         """Drop scans older than max_age_h; counted in stats().expired_total."""
         now = self._clock()
         counted: list[int] = []
+
+        def delete(c: sqlite3.Connection) -> None:
+            counted[:] = [self._delete_expired(c, now)]
+
         with self._lock:
-            self._write(lambda c: counted.append(self._delete_expired(c, now)), "expire old scans")
-            self._maybe_checkpoint(force=self._deleted_since_checkpoint > 0)
+            self._require_writable()
+            self._guarded(lambda: self._delete(delete, "expire old scans"))
+            self._deleted(counted[0])
+            self._maybe_checkpoint(force=True)
         return counted[0]
 
     def purge(self) -> int:
@@ -631,10 +745,11 @@ class Outbox:
         counted: list[int] = []
 
         def delete(c: sqlite3.Connection) -> None:
-            counted.append(max(0, c.execute("DELETE FROM scans").rowcount))
+            counted[:] = [max(0, c.execute("DELETE FROM scans").rowcount)]
 
         with self._lock:
-            self._write(delete, "purge")
+            self._require_writable()
+            self._guarded(lambda: self._delete(delete, "purge"))
             self._deleted(counted[0])
             self._maybe_checkpoint(force=True)
         if counted[0]:
@@ -644,16 +759,25 @@ class Outbox:
     def stats(self) -> OutboxStats:
         """Depth, oldest age, expired count, last seq, capacity, quarantined files."""
         now = self._clock()
-        with self._lock:
+
+        def op() -> tuple[int, float | None, int, int]:
             conn = self._require()
             try:
                 depth, oldest = conn.execute(
                     "SELECT count(*), min(created_at) FROM scans"
                 ).fetchone()
-                expired_total = self._meta(conn, "expired_total")
-                last_seq = self._meta(conn, "last_seq")
+                return (
+                    depth,
+                    oldest,
+                    self._meta(conn, "expired_total"),
+                    self._meta(conn, "last_seq"),
+                )
             except sqlite3.Error as e:
                 raise self._error(e, "read") from None
+
+        with self._lock:
+            depth, oldest, expired_total, last_seq = self._guarded(op)
+            self._maybe_checkpoint()
         return OutboxStats(
             depth=int(depth),
             oldest_age_s=None if oldest is None else max(0.0, now - float(oldest)),
@@ -664,22 +788,21 @@ class Outbox:
         )
 
     def integrity_check(self) -> str:
-        """'ok', or what SQLite found wrong with the file."""
+        """'ok', or what SQLite finds wrong with the file (for `ordoscan check`)."""
         with self._lock:
             conn = self._require()
             try:
-                rows = conn.execute("PRAGMA integrity_check").fetchall()
+                return self._check(conn, "integrity_check")
             except sqlite3.Error as e:
                 return f"integrity check failed: {e}"
-        return "; ".join(str(r[0]) for r in rows) or "no result"
 
     def checkpoint(self) -> bool:
-        """Copy the WAL into the file and truncate it; False if a reader held it."""
+        """Copy the WAL into the file and truncate it; False if another reader held it."""
         with self._lock:
             self._require_writable()
             return self._checkpoint_locked()
 
-    # --- checkpoints ----------------------------------------------------------------
+    # --- checkpoints -------------------------------------------------------------------
 
     def _deleted(self, n: int) -> None:
         if n <= 0:
@@ -690,7 +813,8 @@ class Outbox:
         self._maybe_checkpoint()
 
     def _maybe_checkpoint(self, force: bool = False) -> None:
-        if self._conn is None or self._conn.in_transaction or self._deleted_since_checkpoint == 0:
+        conn = self._conn
+        if conn is None or self.readonly or self._deleted_since_checkpoint == 0:
             return
         due = (
             force
@@ -702,9 +826,7 @@ class Outbox:
         )
         if not due:
             try:
-                due = (
-                    self._conn.execute("SELECT NOT EXISTS (SELECT 1 FROM scans)").fetchone()[0] == 1
-                )
+                due = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM scans)").fetchone()[0] == 1
             except sqlite3.Error:
                 return
         if due:
@@ -715,7 +837,7 @@ class Outbox:
         if conn is None or self.readonly:
             return False
         try:
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error as e:
             log.warning("%s: checkpoint failed: %s", self.path, e)
             return False
@@ -725,7 +847,7 @@ class Outbox:
         self._first_delete_at = None
         return True
 
-    # --- closing --------------------------------------------------------------------
+    # --- closing -----------------------------------------------------------------------
 
     def close(self) -> None:
         """Checkpoint (so delivered payloads leave the WAL) and close; idempotent."""
@@ -755,59 +877,75 @@ class Outbox:
 class _Salvage:
     """What could be read back from a quarantined file."""
 
-    rows: list[tuple[int, str, float, bytes]]
+    rows: list[Row]
     last_seq: int
     expired_total: int
-    lost: int
+    meta_ok: bool
 
     @classmethod
-    def read(cls, target: Path, outbox: Outbox) -> _Salvage:
-        """Read every intact row of a damaged file, from both ends of the table."""
-        found: dict[int, tuple[int, str, float, bytes]] = {}
+    def read(cls, target: Path, seq_ceiling: int) -> _Salvage:
+        """Read every intact row of a damaged file, stepping over damaged pages."""
+        found: dict[int, Row] = {}
         meta: dict[str, int] = {}
-        bad: set[object] = set()
         try:
             conn = sqlite3.connect(str(target), timeout=1.0, isolation_level=None)
         except sqlite3.Error:
-            return cls([], 0, 0, 0)
+            return cls([], 0, 0, False)
         try:
             with contextlib.suppress(sqlite3.Error):
+                # writable_schema lets SQLite read a file shorter than its header says.
+                conn.execute("PRAGMA writable_schema=ON")
                 conn.execute("PRAGMA query_only=ON")
-            with contextlib.suppress(sqlite3.Error, ValueError, TypeError):
-                for key, value in conn.execute("SELECT key, value FROM meta"):
-                    meta[str(key)] = int(value)
-            for order in (
-                "ASC",
-                "DESC",
-            ):  # a damaged page stops a scan; read from the other end too
-                with contextlib.suppress(sqlite3.Error):
-                    for row in conn.execute(
-                        f"SELECT seq, scan_id, created_at, body FROM scans ORDER BY seq {order}"
-                    ):
-                        if row[0] in found or row[0] in bad:
-                            break
-                        checked = cls._valid(row, outbox)
-                        if checked is None:
-                            bad.add(row[0])
-                        else:
-                            found[checked[0]] = checked
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema")}
+            except sqlite3.Error:
+                tables = set()
+            if "meta" in tables:
+                with contextlib.suppress(sqlite3.Error, ValueError, TypeError):
+                    for key, value in conn.execute("SELECT key, value FROM meta"):
+                        meta[str(key)] = int(value)
+            if "scans" in tables:
+                bound = meta.get("last_seq") or seq_ceiling or SALVAGE_MAX_SKIPS
+                cls._scan(conn, found, bound)
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-        int_seqs = [s for s in (*found, *bad) if isinstance(s, int)]
-        last_seq = max([meta.get("last_seq", 0), *int_seqs])
         rows = [found[s] for s in sorted(found)]
-        return cls(rows, last_seq, meta.get("expired_total", 0), len(bad))
+        meta_ok = "last_seq" in meta
+        return cls(rows, meta.get("last_seq", 0), meta.get("expired_total", 0), meta_ok)
+
+    @classmethod
+    def _scan(cls, conn: sqlite3.Connection, found: dict[int, Row], bound: int) -> None:
+        """Read rows in seq order; past a damaged spot, start again a little further on."""
+        query = "SELECT seq, scan_id, created_at, body FROM scans WHERE seq >= ? ORDER BY seq"
+        nxt, failures = 1, 0
+        while nxt <= bound and failures < SALVAGE_MAX_SKIPS:
+            start = nxt
+            try:
+                for row in conn.execute(query, (nxt,)):
+                    nxt = int(row[0]) + 1
+                    cls._keep(row, found)
+                break
+            except (sqlite3.Error, ValueError, TypeError):
+                failures += 1
+                if nxt == start:  # no progress from a fresh start here: step over this seq
+                    nxt += 1
+        # The bound may be a guess: read down from the top until the first damage.
+        with contextlib.suppress(sqlite3.Error, ValueError, TypeError):
+            for row in conn.execute(query.replace("ORDER BY seq", "ORDER BY seq DESC"), (nxt,)):
+                if int(row[0]) in found:
+                    break
+                cls._keep(row, found)
 
     @staticmethod
-    def _valid(row: tuple[object, ...], outbox: Outbox) -> tuple[int, str, float, bytes] | None:
-        """A salvaged row is kept only if its message is intact and matches its columns."""
+    def _keep(row: tuple[object, ...], found: dict[int, Row]) -> None:
+        """Keep a salvaged row only if its message is intact and matches its columns."""
+        seq, scan_id, created_at, body = row
+        if not isinstance(body, bytes) or not isinstance(created_at, int | float):
+            return
         try:
-            seq, scan_id, created_at, body = row
-            data = bytes(body)  # type: ignore[call-overload]
-            msg = ScanMessage.from_json(data)
-        except (ValueError, TypeError):
-            return None
-        if msg.seq != seq or msg.scan_id != scan_id or not isinstance(created_at, int | float):
-            return None
-        return (int(msg.seq), msg.scan_id, float(created_at), data)
+            msg = ScanMessage.from_json(body)
+        except ValueError:
+            return
+        if msg.seq == seq and msg.scan_id == scan_id:
+            found[msg.seq] = (msg.seq, msg.scan_id, float(created_at), body)
