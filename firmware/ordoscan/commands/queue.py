@@ -1,0 +1,133 @@
+"""`ordoscan queue stats|list|purge`: look into the outbox, or empty it.
+
+stats and list open the file read-only and never create it; list shows payloads
+masked (`privacy.mask`). purge asks for confirmation on a terminal and refuses
+without one unless `--yes`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ordoscan.config import Config, config_path, load_config
+from ordoscan.outbox import Outbox
+from ordoscan.privacy import mask
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PAGE = 500
+
+
+def format_age(seconds: float | None) -> str:
+    """A short human age: 42 s, 3 min 05 s, 2 h 05 min, 1 d 04 h."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600:02d} h"
+
+
+def _open(cfg: Config, *, readonly: bool) -> Outbox:
+    return Outbox(
+        cfg.outbox.path,
+        max_messages=cfg.outbox.max_messages,
+        max_age_h=cfg.outbox.max_age_h,
+        device_id=cfg.device.id,
+        site=cfg.device.site,
+        readonly=readonly,
+    )
+
+
+def _stats(cfg: Config) -> int:
+    with _open(cfg, readonly=True) as box:
+        st = box.stats()
+    print(f"outbox       {cfg.outbox.path}")
+    print(f"queued       {st.depth} of {st.max_messages}")
+    print(f"oldest       {format_age(st.oldest_age_s)}")
+    print(f"expired      {st.expired_total} (dropped undelivered after {cfg.outbox.max_age_h:g} h)")
+    print(f"last seq     {st.last_seq}")
+    if st.quarantined:
+        print(f"quarantined  {len(st.quarantined)} damaged file(s) kept for inspection:")
+        for name in st.quarantined:
+            print(f"  {name}")
+    else:
+        print("quarantined  none")
+    return EXIT_OK
+
+
+def _list(cfg: Config) -> int:
+    with _open(cfg, readonly=True) as box:
+        st = box.stats()
+        now = time.time()
+        shown = 0
+        after = 0
+        print(f"{'seq':>8}  {'scan_id':36}  {'age':>13}  {'kind':20}  payload")
+        while True:
+            rows = box.pending(limit=PAGE, after_seq=after)
+            for row in rows:
+                try:
+                    data = json.loads(row.body)
+                    kind, payload = str(data.get("kind", "?")), str(data.get("payload", ""))
+                except ValueError:
+                    kind, payload = "?", ""
+                age = format_age(now - row.created_at)
+                print(f"{row.seq:>8}  {row.scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
+            shown += len(rows)
+            if len(rows) < PAGE:
+                break
+            after = rows[-1].seq
+    print(f"{shown} scan(s) waiting")
+    if st.depth > shown:
+        print(f"{st.depth - shown} expired scan(s) not shown (dropped at the next expiry)")
+    return EXIT_OK
+
+
+def _purge(cfg: Config, yes: bool) -> int:
+    with _open(cfg, readonly=False) as box:
+        depth = box.stats().depth
+        if depth == 0:
+            print("the outbox is empty: nothing to purge")
+            return EXIT_OK
+        if not yes:
+            if not sys.stdin.isatty():
+                print(
+                    f"ordoscan: refusing to purge {depth} undelivered scan(s) without "
+                    "confirmation: run it on a terminal, or add --yes",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            try:
+                answer = input(f"Purge {depth} scans? [y/N] ")
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing purged")
+                return EXIT_FAILURE
+        removed = box.purge()
+    print(f"purged {removed} scan(s)")
+    return EXIT_OK
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)  # ConfigError: exit 2 in cli.main
+    path = Path(cfg.outbox.path)
+    if not path.exists():
+        print(
+            f"ordoscan: {path}: no outbox file (nothing was queued on this kiosk yet, "
+            f"or outbox.path in {config_path(args.config)} is wrong)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if args.action == "stats":
+        return _stats(cfg)
+    if args.action == "list":
+        return _list(cfg)
+    return _purge(cfg, bool(getattr(args, "yes", False)))
