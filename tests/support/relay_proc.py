@@ -1,0 +1,221 @@
+"""The relay half of the daemon (Outbox + Publisher) as its own process, for crash tests.
+
+    python -m tests.support.relay_proc CONFIG.toml [--produce N] [--interval S]
+
+Prints, one line each, flushed: `READY`, `PUT <seq> <scan_id>` once a scan it
+produced is durable, `LINK up|down`, `FAULT <text>|-`. SIGTERM stops it
+cleanly (exit 0); SIGKILL is what the tests use to crash it.
+
+`relay_config()` builds the configuration the tests give it (and their own
+in-process publishers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ordoscan.config import Config, parse_config, to_toml
+
+
+def relay_config(
+    workdir: Path,
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    device_id: str = "kiosk-01",
+    site: str = "pharmacie-test",
+    tls: bool = False,
+    protocol: str = "5",
+    keepalive_s: int = 30,
+    reconnect: tuple[float, float] = (0.2, 2.0),
+    inflight: int = 20,
+    max_messages: int = 20000,
+    max_age_h: float = 24,
+    **mqtt: Any,
+) -> dict[str, Any]:
+    """A complete configuration (as TOML data) for a relay talking to a test broker."""
+    return {
+        "device": {"id": device_id, "site": site},
+        "camera": {"source": "replay", "path": str(workdir)},
+        "gpio": {"pin_factory": "mock"},
+        "mqtt": {
+            "host": host,
+            "port": port,
+            "tls": tls,
+            "protocol": protocol,
+            "keepalive_s": keepalive_s,
+            "reconnect_min_s": reconnect[0],
+            "reconnect_max_s": reconnect[1],
+            "inflight": inflight,
+            **mqtt,
+        },
+        "outbox": {
+            "path": str(workdir / "outbox.sqlite3"),
+            "max_messages": max_messages,
+            "max_age_h": max_age_h,
+        },
+    }
+
+
+def as_config(data: dict[str, Any]) -> Config:
+    """Validate relay_config() data, ignoring the environment."""
+    return parse_config(data, "<test>", env={})
+
+
+def write_config(data: dict[str, Any], path: Path) -> Path:
+    path.write_text(to_toml(data))
+    return path
+
+
+def payload_for(n: int) -> str:
+    """An identifier of the default accepted shape (18 of A-Z0-9), distinct per n."""
+    return f"01T{n:015d}"
+
+
+def put_scans(outbox: Any, count: int, start: int = 0) -> list[Any]:
+    """Queue `count` ordonnance scans; returns the stored rows."""
+    return [
+        outbox.put(
+            kind="ordonnance_numerique",
+            symbology="QRCode",
+            symbology_id="]Q1",
+            payload=payload_for(start + i),
+            clock_synced=True,
+        )
+        for i in range(count)
+    ]
+
+
+class InProcessRelay:
+    """Outbox + Publisher in the test's own process, recording links, faults and commands."""
+
+    def __init__(self, data: dict[str, Any], **publisher_kw: Any) -> None:
+        from ordoscan.outbox import Outbox
+        from ordoscan.publisher import Publisher
+
+        self.cfg = as_config(data)
+        outbox_clock = publisher_kw.pop("outbox_clock", None)
+        extra = {"clock": outbox_clock} if outbox_clock else {}
+        self.outbox = Outbox(
+            self.cfg.outbox.path, max_messages=self.cfg.outbox.max_messages,
+            max_age_h=self.cfg.outbox.max_age_h, device_id=self.cfg.device.id,
+            site=self.cfg.device.site, **extra,
+        )
+        self.links: list[tuple[float, bool]] = []
+        self.faults: list[tuple[float, str | None]] = []
+        self.commands: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+        self.publisher = Publisher(
+            self.cfg, self.outbox, on_link=self._link, on_fault=self._fault,
+            on_command=self._command, **publisher_kw,
+        )
+
+    def _record(self, target: list[Any], item: Any) -> None:
+        with self._cond:
+            target.append(item)
+            self._cond.notify_all()
+
+    def _link(self, up: bool) -> None:
+        self._record(self.links, (time.monotonic(), up))
+
+    def _fault(self, text: str | None) -> None:
+        self._record(self.faults, (time.monotonic(), text))
+
+    def _command(self, name: str, payload: bytes) -> None:
+        self._record(self.commands, (name, payload))
+
+    @property
+    def link_up(self) -> bool | None:
+        with self._cond:
+            return self.links[-1][1] if self.links else None
+
+    @property
+    def fault(self) -> str | None:
+        with self._cond:
+            return self.faults[-1][1] if self.faults else None
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+        """Wait for a condition on this relay (or anything else), re-checked on each event."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def put(self, count: int, start: int = 0) -> list[Any]:
+        rows = put_scans(self.outbox, count, start)
+        self.publisher.wake()
+        return rows
+
+    def depth(self) -> int:
+        return int(self.outbox.stats().depth)
+
+    def close(self) -> None:
+        self.publisher.stop(3.0)
+        self.outbox.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ordoscan.config import load_config
+    from ordoscan.outbox import Outbox
+    from ordoscan.publisher import Publisher
+
+    ap = argparse.ArgumentParser(prog="relay_proc")
+    ap.add_argument("config")
+    ap.add_argument("--produce", type=int, default=0, help="scans to put while relaying")
+    ap.add_argument("--interval", type=float, default=0.01, help="seconds between produced scans")
+    ap.add_argument("--start", type=int, default=0, help="number of the first produced payload")
+    args = ap.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s relay %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, env={})
+    out_lock = threading.Lock()
+
+    def say(line: str) -> None:
+        with out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    outbox = Outbox(cfg.outbox.path, max_messages=cfg.outbox.max_messages,
+                    max_age_h=cfg.outbox.max_age_h, device_id=cfg.device.id, site=cfg.device.site)
+    publisher = Publisher(
+        cfg, outbox,
+        on_link=lambda up: say(f"LINK {'up' if up else 'down'}"),
+        on_fault=lambda text: say(f"FAULT {text or '-'}"),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    publisher.start()
+    say("READY")
+
+    def produce() -> None:
+        for i in range(args.produce):
+            if stop.wait(args.interval):
+                return
+            row = put_scans(outbox, 1, args.start + i)[0]
+            say(f"PUT {row.seq} {row.scan_id}")
+            publisher.wake()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    stop.wait()
+    producer.join(5)
+    publisher.stop(3.0)
+    outbox.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
