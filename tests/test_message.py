@@ -185,8 +185,10 @@ def test_spec_example_validates_against_the_json_schema() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [ROOT / "schemas" / message.SCHEMA_FILENAME,
-     ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME],
+    [
+        ROOT / "schemas" / message.SCHEMA_FILENAME,
+        ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME,
+    ],
     ids=["repo", "package"],
 )
 def test_shipped_schema_is_up_to_date(path: Path) -> None:
@@ -206,3 +208,14 @@ def test_generator_check_mode_reports_stale_files(
     assert message.main([]) == 0
     assert target.read_text(encoding="utf-8") == message.schema_text()
     assert message.main(["--check"]) == 0
+
+
+def test_config_schema_message_prints_the_shipped_schema(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ordoscan.cli import main
+
+    assert main(["config", "schema", "--message"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    shipped = ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME
+    assert printed == json.loads(shipped.read_text(encoding="utf-8")) == scan_json_schema()

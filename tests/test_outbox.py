@@ -32,7 +32,10 @@ def payload(i: int) -> str:
 
 def open_box(path: Path, clock: Clock | None = None, **kw: object) -> Outbox:
     args: dict[str, object] = {
-        "max_messages": 100, "max_age_h": 24, "device_id": "kiosk-01", "site": "pharma"
+        "max_messages": 100,
+        "max_age_h": 24,
+        "device_id": "kiosk-01",
+        "site": "pharma",
     }
     args.update(kw)
     return Outbox(path, clock=clock or Clock(), **args)  # type: ignore[arg-type]
@@ -40,8 +43,11 @@ def open_box(path: Path, clock: Clock | None = None, **kw: object) -> Outbox:
 
 def put(box: Outbox, i: int, **kw: object) -> StoredScan:
     args: dict[str, object] = {
-        "kind": "ordonnance_numerique", "symbology": "QRCode", "symbology_id": "]Q1",
-        "payload": payload(i), "clock_synced": True,
+        "kind": "ordonnance_numerique",
+        "symbology": "QRCode",
+        "symbology_id": "]Q1",
+        "payload": payload(i),
+        "clock_synced": True,
     }
     args.update(kw)
     return box.put(**args)  # type: ignore[arg-type]
@@ -256,3 +262,36 @@ def test_integrity_check_ok(db: Path) -> None:
     with open_box(db) as box:
         put(box, 1)
         assert box.integrity_check() == "ok"
+
+
+def test_age_follows_the_monotonic_clock_when_the_wall_clock_jumps(db: Path) -> None:
+    """A Pi has no RTC: NTP may move the wall clock by days after a scan was queued."""
+    wall, mono = Clock(T0), Clock(100.0)
+    kw = {"clock": wall, "monotonic": mono, "boot_id": "boot-1", "max_age_h": 1}
+    with Outbox(db, max_messages=10, device_id="kiosk-01", site="pharma", **kw) as box:  # type: ignore[arg-type]
+        s = put(box, 1, clock_synced=False)
+        wall.t += 60 * 3600  # the weekend the kiosk was off, caught up by NTP
+        mono.t += 10
+        assert box.expire() == 0
+        (p,) = box.pending()
+        assert p.seq == s.seq and p.body == s.body
+        assert box.stats().oldest_age_s == pytest.approx(10)
+        assert p.expires_at == pytest.approx(wall.t + 3600 - 10)
+        wall.t -= 90 * 3600  # and backwards
+        mono.t += 3600  # an hour later: now it is due
+        assert box.pending() == []
+        assert box.expire() == 1
+
+
+def test_age_across_a_reboot_uses_the_wall_clock(db: Path) -> None:
+    wall, mono = Clock(T0), Clock(5000.0)
+    common = {"max_messages": 10, "max_age_h": 1, "device_id": "kiosk-01", "site": "pharma"}
+    with Outbox(db, clock=wall, monotonic=mono, boot_id="boot-1", **common) as box:  # type: ignore[arg-type]
+        put(box, 1)
+    wall.t += 1800
+    mono.t = 3.0  # monotonic time restarts with the machine
+    with Outbox(db, clock=wall, monotonic=mono, boot_id="boot-2", **common) as box:  # type: ignore[arg-type]
+        assert box.stats().oldest_age_s == pytest.approx(1800)
+        assert len(box.pending()) == 1
+        wall.t += 1800
+        assert box.expire() == 1

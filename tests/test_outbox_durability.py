@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from ordoscan.message import ScanMessage
+from ordoscan.outbox import Outbox
 
 from tests.test_outbox import open_box, put
 
@@ -73,7 +74,7 @@ def test_sigkill_right_after_put_loses_nothing(tmp_path: Path) -> None:
         reported = run_writer_and_kill(db, start, n)
         everything += reported
         start = reported[-1][2] + 1000  # new payload numbers for the next run
-        with open_box(db, max_messages=100_000) as box:
+        with Outbox(db, max_messages=100_000, max_age_h=24, device_id="k", site="s") as box:
             assert box.integrity_check() == "ok", f"round {round_}"
             stored = {s.seq: s for s in box.pending(limit=100_000)}
         for seq, scan_id, i in everything:

@@ -78,13 +78,27 @@ _DISK_CODES = {
 
 _SCHEMA_STATEMENTS = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS scans (seq INTEGER PRIMARY KEY,"
-    " scan_id TEXT NOT NULL, created_at REAL NOT NULL, body BLOB NOT NULL)",
-    # Small and ordered: count(*), min(created_at) and expiry read it, not the bodies.
+    # created_at is wall time; created_mono and boot_id give a true age within one
+    # boot, whatever the wall clock does (a Pi has no RTC: NTP may jump it by days).
+    "CREATE TABLE IF NOT EXISTS scans (seq INTEGER PRIMARY KEY, scan_id TEXT NOT NULL,"
+    " created_at REAL NOT NULL, created_mono REAL NOT NULL, boot_id TEXT NOT NULL,"
+    " body BLOB NOT NULL)",
+    # A small index: count(*) reads it rather than the table and its bodies.
     "CREATE INDEX IF NOT EXISTS scans_created_at ON scans (created_at)",
 )
 
-Row = tuple[int, str, float, bytes]
+Row = tuple[int, str, float, float, str, bytes]  # the columns of scans, in order
+_COLUMNS = "seq, scan_id, created_at, created_mono, boot_id, body"
+# Age of a row in seconds: by the monotonic clock for rows of this boot, else by wall time.
+_AGE = "(CASE WHEN boot_id = :boot THEN :mono - created_mono ELSE :wall - created_at END)"
+
+
+def _boot_id() -> str:
+    """This boot's identity: monotonic times are comparable only within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return "process-" + os.urandom(8).hex()  # no /proc: trust monotonic time per process
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +161,8 @@ class Outbox:
         site: str,
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        monotonic: Callable[[], float] | None = None,
+        boot_id: str | None = None,
     ) -> None:
         """Open or create the outbox; `readonly` (inspection) never creates or repairs."""
         if max_messages < 1:
@@ -165,6 +181,12 @@ class Outbox:
         self.site = site
         self.readonly = readonly
         self._clock = clock
+        if monotonic is None and clock is not time.time:
+            # An injected wall clock alone drives ages too: its readings are this
+            # instance's "monotonic" time, not comparable with any other boot's.
+            monotonic, boot_id = clock, boot_id or f"clock-{os.urandom(8).hex()}"
+        self._mono = monotonic or time.monotonic
+        self._boot = boot_id or _boot_id()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._seq_ceiling = 0
@@ -393,7 +415,7 @@ class Outbox:
 
         def fill(c: sqlite3.Connection) -> None:
             c.executemany(
-                "INSERT OR IGNORE INTO scans (seq, scan_id, created_at, body) VALUES (?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO scans ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 salvage.rows,
             )
             self._set_meta(c, "last_seq", last_seq)
@@ -614,7 +636,7 @@ class Outbox:
         clock_synced: bool,
         scanned_at: datetime | None,
     ) -> StoredScan:
-        now = self._clock()
+        now, mono = self._clock(), self._mono()
         when = scanned_at if scanned_at is not None else datetime.fromtimestamp(now, UTC)
         result: list[StoredScan] = []
 
@@ -622,7 +644,7 @@ class Outbox:
             depth = c.execute("SELECT count(*) FROM scans").fetchone()[0]
             if depth >= self.max_messages:
                 # Expired rows hold no capacity; nothing else is ever evicted.
-                depth -= self._delete_expired(c, now)
+                depth -= self._delete_expired(c)
                 if depth >= self.max_messages:
                     raise OutboxFull(
                         f"{self.path}: the outbox holds {depth} scans (outbox.max_messages = "
@@ -655,8 +677,8 @@ class Outbox:
             if seq > self._seq_ceiling:
                 self._reserve_seq(seq)
             c.execute(
-                "INSERT INTO scans (seq, scan_id, created_at, body) VALUES (?, ?, ?, ?)",
-                (seq, scan_id, now, body),
+                f"INSERT INTO scans ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, scan_id, now, mono, self._boot, body),
             )
             self._set_meta(c, "last_seq", seq)
             result.append(StoredScan(seq, scan_id, now, now + self.max_age_s, body))
@@ -664,18 +686,27 @@ class Outbox:
         self._write(insert, "store a scan")
         return result[0]
 
+    def _now(self) -> dict[str, float | str]:
+        """The parameters of _AGE: this boot, and both clocks read now."""
+        return {"boot": self._boot, "mono": self._mono(), "wall": self._clock()}
+
     def pending(self, limit: int = 100, after_seq: int = 0) -> list[StoredScan]:
         """Scans not yet delivered and not expired, in seq order."""
-        cutoff = self._clock() - self.max_age_s
+        now = self._now()
 
-        def op() -> list[tuple[int, str, float, bytes]]:
+        def op() -> list[tuple[int, str, bytes, float]]:
             try:
                 return (
                     self._require()
                     .execute(
-                        "SELECT seq, scan_id, created_at, body FROM scans"
-                        " WHERE seq > ? AND created_at > ? ORDER BY seq LIMIT ?",
-                        (after_seq, cutoff, max(0, limit)),
+                        f"SELECT seq, scan_id, body, {_AGE} AS age FROM scans"
+                        " WHERE seq > :after AND age < :max_age ORDER BY seq LIMIT :limit",
+                        {
+                            **now,
+                            "after": after_seq,
+                            "max_age": self.max_age_s,
+                            "limit": max(0, limit),
+                        },
                     )
                     .fetchall()
                 )
@@ -685,9 +716,11 @@ class Outbox:
         with self._lock:
             rows = self._guarded(op)
             self._maybe_checkpoint()
+        wall = float(now["wall"])
+        # created_at and expires_at in wall time, consistent with the true age.
         return [
-            StoredScan(seq, scan_id, created, created + self.max_age_s, bytes(body))
-            for seq, scan_id, created, body in rows
+            StoredScan(seq, scan_id, wall - age, wall - age + self.max_age_s, bytes(body))
+            for seq, scan_id, body, age in rows
         ]
 
     def ack(self, seq: int) -> bool:
@@ -710,11 +743,9 @@ class Outbox:
             self._deleted(counted[0])
         return counted[0]
 
-    def _delete_expired(self, c: sqlite3.Connection, now: float) -> int:
-        n = max(
-            0,
-            c.execute("DELETE FROM scans WHERE created_at <= ?", (now - self.max_age_s,)).rowcount,
-        )
+    def _delete_expired(self, c: sqlite3.Connection) -> int:
+        params = {**self._now(), "max_age": self.max_age_s}
+        n = max(0, c.execute(f"DELETE FROM scans WHERE {_AGE} >= :max_age", params).rowcount)
         if n:
             self._set_meta(c, "expired_total", self._meta(c, "expired_total") + n)
             log.warning(
@@ -727,11 +758,10 @@ class Outbox:
 
     def expire(self) -> int:
         """Drop scans older than max_age_h; counted in stats().expired_total."""
-        now = self._clock()
         counted: list[int] = []
 
         def delete(c: sqlite3.Connection) -> None:
-            counted[:] = [self._delete_expired(c, now)]
+            counted[:] = [self._delete_expired(c)]
 
         with self._lock:
             self._require_writable()
@@ -758,13 +788,12 @@ class Outbox:
 
     def stats(self) -> OutboxStats:
         """Depth, oldest age, expired count, last seq, capacity, quarantined files."""
-        now = self._clock()
 
         def op() -> tuple[int, float | None, int, int]:
             conn = self._require()
             try:
                 depth, oldest = conn.execute(
-                    "SELECT count(*), min(created_at) FROM scans"
+                    f"SELECT count(*), max({_AGE}) FROM scans", self._now()
                 ).fetchone()
                 return (
                     depth,
@@ -780,7 +809,7 @@ class Outbox:
             self._maybe_checkpoint()
         return OutboxStats(
             depth=int(depth),
-            oldest_age_s=None if oldest is None else max(0.0, now - float(oldest)),
+            oldest_age_s=None if oldest is None else max(0.0, float(oldest)),
             expired_total=expired_total,
             last_seq=last_seq,
             max_messages=self.max_messages,
@@ -917,7 +946,7 @@ class _Salvage:
     @classmethod
     def _scan(cls, conn: sqlite3.Connection, found: dict[int, Row], bound: int) -> None:
         """Read rows in seq order; past a damaged spot, start again a little further on."""
-        query = "SELECT seq, scan_id, created_at, body FROM scans WHERE seq >= ? ORDER BY seq"
+        query = f"SELECT {_COLUMNS} FROM scans WHERE seq >= ? ORDER BY seq"
         nxt, failures = 1, 0
         while nxt <= bound and failures < SALVAGE_MAX_SKIPS:
             start = nxt
@@ -940,12 +969,24 @@ class _Salvage:
     @staticmethod
     def _keep(row: tuple[object, ...], found: dict[int, Row]) -> None:
         """Keep a salvaged row only if its message is intact and matches its columns."""
-        seq, scan_id, created_at, body = row
-        if not isinstance(body, bytes) or not isinstance(created_at, int | float):
+        seq, scan_id, created_at, created_mono, boot_id, body = row
+        if not (
+            isinstance(body, bytes)
+            and isinstance(created_at, int | float)
+            and isinstance(created_mono, int | float)
+            and isinstance(boot_id, str)
+        ):
             return
         try:
             msg = ScanMessage.from_json(body)
         except ValueError:
             return
         if msg.seq == seq and msg.scan_id == scan_id:
-            found[msg.seq] = (msg.seq, msg.scan_id, float(created_at), body)
+            found[msg.seq] = (
+                msg.seq,
+                msg.scan_id,
+                float(created_at),
+                float(created_mono),
+                boot_id,
+                body,
+            )
