@@ -1,0 +1,204 @@
+"""The relay under crashes and dead links: SIGKILL while draining, a cut that closes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ordoscan.message import ScanMessage
+from ordoscan.outbox import Outbox
+
+from tests.support.mosquitto import Broker, Subscriber
+from tests.support.proxy import BlackholeProxy
+from tests.support.relay_proc import (
+    InProcessRelay,
+    as_config,
+    put_scans,
+    relay_config,
+    write_config,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SITE = "pharmacie-test"
+PREFIX = f"pharmacy/{SITE}/kiosk/kiosk-01"
+
+
+class RelayProcess:
+    """tests/support/relay_proc.py as a child process; its stdout lines are collected."""
+
+    def __init__(self, config: Path, produce: int = 0, start: int = 0) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.relay_proc", str(config),
+             "--produce", str(produce), "--interval", "0.005", "--start", str(start)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.puts: list[tuple[int, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("PUT "):
+                _, seq, scan_id = line.split()
+                self.puts.append((int(seq), scan_id))
+            self.lines.put(line)
+
+    def wait_line(self, text: str, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.lines.get(timeout=0.5) == text:
+                    return True
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    return False
+        return False
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)  # every PUT line printed before death is read
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(20)
+        self._reader.join(10)
+        return rc
+
+
+@pytest.fixture
+def sub(broker: Broker) -> Iterator[Subscriber]:
+    s = Subscriber(broker.host, broker.port, [f"{PREFIX}/scan", f"{PREFIX}/status"])
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def last_status(sub: Subscriber) -> dict[str, object]:
+    statuses = sub.on("/status")
+    return json.loads(statuses[-1]) if statuses else {}
+
+
+@pytest.mark.parametrize("seed", [20261125])
+def test_sigkill_at_random_points_while_draining_loses_nothing(
+    tmp_path: Path, broker: Broker, sub: Subscriber, seed: int
+) -> None:
+    rng = random.Random(seed)
+    data = relay_config(tmp_path / "kiosk", port=broker.port, site=SITE, reconnect=(0.1, 0.5))
+    config = write_config(data, tmp_path / "relay.toml")
+    cfg = as_config(data)
+    with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
+                device_id=cfg.device.id, site=cfg.device.site) as outbox:
+        prefilled = put_scans(outbox, 600)
+    known = {r.seq: r.scan_id for r in prefilled}
+
+    kills = 5
+    produced = 0
+    left_at_kill: list[int] = []
+    for round_ in range(kills + 1):
+        relay = RelayProcess(config, produce=40, start=10_000 + produced)
+        produced += 40
+        assert relay.wait_line("READY"), "the relay process did not start"
+        if round_ < kills:
+            # a random point of the drain: after some more scans have reached the subscriber
+            target = len(sub.on("/scan")) + rng.randint(1, 150)
+            sub.wait_for(lambda s, t=target: len(s.on("/scan")) >= t, timeout=30)
+            relay.kill()
+            known.update(relay.puts)
+            with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
+                        device_id=cfg.device.id, site=cfg.device.site, readonly=True) as ro:
+                left_at_kill.append(ro.stats().depth)
+            # the broker publishes the last will at once: the socket closed with the process
+            assert sub.wait_for(lambda s: last_status(s).get("state") == "offline", 20)
+            assert last_status(sub)["reason"] == "connection lost"
+        else:
+            # the last run drains everything, then stops cleanly
+            with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
+                        device_id=cfg.device.id, site=cfg.device.site, readonly=True) as ro:
+                assert sub.wait_for(
+                    lambda s, r=relay: len(r.puts) == 40 and ro.stats().depth == 0, timeout=60
+                ), "the outbox did not drain"
+            assert relay.terminate() == 0
+            known.update(relay.puts)
+
+    msgs = [ScanMessage.from_json(p) for p in sub.on("/scan")]
+    first: dict[int, ScanMessage] = {}
+    order: list[int] = []
+    for m in msgs:
+        if m.seq in first:
+            assert first[m.seq] == m, "a duplicate must be the same message (same scan_id)"
+        else:
+            first[m.seq] = m
+            order.append(m.seq)
+    # every durable scan, including those put by a process that was then killed, arrived
+    missing = {s for s in known if s not in first}
+    assert not missing, f"scans lost: {sorted(missing)[:10]}"
+    assert all(first[s].scan_id == sid for s, sid in known.items())
+    assert order == sorted(order), "first arrivals are in seq order"
+    assert order == list(range(1, len(order) + 1)), "no gap in the sequence"
+    # the kills fell while scans were still queued, not after the drain
+    assert sum(1 for d in left_at_kill if d > 0) >= 3, left_at_kill
+    assert json.loads(sub.on("/status")[-1])["reason"] == "stopped"
+
+
+def test_network_cut_detected_within_keepalive_then_everything_delivered(
+    tmp_path: Path, broker: Broker, sub: Subscriber
+) -> None:
+    keepalive = 5
+    proxy = BlackholeProxy(broker.host, broker.port).start()
+    relay = InProcessRelay(relay_config(
+        tmp_path / "kiosk", port=proxy.port, site=SITE, keepalive_s=keepalive, reconnect=(0.2, 1.0)
+    ))
+
+    def cut_and_time_detection(put_during: int, start: int) -> list[object]:
+        downs = sum(1 for _, up in relay.links if not up)
+        cut_at = time.monotonic()
+        proxy.cut()
+        rows = relay.put(put_during, start=start) if put_during else []
+        assert relay.wait(
+            lambda: sum(1 for _, up in relay.links if not up) > downs, 4 * keepalive
+        ), "dead link not detected"
+        detected_at = [t for t, up in relay.links if not up][-1]
+        # the MQTT rule is 1.5 x keepalive; the margin is for a loaded machine
+        assert detected_at - cut_at <= 1.5 * keepalive + 3.0
+        return rows
+
+    try:
+        relay.publisher.start()
+        before = relay.put(5)
+        assert sub.wait_for(lambda s: len(s.on("/scan")) >= 5)
+        assert relay.wait(lambda: relay.depth() == 0, 10)
+
+        # 1. an idle link: only the kiosk's own probes can find out
+        cut_and_time_detection(0, 0)
+        proxy.restore()
+        assert relay.wait(lambda: relay.link_up is True, 30)
+
+        # 2. scans sent into the void: no PUBACK will ever come for them
+        during = cut_and_time_detection(5, 5)
+        assert relay.depth() == 5  # nothing counted as delivered
+        assert proxy.dropped_bytes > 0
+        proxy.restore()
+        assert relay.wait(lambda: relay.depth() == 0, 30), relay.publisher.stats()
+        assert relay.link_up is True
+        assert sub.wait_for(lambda s: len(s.on("/scan")) >= 10)
+        seqs = [ScanMessage.from_json(p).seq for p in sub.on("/scan")]
+        assert seqs == [r.seq for r in before + during]  # type: ignore[attr-defined]
+    finally:
+        relay.close()
+        proxy.close()
