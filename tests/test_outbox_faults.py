@@ -62,6 +62,27 @@ def test_garbage_file_is_quarantined_and_a_fresh_one_started(
         assert box.stats().quarantined == (str(quarantined),)
 
 
+def test_quarantined_files_are_deleted_after_max_age(tmp_path: Path) -> None:
+    """What a quarantined file holds would have expired: it is not kept longer."""
+    db = tmp_path / "outbox.sqlite3"
+    bodies = fill(db, 30)
+    smash_page(db, scans_table_leaves(db)[0])
+    clock = Clock(T0)
+    with open_box(db, clock, max_messages=10_000) as box:
+        (quarantined,) = box.stats().quarantined
+        assert len(box.pending()) < 30
+        clock.t += 23 * 3600
+        box.expire()
+        assert box.stats().quarantined == (quarantined,)
+        clock.t += 3600
+        box.expire()
+        assert box.stats().quarantined == ()
+    assert not list(tmp_path.glob("*.corrupt-*"))
+    data = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.is_file())
+    for body in bodies:
+        assert body not in data
+
+
 def test_truncated_file_keeps_what_is_readable_and_never_reuses_seq(tmp_path: Path) -> None:
     db = tmp_path / "outbox.sqlite3"
     bodies = fill(db, 300)

@@ -87,6 +87,7 @@ def test_stats_reports_expired_and_quarantined(
     db = outbox_path(cfg)
     db.parent.mkdir()
     db.write_bytes(b"this is not a database" * 100)
+    Outbox(db, max_messages=50, max_age_h=2, device_id="kiosk-07", site="pharmacie-test").close()
     fill(cfg, [3 * 3600, 10])  # the first one is past max_age_h = 2
     with Outbox(
         db, max_messages=50, max_age_h=2, device_id="kiosk-07", site="pharmacie-test"

@@ -8,10 +8,15 @@ Privacy: secure_delete zeroes deleted rows, and the WAL is checkpointed and
 truncated soon after deletions (at once when the queue empties), so a delivered
 payload does not linger in the files. Logs carry at most `privacy.mask(payload)`.
 
+Ages are measured with the monotonic clock for scans of the current boot, so
+an NTP step of the wall clock (a Pi has no RTC) neither expires nor rejuvenates
+queued scans.
+
 Robustness:
 - a damaged file is moved aside (`<file>.corrupt-<UTC time>`, with its -wal and
   -shm), the scans still readable in it are copied into a fresh file, and the
-  quarantined names are reported by `stats()`;
+  quarantined names are reported by `stats()` until they are deleted, after
+  max_age_h (what they hold would have expired by then);
 - sequence numbers never go back, even if the file is lost: a sidecar
   (`<file>.seq`) holds a reserved ceiling, rewritten once per SEQ_BLOCK scans,
   and a fresh file continues above it;
@@ -189,6 +194,7 @@ class Outbox:
         self._boot = boot_id or _boot_id()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
         self._seq_ceiling = 0
         self._deleted_since_checkpoint = 0
         self._first_delete_at: float | None = None
@@ -223,6 +229,31 @@ class Outbox:
             return ()
         return tuple(str(self.path.parent / n) for n in names)
 
+    def _forget_old_quarantines(self) -> None:
+        """Delete quarantined files older than max_age_h.
+
+        Their readable scans were copied into the live file, and anything still
+        in them would have expired by now: health data is not kept longer than
+        the outbox itself would keep it.
+        """
+        prefix = len(self.path.name + ".corrupt-")
+        for name in self._quarantined_files():
+            stamp = Path(name).name[prefix : prefix + 16]
+            try:
+                when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if self._clock() - when.timestamp() < self.max_age_s:
+                continue
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(name + suffix)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log.warning("%s: cannot delete: %s", name + suffix, _explain_os(e))
+            log.warning("%s: quarantined file deleted after %g h", name, self.max_age_s / 3600)
+
     # --- opening -----------------------------------------------------------------------
 
     def _open(self) -> None:
@@ -242,6 +273,7 @@ class Outbox:
             self._recover(str(e))
         self._continue_seq()
         self._ensure_reserve()
+        self._forget_old_quarantines()
         quarantined = self._quarantined_files()
         if quarantined:
             log.warning(
@@ -454,7 +486,11 @@ class Outbox:
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise OutboxError(f"{self.path}: the outbox is closed")
+            if self._closed or self.readonly:
+                raise OutboxError(f"{self.path}: the outbox is closed")
+            # A recovery failed half-way (disk trouble): try again, now that it may be fixed.
+            self._open()
+        assert self._conn is not None
         return self._conn
 
     def _require_writable(self) -> sqlite3.Connection:
@@ -768,6 +804,7 @@ class Outbox:
             self._guarded(lambda: self._delete(delete, "expire old scans"))
             self._deleted(counted[0])
             self._maybe_checkpoint(force=True)
+            self._forget_old_quarantines()
         return counted[0]
 
     def purge(self) -> int:
@@ -881,6 +918,7 @@ class Outbox:
     def close(self) -> None:
         """Checkpoint (so delivered payloads leave the WAL) and close; idempotent."""
         with self._lock:
+            self._closed = True
             conn, self._conn = self._conn, None
             if conn is None:
                 return
