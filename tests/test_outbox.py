@@ -295,3 +295,28 @@ def test_age_across_a_reboot_uses_the_wall_clock(db: Path) -> None:
         assert len(box.pending()) == 1
         wall.t += 1800
         assert box.expire() == 1
+
+
+def test_logs_never_show_more_than_the_last_four_characters(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "01LOGPRIVACYZZ9876"
+    clock = Clock()
+    with caplog.at_level("DEBUG", logger="ordoscan"):
+        with open_box(db, clock, max_messages=2, max_age_h=1) as box:
+            s = put(box, 0, payload=secret)
+            put(box, 1)
+            with pytest.raises(OutboxFull) as full:
+                put(box, 0, payload=secret)
+            box.ack(s.seq)
+            clock.t += 7200
+            box.expire()
+            put(box, 0, payload=secret)
+            box.purge()
+        db.write_bytes(b"garbage" * 100)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        open_box(db, clock).close()
+    assert "…9876" in caplog.text, "the masked form is what identifies a scan in logs"
+    assert secret[:-4] not in caplog.text
+    assert secret[:-4] not in str(full.value)
