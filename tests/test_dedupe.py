@@ -11,6 +11,7 @@ from ordoscan.classifier import Classified, Classifier, Kind
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Symbol
 from ordoscan.dedupe import Deduper, Read
+from ordoscan.errors import ConfigError
 
 TIMEOUT, WINDOW = 1.5, 60.0
 FPS = 15
@@ -193,11 +194,13 @@ def test_memory_is_bounded_under_a_flood_of_distinct_codes() -> None:
 
 
 def test_parameters_are_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="same_code_timeout_s"):
         Deduper(0, WINDOW)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="same_code_timeout_s"):
+        Deduper(float("nan"), WINDOW)
+    with pytest.raises(ConfigError, match="repeat_window_s"):
         Deduper(TIMEOUT, -1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="max_entries"):
         Deduper(TIMEOUT, WINDOW, max_entries=0)
 
 

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ordoscan.classifier import Classified, Kind
+from ordoscan.errors import ConfigError
 
 # Enough for any real counter; a flood of distinct codes evicts the codes
 # seen longest ago, never those in view.
@@ -30,8 +31,8 @@ class Read:
     """A code that came into view: new, or a repeat of a recent ordonnance."""
 
     item: Classified
-    repeat: bool
-    timestamp: float
+    repeat: bool  # an ordonnance read again within repeat_window_s: feedback, not sent
+    timestamp: float  # the frame's time (a timestamp that went backwards reads as the last one)
 
 
 @dataclass(slots=True)
@@ -51,12 +52,13 @@ class Deduper:
         repeat_window_s: float,
         max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
+        # The config already checks these; a direct caller gets the same words.
         if not same_code_timeout_s > 0:
-            raise ValueError("same_code_timeout_s must be > 0")
+            raise ConfigError(f"scan.same_code_timeout_s = {same_code_timeout_s!r}: must be > 0")
         if not repeat_window_s >= 0:
-            raise ValueError("repeat_window_s must be >= 0")
+            raise ConfigError(f"scan.repeat_window_s = {repeat_window_s!r}: must be >= 0")
         if max_entries < 1:
-            raise ValueError("max_entries must be >= 1")
+            raise ConfigError(f"dedupe max_entries = {max_entries!r}: must be >= 1")
         self.same_code_timeout_s = float(same_code_timeout_s)
         self.repeat_window_s = float(repeat_window_s)
         self.max_entries = max_entries
