@@ -22,6 +22,8 @@ from ordoscan.decoder import Symbol
 
 
 class Kind(StrEnum):
+    """What a symbol is (SPEC §1); the value is the `kind` of messages and `decode` output."""
+
     ORDONNANCE = "ordonnance_numerique"
     MEDICINE_PACK = "medicine_pack"
     DOC_2D = "2d_doc"
