@@ -12,16 +12,21 @@ from ordoscan.feedback import (
     FAULT_GAP_S,
     FAULT_HZ,
     FAULT_REBEEP_S,
+    FAULT_SOUND,
     GOOD_READ_DIP_S,
     GOOD_READ_HZ,
+    GOOD_READ_SOUND,
     IDENTIFY_BLINK_S,
+    IDENTIFY_S,
     MAX_SOUND_DELAY_S,
     READY_GAP_S,
     READY_HZ,
     READY_NOTE_S,
+    READY_SOUND,
     REFUSED_GAP_S,
     REFUSED_HZ,
     REFUSED_RED_S,
+    REFUSED_SOUND,
     SOUND_GAP_S,
     Outputs,
     StateMachine,
@@ -278,3 +283,15 @@ def test_next_change_is_always_ahead_even_on_an_edge() -> None:
         edge = m.next_change(t)
         assert edge is not None and edge > t
         t = edge
+
+
+def test_timings_are_those_of_the_spec() -> None:
+    """SPEC §4 in numbers: the other tests use the constants, this pins the constants down."""
+    assert GOOD_READ_DIP_S == 0.15
+    assert pytest.approx(0.08, abs=0.02) == BEEP_S
+    assert REFUSED_RED_S == 1.0
+    assert IDENTIFY_S == 10.0
+    assert len(READY_SOUND) == 3 and len(GOOD_READ_SOUND) == 1
+    assert len(REFUSED_SOUND) == 2 and len(FAULT_SOUND) == 4
+    notes = (*READY_SOUND, *GOOD_READ_SOUND, *REFUSED_SOUND, *FAULT_SOUND)
+    assert all(n.on_s <= 0.2 for n in notes)  # short beeps, all of them
