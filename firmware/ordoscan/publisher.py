@@ -49,6 +49,7 @@ from ordoscan.security import (
     Credentials,
     apply_credentials,
     describe_connect_error,
+    explain_early_close,
     explain_tls_failure,
     load_credentials,
 )
@@ -379,7 +380,7 @@ class Publisher:
             self._lose(text, fault)
             return
         if rc != mqtt.MQTT_ERR_SUCCESS:
-            self._lose(f"{m.host}:{m.port}: CONNECT not sent ({mqtt.error_string(rc)})", False)
+            self._lose(*explain_early_close(self._creds, f"{m.host}:{m.port}"))
             return
         now = time.monotonic()
         self._last_inbound = now
@@ -533,10 +534,10 @@ class Publisher:
                 return  # let the window empty first, then resend in order
             self._restart_from_first = False
             self._cursor = 0
-        free = min(
-            self.cfg.mqtt.inflight - self._scans_inflight,
-            self._receive_max - len(self._inflight),
-        )
+        # After a refusal, one scan at a time until the broker accepts one: if its policy
+        # changes in the middle of a window, later scans must not overtake the refused one.
+        window = 1 if self._refusals else self.cfg.mqtt.inflight
+        free = min(window - self._scans_inflight, self._receive_max - len(self._inflight))
         if free <= 0:
             return
         try:
@@ -658,7 +659,13 @@ class Publisher:
             return
         detail = self._paho_error or str(reason)
         sentence = explain_tls_failure(detail)
-        self._lost_reason = (sentence or f"connection closed: {detail}", sentence is not None)
+        if sentence:
+            self._lost_reason = (sentence, True)
+        elif not self._up and self._creds is not None:
+            m = self.cfg.mqtt
+            self._lost_reason = explain_early_close(self._creds, f"{m.host}:{m.port}")
+        else:
+            self._lost_reason = (f"connection closed: {detail}", False)
 
     def _handle_publish(
         self, client: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any

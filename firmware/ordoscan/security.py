@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import socket
 import ssl
@@ -295,6 +296,19 @@ def explain_tls_failure(text: str) -> str | None:
     return None
 
 
+def explain_early_close(creds: Credentials, where: str) -> tuple[str, bool]:
+    """A TLS connection closed before CONNACK: with a client certificate, most likely refused."""
+    if creds.tls is None:
+        return f"{where}: the broker closed the connection before answering CONNECT", False
+    text = (
+        f"{where}: the broker closed the TLS connection before answering CONNECT; it probably "
+        "refused our client certificate (see the broker's log)"
+    )
+    if creds.problems:
+        return f"{text}: {'; '.join(creds.problems)}", True
+    return text, False
+
+
 def describe_connect_error(exc: BaseException, m: MqttConfig) -> tuple[str, bool]:
     """(message, is_fault): a fault needs the installer (TLS, trust); the rest is an outage."""
     where = f"{m.host}:{m.port}"
@@ -373,7 +387,12 @@ def check_broker(
     # 2. TLS, by hand, so that a refused certificate is named precisely
     try:
         if creds.tls is not None:
-            with creds.tls.wrap_socket(sock, server_hostname=m.host):
+            with creds.tls.wrap_socket(sock, server_hostname=m.host) as tls_sock:
+                # TLS 1.3: the broker judges our certificate after the handshake; its alert
+                # (if any) comes at once, while a broker that accepted us waits for CONNECT.
+                tls_sock.settimeout(min(timeout, 0.5))
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    tls_sock.recv(1)
                 result.tls_ok = True
         else:
             sock.close()
@@ -434,6 +453,6 @@ def check_broker(
     detail = next((s for s in (explain_tls_failure(e) for e in errors) if s), None)
     if detail:
         return done(f"{where}: {detail}")
-    if errors:
-        return done(f"{where}: the connection was closed: {errors[-1]}")
+    if errors or "lost" in outcome:
+        return done(explain_early_close(creds, where)[0])
     return done(f"{where}: no answer to CONNECT within {timeout:g} s")

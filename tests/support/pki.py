@@ -50,7 +50,7 @@ class CertAuthority:
         self.key = self.dir / "ca.key"
         _run(
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", self.key, "-out", self.cert, "-days", "30", "-subj", f"/CN={name}",
+            "-keyout", self.key, "-out", self.cert, "-days", "365", "-subj", f"/CN={name}",
             "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
             cwd=self.dir,
@@ -69,7 +69,7 @@ class CertAuthority:
         # -days -1 puts notAfter one day before notBefore: a certificate that has expired.
         _run(
             "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
-            "-out", cert, "-days", "-1" if expired else "30", "-extfile", ext,
+            "-out", cert, "-days", "-1" if expired else "365", "-extfile", ext,
             cwd=self.dir,
         )
         os.chmod(key, 0o600)
