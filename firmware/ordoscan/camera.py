@@ -802,8 +802,9 @@ class ReplaySource(CameraSource):
         image, self._pending = self._pending, None
         assert image is not None
         now = self._clock()
-        # the next frame one period on; a late reader gets it at once, never a burst
-        self._due = max(due + self._period, now)
+        # the next frame one period on; after a late read, one period from now: no burst
+        late = now - due > self._period
+        self._due = (now if late else due) + self._period
         frame = Frame(image, now, self._index)
         self._index += 1
         return frame

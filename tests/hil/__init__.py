@@ -1,0 +1,1 @@
+"""Hardware-in-loop tests: they run on a Raspberry Pi rig and skip elsewhere."""
