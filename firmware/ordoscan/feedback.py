@@ -285,6 +285,8 @@ class StateMachine:
 
 @dataclass(frozen=True, slots=True)
 class _Event:
+    """One call of the public API, to be applied to the state machine by the worker."""
+
     apply: Callable[[StateMachine, float], None]
     key: str | None = None  # state events: a newer event with the same key replaces this one
 
@@ -336,10 +338,6 @@ class _EventQueue:
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
 
 
 # -- pins ------------------------------------------------------------------------

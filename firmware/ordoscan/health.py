@@ -7,6 +7,17 @@ every liveness check passes, so a hung camera or a dead thread gets the
 service restarted instead of a kiosk that looks alive and reads nothing.
 `clock_synced()` and `system_info()` feed scan messages, telemetry and
 `ordoscan check`; neither raises.
+
+Wiring, in the daemon::
+
+    notifier = SystemdNotifier()
+    watchdog = Watchdog(notifier, {
+        "camera": frames_arriving(lambda: last_frame_time, cfg.camera.stall_timeout_s * 2),
+        "publisher": thread_alive(lambda: publisher_thread),
+    }, status=lambda: f"queue {depth}, broker {state}")
+    notifier.ready("running"); watchdog.start()
+    ...
+    notifier.stopping(); watchdog.stop()
 """
 
 from __future__ import annotations
@@ -338,6 +349,8 @@ STA_UNSYNC = 0x0040
 
 
 class _Timeval(ctypes.Structure):
+    """struct timeval: seconds and microseconds."""
+
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
 
 
