@@ -164,6 +164,16 @@ remove() {
     done
 }
 
+remove_if_empty() {
+    local d
+    for d in "$@"; do
+        if [ -d "$d" ] && [ -z "$(ls -A "$d")" ]; then
+            rmdir "$d"
+            changed "removed $d/ (empty)"
+        fi
+    done
+}
+
 # --- input checks ------------------------------------------------------------
 
 # Same rule as the config's [device] id and site: they go into MQTT topics.
@@ -812,6 +822,7 @@ appliance_disable() {
         note "the overlay is still active until the reboot; after it, run '$PROG appliance disable' again to finish"
     else
         remove "$JOURNAL_CONF"
+        remove_if_empty "$(dirname "$JOURNAL_CONF")"
         if [ -f "$DATA_MOUNT" ]; then
             note "the outbox stays on its drive ($DATA_MOUNT); '$PROG uninstall' removes that mount"
         fi
@@ -886,6 +897,7 @@ cmd_uninstall() {
         changed "$STATE_DIR unmounted (the outbox stays on its drive)"
     fi
     remove "$UNIT_FILE" "$UNIT_DROPINS" "$WATCHDOG_CONF" "$DATA_MOUNT" "$JOURNAL_CONF" "$LINK" "$PREFIX"
+    remove_if_empty "$(dirname "$WATCHDOG_CONF")" "$(dirname "$JOURNAL_CONF")"
     if systemd_running; then systemctl daemon-reload; fi
     if [ "$purge" = yes ]; then
         remove "$CONF_DIR" "$STATE_DIR"
