@@ -23,7 +23,7 @@ from ordoscan.security import (
     read_password,
 )
 
-from tests.support.mosquitto import Broker, Subscriber, free_port, render_provisioning
+from tests.support.mosquitto import Broker, ProvisionedBroker, Subscriber, free_port
 from tests.support.pki import CertAuthority, CertKey
 from tests.support.relay_proc import InProcessRelay, as_config, relay_config
 
@@ -60,22 +60,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-class TlsBroker(Broker):
-    """The provisioning broker config, filled in: TLS, client certificates, ACL."""
+class TlsBroker(ProvisionedBroker):
+    """The provisioning broker with this module's certificates."""
 
     def __init__(self, workdir: Path, pki: Pki, server: CertKey | None = None) -> None:
-        certs = workdir / "certs"
-        certs.mkdir(parents=True)
-        shutil.copy(pki.ca.cert, certs / "ca.crt")
-        shutil.copy((server or pki.server).cert, certs / "server.crt")
-        shutil.copy((server or pki.server).key, certs / "server.key")
-        self.acl_path = workdir / "ordoscan.acl"
-        port = free_port()
-        conf, self.acl_text = render_provisioning(
-            port=port, cert_dir=certs, acl_file=self.acl_path, site=SITE
-        )
-        self.acl_path.write_text(self.acl_text)
-        super().__init__(workdir / "broker", port=port, conf=conf)
+        server = server or pki.server
+        super().__init__(workdir, ca_cert=pki.ca.cert, server_cert=server.cert,
+                         server_key=server.key, site=SITE)
 
 
 @pytest.fixture

@@ -255,3 +255,28 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class ProvisionedBroker(Broker):
+    """mosquitto with provisioning/broker/'s config and ACL: TLS, client certificates
+    (CN = identity), the kiosks' and the LGO's rights. `acl_text` is the rendered ACL;
+    rewrite `acl_path` and call reload() to change it."""
+
+    def __init__(
+        self, workdir: Path, *, ca_cert: Path, server_cert: Path, server_key: Path, site: str,
+        lgo_identity: str = "lgo",
+    ) -> None:
+        workdir = Path(workdir)
+        certs = workdir / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ca_cert, certs / "ca.crt")
+        shutil.copy(server_cert, certs / "server.crt")
+        shutil.copy(server_key, certs / "server.key")
+        self.acl_path = workdir / "ordoscan.acl"
+        port = free_port()
+        conf, self.acl_text = render_provisioning(
+            port=port, cert_dir=certs, acl_file=self.acl_path, site=site,
+            lgo_identity=lgo_identity,
+        )
+        self.acl_path.write_text(self.acl_text)
+        super().__init__(workdir / "broker", port=port, conf=conf)

@@ -1,0 +1,169 @@
+"""`ordoscan listen [--config PATH] [--count N]`: the reference subscriber for integrators.
+
+Subscribes `{prefix}/scan` (QoS 1) with the broker settings of the config,
+validates each message against ordoscan.scan/1 and prints it as one JSON line
+on stdout, once per scan_id (delivery is at least once). Invalid messages are
+reported on stderr, without their content. This runs on the pharmacy side and
+shows what the LGO receives: payloads are printed unmasked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sys
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from ordoscan.config import Config, config_path, load_config
+from ordoscan.message import ScanMessage
+from ordoscan.publisher import backoff_delay
+from ordoscan.security import apply_credentials, describe_connect_error, load_credentials
+
+RECENT_IDS = 10_000
+
+
+class RecentIds:
+    """The last `size` scan ids seen, oldest forgotten first."""
+
+    def __init__(self, size: int = RECENT_IDS) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, scan_id: str) -> bool:
+        """True if the id is new (and now remembered), False for a re-delivery."""
+        if scan_id in self._ids:
+            self._ids.move_to_end(scan_id)
+            return False
+        self._ids[scan_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
+def _err(text: str) -> None:
+    print(f"ordoscan listen: {text}", file=sys.stderr, flush=True)
+
+
+class Listener:
+    """One subscriber connection with reconnects; counts what it printed."""
+
+    def __init__(self, cfg: Config, count: int) -> None:
+        self.cfg = cfg
+        self.count = count
+        self.topic = f"{cfg.topic_prefix}/scan"
+        self.seen = RecentIds()
+        self.printed = 0
+        self.duplicates = 0
+        self.invalid = 0
+        self.done = threading.Event()
+        self.fatal: str | None = None
+        self.connected = False
+
+    def on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.fatal = f"the broker refused the connection: {reason}"
+            return
+        self.connected = True
+        client.subscribe(self.topic, qos=1)
+        _err(f"listening on {self.topic} ({self.cfg.mqtt.host}:{self.cfg.mqtt.port})")
+
+    def on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        refused = [c for c in codes if getattr(c, "is_failure", False)]
+        if refused:
+            self.fatal = f"the broker refused the subscription to {self.topic}: {refused[0]}"
+
+    def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            scan = ScanMessage.from_json(bytes(msg.payload))
+        except ValidationError as e:
+            self.invalid += 1
+            # The model hides input values in its errors: no payload is echoed here.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
+                for err in e.errors()[:5]
+            )
+            _err(f"invalid message on {msg.topic} ({len(msg.payload)} bytes): {problems}")
+            return
+        if not self.seen.add(scan.scan_id):
+            self.duplicates += 1
+            return
+        sys.stdout.write(scan.to_json().decode("utf-8") + "\n")
+        sys.stdout.flush()
+        self.printed += 1
+        if self.count and self.printed >= self.count:
+            self.done.set()
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.count < 0:
+        _err(f"--count {args.count}: must be 0 (no limit) or more")
+        return 2
+    cfg = load_config(args.config)  # ConfigError: exit 2 in cli.main
+    m = cfg.mqtt
+    creds = load_credentials(m)  # SecurityError: exit 1 in cli.main, file and fix named
+    for note in (*creds.notes, *creds.problems):
+        _err(note)
+    listener = Listener(cfg, args.count)
+    signal.signal(signal.SIGTERM, lambda *_: listener.done.set())
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"ordoscan-listen-{cfg.device.id}-{os.getpid()}",
+        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
+    )
+    apply_credentials(client, creds)
+    client.on_connect = listener.on_connect
+    client.on_subscribe = listener.on_subscribe
+    client.on_message = listener.on_message
+    rng = random.Random()
+    attempt = 0
+    first = True
+    _err(f"configuration {config_path(args.config)}")
+    while not listener.done.is_set():
+        try:
+            if first:
+                client.connect(m.host, m.port, m.keepalive_s)
+                first = False
+            else:
+                client.reconnect()
+        except Exception as e:  # explained; TLS problems need the installer, the rest is retried
+            text, fatal = describe_connect_error(e, m)
+            if fatal:
+                _err(text)
+                return 1
+            delay = backoff_delay(attempt, m.reconnect_min_s, m.reconnect_max_s, rng)
+            attempt += 1
+            _err(f"{text}; retrying in {delay:.1f} s")
+            if listener.done.wait(delay):
+                break
+            continue
+        while not listener.done.is_set() and listener.fatal is None:
+            if client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if listener.fatal is not None:
+            _err(listener.fatal)
+            return 1
+        if listener.done.is_set():
+            break
+        if listener.connected:
+            attempt = 0
+            listener.connected = False
+        delay = backoff_delay(attempt, m.reconnect_min_s, m.reconnect_max_s, rng)
+        attempt += 1
+        _err(f"connection lost; reconnecting in {delay:.1f} s")
+        if listener.done.wait(delay):
+            break
+    client.disconnect()
+    _err(
+        f"{listener.printed} scan(s) printed, {listener.duplicates} duplicate(s) skipped, "
+        f"{listener.invalid} invalid message(s)"
+    )
+    return 0
