@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from ordoscan import camera
 from ordoscan.camera import (
     MAX_LEASES,
+    TUNING_ENV,
     Frame,
     LatestFrameReader,
     Picamera2Source,
@@ -55,6 +60,17 @@ def read_frame(source: Picamera2Source, emit: Callable[[], bool], tries: int = 5
 @pytest.fixture
 def system() -> CameraSystem:
     return CameraSystem(IMX708)
+
+
+@pytest.fixture(autouse=True)
+def tuning_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """picamera2 (and so the double) writes the tuning file's name into os.environ."""
+    saved = os.environ.pop(TUNING_ENV, None)
+    monkeypatch.setattr(camera, "_site_tuning_seen", "")
+    yield
+    os.environ.pop(TUNING_ENV, None)
+    if saved is not None:
+        os.environ[TUNING_ENV] = saved
 
 
 def test_the_module_imports_without_picamera2_or_opencv() -> None:
@@ -176,6 +192,49 @@ def test_exposure_is_capped_in_dim_light_and_free_in_bright_light(system: Camera
     for channel in agc["channels"]:
         for mode in channel["exposure_modes"].values():
             assert max(mode["shutter"]) == 8000
+
+
+def test_the_capped_tuning_is_applied_again_at_every_reopen(system: CameraSystem) -> None:
+    cam = system.cameras[0]
+    cam.needed_exposure_us = 40_000
+    source = Picamera2Source(camera_config(max_exposure_us=6000), api=system.api())
+    for _ in range(3):
+        # a reopen lists the cameras with picamera2's stale temporary tuning name removed
+        with source:
+            source.release(read_frame(source, cam.emit))
+            assert source.metadata["ExposureTime"] <= 6000
+    assert len(system.instances) == 3
+
+
+def test_the_double_hides_the_camera_behind_a_stale_tuning_name(system: CameraSystem) -> None:
+    # why the source clears the variable: picamera2 leaves it naming a deleted file
+    tuned = system.Picamera2(0, tuning=system.Picamera2.load_tuning_file("imx708.json"))
+    tuned.close()
+    assert os.environ[TUNING_ENV]
+    assert system.Picamera2.global_camera_info() == []
+
+
+def test_a_tuning_file_chosen_by_the_site_is_the_base_of_the_capped_one(
+    system: CameraSystem, tmp_path: Path
+) -> None:
+    custom = system.Picamera2.load_tuning_file("imx708.json")
+    agc = system.Picamera2.find_tuning_algo(custom, "rpi.agc")
+    for channel in agc["channels"]:
+        channel["exposure_modes"]["normal"] = {
+            "shutter": [100, 3000, 50000],
+            "gain": [1.0, 2.0, 8.0],
+        }
+    site_file = tmp_path / "imx708_noir.json"
+    site_file.write_text(json.dumps(custom))
+    os.environ[TUNING_ENV] = str(site_file)
+    with Picamera2Source(camera_config(max_exposure_us=8000), api=system.api()):
+        applied = system.Picamera2.find_tuning_algo(system.instances[-1].tuning, "rpi.agc")
+    assert applied["channels"][0]["exposure_modes"]["normal"]["shutter"] == [100, 3000, 8000]
+    assert os.environ[TUNING_ENV] != str(site_file)  # picamera2's temporary copy, capped
+    with Picamera2Source(camera_config(max_exposure_us=8000), api=system.api()):
+        # a new source later in the process still starts from the site's file
+        again = system.Picamera2.find_tuning_algo(system.instances[-1].tuning, "rpi.agc")
+    assert again["channels"][0]["exposure_modes"]["normal"]["shutter"] == [100, 3000, 8000]
 
 
 def test_the_uncapped_double_would_blur() -> None:

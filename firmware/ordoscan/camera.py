@@ -140,7 +140,7 @@ def _why(e: BaseException) -> str:
         text = str(seen) or type(seen).__name__
         if text not in parts:
             parts.append(text)
-        seen = seen.__cause__ or seen.__context__
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return ": ".join(parts)
 
 
@@ -153,6 +153,8 @@ def _why(e: BaseException) -> str:
 MAX_LEASES = 3
 # A SensorTimestamp further than this from time.monotonic() is not trusted.
 _TIMESTAMP_SANITY_S = 5.0
+# The tuning file libcamera's Raspberry Pi pipeline reads when its camera manager starts.
+TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +239,7 @@ class Picamera2Source(CameraSource):
         self._metadata: dict[str, Any] = {}
         self._recall_warned = False
         self._tuning_warned = False
+        self._site_tuning = _site_tuning_file()
 
     @property
     def name(self) -> str:
@@ -257,6 +260,12 @@ class Picamera2Source(CameraSource):
             return
         api = self._api if self._api is not None else load_picamera2_api()
         picam_cls = api.picamera2_cls
+        # picamera2 leaves the variable naming its temporary (deleted) tuning file behind;
+        # a libcamera started with it would not list the camera at all
+        if self._site_tuning:
+            os.environ[TUNING_ENV] = self._site_tuning
+        else:
+            os.environ.pop(TUNING_ENV, None)
         try:
             cameras = list(picam_cls.global_camera_info())
         except Exception as e:
@@ -267,7 +276,11 @@ class Picamera2Source(CameraSource):
                 "cable and that `rpicam-hello --list-cameras` sees it"
             )
         self._model = str(cameras[self._num].get("Model", "?"))
-        tuning = self._capped_tuning(picam_cls)
+        tuning: dict[str, Any] | str | None = self._capped_tuning(picam_cls)
+        if tuning is not None:
+            _forget_camera_manager(picam_cls)
+        else:
+            tuning = self._site_tuning  # uncapped, but still the site's own file if it has one
         try:
             cam = picam_cls(self._num) if tuning is None else picam_cls(self._num, tuning=tuning)
         except Exception as e:
@@ -291,9 +304,13 @@ class Picamera2Source(CameraSource):
 
     def _capped_tuning(self, picam_cls: Any) -> dict[str, Any] | None:
         """The sensor's tuning with its exposure profiles capped, or None if it cannot be had."""
-        filename = f"{self._model}.json"
+        site = Path(self._site_tuning) if self._site_tuning else None
+        filename = site.name if site else f"{self._model}.json"
         try:
-            tuning = picam_cls.load_tuning_file(filename)
+            if site:
+                tuning = picam_cls.load_tuning_file(site.name, dir=str(site.parent))
+            else:
+                tuning = picam_cls.load_tuning_file(filename)
             agc = picam_cls.find_tuning_algo(tuning, "rpi.agc")
         except Exception as e:
             self._warn_tuning(f"tuning {filename} unusable ({_why(e)})")
@@ -462,6 +479,34 @@ class Picamera2Source(CameraSource):
         except Exception:  # cancelled (the usual case) or timed out: nothing to give back
             return
         _try(f"{self.name}: release request", request.release)
+
+
+_site_tuning_seen = ""
+
+
+def _site_tuning_file() -> str:
+    """The tuning file the site named in TUNING_ENV (a NoIR module, say), or "".
+
+    It is the base of the capped tuning. Remembered, because picamera2 then
+    overwrites the variable with the name of a temporary file it deletes.
+    """
+    global _site_tuning_seen
+    named = os.environ.get(TUNING_ENV, "")
+    if named and os.path.isfile(named):
+        _site_tuning_seen = named
+    return _site_tuning_seen
+
+
+def _forget_camera_manager(picam_cls: Any) -> None:
+    """Let the next Picamera2 start libcamera afresh, so that it reads the given tuning.
+
+    libcamera reads the tuning file when its camera manager starts. Listing the
+    cameras (to learn the sensor model) started one, and picamera2 keeps it
+    until its last camera closes; with no camera open, dropping it is safe.
+    """
+    manager = getattr(picam_cls, "_cm", None)
+    if manager is not None and hasattr(manager, "_cms") and not getattr(manager, "cameras", None):
+        manager._cms = None
 
 
 def _try(what: str, action: Callable[[], object]) -> None:

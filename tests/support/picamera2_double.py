@@ -19,6 +19,12 @@ in libcamera: a frame that arrives with no free buffer is lost. The test
 drives the sensor (`camera.emit()`), so everything is deterministic; the
 exposure each frame reports follows the Raspberry Pi AGC's walk along the
 tuning file's exposure profile, so an exposure cap can be checked.
+
+Tuning goes as it does on a Pi: Picamera2(tuning=...) names a temporary file
+in LIBCAMERA_RPI_TUNING_FILE (in os.environ) and deletes it; libcamera's
+camera manager reads the named file once, when it starts (listing the
+cameras starts it; picamera2 drops it when its last camera closes); a name
+that cannot be read leaves the cameras unlisted.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ from __future__ import annotations
 import copy
 import enum
 import errno
+import json
 import mmap
+import os
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -201,6 +210,59 @@ class FakeCamera:
         return owner._sensor_frame(scene)
 
 
+TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"  # picamera2 and libcamera share it, process-wide
+
+
+class LibcameraManager:
+    """libcamera's CameraManager: it reads the tuning file once, when it starts.
+
+    A tuning file named in the environment that cannot be read leaves the
+    cameras unlisted, as the Raspberry Pi pipeline fails to load its IPA.
+    """
+
+    def __init__(self, system: CameraSystem) -> None:
+        system.manager_starts += 1
+        path = os.environ.get(TUNING_ENV)
+        self.custom_tuning: dict[str, Any] | None = None
+        self.tuning_missing = False
+        if path:
+            if path in system.files:
+                self.custom_tuning = copy.deepcopy(system.files[path])
+            else:
+                try:
+                    self.custom_tuning = json.loads(Path(path).read_text())
+                except (OSError, ValueError):
+                    self.tuning_missing = True
+
+    def tuning_for(self, model: str) -> dict[str, Any] | None:
+        if self.custom_tuning is not None:
+            return copy.deepcopy(self.custom_tuning)
+        return copy.deepcopy(TUNING_FILES.get(f"{model}.json"))
+
+
+class CameraManager:
+    """picamera2's CameraManager: keeps libcamera's manager until the last camera closes."""
+
+    def __init__(self, system: CameraSystem) -> None:
+        self.system = system
+        self.cameras: dict[int, Picamera2] = {}
+        self._cms: LibcameraManager | None = None
+
+    @property
+    def cms(self) -> LibcameraManager:
+        if self._cms is None:
+            self._cms = LibcameraManager(self.system)
+        return self._cms
+
+    def add(self, index: int, camera: Picamera2) -> None:
+        self.cameras[index] = camera
+
+    def cleanup(self, index: int) -> None:
+        del self.cameras[index]
+        if not self.cameras:
+            self._cms = None
+
+
 class CameraSystem:
     """The cameras libcamera would find, and a Picamera2 class bound to them."""
 
@@ -211,7 +273,11 @@ class CameraSystem:
         self.platform = platform
         self.instances: list[Picamera2] = []
         self.leaked_mappings = 0  # buffers whose mapping could not be closed (views still alive)
-        self.Picamera2: type[Picamera2] = type("Picamera2", (Picamera2,), {"_system": self})
+        self.files: dict[str, dict[str, Any]] = {}  # picamera2's temporary tuning files
+        self.manager_starts = 0
+        self.Picamera2: type[Picamera2] = type(
+            "Picamera2", (Picamera2,), {"_system": self, "_cm": CameraManager(self)}
+        )
 
     def api(self) -> Picamera2Api:
         return Picamera2Api(self.Picamera2, MappedArray, controls)
@@ -390,9 +456,12 @@ class Picamera2:
     """picamera2.Picamera2 for the calls ordoscan makes."""
 
     _system: CameraSystem
+    _cm: CameraManager
 
     @classmethod
     def global_camera_info(cls) -> list[dict[str, Any]]:
+        if cls._cm.cms.tuning_missing:  # listing the cameras starts libcamera
+            return []
         infos = [
             {"Model": c.spec.model, "Location": 2, "Rotation": 180, "Id": c.spec.id, "Num": i}
             for i, c in enumerate(cls._system.listed())
@@ -401,6 +470,11 @@ class Picamera2:
 
     @staticmethod
     def load_tuning_file(tuning_file: str, dir: str | None = None) -> dict[str, Any]:
+        if dir is not None:  # only that folder, as picamera2 does
+            path = Path(dir) / tuning_file
+            if not path.is_file():
+                raise RuntimeError("Tuning file not found")
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
         if tuning_file not in TUNING_FILES:
             raise RuntimeError("Tuning file not found")
         return copy.deepcopy(TUNING_FILES[tuning_file])
@@ -424,8 +498,24 @@ class Picamera2:
         self.camera: FakeCamera | None = None
         if tuning is not None and not isinstance(tuning, str | dict):
             raise TypeError(f"tuning must be a file name or a dict, not {type(tuning).__name__}")
-        camera_num = self.global_camera_info()[camera_num]["Num"]  # IndexError with no camera
+        # as picamera2: the tuning goes through the environment (a temporary file for a dict),
+        # which only a libcamera manager started after this point reads
+        temporary = None
+        if isinstance(tuning, dict):
+            temporary = f"/nonexistent/picamera2-tuning-{len(self._system.files)}-{id(self)}.json"
+            self._system.files[temporary] = copy.deepcopy(tuning)
+            os.environ[TUNING_ENV] = temporary
+        elif isinstance(tuning, str):
+            os.environ[TUNING_ENV] = tuning
+        else:
+            os.environ.pop(TUNING_ENV, None)
+        try:
+            camera_num = self.global_camera_info()[camera_num]["Num"]  # IndexError: no camera
+        finally:
+            if temporary is not None:
+                del self._system.files[temporary]
         camera = self._system.listed()[camera_num]
+        self.camera_idx = camera_num
         self.lock = threading.Lock()  # protects _job_list and completed_requests
         self.request_lock = threading.Lock()
         self.stop_count = 0
@@ -447,8 +537,8 @@ class Picamera2:
         camera.owner = self
         self.camera = camera
         self.is_open = True
-        default = TUNING_FILES.get(f"{camera.spec.model}.json")
-        self.tuning = copy.deepcopy(tuning) if isinstance(tuning, dict) else copy.deepcopy(default)
+        self._cm.add(self.camera_idx, self)
+        self.tuning = self._cm.cms.tuning_for(camera.spec.model)  # what the IPA really runs with
         self._system.instances.append(self)
 
     @property
@@ -694,6 +784,7 @@ class Picamera2:
         camera, self.camera = self.camera, None
         if camera is not None:
             camera.owner = None
+        self._cm.cleanup(self.camera_idx)
         self.is_open = False
         self.camera_config = {}
         self.stream_map = {}
