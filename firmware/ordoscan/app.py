@@ -1,0 +1,563 @@
+"""The daemon: wires camera → decoder → classifier → dedupe → outbox → feedback → publisher.
+
+Threads (the App's own loops share one stop event; each stage's thread is
+ended by its own stop(), in the order stop() states):
+
+- camera reader (camera.LatestFrameReader): keeps only the newest frame,
+  reopens a failed camera with back-off;
+- scan loop (here): decode, classify, de-duplicate, commit to the outbox, then
+  signal; it is the only writer of new scans;
+- publisher (publisher.Publisher): drains the outbox to the broker, serves
+  commands;
+- feedback worker (feedback.Feedback): drives the LEDs and the buzzer;
+- housekeeping (here): amber LED, faults, expiry, telemetry, systemd status
+  and the watchdog.
+
+What a frame's reads give, in order:
+
+1. an INS code is ignored: no signal, nothing kept, never logged;
+2. each new ordonnance is committed to the outbox, and only then the
+   good-read signal is given (once per frame); a repeat gets the same signal
+   and is not sent again; a full outbox or a disk error gets the fault signal;
+3. a refused code (medicine pack, 2D-Doc, URL, anything else) gets the
+   refusal signal, except while an ordonnance is in view (this frame, or seen
+   within same_code_timeout_s): the kiosk then says "got it" and nothing else,
+   since codes printed beside the prescription are no reason to alarm the
+   patient. Such refusals are still logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ordoscan import __version__
+from ordoscan.camera import CameraSource, LatestFrameReader, open_source
+from ordoscan.classifier import Classified, Classifier, Kind
+from ordoscan.config import Config
+from ordoscan.decoder import Decoder
+from ordoscan.dedupe import Deduper, Read
+from ordoscan.errors import OrdoscanError, OutboxDiskError, OutboxError, OutboxFull
+from ordoscan.feedback import Feedback
+from ordoscan.health import (
+    Check,
+    SystemdNotifier,
+    Watchdog,
+    clock_synced,
+    frames_arriving,
+    system_info,
+)
+from ordoscan.outbox import Outbox, OutboxStats
+from ordoscan.privacy import mask
+from ordoscan.publisher import Publisher
+from ordoscan.remote import Remote
+from ordoscan.telemetry import PipelineStats, TelemetryTimer, build_telemetry
+
+log = logging.getLogger("ordoscan.app")
+
+FRAME_WAIT_S = 0.5  # the scan loop's longest wait for a frame (it checks stop in between)
+HOUSEKEEPING_S = 0.5  # amber, faults and status are at most this late
+EXPIRE_EVERY_S = 60.0
+CLOCK_CHECK_EVERY_S = 30.0
+# Watchdog: no frame from a live camera for this many stall timeouts, or a
+# loop stuck this long, and the pings stop (systemd restarts the service once
+# WatchdogSec passes without one; a shorter hiccup costs nothing).
+CAMERA_SILENT_FACTOR = 3.0
+THREAD_STUCK_LIMIT_S = 10.0
+# Stop budget (SIGTERM must end the process within 5 s): the scan loop ends
+# within a frame, the publisher gets most of the rest for the offline status.
+SCAN_JOIN_S = 1.5
+CAMERA_JOIN_S = 1.0
+PUBLISHER_STOP_S = 2.0
+FRAME_ERROR_LOG_EVERY = 100  # a bad frame is logged, then only every Nth of a run
+
+# Fault names, shown by the red LED and in telemetry / status.
+FAULT_CAMERA = "camera"
+FAULT_OUTBOX_FULL = "outbox_full"
+FAULT_DISK = "disk"
+
+
+class App:
+    """The kiosk daemon: owns the stages, their threads and the one stop event."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        pin_factory: object | None = None,
+        notifier: SystemdNotifier | None = None,
+        source: CameraSource | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.stats = PipelineStats()
+        self._pin_factory = pin_factory
+        self._notifier = notifier if notifier is not None else SystemdNotifier()
+        self._source = source
+        self._started_at = time.monotonic()
+        self._lock = threading.Lock()  # guards the state below, set from several threads
+        self._faults: set[str] = set()
+        self._camera_ok = False
+        self._camera_message = "not open yet"
+        self._broker_up = False
+        self._broker_fault: str | None = None
+        self._ready = False
+        self._clock_synced = False
+        self._ordonnance_seen_at = -1e18  # frame time of the last frame holding an ordonnance
+        self._scan_beat = time.monotonic()  # the scan loop's last turn, for the watchdog
+        self.last_frame_at: float | None = None  # when the scan loop last got a frame
+        self.processed = 0  # frames fully handled, signals posted (tests and the demo wait on it)
+        self._house_beat = time.monotonic()
+        self._frame_errors_in_row = 0
+        # the stages, created by start()
+        self.outbox: Outbox | None = None
+        self.feedback: Feedback | None = None
+        self.reader: LatestFrameReader | None = None
+        self.publisher: Publisher | None = None
+        self.remote: Remote | None = None
+        self.watchdog: Watchdog | None = None
+        self._decoder: Decoder | None = None
+        self._classifier: Classifier | None = None
+        self._deduper: Deduper | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bring the kiosk up; if a step fails, what was started is stopped and the error raised."""
+        log.info("ordoscan %s starting (device %s, site %s)", __version__,
+                 self.cfg.device.id, self.cfg.device.site)
+        try:
+            self._open_outbox()  # first: from here on a read has somewhere durable to go
+            self._start_feedback()  # all LEDs on: booting
+            self._build_pipeline()  # decoder, classifier, de-duplication
+            self._start_camera()  # reader thread; READY=1 once the camera is up
+            self._start_publisher()  # drains what earlier runs left in the outbox
+            self._start_threads()  # scan loop and housekeeping
+            self._start_watchdog()  # pings systemd only while every stage is alive
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Tear down, each step only once the one before is done; idempotent.
+
+        1. the stop event (every loop ends at its next turn), the watchdog
+           pings end and systemd hears STOPPING=1;
+        2. the scan loop: the frame in hand is finished, so a read on its way
+           to the outbox is committed (and signalled) or not taken at all;
+        3. the camera reader: frames released, camera closed;
+        4. housekeeping (no more telemetry or status);
+        5. the publisher: retained "offline" status, last PUBACKs, clean
+           disconnect; what is unacknowledged stays queued for the next start;
+        6. feedback: LEDs and buzzer off, pins released;
+        7. the outbox: checkpointed and closed, last of all.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stop_event.set()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        self._notifier.stopping()
+        for t in self._threads:
+            if t.name == "ordoscan-scan":
+                t.join(SCAN_JOIN_S)
+        if self.reader is not None:
+            self.reader.stop(CAMERA_JOIN_S)
+        for t in self._threads:
+            t.join(CAMERA_JOIN_S)
+            if t.is_alive():
+                log.warning("thread %s did not end in time", t.name)
+        if self.publisher is not None:
+            self.publisher.stop(PUBLISHER_STOP_S)
+        if self.feedback is not None:
+            self.feedback.close()
+        if self.outbox is not None:
+            depth = self._depth()
+            self.outbox.close()
+            log.info("stopped; %s scan(s) left queued for the next start",
+                     "?" if depth is None else depth)
+
+    def request_stop(self) -> None:
+        """Ask the daemon to stop (safe from a signal handler): sets the stop event only."""
+        self.stop_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested (or timeout); True if it was."""
+        return self.stop_event.wait(timeout)
+
+    def __enter__(self) -> App:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- start steps -------------------------------------------------------------------------
+
+    def _open_outbox(self) -> None:
+        o = self.cfg.outbox
+        self.outbox = Outbox(
+            o.path, max_messages=o.max_messages, max_age_h=o.max_age_h,
+            device_id=self.cfg.device.id, site=self.cfg.device.site,
+        )
+        st = self.outbox.stats()
+        log.info("outbox %s open: %d scan(s) queued, last seq %d", o.path, st.depth, st.last_seq)
+        if st.quarantined:
+            log.warning("outbox: %d damaged file(s) were quarantined beside it",
+                        len(st.quarantined))
+
+    def _start_feedback(self) -> None:
+        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
+        self.feedback.start()
+
+    def _build_pipeline(self) -> None:
+        self._decoder = Decoder(self.cfg.scan.decode_budget_ms)
+        self._classifier = Classifier(self.cfg.scan)
+        self._deduper = Deduper(self.cfg.scan.same_code_timeout_s, self.cfg.scan.repeat_window_s)
+        self._clock_synced = clock_synced()
+
+    def _start_camera(self) -> None:
+        source = self._source if self._source is not None else open_source(self.cfg.camera)
+        self._source = source
+        self.reader = LatestFrameReader(
+            source, stall_timeout_s=self.cfg.camera.stall_timeout_s, on_state=self._on_camera
+        )
+        self.reader.start()
+
+    def _start_publisher(self) -> None:
+        assert self.outbox is not None and self.feedback is not None
+        self.publisher = Publisher(
+            self.cfg, self.outbox,
+            on_link=self._on_link, on_fault=self._on_broker_fault, on_command=self._on_command,
+        )
+        publisher = self.publisher
+        self.remote = Remote(
+            device_id=self.cfg.device.id,
+            identify=self.feedback.identify,
+            status=self.status,
+            reply=publisher.reply,
+        )
+        publisher.start()
+
+    def _start_watchdog(self) -> None:
+        self.watchdog = Watchdog(
+            self._notifier, self._liveness_checks(), status=self.status_line
+        )
+        self.watchdog.start()
+
+    def _start_threads(self) -> None:
+        for name, target in (("ordoscan-scan", self._scan_loop),
+                             ("ordoscan-housekeeping", self._housekeeping_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    # -- the scan loop ----------------------------------------------------------------------------
+
+    def _scan_loop(self) -> None:
+        assert self.reader is not None
+        while not self.stop_event.is_set():
+            self._scan_beat = time.monotonic()
+            frame = self.reader.get(timeout=FRAME_WAIT_S)
+            if frame is None or self.stop_event.is_set():
+                continue
+            self.last_frame_at = time.monotonic()
+            try:
+                self.process(frame.image, frame.timestamp)
+            except Exception:  # a bug on one frame must not end the kiosk's reading
+                log.exception("frame %d could not be processed", frame.index)
+
+    def process(self, image: Any, timestamp: float) -> None:
+        """One frame through decode → classify → dedupe → outbox → feedback."""
+        assert self._decoder is not None and self._classifier is not None
+        assert self._deduper is not None
+        t0 = time.perf_counter()
+        try:
+            symbols = self._decoder.decode(image)
+        except Exception as e:  # a corrupt frame must not end the loop
+            self.stats.frame_error()
+            self._frame_errors_in_row += 1
+            if self._frame_errors_in_row % FRAME_ERROR_LOG_EVERY == 1:
+                log.warning("a frame could not be decoded (%s: %s)", type(e).__name__, e)
+            self.processed += 1
+            return
+        self._frame_errors_in_row = 0
+        self.stats.frame(time.perf_counter() - t0)
+        items: list[Classified] = [self._classifier.classify(s) for s in symbols]
+        if any(i.kind is Kind.ORDONNANCE for i in items):
+            self._ordonnance_seen_at = timestamp
+        reads = self._deduper.update(timestamp, items)
+        if reads:
+            self._act(reads, timestamp)
+        self.processed += 1
+
+    def _act(self, reads: list[Read], timestamp: float) -> None:
+        assert self.outbox is not None and self.feedback is not None
+        stored = repeated = refused = False
+        for r in reads:
+            item = r.item
+            if item.kind is Kind.INS:
+                self.stats.ignore(Kind.INS.value)
+                continue
+            if item.kind is not Kind.ORDONNANCE:
+                self.stats.read(item.kind.value)
+                self.stats.refused(item.kind.value)
+                why = f" ({item.reason})" if item.reason else ""
+                log.info("refused: %s in a %s%s", item.kind.value, item.format, why)
+                refused = True
+                continue
+            if r.repeat:
+                self.stats.repeat()
+                repeated = True
+                log.info("repeat of %s: signalled again, not sent again", mask(item.payload))
+                continue
+            self.stats.read(item.kind.value)
+            if self._store(item, timestamp):
+                stored = True
+        if stored:
+            self.feedback.good_read()
+            if self.publisher is not None:
+                self.publisher.wake()
+            self._update_amber()
+        elif repeated:
+            self.feedback.repeat()
+        in_view = timestamp - self._ordonnance_seen_at < self.cfg.scan.same_code_timeout_s
+        if refused and not (stored or repeated or in_view):
+            self.feedback.refused()
+
+    def _store(self, item: Classified, timestamp: float) -> bool:
+        """Commit one ordonnance; True once it is on disk. Failures give the fault signal."""
+        assert self.outbox is not None
+        # the frame's capture time on the wall clock
+        wall = time.time() - (time.monotonic() - timestamp)
+        try:
+            row = self.outbox.put(
+                kind=item.kind.value, symbology=item.format, symbology_id=item.symbology_id,
+                payload=item.payload, clock_synced=self._clock_synced,
+                scanned_at=datetime.fromtimestamp(wall, UTC),
+            )
+        except OutboxFull as e:
+            self.stats.outbox_refusal("full")
+            log.error("scan %s NOT taken: %s", mask(item.payload), e)
+            self._set_fault(FAULT_OUTBOX_FULL, True)
+            return False
+        except OutboxDiskError as e:
+            self.stats.outbox_refusal("disk")
+            log.error("scan %s NOT taken: %s", mask(item.payload), e)
+            self._set_fault(FAULT_DISK, True)
+            return False
+        except OutboxError as e:
+            self.stats.outbox_refusal("error")
+            log.error("scan %s NOT taken: %s", mask(item.payload), e)
+            self._set_fault(FAULT_DISK, True)
+            return False
+        self.stats.stored()
+        self._set_fault(FAULT_DISK, False)
+        log.info("scan %s queued as seq %d (%s)", mask(item.payload), row.seq, item.format)
+        return True
+
+    # -- callbacks from the other threads ---------------------------------------------------------
+
+    def _on_camera(self, ok: bool, message: str) -> None:
+        with self._lock:
+            self._camera_ok, self._camera_message = ok, message
+        self._set_fault(FAULT_CAMERA, not ok)
+        if ok:
+            self._maybe_ready()
+
+    def _on_link(self, up: bool) -> None:
+        with self._lock:
+            self._broker_up = up
+        self._update_amber()
+
+    def _on_broker_fault(self, text: str | None) -> None:
+        with self._lock:
+            self._broker_fault = text
+        self._update_amber()
+
+    def _on_command(self, name: str, payload: bytes) -> None:
+        if self.remote is not None:
+            self.remote.handle(name, payload)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _maybe_ready(self) -> None:
+        with self._lock:
+            if self._ready or self.feedback is None or self.outbox is None:
+                return
+            self._ready = True
+        self.feedback.ready()
+        self._notifier.ready(self.status_line())
+        log.info("ready")
+
+    def _set_fault(self, name: str, active: bool) -> None:
+        with self._lock:
+            if (name in self._faults) == active:
+                return
+            if active:
+                self._faults.add(name)
+            else:
+                self._faults.discard(name)
+        if self.feedback is not None:
+            self.feedback.set_fault(name, active)
+        if not active:
+            log.info("fault cleared: %s", name)
+
+    def _depth(self) -> int | None:
+        st = self._outbox_stats()
+        return None if st is None else st.depth
+
+    def _outbox_stats(self) -> OutboxStats | None:
+        if self.outbox is None:
+            return None
+        try:
+            return self.outbox.stats()
+        except OrdoscanError as e:
+            log.error("outbox: %s", e)
+            return None
+
+    def _update_amber(self, depth: int | None = None) -> None:
+        """Amber: scans are queued and the broker is unreachable (or refuses them)."""
+        if self.feedback is None:
+            return
+        if depth is None:
+            depth = self._depth()
+        with self._lock:
+            blocked = not self._broker_up or self._broker_fault is not None
+        self.feedback.set_queued(bool(depth) and blocked)
+
+    def camera_state(self) -> dict[str, Any]:
+        """The camera as telemetry shows it: ok, idle (replay with nothing to play), lost."""
+        with self._lock:
+            ok, message = self._camera_ok, self._camera_message
+        out: dict[str, Any] = {"source": self.cfg.camera.source, "message": message}
+        if self.reader is None:
+            return out | {"state": "off"}
+        rs = self.reader.stats()
+        age = None if rs.last_frame_at is None else time.monotonic() - rs.last_frame_at
+        state = "lost" if not ok else "ok"
+        quiet = age is None or age > self.cfg.camera.stall_timeout_s
+        if ok and quiet and not self._camera_live():
+            state = "idle"  # a replay with nothing (more) to play
+        return out | {
+            "state": state, "frames": rs.frames, "dropped": rs.dropped, "reopens": rs.reopens,
+            "last_frame_age_s": None if age is None else round(age, 1),
+        }
+
+    def _camera_live(self) -> bool:
+        return bool(getattr(self._source, "live", True))
+
+    def faults(self) -> list[str]:
+        with self._lock:
+            return sorted(self._faults)
+
+    def status(self) -> dict[str, Any]:
+        """What `cmd/ping` answers: a small summary, no payloads."""
+        st = self._outbox_stats()
+        with self._lock:
+            broker_up, broker_fault = self._broker_up, self._broker_fault
+        return {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "queue_depth": None if st is None else st.depth,
+            "oldest_age_s": None if st is None or st.oldest_age_s is None
+            else round(st.oldest_age_s, 1),
+            "broker": "connected" if broker_up else "unreachable",
+            "broker_fault": broker_fault,
+            "camera": self.camera_state()["state"],
+            "faults": self.faults(),
+        }
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: one line, e.g. "queue 0; broker connected; camera ok"."""
+        s = self.status()
+        parts = [f"queue {s['queue_depth'] if s['queue_depth'] is not None else '?'}"]
+        if s["oldest_age_s"] is not None:
+            parts[0] += f" (oldest {s['oldest_age_s']:.0f} s)"
+        parts.append(f"broker {s['broker']}")
+        parts.append(f"camera {s['camera']}")
+        if s["faults"]:
+            parts.append("faults: " + ", ".join(s["faults"]))
+        return "; ".join(parts)
+
+    def telemetry(self) -> dict[str, Any]:
+        """One `{prefix}/telemetry` message."""
+        st = self._outbox_stats()
+        queue: dict[str, Any] = {"error": "outbox unreadable"}
+        if st is not None:
+            queue = {
+                "depth": st.depth,
+                "oldest_age_s": None if st.oldest_age_s is None else round(st.oldest_age_s, 1),
+                "expired_total": st.expired_total, "last_seq": st.last_seq,
+                "max_messages": st.max_messages, "quarantined": len(st.quarantined),
+            }
+        broker: dict[str, Any] = self.publisher.stats() if self.publisher else {}
+        pipeline = self.stats.snapshot()
+        if self.feedback is not None:
+            pipeline["feedback_dropped"] = self.feedback.dropped_events
+        return build_telemetry(
+            device_id=self.cfg.device.id, site=self.cfg.device.site,
+            uptime_s=time.monotonic() - self._started_at,
+            pipeline=pipeline, queue=queue, camera=self.camera_state(),
+            broker=broker | {"faults": self.faults()},
+            system=system_info(self.cfg.outbox.path),
+        )
+
+    # -- housekeeping -----------------------------------------------------------------------------
+
+    def _liveness_checks(self) -> dict[str, Check]:
+        """What must hold for the watchdog to be fed: frames arrive, every stage thread turns."""
+        checks: dict[str, Check] = {
+            "publisher": lambda: (
+                self.publisher is not None and self.publisher.alive(),
+                "the publisher thread is not running",
+            ),
+            "scan loop": lambda: self._beating(self._scan_beat, "scan loop"),
+            "housekeeping": lambda: self._beating(self._house_beat, "housekeeping"),
+        }
+        if self._camera_live():
+            # A replay that ended is not a stall. The frames counted are those the scan
+            # loop took, so a stuck loop shows here too, and a camera that reopens
+            # again and again without a frame is not taken for a working one.
+            limit = CAMERA_SILENT_FACTOR * self.cfg.camera.stall_timeout_s
+            checks["camera"] = frames_arriving(lambda: self.last_frame_at, limit)
+        return checks
+
+    @staticmethod
+    def _beating(beat: float, what: str) -> tuple[bool, str]:
+        stuck = time.monotonic() - beat
+        return stuck <= THREAD_STUCK_LIMIT_S, f"{what} stuck for {stuck:.0f} s"
+
+    def _housekeeping_loop(self) -> None:
+        timer = TelemetryTimer(self.cfg.mqtt.telemetry_interval_s)
+        last: dict[str, float] = {}
+
+        def due(what: str, period: float) -> bool:
+            now = time.monotonic()
+            if now - last.get(what, now - period) < period:
+                return False
+            last[what] = now
+            return True
+
+        while not self.stop_event.wait(HOUSEKEEPING_S):
+            self._house_beat = time.monotonic()
+            try:
+                st = self._outbox_stats()
+                if st is not None:
+                    self._update_amber(st.depth)
+                    if FAULT_OUTBOX_FULL in self.faults() and st.depth < st.max_messages:
+                        self._set_fault(FAULT_OUTBOX_FULL, False)
+                if due("expire", EXPIRE_EVERY_S) and self.outbox is not None:
+                    self.outbox.expire()
+                if due("clock", CLOCK_CHECK_EVERY_S):
+                    self._clock_synced = clock_synced()
+                if timer.due() and self.publisher is not None:
+                    self.publisher.publish_telemetry(self.telemetry())
+            except Exception:  # housekeeping goes on; a stuck one is the watchdog's business
+                log.exception("housekeeping failed")
