@@ -1,0 +1,452 @@
+"""`ordoscan demo`: the kiosk's main job on a desk, with no hardware.
+
+Sample counter scenes are rendered (seeded, so always the same pictures) and
+dropped one by one into a folder the replay camera follows; the whole daemon
+(`app.App`) reads them: decoder, classifier, de-duplication, a real outbox in
+a temporary folder, mock GPIO drawn live in the terminal, and the MQTT
+publisher talking to a mosquitto started on a free loopback port with its own
+configuration. A subscriber prints what the pharmacy system receives. The
+demo ends by itself (or on Ctrl-C), stops what it started and removes its
+temporary folder.
+
+Without mosquitto it still runs: the scans stay in the outbox, amber on, and
+it says how to install the broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from ordoscan.config import Config, parse_config
+
+log = logging.getLogger("ordoscan.demo")
+
+DEVICE_ID = "demo-kiosk"
+SITE = "demo-pharmacie"
+SAME_CODE_TIMEOUT_S = 1.0
+SCENE_PAUSE_S = 2.5  # between two scenes at --speed 1
+MIN_GAP_S = SAME_CODE_TIMEOUT_S + 0.3  # each code leaves the view before the next scene
+FRAME_TIMEOUT_S = 20.0
+DELIVERY_TIMEOUT_S = 15.0
+BROKER_START_S = 10.0
+INSTALL_HINT = (
+    "mosquitto is not installed, so there is no broker to send to: the scans stay in the "
+    "outbox (amber LED on). Install it with `./dev setup` or `apt-get install mosquitto`."
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One bundled scene: what it shows, how it is rendered, what the kiosk should do."""
+
+    name: str
+    kind: str  # scenes.render kind
+    seed: int
+    expect: str
+    sent: bool  # a new scan reaches the pharmacy system
+
+
+SAMPLES: tuple[Sample, ...] = (
+    Sample("ordonnance on paper", "ordonnance", 0,
+           "good read: green blinks off, one beep; sent", True),
+    Sample("ordonnance beside an INS code", "ordonnance", 2,
+           "good read; the INS code (patient identity) is ignored, never sent", True),
+    Sample("phone in dark mode", "phone_dark", 0, "good read; sent", True),
+    Sample("medicine pack (GS1 DataMatrix)", "medicine_pack", 0,
+           "refused: red for 1 s, two beeps; nothing sent", False),
+    Sample("2D-Doc", "2d_doc", 0, "refused: red for 1 s, two beeps; nothing sent", False),
+    Sample("blank counter", "blank", 0, "nothing to read: no signal", False),
+    Sample("the first ordonnance again", "ordonnance", 0,
+           "repeat: the same signal as a good read, not sent again", False),
+)
+
+
+def find_mosquitto() -> str | None:
+    """$ORDOSCAN_MOSQUITTO (empty: none), else mosquitto on PATH or in /usr/sbin."""
+    if "ORDOSCAN_MOSQUITTO" in os.environ:
+        exe = os.environ["ORDOSCAN_MOSQUITTO"]
+        return exe if exe and os.access(exe, os.X_OK) else None
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalBroker:
+    """A mosquitto for the demo only: loopback, anonymous, no persistence, its own folder."""
+
+    def __init__(self, exe: str, folder: Path) -> None:
+        self.exe = exe
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        conf = self.folder / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "persistence false\nlog_dest stderr\n"
+        )
+        with open(self.folder / "mosquitto.log", "wb") as out:
+            self.proc = subprocess.Popen(
+                [self.exe, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C is ours to handle
+            )
+        deadline = time.monotonic() + BROKER_START_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.2
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        tail = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
+        raise RuntimeError(f"mosquitto did not start on port {self.port}: {tail.strip()}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Output:
+    """The demo's lines, printed above the live LED line when there is one."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.view: Any = None  # feedback.TerminalView once the kiosk runs
+        self._lock = threading.Lock()
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            if self.view is not None:
+                self.view.write_line(text)
+            else:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+
+class OutputHandler(logging.Handler):
+    """Log records of the kiosk, shown as demo lines."""
+
+    def __init__(self, out: Output) -> None:
+        super().__init__()
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
+            self.out.line(f"  kiosk      {level}{record.getMessage()}")
+        except Exception:
+            self.handleError(record)
+
+
+class Pharmacy:
+    """The pharmacy side: a subscriber on the kiosk's scan and status topics."""
+
+    def __init__(self, cfg: Config, out: Output) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.out = out
+        self.prefix = cfg.topic_prefix
+        self.scans: list[dict[str, Any]] = []
+        self._ids: set[str] = set()
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="ordoscan-demo-pharmacy", protocol=mqtt.MQTTv5
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(f"{self.prefix}/scan", 1), (f"{self.prefix}/status", 1)]
+        )
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(BROKER_START_S):
+            self.close()
+            raise RuntimeError("the demo's subscriber could not subscribe to the local broker")
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        from pydantic import ValidationError
+
+        from ordoscan.message import ScanMessage
+
+        if msg.topic.endswith("/status"):
+            with contextlib.suppress(ValueError):
+                state = json.loads(msg.payload).get("state")
+                self.out.line(f"  pharmacy   kiosk status: {state}")
+            return
+        try:
+            scan = ScanMessage.from_json(bytes(msg.payload))
+        except ValidationError:
+            self.out.line("  pharmacy   received an invalid message (not ordoscan.scan/1)")
+            return
+        with self._cond:
+            if scan.scan_id in self._ids:
+                return  # at-least-once: the same scan_id again is the same scan
+            self._ids.add(scan.scan_id)
+            self.scans.append(json.loads(scan.to_json()))
+            self._cond.notify_all()
+        self.out.line(f"  pharmacy ← {scan.to_json().decode()}")
+
+    def wait_scans(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.scans) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def demo_config(work: Path, port: int) -> Config:
+    """The demo kiosk: replay camera, mock GPIO, plaintext loopback MQTT, outbox in `work`."""
+    data = {
+        "device": {"id": DEVICE_ID, "site": SITE},
+        "camera": {"source": "replay", "path": str(work / "camera"), "fps": 15},
+        "scan": {"same_code_timeout_s": SAME_CODE_TIMEOUT_S},
+        "gpio": {"pin_factory": "mock"},
+        "mqtt": {"host": "127.0.0.1", "port": port, "tls": False, "telemetry_interval_s": 0,
+                 "reconnect_min_s": 0.5, "reconnect_max_s": 2.0, "client_id": "ordoscan-demo"},
+        "outbox": {"path": str(work / "outbox.sqlite3")},
+    }
+    return parse_config(data, "<demo>", env={})  # the demo ignores ORDOSCAN_* overrides
+
+
+def render_samples(folder: Path) -> list[Path]:
+    """Each sample as a PNG in `folder` (not the camera's): rendered once, same every time."""
+    from ordoscan import scenes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cache: dict[tuple[str, int], Path] = {}
+    paths = []
+    for s in SAMPLES:
+        key = (s.kind, s.seed)
+        if key not in cache:
+            path = folder / f"{s.kind}-{s.seed}.png"
+            scenes.render(s.kind, s.seed).save(path)
+            cache[key] = path
+        paths.append(cache[key])
+    return paths
+
+
+def show(camera: Path, index: int, image: Path) -> None:
+    """Put one scene in front of the camera: written as a dot-file, then renamed into view."""
+    final = camera / f"{index:02d}-{image.name}"
+    hidden = camera / f".{final.name}"
+    shutil.copyfile(image, hidden)
+    hidden.rename(final)
+
+
+def wait_for(predicate: Any, timeout: float, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline or stop.wait(0.02):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[contextlib.ExitStack]:
+    """An ExitStack for what the demo starts; SIGTERM ends the demo like Ctrl-C."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = (signal.signal(signal.SIGINT, signal.default_int_handler),
+                signal.signal(signal.SIGTERM, on_term))
+    try:
+        with contextlib.ExitStack() as stack:
+            yield stack
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def _hold_interrupts() -> None:
+    """While the demo tidies up, a second Ctrl-C must not leave a broker or files behind."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def main(args: argparse.Namespace) -> int:
+    speed = float(args.speed)
+    if not speed > 0:
+        print(f"ordoscan demo: --speed {args.speed}: must be more than 0", file=sys.stderr)
+        return 2
+    out = Output(sys.stdout)
+    work = Path(tempfile.mkdtemp(prefix="ordoscan-demo-"))
+    stop = threading.Event()
+    try:
+        with _interrupts() as stack:
+            if args.keep:
+                stack.callback(out.line, f"kept: {work}")
+            else:
+                stack.callback(shutil.rmtree, work, True)
+            return _run(args, speed, work, out, stack, stop)
+    except KeyboardInterrupt:
+        # the ExitStack has stopped the kiosk and the broker and removed the folder
+        print("\nordoscan demo: interrupted; everything it started is stopped and removed",
+              file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, speed: float, work: Path, out: Output,
+         stack: contextlib.ExitStack, stop: threading.Event) -> int:
+    from ordoscan.app import App
+    from ordoscan.feedback import TerminalView
+
+    out.line("ordoscan demo: the kiosk's main job on this desk, with no hardware")
+    t0 = time.monotonic()
+    images = render_samples(work / "samples")
+    camera = work / "camera"
+    camera.mkdir()
+    out.line(f"  camera     replay of {len(SAMPLES)} sample scenes, rendered in "
+             f"{time.monotonic() - t0:.1f} s")
+
+    exe = find_mosquitto()
+    broker: LocalBroker | None = None
+    if exe is None:
+        out.line(f"  broker     {INSTALL_HINT}")
+        port = free_port()  # nothing listens there: the kiosk keeps retrying
+    else:
+        broker = LocalBroker(exe, work / "broker")
+        broker.start()
+        stack.callback(broker.stop)
+        port = broker.port
+        out.line(f"  broker     mosquitto on 127.0.0.1:{port}, started for the demo "
+                 "(loopback only, own config)")
+    cfg = demo_config(work, port)
+    out.line(f"  outbox     {cfg.outbox.path}")
+    out.line("  GPIO       mock pins (gpiozero MockFactory), drawn live: green, amber, red, buzzer")
+
+    pharmacy: Pharmacy | None = None
+    if broker is not None:
+        pharmacy = Pharmacy(cfg, out)
+        stack.callback(pharmacy.close)
+        out.line(f"  pharmacy   a subscriber on {cfg.topic_prefix}/scan prints what it receives")
+
+    # the kiosk's own log lines: its decisions (payloads masked), warnings and errors
+    handler = OutputHandler(out)
+    kiosk_log = logging.getLogger("ordoscan")
+    saved = (kiosk_log.level, kiosk_log.propagate)
+    kiosk_log.addHandler(handler)
+    kiosk_log.propagate = False
+    kiosk_log.setLevel(logging.INFO)
+    for quiet in ("ordoscan.camera", "ordoscan.outbox", "ordoscan.health"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+    if broker is None:
+        logging.getLogger("ordoscan.publisher").setLevel(logging.CRITICAL)
+
+    def restore_logging() -> None:
+        kiosk_log.removeHandler(handler)
+        kiosk_log.setLevel(saved[0])
+        kiosk_log.propagate = saved[1]
+
+    stack.callback(restore_logging)
+
+    app = App(cfg)
+    stack.callback(app.stop)
+    out.line("")
+
+    def pins() -> dict[str, bool]:
+        return app.feedback.snapshot() if app.feedback is not None else {}
+
+    view = TerminalView(pins)  # started first, so that booting (all on) shows too
+    out.view = view
+    view.start()
+
+    def stop_view() -> None:
+        view.stop()
+        out.view = None
+
+    stack.callback(stop_view)
+    app.start()
+    assert app.feedback is not None
+    stack.callback(_hold_interrupts)  # last in, so first to run when the demo ends
+    wait_for(lambda: app.status()["camera"] in ("ok", "idle"), 5.0, stop)
+    app.feedback.wait_idle(5.0)
+
+    expected_sent = 0
+    last_shown = 0.0
+    pause = max(MIN_GAP_S, SCENE_PAUSE_S / speed)
+    for i, (sample, image) in enumerate(zip(SAMPLES, images, strict=True), 1):
+        gap = time.monotonic() - last_shown
+        if gap < pause:
+            stop.wait(pause - gap)
+        out.line("")
+        out.line(f"[{i}/{len(SAMPLES)}] {sample.name}: expect {sample.expect}")
+        before = app.processed
+        show(camera, i, image)
+        last_shown = time.monotonic()
+        if not wait_for(lambda b=before: app.processed > b, FRAME_TIMEOUT_S, stop):
+            out.line("  (the frame was not analysed in time)")
+        app.feedback.wait_idle(5.0)
+        if sample.sent:
+            expected_sent += 1
+            if pharmacy is not None and not pharmacy.wait_scans(expected_sent, DELIVERY_TIMEOUT_S):
+                out.line("  (not received yet)")
+
+    out.line("")
+    return _summary(app, pharmacy, expected_sent, out)
+
+
+def _summary(app: Any, pharmacy: Pharmacy | None, expected: int, out: Output) -> int:
+    snap = app.stats.snapshot()
+    depth = app.status()["queue_depth"]
+    reads = snap["reads"].get("ordonnance_numerique", 0)
+    refused = sum(snap["refusals"].values())
+    ignored = snap["ignored"].get("ins", 0)
+    out.line(f"summary: {reads} ordonnance(s) read and committed, {snap['duplicates']} repeat(s) "
+             f"not re-sent, {refused} code(s) refused, {ignored} INS code(s) ignored")
+    if pharmacy is None:
+        out.line(f"  {depth} scan(s) held in the outbox: they would be sent once a broker is "
+                 "reachable. " + INSTALL_HINT)
+        return 0
+    got = len(pharmacy.scans)
+    seqs = [s["seq"] for s in pharmacy.scans]
+    out.line(f"  the pharmacy system received {got} scan(s) (seq {seqs}); "
+             f"{depth} left in the outbox")
+    if got != expected:
+        out.line(f"  expected {expected}: something went wrong (see the kiosk log lines above)")
+        return 1
+    return 0
