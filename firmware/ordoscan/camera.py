@@ -22,6 +22,12 @@ view of it is alive, so before the reader closes a lost camera it waits for
 the analysis thread to come back for a frame (it gets None and lets go of the
 old one). The other sources give frames that own their pixels; their
 `release` does nothing.
+
+The CSI camera runs continuous autofocus where the module has it, a fixed
+frame rate, and an exposure capped at `max_exposure_us` so that a moving hand
+does not blur. libcamera has no control for an auto-exposure limit, so the
+cap goes into the sensor's tuning, whose exposure profiles the Raspberry Pi
+AGC follows: past the cap, the gain rises instead.
 """
 
 from __future__ import annotations
@@ -759,9 +765,8 @@ class ReplaySource(CameraSource):
         self._last_name = ""  # folder: the last file started, in name order
         self._played_in_cycle = 0
         self._file_done = False  # single file: played once
-        self._cache: tuple[Path, int, Grey] | None = (
-            None  # (path, mtime_ns, image): loops re-use it
-        )
+        # (path, mtime_ns, image) of the last image decoded: a looped file is decoded once
+        self._cache: tuple[Path, int, Grey] | None = None
         self._warned: set[tuple[str, int]] = set()
         self.skipped_files = 0
 
@@ -781,7 +786,8 @@ class ReplaySource(CameraSource):
         self._is_dir = stat.S_ISDIR(mode)
         if self._is_dir:
             try:
-                next(os.scandir(path), None)
+                with os.scandir(path) as entries:
+                    next(entries, None)
             except OSError as e:
                 raise CameraOpenError(
                     f"replay folder {path}: cannot be listed: {e.strerror}"
@@ -822,7 +828,7 @@ class ReplaySource(CameraSource):
             raise CameraLost(f"{self.name}: not open")
         now = self._clock()
         deadline = now + max(0.0, timeout)
-        while True:
+        while not self._closing.is_set():  # close() from another thread ends a wait
             if self._pending is None:
                 self._pending = self._next_image()
             if self._pending is not None:
@@ -832,20 +838,18 @@ class ReplaySource(CameraSource):
                     return None
                 if due > now:
                     self._sleep(due - now)
-                return self._deliver(due)
+                image, self._pending = self._pending, None
+                return self._deliver(image, due)
             if not self._is_dir or now >= deadline:
                 # a single file that ended: no frame, not a fault
                 if deadline > now:
                     self._sleep(deadline - now)
                 return None
             self._sleep(min(self._poll, deadline - now))  # a followed folder: look again soon
-            if self._closing.is_set():
-                return None
             now = self._clock()
+        return None
 
-    def _deliver(self, due: float) -> Frame:
-        image, self._pending = self._pending, None
-        assert image is not None
+    def _deliver(self, image: Grey, due: float) -> Frame:
         now = self._clock()
         # the next frame one period on; after a late read, one period from now: no burst
         late = now - due > self._period
@@ -888,7 +892,8 @@ class ReplaySource(CameraSource):
     def _next_name(self) -> str | None:
         """The first file name after the last one started, skipping dot-files (being written)."""
         try:
-            entries = list(os.scandir(self._path))
+            with os.scandir(self._path) as listing:
+                entries = list(listing)
         except OSError as e:
             raise CameraLost(
                 f"replay folder {self._path}: cannot be listed: {e.strerror}"
