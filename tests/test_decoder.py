@@ -1,0 +1,360 @@
+"""Decoder: real zxing-cpp on real images; symbols, views, passes, budget, corrupt input, files."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zxingcpp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from ordoscan.decoder import Decoder, DecodeStats, Symbol, load_image
+from ordoscan.errors import DecodeError
+from PIL import Image
+
+EPU = "01S2TBPZ2JCNZZYGHZ"
+OTHER_EPU = "01AAAABBBBCCCCDDDD"
+GS = "\x1d"
+GS1 = f"01034009300000141727013110AB12{GS}21XYZ123"  # GTIN 03400930000014, expiry, lot, serial
+
+
+def code(text: str, fmt: str = "qr", scale: int = 6, **opts: object) -> np.ndarray:
+    """A code made with zxing-cpp's writer, with its quiet zone, black on white."""
+    bf = zxingcpp.BarcodeFormat.QRCode if fmt == "qr" else zxingcpp.BarcodeFormat.DataMatrix
+    bc = zxingcpp.create_barcode(text, bf, **opts)
+    return np.asarray(zxingcpp.write_barcode_to_image(bc, scale=scale, add_quiet_zones=True))
+
+
+def place(canvas: np.ndarray, img: np.ndarray, x: int, y: int) -> None:
+    canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+
+
+def frame_with(
+    *items: tuple[np.ndarray, int, int], size: tuple[int, int] = (640, 480)
+) -> np.ndarray:
+    canvas = np.full((size[1], size[0]), 235, np.uint8)
+    for img, x, y in items:
+        place(canvas, img, x, y)
+    return canvas
+
+
+def gs1_bracketed(element_string: str) -> str:
+    """The writer's input for GS1 (its own bracket syntax)."""
+    assert element_string == GS1
+    return "[01]03400930000014[17]270131[10]AB12[21]XYZ123"
+
+
+# --- symbols -----------------------------------------------------------------
+
+
+def test_qr_symbol_fields_and_position() -> None:
+    qr = code(EPU, scale=6)  # 4-module quiet zone: the symbol starts 24 px in
+    frame = frame_with((qr, 100, 50))
+    symbols = Decoder().decode(frame)
+    assert len(symbols) == 1
+    s = symbols[0]
+    assert (s.format, s.symbology_id, s.text, s.raw) == ("QRCode", "]Q1", EPU, EPU.encode())
+    # corners clockwise from top-left, in frame pixels (within a pixel or two of the truth)
+    side = qr.shape[0] - 2 * 24
+    want = ((124, 74), (124 + side, 74), (124 + side, 74 + side), (124, 74 + side))
+    assert len(s.position) == 4
+    for (x, y), (wx, wy) in zip(s.position, want, strict=True):
+        assert abs(x - wx) <= 2 and abs(y - wy) <= 2, s.position
+
+
+def test_gs1_datamatrix_has_d2_and_gs_separators() -> None:
+    dm = code(gs1_bracketed(GS1), "dm", scale=6, gs1=True, forceSquare=True)
+    symbols = Decoder().decode(frame_with((dm, 200, 120)))
+    assert [(s.format, s.symbology_id, s.text, s.raw) for s in symbols] == [
+        ("DataMatrix", "]d2", GS1, GS1.encode())
+    ]
+
+
+def test_plain_datamatrix_and_qr_in_one_frame() -> None:
+    ins_like = "IS01" + "X" * 30  # shape only; this test never looks at patients
+    frame = frame_with((code(EPU), 20, 20), (code(ins_like, "dm", forceSquare=True), 330, 60))
+    found = {(s.format, s.symbology_id, s.text) for s in Decoder().decode(frame)}
+    assert found == {("QRCode", "]Q1", EPU), ("DataMatrix", "]d1", ins_like)}
+
+
+def test_phone_dark_mode_inverted_code() -> None:
+    frame = 255 - frame_with((code(EPU, scale=5), 150, 100))  # light modules on a dark screen
+    assert [s.text for s in Decoder().decode(frame)] == [EPU]
+
+
+def test_other_symbologies_are_not_read() -> None:
+    """QR Code and DataMatrix only: an Aztec or a Code 128 beside them is ignored."""
+    aztec = np.asarray(
+        zxingcpp.write_barcode_to_image(
+            zxingcpp.create_barcode("AZTEC", zxingcpp.BarcodeFormat.Aztec), scale=6
+        )
+    )
+    c128 = np.asarray(
+        zxingcpp.write_barcode_to_image(
+            zxingcpp.create_barcode("CODE128", zxingcpp.BarcodeFormat.Code128), scale=3
+        )
+    )
+    frame = frame_with((aztec, 20, 20), (c128, 20, 300), (code(EPU, scale=4), 400, 40))
+    assert {b.text for b in zxingcpp.read_barcodes(frame)} == {"AZTEC", "CODE128", EPU}
+    assert [s.text for s in Decoder().decode(frame)] == [EPU]
+
+
+def test_symbol_found_by_several_passes_is_reported_once() -> None:
+    """A damaged code makes the frame hard: the extra passes read the good one again."""
+    bad = code(OTHER_EPU, scale=6).copy()
+    bad[13 * 6 : 25 * 6, 13 * 6 : 25 * 6] = 0  # a data block blacked out, finder patterns intact
+    decoder = Decoder(budget_ms=10_000)
+    symbols = decoder.decode(frame_with((code(EPU), 10, 10), (bad, 260, 10)))
+    assert [s.text for s in symbols] == [EPU]
+    stats = decoder.stats()
+    assert stats.hard_frames == 1 and stats.extra_symbols == 0
+
+
+def test_strided_y_plane_of_a_yuv_buffer() -> None:
+    """The camera gives the Y plane as a view with a row stride wider than the image."""
+    w, h, stride = 640, 480, 704
+    yuv = np.full((h * 3 // 2, stride), 128, np.uint8)  # I420 layout: Y rows, then U and V
+    y_plane = yuv[:h, :w]
+    place(y_plane, code(EPU, scale=5), 300, 200)
+    assert not y_plane.flags.c_contiguous and y_plane.strides == (stride, 1)
+    assert [s.text for s in Decoder().decode(y_plane)] == [EPU]
+    # other views: every second pixel, upside down, a (h, w, 1) array
+    big = np.kron(frame_with((code(EPU, scale=3), 100, 100)), np.ones((2, 2), np.uint8))
+    assert [s.text for s in Decoder().decode(big[::2, ::2])] == [EPU]
+    assert [s.text for s in Decoder().decode(frame_with((code(EPU), 50, 50))[::-1])] == [EPU]
+    assert [s.text for s in Decoder().decode(frame_with((code(EPU), 50, 50))[:, :, None])] == [EPU]
+
+
+# --- extra passes and the budget ---------------------------------------------
+
+
+class TickClock:
+    """A monotonic clock that advances a fixed step each time it is read."""
+
+    def __init__(self, step_ms: float) -> None:
+        self.t = 1000.0
+        self.step = step_ms / 1000.0
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def blank(seed: int = 1) -> np.ndarray:
+    """A counter with nothing on it: no symbol, so every extra pass is tried."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(120, 20, (360, 640)), 0, 255).astype(np.uint8)
+
+
+def test_easy_frame_gets_no_extra_pass() -> None:
+    clock = TickClock(1.0)
+    decoder = Decoder(budget_ms=10_000, clock=clock)
+    decoder.decode(frame_with((code(EPU), 10, 10)))
+    reads = clock.t
+    s = decoder.stats()
+    assert (s.frames, s.hard_frames, s.budget_stops) == (1, 0, 0)
+    assert reads == pytest.approx(1000.0 + 2 * 0.001)  # only the start and the end were read
+
+
+def test_budget_zero_turns_extra_passes_off() -> None:
+    decoder = Decoder(budget_ms=0)
+    assert decoder.decode(blank()) == []
+    s = decoder.stats()
+    assert (s.hard_frames, s.budget_stops) == (1, 1)
+
+
+def test_passes_stop_when_the_budget_runs_out() -> None:
+    """Each clock read is 10 ms: with a 35 ms budget not every pass fits, and no frame
+    runs past the budget by more than one pass once the costs are learnt."""
+    budget = 35.0
+    decoder = Decoder(budget_ms=budget, clock=TickClock(10.0))
+    for i in range(5):
+        decoder.decode(blank(i))
+        if i:  # from the second frame the decoder knows what a pass costs
+            # start, fast end, then per pass a before and an after read, then the end
+            assert decoder.stats().last_ms <= 10 + budget + 10 + 1e-6
+    s = decoder.stats()
+    assert (s.frames, s.hard_frames, s.budget_stops) == (5, 5, 5)
+    generous = Decoder(budget_ms=10_000, clock=TickClock(10.0))
+    generous.decode(blank())
+    assert generous.stats().budget_stops == 0
+    assert generous.stats().last_ms > s.last_ms  # it ran every pass
+
+
+def test_stats_mean_last_max() -> None:
+    clock = TickClock(2.0)
+    decoder = Decoder(budget_ms=10_000, clock=clock)
+    assert decoder.stats() == DecodeStats(0, 0.0, 0.0, 0.0, 0, 0, 0)
+    decoder.decode(frame_with((code(EPU), 10, 10)))  # easy: 2 reads -> 2 ms
+    decoder.decode(blank())  # hard: more reads
+    s = decoder.stats()
+    assert s.frames == 2
+    assert s.last_ms > 2.0 and s.max_ms == s.last_ms
+    assert s.mean_ms == pytest.approx((2.0 + s.last_ms) / 2)
+
+
+def test_bad_budget_is_refused() -> None:
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(DecodeError, match="budget_ms"):
+            Decoder(budget_ms=bad)
+
+
+def test_payloads_are_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    frame = frame_with((code(EPU), 10, 10), (code(OTHER_EPU), 300, 10))
+    assert len(Decoder().decode(frame)) == 2
+    assert EPU not in caplog.text and OTHER_EPU not in caplog.text
+    assert EPU[-4:] not in caplog.text
+
+
+# --- corrupt input -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "words"),
+    [
+        (np.zeros((100, 100), np.float32), "dtype float32"),
+        (np.zeros((100, 100), np.uint16), "dtype uint16"),
+        (np.zeros((100, 100, 3), np.uint8), "shape (100, 100, 3)"),
+        (np.zeros((10, 10, 10, 1), np.uint8), "shape"),
+        (np.zeros(100, np.uint8), "shape (100,)"),
+        ([[0, 255], [255, 0]], "list"),
+        (None, "NoneType"),
+        (b"\x00" * 64, "bytes"),
+        (np.zeros((20000, 10), np.uint8), "too large"),
+    ],
+)
+def test_corrupt_frames_raise_decode_error(bad: object, words: str) -> None:
+    decoder = Decoder()
+    with pytest.raises(DecodeError) as e:
+        decoder.decode(bad)  # type: ignore[arg-type]
+    assert words in str(e.value)
+    # and the decoder keeps working afterwards
+    assert [s.text for s in decoder.decode(frame_with((code(EPU), 10, 10)))] == [EPU]
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 640), (480, 0), (1, 1), (3, 500), (7, 7)])
+def test_empty_or_tiny_frames_have_no_symbols(shape: tuple[int, int]) -> None:
+    assert Decoder().decode(np.zeros(shape, np.uint8)) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.int8, np.uint16, np.float64, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=48),
+    )
+)
+def test_any_array_gives_symbols_or_decode_error(arr: np.ndarray) -> None:
+    try:
+        out = Decoder(budget_ms=5).decode(arr)
+    except DecodeError:
+        return
+    assert isinstance(out, list) and all(isinstance(s, Symbol) for s in out)
+
+
+def test_noise_and_flat_frames() -> None:
+    decoder = Decoder(budget_ms=10_000)
+    rng = np.random.default_rng(7)
+    for frame in (
+        rng.integers(0, 256, (720, 1280), dtype=np.uint8),
+        np.zeros((720, 1280), np.uint8),
+        np.full((720, 1280), 255, np.uint8),
+    ):
+        assert decoder.decode(frame) == []
+
+
+# --- image files ------------------------------------------------------------------
+
+
+@pytest.fixture
+def qr_page() -> Iterator[np.ndarray]:
+    yield frame_with((code(EPU, scale=5), 60, 40), size=(320, 240))
+
+
+@pytest.mark.parametrize(
+    ("suffix", "mode"),
+    [
+        (".png", "L"),
+        (".png", "RGB"),
+        (".jpg", "RGB"),
+        (".gif", "P"),
+        (".bmp", "1"),
+        (".png", "I;16"),
+        (".tiff", "I"),
+        (".tiff", "F"),
+        (".webp", "RGB"),
+        (".png", "CMYK"),
+    ],
+)
+def test_load_image_modes(tmp_path: Path, qr_page: np.ndarray, suffix: str, mode: str) -> None:
+    img = Image.fromarray(qr_page)
+    if mode == "I;16":
+        img = Image.fromarray(qr_page.astype(np.uint16) * 257)  # full 16-bit range
+    elif mode == "I":
+        img = Image.fromarray(qr_page.astype(np.int32) * 257)
+    elif mode == "F":
+        img = Image.fromarray(qr_page.astype(np.float32) / 255.0)
+    elif mode == "CMYK":
+        img = img.convert("RGB").convert("CMYK")
+        suffix = ".jpg"
+    else:
+        img = img.convert(mode)
+    path = tmp_path / f"scan{suffix}"
+    img.save(path)
+    grey = load_image(path)
+    assert grey.dtype == np.uint8 and grey.shape == qr_page.shape
+    assert [s.text for s in Decoder().decode(grey)] == [EPU]
+
+
+def test_load_image_transparent_background_is_white(tmp_path: Path) -> None:
+    """A code drawn on a transparent canvas (as exported by apps) is black on white."""
+    qr = code(EPU, scale=5)
+    rgba = np.zeros((*qr.shape, 4), np.uint8)  # fully transparent black
+    rgba[..., 3] = np.where(qr < 128, 255, 0)  # only the dark modules are opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "code.png")
+    grey = load_image(tmp_path / "code.png")
+    assert grey.max() == 255 and grey.min() == 0
+    assert [s.text for s in Decoder().decode(grey)] == [EPU]
+
+
+def test_load_image_exif_orientation(tmp_path: Path, qr_page: np.ndarray) -> None:
+    img = Image.fromarray(qr_page).rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_image(tmp_path / "phone.jpg").shape == qr_page.shape
+
+
+def test_load_image_errors_name_the_file(tmp_path: Path, qr_page: np.ndarray) -> None:
+    (tmp_path / "notes.png").write_text("not an image at all\n")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    Image.fromarray(qr_page).save(tmp_path / "whole.png")
+    data = (tmp_path / "whole.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "folder.png").mkdir()
+    cases = {
+        "missing.png": "no such file",
+        "notes.png": "not an image",
+        "empty.jpg": "not an image",
+        "cut.png": "unreadable image",
+        "folder.png": "directory",
+    }
+    for name, words in cases.items():
+        path = tmp_path / name
+        with pytest.raises(DecodeError) as e:
+            load_image(path)
+        assert str(path) in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_load_image_refuses_decompression_bombs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Image.new("L", (400, 400), 255).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # PIL's own guard, lowered
+    with pytest.raises(DecodeError, match="too large"):
+        load_image(tmp_path / "big.png")
