@@ -146,11 +146,15 @@ def test_expired_scans_are_not_sent_and_expiry_follows_remaining_life(
 
 
 def test_status_online_retained_offline_on_clean_stop(
-    relay: InProcessRelay, broker: Broker
+    relay: InProcessRelay, broker: Broker, sub: Subscriber
 ) -> None:
+    def state(s: Subscriber) -> str | None:
+        statuses = s.on("/status")
+        return json.loads(statuses[-1])["state"] if statuses else None
+
     relay.publisher.start()
-    assert relay.wait(lambda: relay.link_up is True)
-    # a late subscriber still learns the state: it is retained
+    assert sub.wait_for(lambda s: state(s) == "online")
+    # a subscriber that comes later still learns the state: it is retained
     late = Subscriber(broker.host, broker.port, [f"{PREFIX}/status"], client_id="late")
     try:
         assert late.wait_for(lambda s: len(s.messages) >= 1)
@@ -164,13 +168,13 @@ def test_status_online_retained_offline_on_clean_stop(
         late.close()
     relay.publisher.stop()
     assert not relay.publisher.alive()
+    assert sub.wait_for(lambda s: state(s) == "offline")
+    assert json.loads(sub.on("/status")[-1])["reason"] == "stopped"
     after = Subscriber(broker.host, broker.port, [f"{PREFIX}/status"], client_id="after")
     try:
         assert after.wait_for(lambda s: len(s.messages) >= 1)
         _, payload, retained = after.messages[0]
-        assert retained
-        assert json.loads(payload)["state"] == "offline"
-        assert json.loads(payload)["reason"] == "stopped"
+        assert retained and json.loads(payload)["state"] == "offline"
     finally:
         after.close()
 
@@ -258,7 +262,8 @@ def test_commands_replies_and_telemetry(relay: InProcessRelay, sub: Subscriber) 
     sub.client.publish(f"{PREFIX}/cmd/identify", b"{}", qos=1, retain=True).wait_for_publish(10)
     relay.publisher.publish_telemetry({"queue_depth": 0})  # offline: dropped, not queued
     relay.publisher.start()
-    assert relay.wait(lambda: relay.link_up is True)
+    # "online" is published after the command subscription: from then on commands arrive
+    assert sub.wait_for(lambda s: len(s.on("/status")) >= 1)
     assert relay.publisher.stats()["telemetry_dropped"] == 1
     sub.client.publish(f"{PREFIX}/cmd/ping", b'{"id": "42"}', qos=1)
     assert relay.wait(lambda: len(relay.commands) >= 1)

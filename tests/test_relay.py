@@ -104,7 +104,7 @@ def test_sigkill_at_random_points_while_draining_loses_nothing(
     cfg = as_config(data)
     with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
                 device_id=cfg.device.id, site=cfg.device.site) as outbox:
-        prefilled = put_scans(outbox, 600)
+        prefilled = put_scans(outbox, 2500)
     known = {r.seq: r.scan_id for r in prefilled}
 
     kills = 5

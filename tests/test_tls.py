@@ -151,7 +151,6 @@ def test_acl_refusal_keeps_scans_reports_fault_and_delivers_once_allowed(
     assert scan_rule in tls_broker.acl_text
     tls_broker.acl_path.write_text(tls_broker.acl_text.replace(scan_rule, ""))
     tls_broker.reload()
-    time.sleep(0.5)  # SIGHUP is asynchronous; the first scans must meet the narrow ACL
     relay = InProcessRelay(kiosk_config(tmp_path, tls_broker, pki))
     try:
         rows = relay.put(3)

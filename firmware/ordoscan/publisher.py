@@ -624,11 +624,12 @@ class Publisher:
         self._receive_max = int(getattr(props, "ReceiveMaximum", 65535) or 65535)
         self._cursor = 0
         self._restart_from_first = False
+        # Subscribe first: the broker handles packets in order, so whoever sees "online"
+        # can already send a command.
+        client.subscribe(self._cmd_prefix + "+", qos=1)
         info = client.publish(self.topic_status, self._status("online"), 1, True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._inflight[info.mid] = _Sent("status")
-            self._expect_answer()
-        client.subscribe(self._cmd_prefix + "+", qos=1)
         self._expect_answer()
         try:
             self._outbox.expire()

@@ -119,11 +119,26 @@ class Broker:
         self.stop()
         self.start()
 
-    def reload(self) -> None:
-        """SIGHUP: mosquitto re-reads its ACL and password files, clients stay connected."""
+    def reload(self, timeout: float = 20.0) -> None:
+        """SIGHUP: mosquitto re-reads its ACL and password files, clients stay connected.
+
+        Returns once mosquitto has logged the reload: it reloads on its only thread,
+        so every packet it handles after that line meets the new rules."""
         if not self.running or self.proc is None:
             raise RuntimeError("mosquitto is not running")
+        done = self._full_log().count("Reloading config.")
         self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._full_log().count("Reloading config.") <= done:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not reload within {timeout} s: {self.log()}")
+            time.sleep(0.02)
+
+    def _full_log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log(self) -> str:
         try:

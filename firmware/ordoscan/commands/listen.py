@@ -73,12 +73,14 @@ class Listener:
             return
         self.connected = True
         client.subscribe(self.topic, qos=1)
-        _err(f"listening on {self.topic} ({self.cfg.mqtt.host}:{self.cfg.mqtt.port})")
 
     def on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
         refused = [c for c in codes if getattr(c, "is_failure", False)]
         if refused:
             self.fatal = f"the broker refused the subscription to {self.topic}: {refused[0]}"
+            return
+        # only now is the subscription in place: what is published from here on arrives
+        _err(f"listening on {self.topic} ({self.cfg.mqtt.host}:{self.cfg.mqtt.port})")
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
