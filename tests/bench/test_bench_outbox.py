@@ -28,6 +28,13 @@ BODY = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _only_when_asked(request: pytest.FixtureRequest) -> None:
+    """Benchmarks run under ./dev bench (-m bench), not in the normal suite."""
+    if "bench" not in str(request.config.getoption("-m") or ""):
+        pytest.skip("benchmark: run it with ./dev bench")
+
+
 def raw_db(path: Path) -> sqlite3.Connection:
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
