@@ -116,7 +116,7 @@ def test_the_reader_keeps_the_newest_frame_and_the_camera_reopens(api: Picamera2
         worker.join()
         stats = reader.stats()
     assert states and all(ok for ok, _ in states)
-    assert stats.frames >= 2 * FPS
+    assert stats.frames >= FPS  # 3 s, less the camera start-up
     assert stats.dropped > 0 and len(taken) < stats.frames
     assert taken == sorted(taken)
     # every buffer went back and the camera was released: it opens again at once
