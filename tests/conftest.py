@@ -25,7 +25,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def corpus() -> Path:
     """ZXing's black-box images, used in place from ../shared (never copied)."""
     if not CORPUS.is_dir():
-        pytest.skip(f"ZXing black-box corpus not found at {CORPUS} (it ships beside the repo, not in it)")
+        pytest.skip(
+            f"ZXing black-box corpus not found at {CORPUS} (it ships beside the repo, not in it)"
+        )
     return CORPUS
 
 
@@ -56,3 +58,14 @@ def mock_pins() -> Iterator[object]:
     finally:
         factory.reset()
         Device.pin_factory = previous
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks run only when asked for (`./dev bench` passes `-m bench`)."""
+    markexpr = config.getoption("-m") or ""
+    if "bench" in markexpr and "not bench" not in markexpr:
+        return
+    skip = pytest.mark.skip(reason="benchmark: run with ./dev bench (pytest -m bench)")
+    for item in items:
+        if item.get_closest_marker("bench"):
+            item.add_marker(skip)
