@@ -16,7 +16,7 @@ from typing import Any
 
 from ordoscan import privacy
 from ordoscan.classifier import Classified, Classifier, Kind
-from ordoscan.config import ENV_PATH, Config, load_config, parse_config
+from ordoscan.config import DEFAULT_PATH, ENV_PATH, Config, load_config, parse_config
 from ordoscan.errors import DecodeError
 
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -26,10 +26,11 @@ FILE_BUDGET_MS = 1000.0
 
 
 def _config(path: str | None) -> Config:
-    """--config or $ORDOSCAN_CONFIG if given (ConfigError: exit 2), else the defaults."""
-    if path or os.environ.get(ENV_PATH):
+    """--config, $ORDOSCAN_CONFIG or the kiosk's own file (ConfigError: exit 2), else defaults."""
+    # On a kiosk the installed file holds the site's accept rules: decode as the daemon would.
+    if path or os.environ.get(ENV_PATH) or DEFAULT_PATH.is_file():
         return load_config(path)
-    # No file: the defaults, with any ORDOSCAN_<SECTION>__<KEY> overrides.
+    # A desk without a file: the defaults, with any ORDOSCAN_<SECTION>__<KEY> overrides.
     return parse_config({}, source="<defaults>")
 
 
