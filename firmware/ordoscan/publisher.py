@@ -80,6 +80,17 @@ def utc_now_text(now: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+class _LastError(logging.Handler):
+    """Keeps paho's last error line (a TLS alert, a socket error) to explain a disconnect."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()
+
+
 @dataclass(slots=True)
 class _Sent:
     """A QoS 1 publish waiting for its PUBACK."""
@@ -150,7 +161,13 @@ class Publisher:
         self._refusals = 0  # consecutive refused PUBACKs, for the retry back-off
         self._paused_until = 0.0
         self._restart_from_first = False
-        self._paho_error: str | None = None
+        # paho logs through this private logger: below WARNING nothing is even formatted
+        # (an on_log callback would make paho format every packet's debug line).
+        self._paho_errors = _LastError()
+        self._paho_log = logging.Logger("ordoscan.paho", logging.WARNING)
+        self._paho_log.addHandler(self._paho_errors)
+        # PUBLISH properties by expiry second: building one costs more than the publish
+        self._props: dict[int, Properties] = {}
 
         # --- read by other threads (plain values) ---
         self._connected = False
@@ -365,9 +382,9 @@ class Publisher:
         client.on_message = self._handle_message
         client.on_subscribe = self._handle_subscribe
         client.on_unsubscribe = self._handle_unsubscribe
-        client.on_log = self._handle_log
+        client.enable_logger(self._paho_log)
         self._lost_reason = None
-        self._paho_error = None
+        self._paho_errors.text = None
         self._client = client
         self._up = False
         try:
@@ -553,18 +570,26 @@ class Publisher:
             life = row.expires_at - wall
             if life <= 0:
                 continue  # expired on the way: never sent, outbox.expire() counts it
-            props = None
-            if self._v5:
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.MessageExpiryInterval = max(1, math.ceil(life))
-                props.PayloadFormatIndicator = 1
-                props.ContentType = "application/json"
+            props = self._publish_properties(max(1, math.ceil(life))) if self._v5 else None
             info = client.publish(self.topic_scan, row.body, qos=1, retain=False, properties=props)
             if info.rc != mqtt.MQTT_ERR_SUCCESS or self._client is not client:
                 return  # the link went down while writing; on_disconnect has the reason
             self._inflight[info.mid] = _Sent("scan", row.seq, row.scan_id)
             self._scans_inflight += 1
             self._expect_answer()
+
+    def _publish_properties(self, expiry_s: int) -> Properties:
+        """MQTT 5 properties of a scan: its remaining life, and that it is JSON text."""
+        props = self._props.get(expiry_s)
+        if props is None:
+            if len(self._props) > 256:
+                self._props.clear()
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.MessageExpiryInterval = expiry_s
+            props.PayloadFormatIndicator = 1
+            props.ContentType = "application/json"
+            self._props[expiry_s] = props
+        return props
 
     def _shutdown(self) -> None:
         client = self._client
@@ -595,10 +620,6 @@ class Publisher:
         self._connected = False
 
     # --- paho callbacks (always on the publisher thread) ----------------------------------------
-
-    def _handle_log(self, client: mqtt.Client, _u: Any, level: int, text: str) -> None:
-        if client is self._client and level == mqtt.MQTT_LOG_ERR:
-            self._paho_error = text
 
     def _handle_connect(
         self, client: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, props: Properties | None
@@ -658,7 +679,7 @@ class Publisher:
             extra = " (another client connected with the same client id)" if fault else ""
             self._lost_reason = (f"the broker closed the connection: {reason}{extra}", fault)
             return
-        detail = self._paho_error or str(reason)
+        detail = self._paho_errors.text or str(reason)
         sentence = explain_tls_failure(detail)
         if sentence:
             self._lost_reason = (sentence, True)
