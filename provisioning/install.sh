@@ -583,6 +583,7 @@ EOF
 
 start_service() {  # start | restart
     say "systemctl $1 $UNIT"
+    systemctl reset-failed "$UNIT" 2>/dev/null || true  # a start limit hit earlier must not block it
     if ! systemctl "$1" "$UNIT"; then
         journalctl -u "$UNIT" -n 20 --no-pager >&2 || true
         die "$UNIT did not start (journal above; 'ordoscan check' tells more)"
@@ -731,7 +732,9 @@ appliance_enable() {
     local uuid
     uuid=$(blkid -p -o value -s UUID "$dev") || die "no UUID on $dev"
 
-    copy_outbox_to "$dev"
+    local was_active=no
+    if systemd_running && systemctl is-active --quiet "$UNIT"; then was_active=yes; fi
+    copy_outbox_to "$dev"  # stops the service if there is an outbox to move
 
     put_text "$DATA_MOUNT" 644 root:root <<EOF
 # Written by $PROG (appliance enable): the outbox lives on persistent
@@ -758,12 +761,11 @@ EOF
     if systemd_running; then
         systemctl daemon-reload
         if ! findmnt -n -M "$STATE_DIR" >/dev/null 2>&1; then
-            local was_active=no
-            if systemctl is-active --quiet "$UNIT"; then was_active=yes; systemctl stop "$UNIT"; fi
+            if systemctl is-active --quiet "$UNIT"; then systemctl stop "$UNIT"; fi
             systemctl start var-lib-ordoscan.mount || die "could not mount $dev on $STATE_DIR"
             changed "$dev mounted on $STATE_DIR"
-            if [ "$was_active" = yes ]; then start_service start; fi
         fi
+        if [ "$was_active" = yes ] && ! systemctl is-active --quiet "$UNIT"; then start_service start; fi
     fi
 
     local cmdline

@@ -46,6 +46,20 @@ DEVICE_ID = "c0ffee42"  # what ordoscan derives from it
 SITE = "pharmacie-du-port"
 BROKER = "lgo.pharmacie.lan"
 SRC_IN_ROOT = "/root/ordoscan-src"
+FIRMWARE_CONFIG = """\
+# For more options and information see config.txt in the Raspberry Pi documentation
+dtparam=audio=on
+camera_auto_detect=0
+display_auto_detect=1
+auto_initramfs=1
+dtoverlay=vc4-kms-v3d
+arm_64bit=1
+
+[cm4]
+otg_mode=1
+
+[all]
+"""
 # Not part of what is compared: kernel file systems, scratch space, apt's
 # download cache and logs, and the checkout copied in by the test itself.
 NOT_COMPARED = (
@@ -352,6 +366,10 @@ def prepare(k: Kiosk) -> None:
     serial = k.path("/proc/device-tree/serial-number")
     serial.parent.mkdir(parents=True, exist_ok=True)
     serial.write_bytes(SERIAL)
+    # the firmware settings of a Pi whose camera detection was turned off
+    firmware = k.path("/boot/firmware/config.txt")
+    firmware.parent.mkdir(parents=True, exist_ok=True)
+    firmware.write_text(FIRMWARE_CONFIG)
     cached = CACHE / "apt-archives"
     if cached.is_dir():
         for deb in cached.glob("*.deb"):
@@ -383,7 +401,10 @@ def test_install_on_a_fresh_root(kiosk: Kiosk) -> None:
     assert (
         "python3-picamera2 is not available here" in out
     )  # Raspberry Pi OS only: skipped, said so
-    assert "camera setting skipped" in out  # no /boot/firmware/config.txt in a plain Debian root
+    # the camera turned on in the Pi's firmware settings, and a reboot asked for
+    assert "camera_auto_detect=1" in out and "reboot" in out
+    firmware = k.path("/boot/firmware/config.txt").read_text()
+    assert firmware == FIRMWARE_CONFIG.replace("camera_auto_detect=0", "camera_auto_detect=1")
     assert "systemd is not running" in out
     assert "/etc/ordoscan/device.csr" in out  # the next step is told
 
@@ -720,6 +741,8 @@ def test_uninstall_then_purge(kiosk: Kiosk) -> None:
         "/etc/ca-certificates.conf",
         "/usr/local/share/ca-certificates",
         "/etc/mailcap",
+        # camera_auto_detect=1 stays (INSTALL.md says so)
+        "/boot/firmware/config.txt",
         # user and group databases (checked above) and their backups
         "/etc/passwd",
         "/etc/group",
