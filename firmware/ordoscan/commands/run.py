@@ -22,12 +22,14 @@ CHECK_EVERY_S = 1.0  # how often the main thread also looks at the app's own sto
 
 
 def main(args: argparse.Namespace) -> int:
+    # Blocked before any thread exists, so that every thread inherits the mask: not
+    # only ours but also those libraries start on import (numpy's BLAS pool), any of
+    # which the kernel could otherwise pick to take SIGTERM's default action.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     cfg = load_config(args.config)  # ConfigError: exit 2 in cli.main
     setup_logging(cfg.log.level)
     from ordoscan.app import App  # after the config: a bad config exits 2 without loading paho
 
-    # Blocked before any thread starts, so every thread inherits the mask.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     app = App(cfg)
     try:
         app.start()  # an OrdoscanError here is exit 1 (cli.main prints it)
@@ -37,6 +39,5 @@ def main(args: argparse.Namespace) -> int:
                 log.info("%s received: stopping", signal.Signals(info.si_signo).name)
                 break
     finally:
-        app.stop()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        app.stop()  # signals stay blocked: a second SIGTERM must not cut the stop short
     return 0
