@@ -32,6 +32,7 @@ from ordoscan.classifier import Kind
 Difficulty = Literal["easy", "hard"]
 Grey = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float64]  # geometry
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 Pixels = npt.NDArray[np.float32]  # light, in grey levels
 
 # Scene kinds and their share of a mixed set (scene_set).
@@ -244,16 +245,16 @@ def _paste_code(
     size: float,
     dark: int,
     light: int,
-) -> tuple[float, float, float, float]:
-    """Draw a code (with its quiet zone of `light`) of side `size` px at (x, y); return its box."""
+    quiet_modules: int,
+) -> Box:
+    """Draw a code of side `size` px at (x, y) on its quiet zone; return the box of its modules."""
     rows, cols = matrix.shape
     w, h = round(size * cols / max(rows, cols)), round(size * rows / max(rows, cols))
-    module = w / cols
-    quiet = module * (2 if rows != cols or cols < 21 else 4)  # DataMatrix 1-2 modules, QR 4
+    quiet = w / cols * quiet_modules
     ImageDraw.Draw(img).rectangle([x - quiet, y - quiet, x + w + quiet, y + h + quiet], fill=light)
     pix = np.where(matrix, dark, light).astype(np.uint8)
     img.paste(Image.fromarray(pix).resize((w, h), Image.Resampling.NEAREST), (round(x), round(y)))
-    return (x - quiet, y - quiet, x + w + quiet, y + h + quiet)
+    return (x, y, x + w, y + h)
 
 
 # ASCII only: the small built-in font has no accented glyphs.
@@ -314,9 +315,7 @@ class _Layer:
 
     image: Image.Image  # "L"
     alpha: Image.Image  # "L", 255 where the object is
-    codes: list[
-        tuple[Kind, str, tuple[float, float, float, float]]
-    ]  # kind, payload, box with quiet zone
+    codes: list[tuple[Kind, str, Box]]  # kind, payload, box of the code's modules
     bend: float = 0.0  # paper curl: bend angle (radians) across the object's width
 
 
@@ -384,15 +383,15 @@ def _ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> _Layer:
     epu = make_epu(rng)
     qr = _matrix(epu, "qr")
     qx, qy = m + w - 10 * ppm - qr_mm * ppm, m + 10 * ppm
-    codes: list[tuple[Kind, str, tuple[float, float, float, float]]] = [
-        (Kind.ORDONNANCE, epu, _paste_code(img, qr, qx, qy, qr_mm * ppm, ink, paper))
+    codes: list[tuple[Kind, str, Box]] = [
+        (Kind.ORDONNANCE, epu, _paste_code(img, qr, qx, qy, qr_mm * ppm, ink, paper, 4))
     ]
     _text(draw, (qx - 2 * ppm, qy + qr_mm * ppm + 2.5 * ppm), epu, 2.6 * ppm, ink)
     if rng.random() < 0.7:
         ins = make_ins(rng)
         dm_mm = qr_mm * float(rng.uniform(0.8, 1.0))
         dx = qx - dm_mm * ppm - 8 * ppm
-        box = _paste_code(img, _matrix(ins, "dm"), dx, qy + 1 * ppm, dm_mm * ppm, ink, paper)
+        box = _paste_code(img, _matrix(ins, "dm"), dx, qy + 1 * ppm, dm_mm * ppm, ink, paper, 2)
         codes.append((Kind.INS, ins, box))
         _text(draw, (dx, qy + dm_mm * ppm + 3 * ppm), "INS", 2.4 * ppm, ink)
     y = m + 60 * ppm
@@ -464,8 +463,8 @@ def _phone(rng: np.random.Generator, ppm: float, qr_mm: float, dark: bool) -> _L
     _text(draw, (sx0 + 5 * ppm, sy0 + 11 * ppm), "Mon ordonnance", 5 * ppm, fg if dark else 250)
     epu = make_epu(rng)
     qx, qy = m + (w - qr_mm * ppm) / 2, sy0 + 35 * ppm
-    codes: list[tuple[Kind, str, tuple[float, float, float, float]]] = [
-        (Kind.ORDONNANCE, epu, _paste_code(img, _matrix(epu, "qr"), qx, qy, qr_mm * ppm, fg, bg))
+    codes: list[tuple[Kind, str, Box]] = [
+        (Kind.ORDONNANCE, epu, _paste_code(img, _matrix(epu, "qr"), qx, qy, qr_mm * ppm, fg, bg, 4))
     ]
     _text(draw, (qx, qy + qr_mm * ppm + 6 * ppm), epu, 3.2 * ppm, fg)
     for i in range(3):
@@ -504,7 +503,7 @@ def _medicine_pack(rng: np.random.Generator, ppm: float, dm_mm: float) -> _Layer
     )
     gs1 = make_gs1(rng)
     dx, dy = m + 4 * ppm, m + h - dm_mm * ppm - 5 * ppm
-    box = _paste_code(img, _matrix(gs1, "dm", gs1=True), dx, dy, dm_mm * ppm, ink, card)
+    box = _paste_code(img, _matrix(gs1, "dm", gs1=True), dx, dy, dm_mm * ppm, ink, card, 2)
     lot = gs1.split(_GS)[0][26:]
     for i, t in enumerate((f"GTIN {gs1[2:16]}", f"EXP {gs1[20:22]}/20{gs1[18:20]}", f"LOT {lot}")):
         _text(draw, (dx + dm_mm * ppm + 5 * ppm, dy + i * 4 * ppm), t, 3 * ppm, ink)
@@ -542,7 +541,7 @@ def _document(rng: np.random.Generator, ppm: float, code_mm: float, url: bool) -
             3 * ppm,
             ink,
         )
-    box = _paste_code(img, matrix, cx, cy, code_mm * ppm, ink, paper)
+    box = _paste_code(img, matrix, cx, cy, code_mm * ppm, ink, paper, 4 if url else 2)
     y = cy + code_mm * ppm + 10 * ppm
     while y < m + h - 12 * ppm:
         _text(draw, (x0, y), _sentence(rng, int(rng.integers(5, 10))), 3 * ppm, ink)
@@ -798,9 +797,12 @@ def _motion_blur(img: Pixels, length: float, angle: float) -> Pixels:
     return out
 
 
-def _code_corners(
-    layer: _Layer, pose: _Pose, box: tuple[float, float, float, float]
-) -> tuple[Floats, Floats]:
+def _grow(box: Box, share: float) -> Box:
+    dx, dy = (box[2] - box[0]) * share, (box[3] - box[1]) * share
+    return (box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy)
+
+
+def _code_corners(layer: _Layer, pose: _Pose, box: Box) -> tuple[Floats, Floats]:
     u = np.array([box[0], box[2], box[2], box[0]])
     v = np.array([box[1], box[1], box[3], box[3]])
     return pose.forward(u, v)
@@ -858,11 +860,11 @@ def render(
         rot = _rotation(cond.roll, cond.tilt_x, cond.tilt_y)
         iw = float(layer.image.size[0])
         pose = _Pose(rot, focal, pivot, layer.bend, iw, (0.0, 0.0))
-        # place the codes (with their quiet zones) inside the frame, anywhere it allows
+        # place the codes with room for their quiet zones inside the frame, near the middle
         xs: list[float] = []
         ys: list[float] = []
         for _, _, box in layer.codes:
-            cx, cy = _code_corners(layer, pose, box)
+            cx, cy = _code_corners(layer, pose, _grow(box, 0.15))
             xs.extend(float(x) for x in cx)
             ys.extend(float(y) for y in cy)
         margin = 0.03 * canvas[0]

@@ -1,0 +1,119 @@
+"""Decoder on the generator's counter scenes: hard frames read, nothing mistaken for a prescription.
+
+The decoder runs here with a generous budget so that the result does not
+depend on how loaded the machine is: what is tested is what its passes can
+read. How fast it does it, within the default budget, is the benchmark's job
+(tests/bench/test_bench_decoder.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+import zxingcpp
+from ordoscan.classifier import Classifier, Kind
+from ordoscan.config import ScanConfig
+from ordoscan.decoder import Decoder, Symbol
+from ordoscan.scenes import SCENE_KINDS, Scene, render, scene_set
+
+HARD_SEED, HARD_COUNT = 2026, 48
+ALL_PASSES = 10_000.0  # ms: every pass runs, whatever the machine's load
+FAST_ONLY = 0.0
+
+
+@dataclass
+class Decoded:
+    scene: Scene
+    full: list[Symbol]  # every pass
+    fast: list[Symbol]  # the fast pass alone
+    raw: set[bytes]  # zxing-cpp's default read_barcodes call
+
+
+def _decode(scenes: list[Scene]) -> list[Decoded]:
+    full, fast = Decoder(budget_ms=ALL_PASSES), Decoder(budget_ms=FAST_ONLY)
+    return [
+        Decoded(
+            s,
+            full.decode(s.image),
+            fast.decode(s.image),
+            {b.bytes for b in zxingcpp.read_barcodes(s.image)},
+        )
+        for s in scenes
+    ]
+
+
+@pytest.fixture(scope="module")
+def hard() -> list[Decoded]:
+    return _decode(list(scene_set(HARD_SEED, HARD_COUNT, "hard")))
+
+
+@pytest.fixture(scope="module")
+def easy() -> list[Decoded]:
+    return _decode([render(kind, seed) for kind in SCENE_KINDS for seed in (40, 41)])
+
+
+def _reads(decoded: list[Decoded], kind: Kind, which: str) -> tuple[int, int]:
+    """(codes of `kind` read, codes of `kind` in the pictures)."""
+    read = total = 0
+    for d in decoded:
+        got = d.raw if which == "raw" else {s.raw for s in getattr(d, which)}
+        for k, payload in d.scene.truth:
+            if k is kind:
+                total += 1
+                read += payload.encode() in got
+    return read, total
+
+
+def test_hard_scenes_ordonnance_read_rate(hard: list[Decoded]) -> None:
+    read, total = _reads(hard, Kind.ORDONNANCE, "full")
+    fast, _ = _reads(hard, Kind.ORDONNANCE, "fast")
+    raw, _ = _reads(hard, Kind.ORDONNANCE, "raw")
+    print(
+        f"\nhard scenes: ordonnance codes read {read}/{total} (fast pass alone {fast}, "
+        f"zxing-cpp default {raw})"
+    )
+    assert total >= 20, "the hard set should hold a fair number of prescriptions"
+    assert read >= 0.9 * total
+
+
+def test_extra_passes_earn_their_time(hard: list[Decoded]) -> None:
+    """The extra passes read codes the fast pass misses, and the whole reads more than zxing-cpp."""
+    full, _ = _reads(hard, Kind.ORDONNANCE, "full")
+    fast, _ = _reads(hard, Kind.ORDONNANCE, "fast")
+    assert full > fast
+    totals = Counter[str]()
+    for which in ("full", "fast", "raw"):
+        for kind in Kind:
+            totals[which] += _reads(hard, kind, which)[0]
+    print(f"\nhard scenes, every kind: {dict(totals)}")
+    assert totals["full"] > totals["raw"]
+    assert totals["full"] >= totals["fast"]
+
+
+def test_blank_scenes_give_nothing(hard: list[Decoded], easy: list[Decoded]) -> None:
+    blanks = [d for d in hard + easy if d.scene.kind == "blank"]
+    assert blanks
+    for d in blanks:
+        assert d.full == [], d.scene.seed
+
+
+def test_nothing_is_mistaken_for_an_ordonnance(hard: list[Decoded], easy: list[Decoded]) -> None:
+    classifier = Classifier(ScanConfig())
+    seen = Counter[Kind]()
+    for d in hard + easy:
+        truth = {payload: kind for kind, payload in d.scene.truth}
+        for symbol in d.full:
+            got = classifier.classify(symbol).kind
+            want = truth.get(symbol.text)
+            if want is not None:
+                seen[want] += 1
+            if got is Kind.ORDONNANCE:
+                assert want is Kind.ORDONNANCE, (d.scene.kind, d.scene.seed, want)
+            if want is Kind.ORDONNANCE:
+                assert got is Kind.ORDONNANCE, (d.scene.kind, d.scene.seed, got)
+    print(f"\nsymbols read, by true kind: {dict(seen)}")
+    # the check above means something only if every other kind was actually read
+    for kind in (Kind.INS, Kind.MEDICINE_PACK, Kind.DOC_2D, Kind.URL, Kind.ORDONNANCE):
+        assert seen[kind] > 0, kind
