@@ -45,14 +45,8 @@ SCENE_KINDS: tuple[str, ...] = (
     "url",
     "blank",
 )
-_MIX: tuple[tuple[str, float], ...] = (
-    ("ordonnance", 0.34),
-    ("phone_light", 0.10),
-    ("phone_dark", 0.10),
-    ("medicine_pack", 0.14),
-    ("2d_doc", 0.10),
-    ("url", 0.10),
-    ("blank", 0.12),
+_MIX: dict[str, float] = dict(
+    zip(SCENE_KINDS, (0.34, 0.10, 0.10, 0.14, 0.10, 0.10, 0.12), strict=True)
 )
 
 _UPPER_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -570,7 +564,7 @@ def _blank_object(rng: np.random.Generator, ppm: float) -> _Layer | None:
     while y < m + h - 8 * ppm:
         _text(draw, (m + 6 * ppm, y), _sentence(rng, int(rng.integers(3, 9))), 3.2 * ppm, ink)
         y += 5.5 * ppm
-    if choice == 3:  # a card: stripes and a chip
+    if choice == 3:  # a card and its chip
         draw.rectangle(
             [m + 8 * ppm, m + 15 * ppm, m + 20 * ppm, m + 24 * ppm],
             fill=int(rng.integers(120, 200)),
@@ -927,11 +921,11 @@ def scene_kind(seed: int, index: int) -> str:
     """The kind of scene `index` of a mixed set (weighted, reproducible)."""
     rng = np.random.default_rng([seed & 0xFFFFFFFF, index, 7])
     x, acc = float(rng.random()), 0.0
-    for kind, share in _MIX:
+    for kind, share in _MIX.items():
         acc += share
         if x < acc:
             return kind
-    return _MIX[-1][0]
+    return SCENE_KINDS[-1]
 
 
 def scene_set(
