@@ -185,6 +185,20 @@ def test_passes_stop_when_the_budget_runs_out() -> None:
     assert generous.stats().last_ms > s.last_ms  # it ran every pass
 
 
+def test_big_frames_skip_the_upscaled_passes() -> None:
+    """A 12 MP photo is not upscaled 2.5x (that would be 75 MP): fewer passes, still read."""
+    photo = np.full((3000, 4000), 230, np.uint8)
+    bad = code(OTHER_EPU, scale=20).copy()
+    bad[13 * 20 : 25 * 20, 13 * 20 : 25 * 20] = 0  # undecodable: the frame is hard
+    place(photo, bad, 2500, 1000)
+    place(photo, code(EPU, scale=20), 500, 500)
+    big, small = Decoder(10_000, clock=TickClock(1.0)), Decoder(10_000, clock=TickClock(1.0))
+    assert [s.text for s in big.decode(photo)] == [EPU]
+    small.decode(blank())
+    assert big.stats().hard_frames == small.stats().hard_frames == 1
+    assert big.stats().last_ms < small.stats().last_ms  # fewer clock reads: fewer passes
+
+
 def test_stats_mean_last_max() -> None:
     clock = TickClock(2.0)
     decoder = Decoder(budget_ms=10_000, clock=clock)

@@ -39,6 +39,7 @@ _QR = zxingcpp.BarcodeFormats(
 _DM = zxingcpp.BarcodeFormats([zxingcpp.BarcodeFormat.DataMatrix])
 _MAX_SIDE = 16384  # larger arrays are refused rather than risk zxing-cpp's int sizes
 _MIN_SIDE = 8  # nothing decodable fits in fewer pixels
+_MAX_PASS_PIXELS = 16_000_000  # an upscaled pass larger than this is skipped (memory, time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +167,18 @@ def _check(image: object) -> Grey | None:
 
 
 class Decoder:
-    """zxing-cpp on grey frames: a fast pass, then extra passes on hard frames within a time budget.
-
-    `budget_ms` bounds the extra passes of one frame: one starts only if its
-    expected cost (learnt from the previous frames) ends within budget_ms of the
-    end of the fast pass; 0 turns them off. The fast pass always runs. Not for concurrent
-    decode() calls; stats() may be called from any thread.
-    """
+    """zxing-cpp on grey frames: a fast pass, then extra passes on hard frames within a budget."""
 
     def __init__(
         self, budget_ms: float = 60.0, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
+        """`budget_ms` bounds the extra passes of one frame; 0 turns them off.
+
+        An extra pass starts only if its expected cost (learnt from the frames
+        before) ends within budget_ms of the end of the fast pass, which always
+        runs. `clock` is the monotonic clock in seconds (tests give their own).
+        decode() is for one thread at a time; stats() may be called from any.
+        """
         if not budget_ms >= 0:  # also refuses NaN
             raise DecodeError(f"decode budget_ms = {budget_ms!r}: must be a number >= 0")
         self.budget_ms = float(budget_ms)
@@ -210,6 +212,8 @@ class Decoder:
             fast_end = self._clock()
             mpx = frame.shape[0] * frame.shape[1] / 1e6
             for p in EXTRA_PASSES:
+                if frame.size * p.scale * p.scale > _MAX_PASS_PIXELS:
+                    continue
                 now = self._clock()
                 expected = self._cost.get(p.name, 0.0) * mpx * p.scale * p.scale
                 if self.budget_ms <= 0 or (now - fast_end) * 1000.0 + expected > self.budget_ms:
