@@ -14,9 +14,15 @@ root, with the real console script.)
 from __future__ import annotations
 
 import configparser
+import errno
+import json
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +238,197 @@ def test_system_watchdog_drop_in() -> None:
     # the Pi's bcm2835 watchdog cannot count beyond about 15 s
     assert 0 < runtime <= 15
     assert seconds(conf["Manager"]["RebootWatchdogSec"]) > 0
+
+
+# --- the daemon inside the unit's system-call sandbox ---------------------------------------
+#
+# Without systemd as PID 1 the unit cannot be started here, but its seccomp
+# part can be reproduced and the real daemon run inside it: the allow-list
+# SystemCallFilter=@system-service minus @privileged @resources (the sets as
+# this systemd defines them, from `systemd-analyze syscall-filter`), denied
+# calls failing with EPERM (SystemCallErrorNumber=), socket() limited to
+# RestrictAddressFamilies=, MemoryDenyWriteExecute= as systemd enforces it (no
+# writable+executable mapping, no mprotect to executable, no SHM_EXEC), and no
+# new privileges. The filters are loaded by the system Python (python3-seccomp)
+# which then execs the daemon. What this does not cover: the device ACL, the
+# read-only file system and the user, which need systemd itself (on a Pi: the
+# hardware-in-loop rig).
+
+SECCOMP_PYTHON = "/usr/bin/python3"
+
+SANDBOX = r"""
+import errno, json, os, socket, sys
+import seccomp
+
+allowed, families = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+argv = sys.argv[3:]
+eperm = seccomp.ERRNO(errno.EPERM)
+
+calls = seccomp.SyscallFilter(defaction=eperm)  # NoNewPrivileges: libseccomp sets it on load
+for name in allowed:
+    if name == "socket":
+        continue
+    try:
+        calls.add_rule(seccomp.ALLOW, name)
+    except (RuntimeError, ValueError, OSError):
+        pass  # not a system call of this architecture
+for family in families:
+    calls.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, getattr(socket, family)))
+
+PROT_WRITE, PROT_EXEC, SHM_EXEC = 0x2, 0x4, 0o100000
+wx = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+WX = PROT_WRITE | PROT_EXEC
+wx.add_rule(eperm, "mmap", seccomp.Arg(2, seccomp.MASKED_EQ, WX, WX))
+wx.add_rule(eperm, "mprotect", seccomp.Arg(2, seccomp.MASKED_EQ, PROT_EXEC, PROT_EXEC))
+wx.add_rule(eperm, "pkey_mprotect", seccomp.Arg(2, seccomp.MASKED_EQ, PROT_EXEC, PROT_EXEC))
+wx.add_rule(eperm, "shmat", seccomp.Arg(2, seccomp.MASKED_EQ, SHM_EXEC, SHM_EXEC))
+
+wx.load()
+calls.load()
+os.execv(argv[0], argv)
+"""
+
+
+def syscall_set(group: str, seen: set[str] | None = None) -> set[str]:
+    """The system calls of a systemd group, nested groups expanded."""
+    assert SYSTEMD_ANALYZE is not None
+    seen = set() if seen is None else seen
+    out = subprocess.run([SYSTEMD_ANALYZE, "syscall-filter", group], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    calls: set[str] = set()
+    for line in out.splitlines()[1:]:
+        word = line.strip()
+        if not word or word.startswith("#"):
+            continue
+        if word.startswith("@"):
+            if word not in seen:
+                seen.add(word)
+                calls |= syscall_set(word, seen)
+        else:
+            calls.add(word)
+    return calls
+
+
+def unit_sandbox() -> tuple[list[str], list[str]]:
+    """(allowed system calls, allowed address families) as the unit states them."""
+    s = unit_settings(UNIT.read_text())
+    filters = s["Service.SystemCallFilter"]
+    allowed: set[str] = set()
+    for entry in filters:
+        deny = entry.startswith("~")
+        names = entry.lstrip("~").split()
+        calls = set().union(*(syscall_set(n) if n.startswith("@") else {n} for n in names))
+        allowed = allowed - calls if deny else allowed | calls
+    assert one(s, "Service.SystemCallErrorNumber") == "EPERM"
+    assert one(s, "Service.MemoryDenyWriteExecute") == "yes"
+    return sorted(allowed), one(s, "Service.RestrictAddressFamilies").split()
+
+
+def sandboxed(argv: list[str]) -> list[str]:
+    allowed, families = unit_sandbox()
+    return [SECCOMP_PYTHON, "-c", SANDBOX, json.dumps(allowed), json.dumps(families), *argv]
+
+
+def need_seccomp() -> None:
+    r = subprocess.run([SECCOMP_PYTHON, "-c", "import seccomp"], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.fail("python3-seccomp is missing: the README set-up (./dev) installs it")
+
+
+PROBE = r"""
+import mmap, os, socket
+def refused(what, call):
+    try:
+        call()
+    except OSError as e:
+        print(what, "refused", e.errno)
+    else:
+        print(what, "allowed")
+rwx = mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC
+refused("wx-mapping", lambda: mmap.mmap(-1, 4096, prot=rwx))
+refused("packet-socket", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW))
+refused("setuid", lambda: os.setuid(os.getuid()))
+refused("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, 0, 5))
+refused("tcp-socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())
+refused("rw-mapping", lambda: mmap.mmap(-1, 4096).close())
+print("seccomp", [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")][0])
+"""
+
+
+def test_the_sandbox_reproduction_does_refuse_things() -> None:
+    need_seccomp()
+    r = subprocess.run(sandboxed([sys.executable, "-c", PROBE]), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = set(r.stdout.splitlines())
+    eperm = errno.EPERM
+    assert {
+        f"wx-mapping refused {eperm}", f"packet-socket refused {eperm}", f"setuid refused {eperm}",
+        f"setpriority refused {eperm}", "tcp-socket allowed", "rw-mapping allowed", "seccomp 2",
+    } <= lines, r.stdout
+
+
+def test_the_daemon_runs_inside_the_units_syscall_sandbox(tmp_path: Path) -> None:
+    """Scans read, queued and delivered; SIGTERM stops it within 5 s, exit 0."""
+    need_seccomp()
+    from tests.support.kiosk import (
+        PREFIX,
+        Camera,
+        kiosk_data,
+        payloads,
+        scene,
+        wait_until,
+        write_config,
+    )
+    from tests.support.mosquitto import Broker, Subscriber
+
+    broker = Broker(tmp_path / "broker").start()
+    sub = None
+    proc = None
+    lines: list[str] = []
+    try:
+        sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/scan"], client_id="sandbox-sub")
+        config = write_config(kiosk_data(tmp_path, broker.port), tmp_path / "ordoscan.toml")
+        proc = subprocess.Popen(
+            sandboxed([sys.executable, "-m", "ordoscan", "run", "--config", str(config)]),
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        stderr = proc.stderr
+        assert stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(stderr), daemon=True)
+        reader.start()
+        daemon = proc
+
+        def up() -> bool:
+            return any("connected to 127.0.0.1" in x for x in lines) or daemon.poll() is not None
+
+        assert wait_until(up, 90), "\n".join(lines)
+        assert proc.poll() is None, "\n".join(lines[-40:])
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status
+        camera = Camera(tmp_path / "camera")
+        expected: list[str] = []
+        for seed in (0, 3):
+            shown = scene("ordonnance", seed)
+            expected += payloads(shown, "ordonnance_numerique")
+            camera.show(shown)
+            want = len(expected)
+            assert wait_until(lambda s=sub, n=want: len(s.on("/scan")) >= n, 60), (
+                "\n".join(lines[-40:]))
+            time.sleep(0.6)  # the code leaves the view (same_code_timeout_s = 0.5)
+        got = [json.loads(p)["payload"] for p in sub.on("/scan")]
+        assert got == expected
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(10)
+        assert rc == 0 and time.monotonic() - started < 5.0, "\n".join(lines[-40:])
+        reader.join(5)
+        assert not [x for x in lines if "Operation not permitted" in x or "PermissionError" in x], (
+            "\n".join(lines))
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if sub is not None:
+            sub.close()
+        broker.kill()
