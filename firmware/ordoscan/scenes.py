@@ -332,23 +332,18 @@ def _hand(
     scale: float,
     side: int,
 ) -> None:
-    """A hand holding the object's edge: a palm outside it and a thumb over its margin."""
+    """A hand holding the object by its edge at x = edge_x: the palm and fingers outside it
+    (side +1: to the right, -1: to the left) and the thumb over the object's margin."""
     skin = int(rng.integers(120, 200))
     draw, mask = ImageDraw.Draw(img), ImageDraw.Draw(alpha)
-    px, py = edge_x - side * 0.55 * scale, edge_y
+    px, py = edge_x + side * 0.55 * scale, edge_y
     boxes = [(px - 0.5 * scale, py - 0.45 * scale, px + 0.5 * scale, py + 0.45 * scale)]
-    tx = edge_x + side * 0.05 * scale
-    boxes.append(
-        (
-            min(tx, tx + side * 0.30 * scale) - 0.02 * scale,
-            py - 0.40 * scale,
-            max(tx, tx + side * 0.30 * scale),
-            py - 0.18 * scale,
-        )
-    )  # thumb over the margin
-    for k in range(3):  # fingers behind, peeking out under the object edge
-        fy = py + (k - 1) * 0.22 * scale
-        boxes.append((px - 0.7 * scale, fy - 0.09 * scale, px - 0.1 * scale, fy + 0.09 * scale))
+    t0, t1 = sorted((edge_x - side * 0.25 * scale, edge_x + side * 0.1 * scale))
+    boxes.append((t0, py - 0.40 * scale, t1, py - 0.20 * scale))  # the thumb
+    for k in range(4):  # fingers, curled behind the object, ends showing past the palm
+        fy = py + (k - 1.5) * 0.2 * scale
+        f0, f1 = sorted((px + side * 0.3 * scale, px + side * 0.75 * scale))
+        boxes.append((f0, fy - 0.08 * scale, f1, fy + 0.08 * scale))
     for b in boxes:
         draw.ellipse(b, fill=skin)
         mask.ellipse(b, fill=255)
@@ -551,9 +546,9 @@ def _blank_object(rng: np.random.Generator, ppm: float) -> _Layer | None:
     if choice == 0:
         return None
     if choice == 1:
-        img, alpha, m = _layer(10 * ppm, 10 * ppm, 60 * ppm, 0)
+        img, alpha, m = _layer(1, 1, 70 * ppm, 0)
         alpha = Image.new("L", img.size, 0)
-        _hand(img, alpha, rng, m + 60 * ppm, m + 5 * ppm, 60 * ppm, 1)
+        _hand(img, alpha, rng, m - 33 * ppm, m, 60 * ppm, 1)  # a hand alone, its palm centred
         return _Layer(img, alpha, [])
     w, h = (140 * ppm, 190 * ppm) if choice == 2 else (86 * ppm, 54 * ppm)
     paper = int(rng.integers(150, 250))
