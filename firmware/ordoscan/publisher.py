@@ -196,6 +196,10 @@ class Publisher:
         for problem in self._creds.problems:
             log.error("%s", problem)
             self._set_link_fault(problem)
+        if self._wake_r.fileno() < 0:  # closed by an earlier stop()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="ordoscan-publisher", daemon=True)
         self._thread.start()
@@ -232,9 +236,13 @@ class Publisher:
         self.wake()
         thread.join(timeout)
         if thread.is_alive():
+            # Most likely blocked in a TCP/TLS connect (at most connect_timeout): harmless,
+            # the rows are on disk and it ends by itself.
             log.warning("publisher thread did not end within %.1f s; leaving it", timeout)
             return
         self._thread = None
+        for s in (self._wake_r, self._wake_w):
+            s.close()
 
     @property
     def connected(self) -> bool:
@@ -518,6 +526,8 @@ class Publisher:
             deadline = min(deadline, self._first_ack_at + ACK_MAX_DELAY_S)
         if self._paused_until > now:
             deadline = min(deadline, self._paused_until)
+        if self._stop.is_set():
+            deadline = min(deadline, self._stop_deadline)
         return max(0.0, deadline - now)
 
     def _flush_acks(self) -> None:
