@@ -1,0 +1,70 @@
+"""A record of mock pin changes, for the desk and the hardware-in-loop tests.
+
+With `gpio.pin_factory = "mock"` the LEDs and the buzzer live inside the
+daemon's process, out of sight. When the environment variable
+ORDOSCAN_PIN_TRACE names a file, the mock pins append each change of level
+to it, one JSON object a line:
+
+    {"t": 12345.678901, "pid": 4242, "bcm": 17, "value": 1}
+
+`t` is time.monotonic() (one clock for every process of the machine, so a
+test can line the changes up with its own actions), `value` is the pin
+level (0 or 1; a PWM level between them for a tonal buzzer). Each line is one
+O_APPEND write, so lines from successive daemons never interleave and a line
+written before a SIGKILL is kept. Real pin factories are never traced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any
+
+from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
+
+PIN_TRACE_ENV = "ORDOSCAN_PIN_TRACE"
+
+
+class _Trace:
+    """The open trace file: one write() per line, appended."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.pid = os.getpid()
+
+    def record(self, bcm: int, value: float) -> None:
+        level: float = int(value) if float(value) in (0.0, 1.0) else round(float(value), 4)
+        line = {"t": round(time.monotonic(), 6), "pid": self.pid, "bcm": bcm, "value": level}
+        # a full disk must not stop the lights: the trace is a desk aid only
+        with contextlib.suppress(OSError):
+            os.write(self.fd, (json.dumps(line) + "\n").encode())
+
+
+def _bcm(pin: MockPin) -> int:
+    name = str(pin.info.name)
+    return int(name[4:]) if name.startswith("GPIO") else -1
+
+
+class _TracedMixin:
+    _trace: _Trace | None = None  # set on the subclass made by traced_mock_factory
+
+    def _change_state(self, value: Any) -> bool:
+        changed: bool = super()._change_state(value)  # type: ignore[misc]
+        if changed and self._trace is not None:
+            self._trace.record(_bcm(self), value)
+        return changed
+
+
+def traced_mock_factory(path: str, *, pwm: bool = False) -> Any:
+    """A gpiozero MockFactory whose pins append their changes to `path`."""
+    trace = _Trace(path)
+    base: type[MockPin] = MockPWMPin if pwm else MockPin
+    pin_class = type(f"Traced{base.__name__}", (_TracedMixin, base), {"_trace": trace})
+    return MockFactory(pin_class=pin_class)
+
+
+def trace_path() -> str | None:
+    """The trace file named by ORDOSCAN_PIN_TRACE, or None when tracing is off."""
+    return os.environ.get(PIN_TRACE_ENV) or None
