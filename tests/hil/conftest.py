@@ -1,0 +1,59 @@
+"""The `rig` fixture (pytest --rig virtual|pi) and the table of scenario results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.hil.rig import Rig
+from tests.hil.scenarios import Row
+
+_ROWS = pytest.StashKey[list[Row]]()
+
+
+def make_rig(config: pytest.Config, workdir: Path) -> Rig:
+    """The rig --rig asks for; off a Raspberry Pi, --rig pi skips with the reason."""
+    if config.getoption("--rig") == "pi":
+        from tests.hil.pi import PiRig, pi_unavailable
+
+        why = pi_unavailable()
+        if why:
+            pytest.skip(f"--rig pi: {why}")
+        return PiRig(workdir)
+    from tests.hil.virtual import VirtualRig
+
+    return VirtualRig(workdir)
+
+
+@pytest.fixture
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    r = make_rig(request.config, tmp_path / "rig")
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def report_row(request: pytest.FixtureRequest) -> Iterator[list[Row]]:
+    """Rows appended here are printed in the session's table."""
+    rows = request.config.stash.setdefault(_ROWS, [])
+    yield rows
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    rows = config.stash.get(_ROWS, [])
+    if not rows:
+        return
+    head = ("scenario", "expected signals", "seen signals", "messages (exp / got)", "verdict")
+    table = [head, *((r.scenario, r.expected, r.seen, r.messages, r.verdict) for r in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    terminalreporter.section(f"hardware-in-loop scenarios ({config.getoption('--rig')} rig)")
+    for i, row in enumerate(table):
+        cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+        terminalreporter.write_line(" | ".join(cells).rstrip())
+        if i == 0:
+            terminalreporter.write_line("-+-".join("-" * w for w in widths))
