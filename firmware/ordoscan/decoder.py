@@ -231,6 +231,8 @@ class Decoder:
     def _run(self, p: _Pass, frame: Grey, found: dict[tuple[str, bytes], Symbol]) -> bool:
         """Run one pass, add its symbols to `found`; True if it saw a symbol it could not decode."""
         prepared = _prepare(frame, p)
+        # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
+        # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
         try:
             results = zxingcpp.read_barcodes(
                 prepared,

@@ -193,6 +193,7 @@ def _matrix(payload: str, fmt: str, gs1: bool = False) -> npt.NDArray[np.bool_]:
     if fmt == "qr":
         bc = zxingcpp.create_barcode(payload, zxingcpp.BarcodeFormat.QRCode, ecLevel="M")
     elif gs1:
+        # forceSquare: left alone, the writer picks rectangular (DMRE) sizes, read as "]d8"
         bc = zxingcpp.create_barcode(
             _gs1_brackets(payload), zxingcpp.BarcodeFormat.DataMatrix, gs1=True, forceSquare=True
         )
