@@ -197,6 +197,32 @@ def test_mqtt_311_delivers_too(tmp_path: Path, broker: Broker) -> None:
         sub.close()
 
 
+@pytest.mark.parametrize(("window", "broker_max", "expected"), [(3, 20, 3), (20, 5, 5)])
+def test_inflight_window_and_the_brokers_receive_maximum(
+    tmp_path: Path, window: int, broker_max: int, expected: int
+) -> None:
+    broker = Broker(tmp_path / "broker", conf=(
+        f"listener {{port}} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages {broker_max}\n"
+    )).start()
+    sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/scan"])
+    relay = InProcessRelay(
+        relay_config(tmp_path / "kiosk", port=broker.port, site=SITE, inflight=window)
+    )
+    try:
+        rows = relay.put(200)
+        relay.publisher.start()
+        assert relay.wait(lambda: relay.depth() == 0, 30)
+        stats = relay.publisher.stats()
+        assert stats["receive_maximum"] == broker_max  # announced in CONNACK, honoured
+        assert stats["inflight_peak"] == expected  # the window filled, and never beyond
+        assert sub.wait_for(lambda s: len(s.on("/scan")) >= 200)
+        assert_delivered_in_order(sub, rows)
+    finally:
+        relay.close()
+        sub.close()
+        broker.kill()
+
+
 # --- outages ----------------------------------------------------------------------------------
 
 

@@ -179,6 +179,7 @@ class Publisher:
         self._refused = 0
         self._reconnects = 0
         self._connects = 0
+        self._inflight_peak = 0
         self._telemetry_dropped = 0
         self._replies_dropped = 0
         self._last_error: str | None = None
@@ -259,6 +260,8 @@ class Publisher:
             "delivered": self._delivered,
             "refused": self._refused,
             "inflight": self._scans_inflight,
+            "inflight_peak": self._inflight_peak,
+            "receive_maximum": self._receive_max,
             "connects": self._connects,
             "reconnects": self._reconnects,
             "telemetry_dropped": self._telemetry_dropped,
@@ -586,6 +589,7 @@ class Publisher:
                 return  # the link went down while writing; on_disconnect has the reason
             self._inflight[info.mid] = _Sent("scan", row.seq, row.scan_id)
             self._scans_inflight += 1
+            self._inflight_peak = max(self._inflight_peak, self._scans_inflight)
             self._expect_answer()
 
     def _publish_properties(self, expiry_s: int) -> Properties:
