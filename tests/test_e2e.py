@@ -13,96 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from gpiozero.pins.mock import MockFactory, MockPin
-from ordoscan.app import App
-from ordoscan.feedback import BEEP_S, GOOD_READ_DIP_S, REFUSED_GAP_S, REFUSED_RED_S
 from ordoscan.message import ScanMessage
 
-from tests.support.kiosk import PREFIX, Camera, kiosk_config, payloads, scene, wait_until
+from tests.support.kiosk import (
+    GOOD_READ,
+    NOTHING,
+    PREFIX,
+    REFUSED,
+    Kiosk,
+    assert_pin,
+    payloads,
+    scene,
+    start_kiosk,
+    steady,
+    wait_ready,
+    wait_until,
+)
 from tests.support.mosquitto import Broker, Subscriber
-
-CHANNELS = ("green", "amber", "red", "buzzer")
-GAP_S = 0.9  # between two scenes: more than same_code_timeout_s (0.5 s), so codes leave view
-
-Expected = list[tuple[bool, float | None]]  # (state, seconds since the previous change); None: any
-
-
-def assert_pin(name: str, pin: MockPin, expected: Expected) -> None:
-    """The pin went through exactly these states, with these durations between changes."""
-    states = list(pin.states)
-    assert [bool(s.state) for s in states] == [st for st, _ in expected], (
-        f"{name}: states {[(round(s.timestamp, 3), s.state) for s in states]}"
-    )
-    # zip in assert_states_and_times stops at the shorter list: the lengths are checked above
-    pin.assert_states_and_times([
-        (got.timestamp if t is None else t, st)
-        for got, (st, t) in zip(states, expected, strict=True)
-    ])
-
-
-def steady(on: bool) -> Expected:
-    return [(on, 0.0)]
-
-
-GOOD_READ = {
-    "green": [(True, 0.0), (False, None), (True, GOOD_READ_DIP_S)],
-    "amber": steady(False),
-    "red": steady(False),
-    "buzzer": [(False, 0.0), (True, None), (False, BEEP_S)],
-}
-REFUSED = {
-    "green": steady(True),
-    "amber": steady(False),
-    "red": [(False, 0.0), (True, None), (False, REFUSED_RED_S)],
-    "buzzer": [(False, 0.0), (True, None), (False, BEEP_S), (True, REFUSED_GAP_S), (False, BEEP_S)],
-}
-NOTHING = {"green": steady(True), "amber": steady(False), "red": steady(False),
-           "buzzer": steady(False)}
-
-
-@dataclass
-class Kiosk:
-    """The App under test with what the test looks at."""
-
-    app: App
-    pins: dict[str, MockPin]
-    camera: Camera
-    tmp: Path
-    last_shown: float = 0.0
-
-    def show(self, kind: str, seed: int, label: str = "") -> None:
-        """One frame of a scene; waits until it is handled and its signals are over."""
-        wait = GAP_S - (time.monotonic() - self.last_shown)
-        if wait > 0:
-            time.sleep(wait)  # spacing, not a timing assertion: codes must leave the view
-        for pin in self.pins.values():
-            pin.clear_states()
-        before = self.app.processed
-        self.camera.show(scene(kind, seed), label)
-        self.last_shown = time.monotonic()
-        assert wait_until(lambda: self.app.processed > before, 30), f"{kind} {seed}: no frame"
-        assert self.app.feedback is not None
-        assert self.app.feedback.wait_idle(15), "the feedback never settled"
-
-    def assert_signals(self, expected: dict[str, Expected]) -> None:
-        for name in CHANNELS:
-            assert_pin(name, self.pins[name], expected[name])
-
-
-def start_kiosk(tmp: Path, port: int, **sections: dict[str, Any]) -> Kiosk:
-    factory = MockFactory()
-    cfg = kiosk_config(tmp, port, **sections)
-    app = App(cfg, pin_factory=factory)
-    app.start()
-    pins = {name: factory.pin(getattr(cfg.gpio, name)) for name in CHANNELS}
-    return Kiosk(app, pins, Camera(tmp / "camera"), tmp)
 
 
 @pytest.fixture
@@ -114,13 +45,9 @@ def kiosk(tmp_path: Path, broker: Broker) -> Iterator[Kiosk]:
         k.app.stop()
 
 
+
 def scans(sub: Subscriber) -> list[ScanMessage]:
     return [ScanMessage.from_json(p) for p in sub.on("/scan")]
-
-
-def wait_ready(k: Kiosk) -> None:
-    assert wait_until(lambda: k.app.status()["camera"] in ("ok", "idle"), 30)
-    assert k.app.feedback is not None and k.app.feedback.wait_idle(15)
 
 
 def test_boot_then_ready(kiosk: Kiosk) -> None:

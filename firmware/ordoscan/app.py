@@ -58,6 +58,7 @@ from ordoscan.telemetry import PipelineStats, TelemetryTimer, build_telemetry
 
 log = logging.getLogger("ordoscan.app")
 
+BOOT_SHOWN_S = 1.0  # at most this long for "all on" to reach the pins at start
 FRAME_WAIT_S = 0.5  # the scan loop's longest wait for a frame (it checks stop in between)
 HOUSEKEEPING_S = 0.5  # amber, faults and status are at most this late
 EXPIRE_EVERY_S = 60.0
@@ -215,6 +216,8 @@ class App:
     def _start_feedback(self) -> None:
         self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
         self.feedback.start()
+        # shown before going on: a fast camera's "ready" would otherwise replace it unseen
+        self.feedback.wait_idle(BOOT_SHOWN_S)
 
     def _build_pipeline(self) -> None:
         self._decoder = Decoder(self.cfg.scan.decode_budget_ms)

@@ -17,12 +17,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+from gpiozero.pins.mock import MockFactory, MockPin
+from ordoscan.app import App
 from ordoscan.config import Config, parse_config, to_toml
+from ordoscan.feedback import BEEP_S, GOOD_READ_DIP_S, REFUSED_GAP_S, REFUSED_RED_S
 from ordoscan.scenes import Scene, render
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "kiosk-e2e"
@@ -76,11 +83,16 @@ class Camera:
         folder.mkdir(parents=True, exist_ok=True)
         self.count = 0
 
-    def show(self, s: Scene, label: str = "") -> Path:
+    def show(self, s: Scene | npt.NDArray[np.uint8], label: str = "") -> Path:
         self.count += 1
-        name = f"{self.count:03d}-{label or s.kind}-{s.seed}.png"
+        if isinstance(s, Scene):
+            label = label or f"{s.kind}-{s.seed}"
+        name = f"{self.count:03d}-{label or 'frame'}.png"
         hidden = self.folder / f".{name}"
-        s.save(hidden)
+        if isinstance(s, Scene):
+            s.save(hidden)
+        else:
+            Image.fromarray(s).save(hidden, format="PNG")
         final = self.folder / name
         hidden.rename(final)
         return final
@@ -160,6 +172,101 @@ class Daemon:
             self.proc.wait(10)
         for t in self._readers:
             t.join(5)
+
+
+# -- an App in this process, its pins ---------------------------------------------------------
+
+CHANNELS = ("green", "amber", "red", "buzzer")
+GAP_S = 0.9  # between two scenes: more than same_code_timeout_s (0.5 s), so codes leave view
+
+Expected = list[tuple[bool, float | None]]  # (state, seconds since the previous change); None: any
+
+
+def assert_pin(name: str, pin: MockPin, expected: Expected, *, first: bool = False) -> None:
+    """The pin went through exactly these states (first=True: began with them, for a
+    blinking pin), with these durations between changes."""
+    states = list(pin.states)
+    if first:
+        states = states[: len(expected)]
+    assert [bool(s.state) for s in states] == [st for st, _ in expected], (
+        f"{name}: states {[(round(s.timestamp, 3), s.state) for s in states]}"
+    )
+    # zip in assert_states_and_times stops at the shorter list: the lengths are checked above
+    pin.assert_states_and_times([
+        (got.timestamp if t is None else t, st)
+        for got, (st, t) in zip(states, expected, strict=True)
+    ])
+
+
+def steady(on: bool) -> Expected:
+    return [(on, 0.0)]
+
+
+GOOD_READ = {
+    "green": [(True, 0.0), (False, None), (True, GOOD_READ_DIP_S)],
+    "amber": steady(False),
+    "red": steady(False),
+    "buzzer": [(False, 0.0), (True, None), (False, BEEP_S)],
+}
+REFUSED = {
+    "green": steady(True),
+    "amber": steady(False),
+    "red": [(False, 0.0), (True, None), (False, REFUSED_RED_S)],
+    "buzzer": [(False, 0.0), (True, None), (False, BEEP_S), (True, REFUSED_GAP_S), (False, BEEP_S)],
+}
+NOTHING = {"green": steady(True), "amber": steady(False), "red": steady(False),
+           "buzzer": steady(False)}
+
+
+@dataclass
+class Kiosk:
+    """The App under test with what the test looks at."""
+
+    app: App
+    pins: dict[str, MockPin]
+    camera: Camera
+    tmp: Path
+    last_shown: float = 0.0
+
+    def show(self, kind: str, seed: int, label: str = "") -> None:
+        """One frame of a scene; waits until it is handled and its signals are over."""
+        self.show_image(scene(kind, seed), label or f"{kind}-{seed}")
+
+    def show_image(
+        self, image: Scene | npt.NDArray[np.uint8], label: str, *, settle: bool = True
+    ) -> None:
+        """One frame of any picture, as show(); settle=False for a signal that lasts (a fault)."""
+        wait = GAP_S - (time.monotonic() - self.last_shown)
+        if wait > 0:
+            time.sleep(wait)  # spacing, not a timing assertion: codes must leave the view
+        for pin in self.pins.values():
+            pin.clear_states()
+        before = self.app.processed
+        self.camera.show(image, label)
+        self.last_shown = time.monotonic()
+        assert wait_until(lambda: self.app.processed > before, 30), f"{label}: no frame"
+        assert self.app.feedback is not None
+        if settle:
+            assert self.app.feedback.wait_idle(15), "the feedback never settled"
+
+    def assert_signals(self, expected: dict[str, Expected]) -> None:
+        for name in CHANNELS:
+            assert_pin(name, self.pins[name], expected[name])
+
+
+def start_kiosk(tmp: Path, port: int, **sections: dict[str, Any]) -> Kiosk:
+    factory = MockFactory()
+    cfg = kiosk_config(tmp, port, **sections)
+    app = App(cfg, pin_factory=factory)
+    app.start()
+    pins = {name: factory.pin(getattr(cfg.gpio, name)) for name in CHANNELS}
+    return Kiosk(app, pins, Camera(tmp / "camera"), tmp)
+
+
+def wait_ready(k: Kiosk) -> None:
+    """The camera is open and the boot signals are over."""
+    assert wait_until(lambda: k.app.status()["camera"] in ("ok", "idle"), 30)
+    assert k.app.feedback is not None and k.app.feedback.wait_idle(15)
 
 
 # -- sockets a process listens on --------------------------------------------------------
