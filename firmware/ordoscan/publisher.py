@@ -8,7 +8,12 @@ only set flags or queue small messages. A scan leaves the outbox only after
 client with a clean session, so paho's in-memory queue never outlives a
 connection: after each (re)connect the outbox is resent from its lowest seq,
 and the only duplicates are scans whose PUBACK was lost with the link (same
-scan_id).
+scan_id). A PUBACK with an error code leaves the row in place, reports a
+fault and pauses with back-off; the retry sends one scan at a time until the
+broker accepts again, so a later scan cannot overtake the refused one.
+
+The thread sleeps in select() on the socket and a wake-up socket pair
+together (a queue or an Event could not wait on the network as well).
 
 Link liveness is our own: whenever an answer is due (CONNACK, PUBACK,
 UNSUBACK) and nothing has come from the broker for keepalive/2, the link is
