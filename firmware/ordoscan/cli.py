@@ -33,7 +33,8 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ordoscan",
-        description="Reads ordonnance numérique QR codes and relays them to the pharmacy system over MQTT.",
+        description="Reads ordonnance numérique QR codes and relays them to the pharmacy "
+        "system over MQTT.",
     )
     parser.add_argument("--version", action="version", version=f"ordoscan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -43,19 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.set_defaults(module="run")
 
-    p = sub.add_parser("demo", help="replay the bundled sample scenes through the whole pipeline, no hardware needed")
+    p = sub.add_parser(
+        "demo",
+        help="replay the bundled sample scenes through the whole pipeline, no hardware needed",
+    )
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
-    p.add_argument("--keep", action="store_true", help="keep the demo's working folder and print its path")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the demo's working folder and print its path"
+    )
     p.set_defaults(module="demo")
 
     p = sub.add_parser("decode", help="decode and classify image files")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.add_argument("--reveal", action="store_true", help="show payloads unmasked (INS payloads are never shown)")
+    p.add_argument(
+        "--reveal",
+        action="store_true",
+        help="show payloads unmasked (INS payloads are never shown)",
+    )
     _add_config(p)
     p.set_defaults(module="decode")
 
-    p = sub.add_parser("check", help="installer self-test: config, camera, GPIO, broker, outbox, disk, clock")
+    p = sub.add_parser(
+        "check", help="installer self-test: config, camera, GPIO, broker, outbox, disk, clock"
+    )
     _add_config(p)
     p.add_argument("--json", action="store_true", help="machine-readable result")
     p.set_defaults(module="check")
@@ -68,13 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="show, validate or describe the configuration")
     p.add_argument("action", choices=["show", "validate", "schema"])
-    p.add_argument("--message", action="store_true", help="schema: the scan message schema instead of the config's")
+    p.add_argument(
+        "--message",
+        action="store_true",
+        help="schema: the scan message schema instead of the config's",
+    )
     _add_config(p)
     p.set_defaults(module="config")
 
     p = sub.add_parser("listen", help="reference subscriber: print scan messages as JSON lines")
     _add_config(p)
-    p.add_argument("--count", type=int, default=0, help="exit after this many distinct scans (0: run until interrupted)")
+    p.add_argument(
+        "--count",
+        type=int,
+        default=0,
+        help="exit after this many distinct scans (0: run until interrupted)",
+    )
     p.set_defaults(module="listen")
     return parser
 

@@ -62,13 +62,17 @@ class DeviceConfig(_Section):
         default_factory=_device_serial,
         description="Device identifier, used in topics and messages. Default: the Pi's serial number.",
     )
-    site: str = Field(default="pharmacie", description="Site (pharmacy) identifier, used in topics and messages.")
+    site: str = Field(
+        default="pharmacie", description="Site (pharmacy) identifier, used in topics and messages."
+    )
 
     @field_validator("id", "site")
     @classmethod
     def _topic_safe(cls, v: str) -> str:
         if not _TOPIC_SAFE.match(v):
-            raise ValueError("must be 1 or more of letters, digits, '_', '.', '-' (it goes into MQTT topics)")
+            raise ValueError(
+                "must be 1 or more of letters, digits, '_', '.', '-' (it goes into MQTT topics)"
+            )
         return v
 
 
@@ -77,29 +81,54 @@ Size = Annotated[int, Field(ge=16, le=4096)]
 
 class CameraConfig(_Section):
     source: Literal["picamera2", "v4l2", "replay"] = Field(
-        default="picamera2", description="Frame source: picamera2 (CSI camera), v4l2 (USB UVC camera) or replay (files)."
+        default="picamera2",
+        description="Frame source: picamera2 (CSI camera), v4l2 (USB UVC camera) or replay (files).",
     )
-    size: tuple[Size, Size] = Field(default=(1280, 720), description="Width and height of the analysed (lores, grey) stream.")
-    fps: float = Field(default=15, gt=0, le=120, description="Frames per second asked of the camera; replay is paced at this rate.")
-    path: str = Field(default="", description="replay: an image file, a folder (read in name order) or a video file.")
+    size: tuple[Size, Size] = Field(
+        default=(1280, 720), description="Width and height of the analysed (lores, grey) stream."
+    )
+    fps: float = Field(
+        default=15,
+        gt=0,
+        le=120,
+        description="Frames per second asked of the camera; replay is paced at this rate.",
+    )
+    path: str = Field(
+        default="",
+        description="replay: an image file, a folder (read in name order) or a video file.",
+    )
     loop: bool = Field(
         default=False,
         description="replay: start again at the end. If false the daemon stays up with no frames (queue drains, commands served).",
     )
-    device: str = Field(default="/dev/video0", description="v4l2: the video device of the USB camera.")
+    device: str = Field(
+        default="/dev/video0", description="v4l2: the video device of the USB camera."
+    )
     max_exposure_us: int = Field(
-        default=8000, ge=100, le=1_000_000,
+        default=8000,
+        ge=100,
+        le=1_000_000,
         description="picamera2: exposure cap in microseconds, so that a moving hand does not blur.",
     )
-    buffer_count: int = Field(default=2, ge=1, le=8, description="picamera2: frame buffers; few buffers keep frames fresh.")
+    buffer_count: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="picamera2: frame buffers; few buffers keep frames fresh.",
+    )
     stall_timeout_s: float = Field(
-        default=3.0, gt=0, le=60, description="No frame for this long from a live camera: the camera is considered lost."
+        default=3.0,
+        gt=0,
+        le=60,
+        description="No frame for this long from a live camera: the camera is considered lost.",
     )
 
     @model_validator(mode="after")
     def _replay_needs_path(self) -> CameraConfig:
         if self.source == "replay" and not self.path:
-            raise ValueError("camera.source = 'replay' needs camera.path (an image file, a folder or a video)")
+            raise ValueError(
+                "camera.source = 'replay' needs camera.path (an image file, a folder or a video)"
+            )
         return self
 
 
@@ -110,15 +139,24 @@ class ScanConfig(_Section):
         description="Regular expressions (Python syntax, full match) a payload must match to count as an ordonnance numérique.",
     )
     same_code_timeout_s: float = Field(
-        default=1.5, gt=0, le=60, description="A code must leave the view this long (seconds) before it is read again."
+        default=1.5,
+        gt=0,
+        le=60,
+        description="A code must leave the view this long (seconds) before it is read again.",
     )
     repeat_window_s: float = Field(
-        default=60, ge=0, le=86400,
+        default=60,
+        ge=0,
+        le=86400,
         description="A repeat of a scan within this many seconds gets feedback again but is not sent again.",
     )
-    max_payload_bytes: int = Field(default=512, ge=16, le=65536, description="Longer payloads are refused, never relayed.")
+    max_payload_bytes: int = Field(
+        default=512, ge=16, le=65536, description="Longer payloads are refused, never relayed."
+    )
     decode_budget_ms: float = Field(
-        default=60, gt=0, le=2000,
+        default=60,
+        gt=0,
+        le=2000,
         description="Time budget per frame for the decoder's extra passes on hard frames (milliseconds).",
     )
 
@@ -129,7 +167,9 @@ class ScanConfig(_Section):
             try:
                 re.compile(pattern)
             except (re.error, OverflowError, RecursionError) as e:  # huge counts, deep nesting
-                raise ValueError(f"accept[{i}] = {pattern!r} is not a valid regular expression: {e}") from None
+                raise ValueError(
+                    f"accept[{i}] = {pattern!r} is not a valid regular expression: {e}"
+                ) from None
         return v
 
 
@@ -138,15 +178,21 @@ Pin = Annotated[int, Field(ge=0, le=53)]
 
 class GpioConfig(_Section):
     pin_factory: str = Field(
-        default="lgpio", description="gpiozero pin factory: lgpio on the Pi, mock on a desk or in tests (or rpigpio, pigpio, native)."
+        default="lgpio",
+        description="gpiozero pin factory: lgpio on the Pi, mock on a desk or in tests (or rpigpio, pigpio, native).",
     )
     green: Pin = Field(default=17, description="BCM pin of the green LED (ready, good read).")
-    amber: Pin = Field(default=27, description="BCM pin of the amber LED (broker unreachable, scans queued).")
+    amber: Pin = Field(
+        default=27, description="BCM pin of the amber LED (broker unreachable, scans queued)."
+    )
     red: Pin = Field(default=22, description="BCM pin of the red LED (refused code, fault).")
     buzzer: Pin = Field(default=18, description="BCM pin of the buzzer.")
-    active_high: bool = Field(default=True, description="True if a high pin lights the LED / sounds the buzzer.")
+    active_high: bool = Field(
+        default=True, description="True if a high pin lights the LED / sounds the buzzer."
+    )
     buzzer_type: Literal["active", "tonal"] = Field(
-        default="active", description="active: a self-oscillating buzzer (on/off); tonal: a passive one driven as gpiozero TonalBuzzer."
+        default="active",
+        description="active: a self-oscillating buzzer (on/off); tonal: a passive one driven as gpiozero TonalBuzzer.",
     )
 
     @field_validator("pin_factory")
@@ -162,7 +208,9 @@ class GpioConfig(_Section):
         seen: dict[int, str] = {}
         for name, pin in pins.items():
             if pin in seen:
-                raise ValueError(f"gpio.{name} and gpio.{seen[pin]} are both BCM pin {pin}; each needs its own pin")
+                raise ValueError(
+                    f"gpio.{name} and gpio.{seen[pin]} are both BCM pin {pin}; each needs its own pin"
+                )
             seen[pin] = name
         return self
 
@@ -178,24 +226,59 @@ def _is_loopback(host: str) -> bool:
 
 class MqttConfig(_Section):
     host: str = Field(default="localhost", min_length=1, description="Broker host name or address.")
-    port: int = Field(default=8883, ge=1, le=65535, description="Broker port (8883 for TLS, 1883 plaintext on loopback).")
-    protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version: 5 (default) or 3.1.1.")
-    tls: bool = Field(default=True, description="TLS with server verification; plaintext is refused for a non-loopback host.")
-    ca_file: str = Field(default="", description="CA certificate(s) to verify the broker; empty: the system CA store.")
-    cert_file: str = Field(default="", description="Client certificate (PEM) for TLS client authentication.")
-    key_file: str = Field(default="", description="Client private key (PEM); must not be readable by group or others.")
+    port: int = Field(
+        default=8883,
+        ge=1,
+        le=65535,
+        description="Broker port (8883 for TLS, 1883 plaintext on loopback).",
+    )
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT protocol version: 5 (default) or 3.1.1."
+    )
+    tls: bool = Field(
+        default=True,
+        description="TLS with server verification; plaintext is refused for a non-loopback host.",
+    )
+    ca_file: str = Field(
+        default="",
+        description="CA certificate(s) to verify the broker; empty: the system CA store.",
+    )
+    cert_file: str = Field(
+        default="", description="Client certificate (PEM) for TLS client authentication."
+    )
+    key_file: str = Field(
+        default="", description="Client private key (PEM); must not be readable by group or others."
+    )
     username: str = Field(default="", description="MQTT user name; empty: none.")
-    password_file: str = Field(default="", description="File holding the MQTT password (0600); empty: none.")
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive; a dead link is detected within 1.5x this.")
+    password_file: str = Field(
+        default="", description="File holding the MQTT password (0600); empty: none."
+    )
+    keepalive_s: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="MQTT keepalive; a dead link is detected within 1.5x this.",
+    )
     topic_prefix: str = Field(
         default="pharmacy/{site}/kiosk/{device_id}",
         description="Prefix of every topic; {site} and {device_id} are replaced.",
     )
     client_id: str = Field(default="", description="MQTT client id; empty: ordoscan-{device_id}.")
-    reconnect_min_s: float = Field(default=0.5, gt=0, le=60, description="First reconnect delay; doubles up to reconnect_max_s, with jitter.")
-    reconnect_max_s: float = Field(default=30, gt=0, le=3600, description="Longest reconnect delay.")
-    inflight: int = Field(default=20, ge=1, le=1000, description="Scans published and not yet acknowledged at most.")
-    telemetry_interval_s: float = Field(default=60, ge=0, le=86400, description="Telemetry period; 0 turns telemetry off.")
+    reconnect_min_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="First reconnect delay; doubles up to reconnect_max_s, with jitter.",
+    )
+    reconnect_max_s: float = Field(
+        default=30, gt=0, le=3600, description="Longest reconnect delay."
+    )
+    inflight: int = Field(
+        default=20, ge=1, le=1000, description="Scans published and not yet acknowledged at most."
+    )
+    telemetry_interval_s: float = Field(
+        default=60, ge=0, le=86400, description="Telemetry period; 0 turns telemetry off."
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -211,7 +294,9 @@ class MqttConfig(_Section):
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
         if any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/") or not v:
-            raise ValueError("must be a plain topic without wildcards (+ #) and without a leading or trailing '/'")
+            raise ValueError(
+                "must be a plain topic without wildcards (+ #) and without a leading or trailing '/'"
+            )
         leftover = re.sub(r"\{(site|device_id)\}", "", v)
         if "{" in leftover or "}" in leftover:
             raise ValueError("only the placeholders {site} and {device_id} are allowed")
@@ -232,13 +317,29 @@ class MqttConfig(_Section):
 
 
 class OutboxConfig(_Section):
-    path: str = Field(default="/var/lib/ordoscan/outbox.sqlite3", min_length=1, description="SQLite file of the durable outbox.")
-    max_messages: int = Field(default=10000, ge=1, le=10_000_000, description="Full: new scans are refused with the fault signal.")
-    max_age_h: float = Field(default=24, gt=0, le=24 * 365, description="Scans older than this are dropped, counted and reported.")
+    path: str = Field(
+        default="/var/lib/ordoscan/outbox.sqlite3",
+        min_length=1,
+        description="SQLite file of the durable outbox.",
+    )
+    max_messages: int = Field(
+        default=10000,
+        ge=1,
+        le=10_000_000,
+        description="Full: new scans are refused with the fault signal.",
+    )
+    max_age_h: float = Field(
+        default=24,
+        gt=0,
+        le=24 * 365,
+        description="Scans older than this are dropped, counted and reported.",
+    )
 
 
 class LogConfig(_Section):
-    level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level (stderr, journald).")
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level (stderr, journald)."
+    )
 
 
 class Config(BaseModel):
@@ -247,17 +348,25 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: DeviceConfig = Field(default_factory=DeviceConfig, description="Who this kiosk is.")
-    camera: CameraConfig = Field(default_factory=CameraConfig, description="Where frames come from.")
+    camera: CameraConfig = Field(
+        default_factory=CameraConfig, description="Where frames come from."
+    )
     scan: ScanConfig = Field(default_factory=ScanConfig, description="What is read and how often.")
     gpio: GpioConfig = Field(default_factory=GpioConfig, description="LEDs and buzzer.")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The broker of the pharmacy system.")
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="The durable queue of scans not yet delivered.")
+    mqtt: MqttConfig = Field(
+        default_factory=MqttConfig, description="The broker of the pharmacy system."
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig, description="The durable queue of scans not yet delivered."
+    )
     log: LogConfig = Field(default_factory=LogConfig, description="Logging.")
 
     @property
     def topic_prefix(self) -> str:
         """The topic prefix with {site} and {device_id} filled in."""
-        return self.mqtt.topic_prefix.replace("{site}", self.device.site).replace("{device_id}", self.device.id)
+        return self.mqtt.topic_prefix.replace("{site}", self.device.site).replace(
+            "{device_id}", self.device.id
+        )
 
     @property
     def client_id(self) -> str:
@@ -293,10 +402,12 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name[len(ENV_PREFIX):].partition("__")
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
         section, key = section.lower(), key.lower()
         if section not in Config.model_fields:
-            raise ConfigError(f"environment {name}: unknown section [{section}] (known: {', '.join(Config.model_fields)})")
+            raise ConfigError(
+                f"environment {name}: unknown section [{section}] (known: {', '.join(Config.model_fields)})"
+            )
         current = data.setdefault(section, {})
         if not isinstance(current, dict):
             raise ConfigError(f"environment {name}: [{section}] is not a table in the file")
@@ -310,7 +421,9 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _format_errors(source: str, err: ValidationError, data: Mapping[str, Any], origin: Mapping[str, str]) -> str:
+def _format_errors(
+    source: str, err: ValidationError, data: Mapping[str, Any], origin: Mapping[str, str]
+) -> str:
     lines = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
@@ -340,14 +453,16 @@ def _format_errors(source: str, err: ValidationError, data: Mapping[str, Any], o
                 found = False
                 break
         shown = "<hidden>" if loc[-1] in SECRET_KEYS else _describe(value) if found else None
-        if shown is None or e["type"] in {"value_error"} and len(loc) == 1:
+        if shown is None or (e["type"] == "value_error" and len(loc) == 1):
             lines.append(f"{where}: key {key!r}: {msg}")
         else:
             lines.append(f"{where}: key {key!r} = {shown}: {msg}")
     return "\n".join(lines)
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>", env: Mapping[str, str] | None = None) -> Config:
+def parse_config(
+    data: dict[str, Any], source: str = "<config>", env: Mapping[str, str] | None = None
+) -> Config:
     """Validate an already-parsed TOML table (plus environment overrides)."""
     env = os.environ if env is None else env
     data = json.loads(json.dumps(data, default=str))  # a private deep copy: env merges into it
@@ -365,11 +480,15 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     try:
         text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{p}: no such configuration file (give --config PATH or set {ENV_PATH})") from None
+        raise ConfigError(
+            f"{p}: no such configuration file (give --config PATH or set {ENV_PATH})"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"{p}: is a directory, not a configuration file") from None
     except PermissionError:
-        raise ConfigError(f"{p}: permission denied (the service user must be able to read it)") from None
+        raise ConfigError(
+            f"{p}: permission denied (the service user must be able to read it)"
+        ) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
