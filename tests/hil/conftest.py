@@ -11,6 +11,18 @@ from tests.hil.rig import Rig
 from tests.hil.scenarios import Row
 
 _ROWS = pytest.StashKey[list[Row]]()
+_SOAK = pytest.StashKey[list[str]]()
+SOAK_TIMEOUT_MARGIN_S = 300.0  # start, drain and checks on top of the soak's own budget
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A longer soak (--soak-seconds) gets a test timeout to match."""
+    seconds = config.getoption("--soak-seconds")
+    if not seconds:
+        return
+    for item in items:
+        if item.name == "test_chaos_soak":
+            item.add_marker(pytest.mark.timeout(seconds + SOAK_TIMEOUT_MARGIN_S))
 
 
 def make_rig(config: pytest.Config, workdir: Path) -> Rig:
@@ -43,8 +55,20 @@ def report_row(request: pytest.FixtureRequest) -> Iterator[list[Row]]:
     yield rows
 
 
+@pytest.fixture
+def soak_report(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Lines appended here are printed at the end of the session."""
+    lines = request.config.stash.setdefault(_SOAK, [])
+    yield lines
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
                             config: pytest.Config) -> None:
+    soak = config.stash.get(_SOAK, [])
+    if soak:
+        terminalreporter.section("chaos soak")
+        for line in soak:
+            terminalreporter.write_line(line)
     rows = config.stash.get(_ROWS, [])
     if not rows:
         return

@@ -3,8 +3,8 @@
 - camera: the daemon's replay source follows a folder (camera.source =
   "replay"); a feeder thread drops one frame file into it every 1/FEED_FPS s,
   a hard link to the encoded picture of whatever `show()` put up last, so
-  holding a scene costs nothing. The daemon reads a little faster than that,
-  so frames never pile up. Old frames are pruned. Unplugging the camera
+  holding a scene costs nothing. The daemon reads faster than that, so
+  frames never pile up, and frames older than 1.5 s are pruned. Unplugging the camera
   renames the folder away: the source can no longer list it (CameraLost).
 - LEDs and buzzer: gpio.pin_factory = "mock" and ORDOSCAN_PIN_TRACE, so the
   daemon's mock pins append their changes to a file this rig reads.
@@ -28,8 +28,10 @@ from tests.hil.rig import OUTPUT_PINS, DaemonRig, Grey
 from tests.hil.signals import Change
 
 FEED_FPS = 10.0  # frames the "camera" delivers per second
-READ_FPS = 12.0  # the daemon's replay pace: a little faster, so it never falls behind
-KEEP_FRAMES = 30  # frame files kept in the folder; older ones are deleted
+READ_FPS = 20.0  # the daemon's replay pace: faster, so a backlog (after a restart) clears soon
+# Frame files kept in the folder; older ones are deleted, read or not (a camera drops frames
+# too): what the daemon sees is never more than this old.
+KEEP_FRAMES = 15
 SCENE_SIZE = (960, 540)  # codes, INS DataMatrix included, read reliably at this size
 
 
