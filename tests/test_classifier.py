@@ -277,6 +277,14 @@ def test_2d_doc(clf: Classifier) -> None:
     assert clf.classify(sym("DC0XFR", "DataMatrix", "]d1")).kind is Kind.UNKNOWN
 
 
+def test_2d_doc_with_field_and_signature_separators(clf: Classifier) -> None:
+    # Real 2D-Docs end variable fields with GS and start the signature with US.
+    text = "DC04FR0000011E6A1E6AB101FR10DUPONT\x1d20JEAN\x1fSIGNATUREBASE32"
+    got = clf.classify(sym(text, "DataMatrix", "]d1"))
+    assert got.kind is Kind.DOC_2D
+    assert got.key != text  # personal data: keyed by digest, not by content
+
+
 def test_2d_doc_wins_over_accept_rules() -> None:
     c = Classifier(ScanConfig(accept=["DC.*"]))
     assert c.classify(sym("DC03ABCDEF", "DataMatrix", "]d1")).kind is Kind.DOC_2D

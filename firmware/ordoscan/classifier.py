@@ -263,6 +263,11 @@ class Classifier:
                                         f"{self.max_payload_bytes})")
         if not text and not raw:
             return refuse(Kind.UNKNOWN, "empty payload")
+        # 2D-Doc (ANTS-signed document) before the control-byte check: its fields are
+        # separated by GS and its signature by US. It holds personal data: keyed by digest.
+        if _is_datamatrix(fmt) and _DOC_2D.match(text):
+            return Classified(Kind.DOC_2D, fmt, sid, text, _digest_key(raw, text),
+                              {"version": text[3]}, "2D-Doc, not an ordonnance numérique")
         gs1 = sid in GS1_SYMBOLOGY_IDS or text.startswith(GS) or raw.startswith(b"\x1d")
         if _RAW_CONTROL.search(raw) or (not gs1 and _RAW_GS.search(raw)):
             return refuse(Kind.UNKNOWN, f"binary payload: {len(raw)} bytes with control bytes")
@@ -279,17 +284,12 @@ class Classifier:
             details, why = gs1_details(source)
             return Classified(Kind.MEDICINE_PACK, fmt, sid, text, text, details, why)
 
-        # 4. 2D-Doc (ANTS-signed document).
-        if _is_datamatrix(fmt) and _DOC_2D.match(text):
-            return Classified(Kind.DOC_2D, fmt, sid, text, text, {"version": text[3]},
-                              "2D-Doc, not an ordonnance numérique")
-
-        # 5. The configured rules: an ordonnance numérique, relayed unchanged.
+        # 4. The configured rules: an ordonnance numérique, relayed unchanged.
         for name, rule in self._accept:
             if rule.fullmatch(text):
                 return Classified(Kind.ORDONNANCE, fmt, sid, text, text, {"rule": name})
 
-        # 6. URLs, then anything else.
+        # 5. URLs, then anything else.
         if _URL.fullmatch(text):
             return Classified(Kind.URL, fmt, sid, text, text,
                               reason="URL, not an ordonnance numérique")
