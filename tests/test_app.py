@@ -7,8 +7,11 @@ the SQLite outbox, a mosquitto per test, gpiozero's MockFactory.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +275,70 @@ def test_stop_order_leaves_nothing_running(tmp_path: Path, broker: Broker) -> No
     assert wait_until(lambda: not ({t.name for t in threading.enumerate()} - before), 10), (
         {t.name for t in threading.enumerate()} - before)
     assert app.outbox is not None and app.outbox._conn is None
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of the test's own (root only): a real disk that can fill up."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free block of the file system."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, bytes(4096))
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                return filler
+    finally:
+        os.close(fd)
+
+
+def test_disk_error_gives_the_fault_signal_and_no_good_read(
+    tmp_path: Path, broker: Broker, small_fs: Path
+) -> None:
+    k = start_kiosk(tmp_path, broker.port, outbox={"path": str(small_fs / "outbox.sqlite3")})
+    try:
+        wait_ready(k)
+        k.show("ordonnance", 0)
+        k.assert_signals(GOOD_READ)
+        assert k.app.outbox is not None
+        assert wait_until(lambda: k.app.outbox is not None and k.app.outbox.stats().depth == 0, 30)
+
+        filler = fill(small_fs)  # the delivered scan is gone and the WAL truncated: no room left
+        k.show_image(scene("ordonnance", 1), "on-a-full-disk", settle=False)
+        buzzer, red = k.pins["buzzer"], k.pins["red"]
+        assert wait_until(lambda: len(buzzer.states) >= 9 and len(red.states) >= 3, 15)
+        beep, gap = FAULT_BEEP_S, FAULT_GAP_S
+        assert_pin("buzzer", buzzer, [(False, 0.0), (True, None), (False, beep), (True, gap),
+                                      (False, beep), (True, gap), (False, beep), (True, gap),
+                                      (False, beep)])
+        assert_pin("red", red, [(False, 0.0), (True, None), (False, FAULT_BLINK_S)], first=True)
+        assert_pin("green", k.pins["green"], steady(True))  # no good read: it is not on disk
+        assert "disk" in k.app.faults()
+        assert k.app.stats.snapshot()["outbox_refused"] == {"disk": 1}
+
+        filler.unlink()
+        k.show_image(scene("ordonnance", 3), "room-again", settle=False)
+        assert wait_until(lambda: "disk" not in k.app.faults(), 15)
+        assert k.app.feedback is not None and k.app.feedback.wait_idle(15)
+        assert not red.state
+        assert k.app.stats.snapshot()["queued"] == 2
+    finally:
+        k.app.stop()
