@@ -96,6 +96,25 @@ class _LastError(logging.Handler):
         self.text = record.getMessage()
 
 
+class _ScanProperties(Properties):
+    """MQTT 5 properties of a scan PUBLISH: its remaining life, and that it is JSON text.
+
+    Never changed once built, so packed once: paho would otherwise re-encode
+    them for every message, which costs more than the publish itself."""
+
+    def __init__(self, expiry_s: int) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self.MessageExpiryInterval = expiry_s
+        self.PayloadFormatIndicator = 1
+        self.ContentType = "application/json"
+        # object.__setattr__: Properties only lets MQTT property names be set
+        object.__setattr__(self, "_wire", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        wire: bytes = self.__dict__["_wire"]
+        return wire
+
+
 @dataclass(slots=True)
 class _Sent:
     """A QoS 1 publish waiting for its PUBACK."""
@@ -171,8 +190,7 @@ class Publisher:
         self._paho_errors = _LastError()
         self._paho_log = logging.Logger("ordoscan.paho", logging.WARNING)
         self._paho_log.addHandler(self._paho_errors)
-        # PUBLISH properties by expiry second: building one costs more than the publish
-        self._props: dict[int, Properties] = {}
+        self._props: dict[int, Properties] = {}  # scan PUBLISH properties by expiry second
 
         # --- read by other threads (plain values) ---
         self._connected = False
@@ -598,16 +616,12 @@ class Publisher:
             self._expect_answer()
 
     def _publish_properties(self, expiry_s: int) -> Properties:
-        """MQTT 5 properties of a scan: its remaining life, and that it is JSON text."""
+        """The properties of a scan with this remaining life (cached: rows of a burst share it)."""
         props = self._props.get(expiry_s)
         if props is None:
             if len(self._props) > 256:
                 self._props.clear()
-            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.MessageExpiryInterval = expiry_s
-            props.PayloadFormatIndicator = 1
-            props.ContentType = "application/json"
-            self._props[expiry_s] = props
+            props = self._props[expiry_s] = _ScanProperties(expiry_s)
         return props
 
     def _shutdown(self) -> None:
