@@ -7,6 +7,7 @@ import os
 import queue
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -212,6 +213,8 @@ def test_network_cut_detected_within_keepalive_then_everything_delivered(
         detected_at = [t for t, up in relay.links if not up][-1]
         # the MQTT rule is 1.5 x keepalive; the margin is for a loaded machine
         assert detected_at - cut_at <= 1.5 * keepalive + 3.0
+        # found by the silence, not by a close (the proxy closes nothing)
+        assert "no answer from the broker" in str(relay.publisher.stats()["last_error"])
         return rows
 
     try:
@@ -238,3 +241,44 @@ def test_network_cut_detected_within_keepalive_then_everything_delivered(
     finally:
         relay.close()
         proxy.close()
+
+
+def test_blackhole_proxy_forwards_then_drops_without_closing() -> None:
+    """The proxy itself: the cut test above relies on it never closing anything."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted: list[socket.socket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True)
+    acceptor.start()
+    with BlackholeProxy("127.0.0.1", port) as proxy:
+        client = socket.create_connection((proxy.host, proxy.port), timeout=10)
+        acceptor.join(10)
+        upstream = accepted[0]
+        upstream.settimeout(10)
+        client.sendall(b"hello")
+        assert upstream.recv(16) == b"hello"
+        upstream.sendall(b"back")
+        assert client.recv(16) == b"back"
+
+        proxy.cut()
+        client.sendall(b"lost")
+        upstream.sendall(b"lost too")
+        for s in (client, upstream):
+            s.settimeout(1.0)
+            with pytest.raises(TimeoutError):  # neither data nor a close (b"") comes through
+                s.recv(16)
+        client.close()  # a close does not cross the cut either
+        with pytest.raises(TimeoutError):
+            upstream.recv(16)
+        late = socket.create_connection((proxy.host, proxy.port), timeout=10)
+        late.settimeout(1.0)
+        late.sendall(b"anyone?")
+        with pytest.raises(TimeoutError):
+            late.recv(16)
+
+        proxy.restore()  # the cut connection stays dead; once the cut is over its close passes
+        upstream.settimeout(10)
+        assert upstream.recv(16) == b""
+        late.close()
+    upstream.close()
+    server.close()
