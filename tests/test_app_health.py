@@ -21,7 +21,7 @@ from ordoscan.app import App
 from ordoscan.camera import Picamera2Source
 from ordoscan.health import SystemdNotifier
 
-from tests.support.kiosk import kiosk_config, wait_until
+from tests.support.kiosk import PREFIX, kiosk_config, wait_until
 from tests.support.mosquitto import Broker
 from tests.support.picamera2_double import IMX708, CameraSystem, FakeCamera
 
@@ -200,3 +200,37 @@ def test_camera_unplugged_fault_log_and_back(
     finally:
         app.stop()
         sensor.close()
+
+
+def test_a_replay_that_ended_is_not_a_stall(
+    tmp_path: Path, broker: Broker, notify: NotifySocket
+) -> None:
+    """loop = false: after the last frame the daemon stays up, fed and answering commands."""
+    from tests.support.kiosk import scene
+    from tests.support.mosquitto import Subscriber
+
+    image = tmp_path / "one.png"
+    scene("ordonnance", 0).save(image)
+    cfg = kiosk_config(tmp_path, broker.port, camera={"path": str(image), "loop": False,
+                                                      "stall_timeout_s": STALL_S})
+    notifier = SystemdNotifier(env={"NOTIFY_SOCKET": str(notify.path),
+                                    "WATCHDOG_USEC": str(WATCHDOG_USEC)})
+    app = App(cfg, pin_factory=MockFactory(), notifier=notifier)
+    sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="replay-ended")
+    app.start()
+    try:
+        assert wait_until(lambda: app.processed >= 1 and len(sub.on("/scan")) == 1, 30)
+        ended_at = time.monotonic()
+        # well past the stall limit of a live camera (3 x 0.5 s): still fed, still "idle"
+        assert wait_until(lambda: time.monotonic() - ended_at > 4 * STALL_S * 3, 30)
+        assert pings_after(notify, ended_at + 3 * STALL_S) >= 5
+        assert not any("unhealthy" in s for s in notify.values("STATUS"))
+        assert app.status()["camera"] == "idle" and app.faults() == []
+        import paho.mqtt.publish as publish
+
+        publish.single(f"{PREFIX}/cmd/ping", '{"id": "after-the-end"}', qos=1,
+                       hostname=broker.host, port=broker.port)
+        assert sub.wait_for(lambda s: any(b"after-the-end" in p for p in s.on("/reply")), 30)
+    finally:
+        app.stop()
+        sub.close()

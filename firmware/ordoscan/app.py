@@ -68,17 +68,19 @@ CLOCK_CHECK_EVERY_S = 30.0
 # WatchdogSec passes without one; a shorter hiccup costs nothing).
 CAMERA_SILENT_FACTOR = 3.0
 THREAD_STUCK_LIMIT_S = 10.0
-# Stop budget (SIGTERM must end the process within 5 s): the scan loop ends
-# within a frame, the publisher gets most of the rest for the offline status.
-SCAN_JOIN_S = 1.5
-CAMERA_JOIN_S = 1.0
-PUBLISHER_STOP_S = 2.0
+# Stop budget (SIGTERM must end the process within 5 s, interpreter exit
+# included): each step waits at most its own limit and never past the total.
+STOP_BUDGET_S = 4.0
+SCAN_JOIN_S = 1.5  # the frame in hand: a decode within its budget, one fsync'd write
+THREAD_JOIN_S = 1.0
+PUBLISHER_STOP_S = 2.0  # the offline status and the last PUBACKs
 FRAME_ERROR_LOG_EVERY = 100  # a bad frame is logged, then only every Nth of a run
 
 # Fault names, shown by the red LED and in telemetry / status.
 FAULT_CAMERA = "camera"
 FAULT_OUTBOX_FULL = "outbox_full"
 FAULT_DISK = "disk"
+FAULT_OUTBOX = "outbox"  # the outbox refused a scan for another reason (logged)
 
 
 class App:
@@ -161,21 +163,26 @@ class App:
         if self._stopped:
             return
         self._stopped = True
+        deadline = time.monotonic() + STOP_BUDGET_S
+
+        def left(limit: float) -> float:
+            return max(0.1, min(limit, deadline - time.monotonic()))
+
         self.stop_event.set()
         if self.watchdog is not None:
             self.watchdog.stop()
         self._notifier.stopping()
         for t in self._threads:
             if t.name == "ordoscan-scan":
-                t.join(SCAN_JOIN_S)
+                t.join(left(SCAN_JOIN_S))
         if self.reader is not None:
-            self.reader.stop(CAMERA_JOIN_S)
+            self.reader.stop(left(THREAD_JOIN_S))
         for t in self._threads:
-            t.join(CAMERA_JOIN_S)
+            t.join(left(THREAD_JOIN_S))
             if t.is_alive():
                 log.warning("thread %s did not end in time", t.name)
         if self.publisher is not None:
-            self.publisher.stop(PUBLISHER_STOP_S)
+            self.publisher.stop(left(PUBLISHER_STOP_S))
         if self.feedback is not None:
             self.feedback.close()
         if self.outbox is not None:
@@ -272,11 +279,11 @@ class App:
                 continue
             self.last_frame_at = time.monotonic()
             try:
-                self.process(frame.image, frame.timestamp)
+                self._process(frame.image, frame.timestamp)
             except Exception:  # a bug on one frame must not end the kiosk's reading
                 log.exception("frame %d could not be processed", frame.index)
 
-    def process(self, image: Any, timestamp: float) -> None:
+    def _process(self, image: Any, timestamp: float) -> None:
         """One frame through decode → classify → dedupe → outbox → feedback."""
         assert self._decoder is not None and self._classifier is not None
         assert self._deduper is not None
@@ -330,8 +337,9 @@ class App:
             self._update_amber()
         elif repeated:
             self.feedback.repeat()
+        # an ordonnance in this frame, or seen a moment ago, silences a refusal
         in_view = timestamp - self._ordonnance_seen_at < self.cfg.scan.same_code_timeout_s
-        if refused and not (stored or repeated or in_view):
+        if refused and not in_view:
             self.feedback.refused()
 
     def _store(self, item: Classified, timestamp: float) -> bool:
@@ -358,10 +366,11 @@ class App:
         except OutboxError as e:
             self.stats.outbox_refusal("error")
             log.error("scan %s NOT taken: %s", mask(item.payload), e)
-            self._set_fault(FAULT_DISK, True)
+            self._set_fault(FAULT_OUTBOX, True)
             return False
         self.stats.stored()
-        self._set_fault(FAULT_DISK, False)
+        self._set_fault(FAULT_DISK, False)  # a write went through: the disk is fine again
+        self._set_fault(FAULT_OUTBOX, False)
         log.info("scan %s queued as seq %d (%s)", mask(item.payload), row.seq, item.format)
         return True
 
