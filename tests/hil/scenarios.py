@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -179,16 +180,21 @@ def fifty_patients(rig: Rig, check: Check) -> None:
     rig.start_daemon()
     kinds = ("ordonnance", "phone_light", "phone_dark")
     shown: list[str] = []
-    scene = patient(rig, kinds[0], 1000)
-    for i in range(50):
-        rig.show(scene.image)
-        shown.append(epu(scene))
-        time.sleep(0.8)
-        rig.blank()
-        gap_end = time.monotonic() + 0.5
-        if i < 49:  # the next patient steps up while the counter is empty
-            scene = patient(rig, kinds[(i + 1) % 3], 1000 + 50 * (i + 1))
-        time.sleep(max(0.0, gap_end - time.monotonic()))
+    with ThreadPoolExecutor(1) as pool:
+        # the next patient's scene is rendered while the current one is at the counter
+        def next_scene(i: int) -> Future[Scene]:
+            return pool.submit(patient, rig, kinds[i % 3], 1000 + 50 * i)
+
+        coming = next_scene(0)
+        for i in range(50):
+            scene = coming.result()
+            if i < 49:
+                coming = next_scene(i + 1)
+            rig.show(scene.image)
+            shown.append(epu(scene))
+            time.sleep(0.7)
+            rig.blank()
+            time.sleep(0.3)
     if check(rig.wait_messages(50, 60), f"{len(rig.messages())} of 50 scans reached the broker"):
         msgs = rig.messages()
         check([m.payload for m in msgs] == shown, "not the patients' codes, in their order")
