@@ -1,1 +1,2 @@
-"""Hardware-in-loop tests: they run on a Raspberry Pi rig and skip elsewhere."""
+"""Hardware-in-loop tests: scenarios on the virtual rig (default, runs anywhere) or on a
+Raspberry Pi rig (--rig pi, skipped elsewhere); docs/HIL.md."""
