@@ -35,6 +35,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from ordoscan.config import Config, parse_config
+from ordoscan.errors import OrdoscanError
 
 log = logging.getLogger("ordoscan.demo")
 
@@ -127,7 +128,7 @@ class LocalBroker:
             time.sleep(0.05)
         self.stop()
         tail = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
-        raise RuntimeError(f"mosquitto did not start on port {self.port}: {tail.strip()}")
+        raise OrdoscanError(f"mosquitto did not start on port {self.port}: {tail.strip()}")
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -198,7 +199,7 @@ class Pharmacy:
         self.client.loop_start()
         if not self._subscribed.wait(BROKER_START_S):
             self.close()
-            raise RuntimeError("the demo's subscriber could not subscribe to the local broker")
+            raise OrdoscanError("the demo's subscriber could not subscribe to the local broker")
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         from pydantic import ValidationError
