@@ -122,3 +122,11 @@ def test_bad_config_exits_2_and_skips_the_rest(tmp_path: Path) -> None:
     assert str(config) in table["config"][1] and "mqtt.tls" in table["config"][1]
     assert all(table[n][0] == "skipped" for n in NAMES[1:])
     assert r.returncode == 2
+
+
+def test_a_csi_camera_on_a_desk_says_what_to_install(tmp_path: Path, broker: Broker) -> None:
+    data = kiosk_data(tmp_path, broker.port, camera={"source": "picamera2", "path": ""})
+    table = rows(check(write_config(data, tmp_path / "ordoscan.toml")).stdout)
+    assert table["camera"][0] == "FAIL"
+    assert "picamera2 is not available" in table["camera"][1]
+    assert "python3-picamera2" in table["camera"][1]

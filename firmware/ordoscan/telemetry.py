@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -134,7 +134,9 @@ def build_telemetry(
 class TelemetryTimer:
     """Says when the next telemetry message is due; interval 0 means never."""
 
-    def __init__(self, interval_s: float, *, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, interval_s: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.interval_s = interval_s
         self._clock = clock
         # the first message goes out soon after start, so a fresh kiosk shows up at once

@@ -64,7 +64,7 @@ def check_config(path: str | None) -> tuple[Result, Config | None]:
 
 
 def check_camera(cfg: Config) -> Result:
-    from ordoscan.camera import open_source
+    from ordoscan.camera import open_source, release_frame
 
     source = open_source(cfg.camera)
     started = time.monotonic()
@@ -82,6 +82,7 @@ def check_camera(cfg: Config) -> Result:
                 continue
             got += 1
             shapes.add(f"{frame.image.shape[1]}x{frame.image.shape[0]}")
+            release_frame(source, frame)  # a CSI camera lends its buffers: give each back
     except OrdoscanError as e:
         return Result("camera", FAIL, f"{source.name}: opened, then: {e}")
     finally:
