@@ -124,24 +124,31 @@ def _pulses(changes: Iterable[Change], channel: str, life: _Life) -> list[_Pulse
     return pulses
 
 
-def _ready_at(life: _Life) -> float | None:
-    """When the kiosk came up: green on, no longer all three LEDs (booting)."""
+def _ready_at(life: _Life) -> tuple[float, bool] | None:
+    """When the kiosk came up, and whether a good-read dip began at that very instant.
+
+    Up: green on without all three LEDs (booting), or, once booting was seen, the
+    end of it even with green off: a good read taken in the same turn as ready."""
     state = dict.fromkeys(CHANNELS, False)
+    booting = False
     ch = life.changes
     for i, c in enumerate(ch):
         state[c.channel] = c.on
         if i + 1 < len(ch) and ch[i + 1].t - c.t <= WRITE_GROUP_S:
             continue  # the outputs of one state change are written one after the other
-        if state["green"] and not (state["amber"] and state["red"]):
-            return c.t
+        if state["green"] and state["amber"] and state["red"]:
+            booting = True
+        elif state["green"] or booting:
+            return c.t, not state["green"]
     return None
 
 
 def _decode_life(life: _Life, until: float) -> list[Event]:
     events: list[Event] = []
-    ready_at = _ready_at(life)
-    if ready_at is None:
+    up = _ready_at(life)
+    if up is None:
         return events
+    ready_at, dipping = up
     events.append(Event(ready_at, "ready", sound=SOUND_BEEPS["ready(boot)"]))
     state = dict.fromkeys(CHANNELS, False)
     for c in life.changes:
@@ -150,7 +157,7 @@ def _decode_life(life: _Life, until: float) -> list[Event]:
     amber_on = state["amber"]
     if amber_on:  # scans already queued for an unreachable broker when the kiosk came up
         events.append(Event(ready_at, "amber_on"))
-    green_off_at: float | None = None
+    green_off_at = ready_at if dipping else None
     for c in life.changes:
         if c.t <= ready_at:
             continue

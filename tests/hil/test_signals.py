@@ -58,6 +58,12 @@ def test_good_read_during_the_ready_tune_gets_its_beep_late() -> None:
     assert [e.token for e in events] == ["ready(3)", "good_read(1)"]
 
 
+def test_a_good_read_in_the_same_instant_as_ready() -> None:
+    # the worker took both events in one turn: green never shows steady before the dip
+    script = [*BOOT, (0.05, lambda m, t: m.good_read(t))]
+    assert tokens(simulate(script, 3.0), 3.0) == ["ready(3)", "good_read(1)"]
+
+
 def test_refused_and_fault_with_recovery() -> None:
     script = [
         *BOOT,
