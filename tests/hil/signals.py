@@ -124,22 +124,32 @@ def _pulses(changes: Iterable[Change], channel: str, life: _Life) -> list[_Pulse
     return pulses
 
 
-def _ready_at(life: _Life) -> tuple[float, bool] | None:
-    """When the kiosk came up, and whether a good-read dip began at that very instant.
+def _ready_at(life: _Life) -> tuple[float, float | None] | None:
+    """When the kiosk came up, and when a good-read dip began if it began right then.
 
     Up: green on without all three LEDs (booting), or, once booting was seen, the
     end of it even with green off: a good read taken in the same turn as ready."""
     state = dict.fromkeys(CHANNELS, False)
     booting = False
+    left_boot: float | None = None  # when the LEDs stopped being all on
+    green_off: float | None = None
     ch = life.changes
     for i, c in enumerate(ch):
+        was_booting = state["green"] and state["amber"] and state["red"]
         state[c.channel] = c.on
+        all_on = state["green"] and state["amber"] and state["red"]
+        booting = booting or all_on
+        if was_booting and not all_on and left_boot is None:
+            left_boot = c.t
+        if c.channel == "green":
+            green_off = None if c.on else c.t
         if i + 1 < len(ch) and ch[i + 1].t - c.t <= WRITE_GROUP_S:
             continue  # the outputs of one state change are written one after the other
-        if state["green"] and state["amber"] and state["red"]:
-            booting = True
+        if all_on:
+            left_boot = None
         elif state["green"] or booting:
-            return c.t, not state["green"]
+            up = left_boot if left_boot is not None else c.t
+            return up, None if state["green"] else max(up, green_off or up)
     return None
 
 
@@ -148,7 +158,7 @@ def _decode_life(life: _Life, until: float) -> list[Event]:
     up = _ready_at(life)
     if up is None:
         return events
-    ready_at, dipping = up
+    ready_at, dip_from = up
     events.append(Event(ready_at, "ready", sound=SOUND_BEEPS["ready(boot)"]))
     state = dict.fromkeys(CHANNELS, False)
     for c in life.changes:
@@ -157,9 +167,9 @@ def _decode_life(life: _Life, until: float) -> list[Event]:
     amber_on = state["amber"]
     if amber_on:  # scans already queued for an unreachable broker when the kiosk came up
         events.append(Event(ready_at, "amber_on"))
-    green_off_at = ready_at if dipping else None
+    green_off_at = dip_from
     for c in life.changes:
-        if c.t <= ready_at:
+        if c.t <= ready_at or (dip_from is not None and c.t <= dip_from):
             continue
         if c.channel == "amber" and c.on != amber_on:
             amber_on = c.on

@@ -64,6 +64,20 @@ def test_a_good_read_in_the_same_instant_as_ready() -> None:
     assert tokens(simulate(script, 3.0), 3.0) == ["ready(3)", "good_read(1)"]
 
 
+def test_a_good_read_just_after_ready_in_the_same_burst_of_writes() -> None:
+    # as seen from a daemon restarted with a code in view: all on, ready 4 ms later, the
+    # good-read dip 18 ms after that (closer than one burst of writes)
+    changes = [Change.marker(0.0, "start")]
+    changes += [Change(0.794, ch, True) for ch in ("green", "amber", "red")]
+    changes += [Change(0.798, "amber", False), Change(0.798, "red", False)]
+    changes += [Change(0.798, "buzzer", True), Change(0.816, "green", False)]
+    changes += [Change(0.918, "buzzer", False), Change(0.966, "green", True)]
+    for start in (0.978, 1.158, 1.378):
+        changes += [Change(start, "buzzer", True), Change(start + 0.1, "buzzer", False)]
+    events = decode(changes, 3.0)
+    assert [(e.token, e.t) for e in events] == [("ready(3)", 0.798), ("good_read(1)", 0.816)]
+
+
 def test_refused_and_fault_with_recovery() -> None:
     script = [
         *BOOT,
