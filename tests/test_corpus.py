@@ -14,7 +14,7 @@ import zxingcpp
 from ordoscan.decoder import Decoder, load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp"}
-BUDGET_MS = 10_000.0  # every pass runs on these small images, however loaded the machine
+BUDGET_MS = 10_000.0  # every pass due runs on these small images, however loaded the machine
 
 
 def _images(folder: Path) -> list[Path]:
@@ -31,7 +31,7 @@ def _expected(image: Path) -> str:
 
 def _compare(folders: list[Path]) -> tuple[int, int, int, list[str]]:
     """(images, read by us, read by zxing-cpp's default call, images only zxing-cpp read)."""
-    decoder = Decoder(budget_ms=BUDGET_MS)
+    decoder = Decoder(budget_ms=BUDGET_MS, duty=None)
     total = ours = raw = 0
     lost: list[str] = []
     for folder in folders:
@@ -65,7 +65,7 @@ def test_datamatrix_images(corpus: Path) -> None:
 
 def test_false_positives(corpus: Path) -> None:
     """Photos without any code: not a single symbol, whatever pass runs."""
-    decoder = Decoder(budget_ms=BUDGET_MS)
+    decoder = Decoder(budget_ms=BUDGET_MS, duty=None)
     images = [p for name in ("falsepositives", "falsepositives-2") for p in _images(corpus / name)]
     assert images
     found = {}
@@ -78,5 +78,8 @@ def test_false_positives(corpus: Path) -> None:
     print(f"\nZXing false-positive images: {len(images)}; symbols found in {len(found)}")
     assert found == {}
     stats = decoder.stats()
-    assert stats.frames == len(images) and stats.hard_frames == len(images)  # all got every pass
-    assert stats.budget_stops == 0
+    print(f"extra passes due on {stats.hard_frames}, none on {stats.blank_frames}")
+    # nothing read: each photo either looked code-like somewhere and got every pass there,
+    # or looked like no code at all
+    assert stats.frames == len(images) == stats.hard_frames + stats.blank_frames
+    assert stats.budget_stops == 0 and stats.duty_stops == 0

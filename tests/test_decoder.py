@@ -1,4 +1,5 @@
-"""Decoder: real zxing-cpp on real images; symbols, views, passes, budget, corrupt input, files."""
+"""Decoder: real zxing-cpp on real images; symbols, views, passes, budget, duty cycle, corrupt
+input, files."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import zxingcpp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from ordoscan.decoder import Decoder, DecodeStats, Symbol, load_image
+from ordoscan.classifier import Kind
+from ordoscan.decoder import EXTRA_PASSES, FAST_PASSES, Decoder, DecodeStats, Symbol, load_image
 from ordoscan.errors import DecodeError
-from PIL import Image
+from ordoscan.scenes import render
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 EPU = "01S2TBPZ2JCNZZYGHZ"
 OTHER_EPU = "01AAAABBBBCCCCDDDD"
@@ -103,15 +106,26 @@ def test_other_symbologies_are_not_read() -> None:
     assert [s.text for s in Decoder().decode(frame)] == [EPU]
 
 
-def test_symbol_found_by_several_passes_is_reported_once() -> None:
-    """A damaged code makes the frame hard: the extra passes read the good one again."""
-    bad = code(OTHER_EPU, scale=6).copy()
-    bad[13 * 6 : 25 * 6, 13 * 6 : 25 * 6] = 0  # a data block blacked out, finder patterns intact
+def test_symbol_found_by_several_passes_is_reported_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged code makes the frame hard; in a small frame its region is most of the frame,
+    so the extra passes search the whole of it and read the good code again: reported once."""
+    good_reads = 0
+    real = zxingcpp.read_barcodes
+
+    def counting(image: np.ndarray, **options: object) -> list[zxingcpp.Barcode]:
+        nonlocal good_reads
+        results = real(image, **options)  # type: ignore[arg-type]
+        good_reads += sum(r.valid and r.text == EPU for r in results)
+        return results
+
+    monkeypatch.setattr(zxingcpp, "read_barcodes", counting)
     decoder = Decoder(budget_ms=10_000)
-    symbols = decoder.decode(frame_with((code(EPU), 10, 10), (bad, 260, 10)))
+    frame = frame_with((code(EPU, scale=3), 5, 5), (damaged(scale=3), 105, 5), size=(200, 100))
+    symbols = decoder.decode(frame)
     assert [s.text for s in symbols] == [EPU]
     stats = decoder.stats()
     assert stats.hard_frames == 1 and stats.extra_symbols == 0
+    assert good_reads >= 2
 
 
 def test_strided_y_plane_of_a_yuv_buffer() -> None:
@@ -129,7 +143,7 @@ def test_strided_y_plane_of_a_yuv_buffer() -> None:
     assert [s.text for s in Decoder().decode(frame_with((code(EPU), 50, 50))[:, :, None])] == [EPU]
 
 
-# --- extra passes and the budget ---------------------------------------------
+# --- extra passes: only where a code went unread, within the budget and the duty cycle
 
 
 class TickClock:
@@ -144,10 +158,129 @@ class TickClock:
         return self.t
 
 
+def damaged(scale: int = 6) -> np.ndarray:
+    """A QR Code zxing-cpp detects but cannot decode: a data block blacked out, finders intact."""
+    bad = code(OTHER_EPU, scale=scale).copy()
+    bad[13 * scale : 25 * scale, 13 * scale : 25 * scale] = 0
+    return bad
+
+
+def unreadable() -> np.ndarray:
+    """A counter with a detected-but-unreadable code on it: the extra passes are due."""
+    return frame_with((damaged(), 260, 10))
+
+
 def blank(seed: int = 1) -> np.ndarray:
-    """A counter with nothing on it: no symbol, so every extra pass is tried."""
+    """A noisy counter with nothing on it."""
     rng = np.random.default_rng(seed)
     return np.clip(rng.normal(120, 20, (360, 640)), 0, 255).astype(np.uint8)
+
+
+def counter_views() -> dict[str, np.ndarray]:
+    """What the camera sees most of the day: no code in view."""
+    h, w = 360, 640
+    yy, xx = np.mgrid[0:h, 0:w]
+    hand = Image.new("L", (w, h), 90)
+    draw = ImageDraw.Draw(hand)
+    draw.ellipse([200, 100, 380, 250], fill=170)  # a palm and four fingers
+    for k in range(4):
+        draw.ellipse([360, 110 + 35 * k, 520, 140 + 35 * k], fill=170)
+    views = {
+        "flat": np.full((h, w), 140, np.uint8),
+        "dark": np.zeros((h, w), np.uint8),
+        "gradient": (40 + 160 * (xx + yy) / (w + h)).astype(np.uint8),
+        "noise": blank(),
+        "hand": np.asarray(hand.filter(ImageFilter.GaussianBlur(3))),
+    }
+    for seed in (0, 1, 2):  # the scene generator's blank counters
+        views[f"scene {seed}"] = render("blank", seed, difficulty="hard").image
+    return views
+
+
+def test_blank_frames_run_no_extra_pass() -> None:
+    clock = TickClock(1.0)
+    decoder = Decoder(budget_ms=10_000, clock=clock)
+    views = counter_views()
+    for name, frame in views.items():
+        before = clock.t
+        assert decoder.decode(frame) == [], name
+        # the start and the end only: every extra pass reads the clock before and after
+        assert clock.t - before == pytest.approx(2 * 0.001), name
+    s = decoder.stats()
+    assert (s.frames, s.hard_frames, s.blank_frames) == (len(views), 0, len(views))
+
+
+def test_unreadable_code_gets_extra_passes_on_its_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes: list[tuple[int, ...]] = []
+    real = zxingcpp.read_barcodes
+
+    def spy(image: np.ndarray, **options: object) -> list[zxingcpp.Barcode]:
+        shapes.append(np.asarray(image).shape)
+        return real(image, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zxingcpp, "read_barcodes", spy)
+    decoder = Decoder(budget_ms=10_000, clock=TickClock(1.0))
+    frame = unreadable()
+    assert decoder.decode(frame) == []
+    s = decoder.stats()
+    assert (s.hard_frames, s.blank_frames, s.budget_stops, s.duty_stops) == (1, 0, 0, 0)
+    assert shapes[: len(FAST_PASSES)] == [frame.shape] * len(FAST_PASSES)
+    extra = shapes[len(FAST_PASSES) :]
+    assert len(extra) == len(EXTRA_PASSES)  # every extra pass, on one region
+    side = code(OTHER_EPU).shape[0]  # the code with its quiet zone
+    for shape, p in zip(extra, EXTRA_PASSES, strict=True):
+        h, w = (round(n / p.scale) for n in shape)
+        assert side * 0.7 <= h <= side * 1.3 and side * 0.7 <= w <= side * 1.3, (p.name, shape)
+
+
+def test_code_only_the_region_finder_saw_is_read_where_it_is() -> None:
+    """A small blurred QR Code the fast pass neither reads nor detects (a hard counter scene):
+    the region finder points the extra passes at it, and its corners are given in the frame."""
+    scene = render("ordonnance", 700151, difficulty="hard")
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert Decoder(budget_ms=0).decode(scene.image) == []
+    qr = zxingcpp.BarcodeFormats([zxingcpp.BarcodeFormat.QRCode])
+    assert zxingcpp.read_barcodes(scene.image, formats=qr, return_errors=True) == []
+    decoder = Decoder(budget_ms=10_000)
+    symbols = [s for s in decoder.decode(scene.image) if s.text == epu]
+    assert len(symbols) == 1 and decoder.stats().extra_symbols >= 1
+    # the same code read by zxing-cpp on the whole frame upscaled 1.5x, mapped back
+    h, w = scene.image.shape
+    up = np.asarray(Image.fromarray(scene.image).resize((w * 3 // 2, h * 3 // 2)))
+    whole = next(r for r in zxingcpp.read_barcodes(up) if r.text == epu)
+    p = whole.position
+    corners = (p.top_left, p.top_right, p.bottom_right, p.bottom_left)
+    want = [(c.x / 1.5, c.y / 1.5) for c in corners]
+    for (x, y), (wx, wy) in zip(symbols[0].position, want, strict=True):
+        assert abs(x - wx) <= 3 and abs(y - wy) <= 3, (symbols[0].position, want)
+
+
+def test_a_page_of_text_is_searched_in_parts_never_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large print can look like a code to the region finder: it then costs a few small
+    regions, not the extra passes over the whole frame."""
+    page = Image.new("L", (1280, 720), 100)
+    draw = ImageDraw.Draw(page)
+    draw.rectangle([120, 40, 1160, 700], fill=235)
+    words = ("comprime", "matin", "soir", "pendant", "jours", "gelule", "boite", "par", "jour")
+    for i, y in enumerate(range(60, 680, 42)):
+        line = " ".join(words[(i + j) % len(words)] for j in range(12))
+        draw.text((150, y), line, fill=30, font=ImageFont.load_default(size=30))
+    frame = np.asarray(page.rotate(15, Image.Resampling.BILINEAR, fillcolor=100))
+    areas: list[float] = []
+    real = zxingcpp.read_barcodes
+
+    def spy(image: np.ndarray, **options: object) -> list[zxingcpp.Barcode]:
+        areas.append(np.asarray(image).size / frame.size)
+        return real(image, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zxingcpp, "read_barcodes", spy)
+    decoder = Decoder(budget_ms=10_000)
+    assert decoder.decode(frame) == []
+    extra = areas[len(FAST_PASSES) :]
+    assert extra, "this page looks code-like to the region finder: the test needs it to"
+    # each pass over at most the regions' share of the frame, upscaled
+    assert sum(extra) <= 3 * 0.5 * sum(p.scale**2 for p in EXTRA_PASSES)
+    assert max(extra) < 0.5 * max(p.scale**2 for p in EXTRA_PASSES)
 
 
 def test_easy_frame_gets_no_extra_pass() -> None:
@@ -156,13 +289,13 @@ def test_easy_frame_gets_no_extra_pass() -> None:
     decoder.decode(frame_with((code(EPU), 10, 10)))
     reads = clock.t
     s = decoder.stats()
-    assert (s.frames, s.hard_frames, s.budget_stops) == (1, 0, 0)
+    assert (s.frames, s.hard_frames, s.budget_stops, s.blank_frames) == (1, 0, 0, 0)
     assert reads == pytest.approx(1000.0 + 2 * 0.001)  # only the start and the end were read
 
 
 def test_budget_zero_turns_extra_passes_off() -> None:
     decoder = Decoder(budget_ms=0)
-    assert decoder.decode(blank()) == []
+    assert decoder.decode(unreadable()) == []
     s = decoder.stats()
     assert (s.hard_frames, s.budget_stops) == (1, 1)
 
@@ -171,30 +304,64 @@ def test_passes_stop_when_the_budget_runs_out() -> None:
     """Each clock read is 10 ms: with a 35 ms budget not every pass fits, and no frame
     runs past the budget by more than one pass once the costs are learnt."""
     budget = 35.0
-    decoder = Decoder(budget_ms=budget, clock=TickClock(10.0))
+    decoder = Decoder(budget_ms=budget, clock=TickClock(10.0), duty=None)
     for i in range(5):
-        decoder.decode(blank(i))
+        decoder.decode(frame_with((damaged(), 40 * i, 10 * i)))
         if i:  # from the second frame the decoder knows what a pass costs
             # start, fast end, then per pass a before and an after read, then the end
             assert decoder.stats().last_ms <= 10 + budget + 10 + 1e-6
     s = decoder.stats()
-    assert (s.frames, s.hard_frames, s.budget_stops) == (5, 5, 5)
+    assert (s.frames, s.hard_frames, s.budget_stops, s.duty_stops) == (5, 5, 5, 0)
     generous = Decoder(budget_ms=10_000, clock=TickClock(10.0))
-    generous.decode(blank())
+    generous.decode(unreadable())
     assert generous.stats().budget_stops == 0
     assert generous.stats().last_ms > s.last_ms  # it ran every pass
 
 
+def test_duty_cycle_rations_a_run_of_hard_frames() -> None:
+    """Each frame earns 30 ms of extra passes (0.3 of a 100 ms interval), saved up to 300 ms:
+    a burst of hard frames gets every pass, a long run is rationed, blank frames earn it back."""
+    step = 5.0
+    decoder = Decoder(budget_ms=40, clock=TickClock(step), duty=0.3, fps=10)
+    every_pass = (2 + 2 * len(EXTRA_PASSES)) * step  # start to end, in clock reads
+    frames = 40
+    extra_ms = 0.0
+    for i in range(frames):
+        decoder.decode(unreadable())
+        last = decoder.stats().last_ms
+        extra_ms += last - step  # the extra passes start one read after the start
+        if i < 5:
+            assert last == pytest.approx(every_pass)
+    s = decoder.stats()
+    assert s.hard_frames == frames and s.budget_stops == 0
+    assert s.duty_stops >= frames // 4
+    # what was saved, plus what the frames earned, plus one pass's overrun (a pass
+    # starts when its expected cost fits and takes what it takes)
+    assert extra_ms <= 300 + frames * 30 + 2 * step + 1e-6
+    assert extra_ms >= 300 + (frames - 1) * 30 - every_pass  # and the credit was used
+    for _ in range(10):  # a second of blank counter
+        decoder.decode(blank())
+    decoder.decode(unreadable())
+    assert decoder.stats().last_ms == pytest.approx(every_pass)
+    assert decoder.stats().duty_stops == s.duty_stops
+
+    unrationed = Decoder(budget_ms=40, clock=TickClock(step), duty=None)
+    for _ in range(frames):
+        unrationed.decode(unreadable())
+        assert unrationed.stats().last_ms == pytest.approx(every_pass)
+    assert unrationed.stats().duty_stops == 0
+
+
 def test_big_frames_skip_the_upscaled_passes() -> None:
-    """A 12 MP photo is not upscaled 2.5x (that would be 75 MP): fewer passes, still read."""
+    """A 12 MP photo whose damaged code fills most of it is searched whole, but not
+    upscaled (x1.5 would be 27 MP, x2.5 75 MP): fewer passes, the good code still read."""
     photo = np.full((3000, 4000), 230, np.uint8)
-    bad = code(OTHER_EPU, scale=20).copy()
-    bad[13 * 20 : 25 * 20, 13 * 20 : 25 * 20] = 0  # undecodable: the frame is hard
-    place(photo, bad, 2500, 1000)
-    place(photo, code(EPU, scale=20), 500, 500)
-    big, small = Decoder(10_000, clock=TickClock(1.0)), Decoder(10_000, clock=TickClock(1.0))
+    place(photo, damaged(scale=60), 100, 100)
+    place(photo, code(EPU, scale=20), 3100, 500)
+    big = Decoder(10_000, clock=TickClock(1.0))
+    small = Decoder(10_000, clock=TickClock(1.0))
     assert [s.text for s in big.decode(photo)] == [EPU]
-    small.decode(blank())
+    small.decode(unreadable())
     assert big.stats().hard_frames == small.stats().hard_frames == 1
     assert big.stats().last_ms < small.stats().last_ms  # fewer clock reads: fewer passes
 
@@ -202,19 +369,25 @@ def test_big_frames_skip_the_upscaled_passes() -> None:
 def test_stats_mean_last_max() -> None:
     clock = TickClock(2.0)
     decoder = Decoder(budget_ms=10_000, clock=clock)
-    assert decoder.stats() == DecodeStats(0, 0.0, 0.0, 0.0, 0, 0, 0)
+    assert decoder.stats() == DecodeStats(0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0)
     decoder.decode(frame_with((code(EPU), 10, 10)))  # easy: 2 reads -> 2 ms
-    decoder.decode(blank())  # hard: more reads
+    decoder.decode(unreadable())  # hard: more reads
     s = decoder.stats()
     assert s.frames == 2
     assert s.last_ms > 2.0 and s.max_ms == s.last_ms
     assert s.mean_ms == pytest.approx((2.0 + s.last_ms) / 2)
 
 
-def test_bad_budget_is_refused() -> None:
+def test_bad_budget_duty_or_fps_is_refused() -> None:
     for bad in (-1.0, float("nan")):
         with pytest.raises(DecodeError, match="budget_ms"):
             Decoder(budget_ms=bad)
+    for duty in (-0.1, 1.5, float("nan")):
+        with pytest.raises(DecodeError, match="duty"):
+            Decoder(duty=duty)
+    for fps in (0.0, -15.0, float("nan")):
+        with pytest.raises(DecodeError, match="fps"):
+            Decoder(fps=fps)
 
 
 def test_payloads_are_never_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,11 +2,15 @@
 
 `Decoder.decode(frame)` runs a fast first pass on the frame as it is (a
 strided view such as the Y plane of a YUV buffer is read in place, without a
-copy). A frame is *hard* when that pass read nothing or saw a symbol it could
-not decode; hard frames get extra passes (upscaled, another binarizer) while
-the time budget allows. The passes were chosen by measurement on the
-synthetic counter scenes (`ordoscan.scenes`) and ZXing's black-box corpus:
-each one kept reads codes the others miss, for its time (see
+copy). Most camera frames show no code at all, so the extra passes (upscaled,
+another binarizer) run only where there is a sign of a code the fast pass did
+not read: a symbol zxing-cpp detected but could not decode, or, when the fast
+pass read nothing, a patch that looks like a 2-D code (dense edges both ways,
+about as much dark as light; cheap statistics on a half-size frame). They run
+on those regions only, within a per-frame time budget and a duty cycle (a
+share of the frame interval, averaged over a second). The passes and the
+region finder were chosen by measurement on the synthetic counter scenes
+(`ordoscan.scenes`) and ZXing's black-box corpus (see
 tests/bench/test_bench_decoder.py).
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
@@ -15,6 +19,7 @@ DecodeError, an empty one gives no symbols. Payloads are never logged here.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -41,6 +46,19 @@ _MAX_SIDE = 16384  # larger arrays are refused rather than risk zxing-cpp's int 
 _MIN_SIDE = 8  # nothing decodable fits in fewer pixels
 _MAX_PASS_PIXELS = 16_000_000  # an upscaled pass larger than this is skipped (memory, time)
 
+# The region finder (measured on the hard counter scenes and blank counters: it
+# finds every code the extra passes rescue, and nothing on most blank frames).
+_CELL = 16  # frame pixels a side of one cell of the statistics map
+_EDGE_MIN = 5.5  # mean grey-level step per pixel, across and along, over 3x3 cells
+_EDGE_OVER_FLAT = 2.5  # ... and this many times the frame's flat cells (sensor noise)
+_DARK_SHARE = (0.36, 0.72)  # share of pixels below the local mean: codes ~0.5, text ~0.3
+_MAX_REGIONS = 3  # candidate regions searched per frame, densest first
+_MIN_CODE_CELLS = 6  # a smaller patch is a word or a corner, not a code
+_MIN_CODE_SIDE = 2  # cells across, both ways: a line of text is one cell high
+_MAX_CODE_ASPECT = 3.0  # codes are square (seen slanted: under 2.5 measured); lines of text are not
+_MAX_CODE_CELLS = 20  # a larger patch is not one small code: only its densest part is searched
+_WHOLE_FRAME = 0.5  # regions covering more of the frame than this: search the whole frame
+
 
 @dataclass(frozen=True, slots=True)
 class Symbol:
@@ -61,9 +79,11 @@ class DecodeStats:
     last_ms: float  # time of the last frame
     mean_ms: float  # mean time per frame
     max_ms: float  # slowest frame
-    hard_frames: int  # frames that got extra passes
-    budget_stops: int  # hard frames whose extra passes were cut by the budget
+    hard_frames: int  # frames with a sign of a code the fast pass did not read: extra passes due
+    budget_stops: int  # hard frames whose extra passes were cut by the per-frame budget
     extra_symbols: int  # symbols found only by an extra pass
+    blank_frames: int = 0  # frames where nothing was read and nothing looked like a code
+    duty_stops: int = 0  # hard frames whose extra passes were cut by the duty cycle
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +96,26 @@ class _Pass:
     invert: bool = True  # also try light-on-dark symbols (phones in dark mode)
     downscale: bool = True  # let zxing-cpp also try smaller versions
     binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
+
+
+@dataclass(frozen=True, slots=True)
+class _Box:
+    """A region of the frame, in pixels (x1, y1 excluded)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def area(self) -> int:
+        return (self.x1 - self.x0) * (self.y1 - self.y0)
+
+    def overlaps(self, o: _Box) -> bool:
+        return self.x0 < o.x1 and o.x0 < self.x1 and self.y0 < o.y1 and o.y0 < self.y1
+
+    def union(self, o: _Box) -> _Box:
+        return _Box(min(self.x0, o.x0), min(self.y0, o.y0), max(self.x1, o.x1), max(self.y1, o.y1))
 
 
 # The fast pass: QR Codes first (cheap, and the prescription's symbology), then
@@ -167,22 +207,40 @@ def _check(image: object) -> Grey | None:
 
 
 class Decoder:
-    """zxing-cpp on grey frames: a fast pass, then extra passes on hard frames within a budget."""
+    """zxing-cpp on grey frames: a fast pass, then extra passes where a code went unread."""
 
     def __init__(
-        self, budget_ms: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+        self,
+        budget_ms: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        duty: float | None = 0.25,
+        fps: float = 15.0,
     ) -> None:
         """`budget_ms` bounds the extra passes of one frame; 0 turns them off.
 
         An extra pass starts only if its expected cost (learnt from the frames
         before) ends within budget_ms of the end of the fast pass, which always
-        runs. `clock` is the monotonic clock in seconds (tests give their own).
+        runs, and within the duty cycle: each frame earns `duty` of a frame
+        interval (1/`fps`) of extra-pass time, saved up to a second's worth (at
+        least one full budget). A burst of hard frames gets its passes; a view
+        that keeps looking code-like cannot hold a core. `duty=None` turns the
+        cycle off (still images, where each one should get its whole budget).
+        `clock` is the monotonic clock in seconds (tests give their own).
         decode() is for one thread at a time; stats() may be called from any.
         """
         if not budget_ms >= 0:  # also refuses NaN
             raise DecodeError(f"decode budget_ms = {budget_ms!r}: must be a number >= 0")
+        if duty is not None and not 0 <= duty <= 1:  # also refuses NaN
+            raise DecodeError(f"decode duty = {duty!r}: must be a share between 0 and 1")
+        if not 0 < fps <= 1000:
+            raise DecodeError(f"decode fps = {fps!r}: must be a frame rate in (0, 1000]")
         self.budget_ms = float(budget_ms)
         self._clock = clock
+        # the duty cycle as a credit of extra-pass milliseconds (inf: no cycle)
+        self._credit_step = duty * 1000.0 / fps if duty is not None else 0.0
+        self._credit_max = max(duty * 1000.0, self.budget_ms) if duty is not None else math.inf
+        self._credit = self._credit_max
         # expected cost of each extra pass, in ms per megapixel of input, learnt as a moving average
         self._cost: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -193,44 +251,91 @@ class Decoder:
         self._hard = 0
         self._stops = 0
         self._extra = 0
+        self._blank = 0
+        self._duty_stops = 0
 
     def decode(self, image: Grey) -> list[Symbol]:
         """The QR Codes and DataMatrix symbols of a grey frame, each once."""
         start = self._clock()
         frame = _check(image)
+        self._credit = min(self._credit + self._credit_step, self._credit_max)
         if frame is None:
-            self._account((self._clock() - start) * 1000.0, False, False, 0)
+            self._account((self._clock() - start) * 1000.0)
             return []
         found: dict[tuple[str, bytes], Symbol] = {}
-        failed = False
+        unread_qr: list[_Box] = []
+        unread_other: list[_Box] = []
         for p in FAST_PASSES:
-            failed |= self._run(p, frame, found)
-        hard = failed or not found
-        stopped = False
-        extra = 0
-        if hard:
-            fast_end = self._clock()
-            mpx = frame.shape[0] * frame.shape[1] / 1e6
-            for p in EXTRA_PASSES:
-                if frame.size * p.scale * p.scale > _MAX_PASS_PIXELS:
-                    continue
-                now = self._clock()
-                expected = self._cost.get(p.name, 0.0) * mpx * p.scale * p.scale
-                if self.budget_ms <= 0 or (now - fast_end) * 1000.0 + expected > self.budget_ms:
-                    stopped = True
-                    break
-                before = len(found)
-                self._run(p, frame, found)
-                extra += len(found) - before
-                spent = (self._clock() - now) * 1000.0 / max(mpx * p.scale * p.scale, 1e-6)
-                old = self._cost.get(p.name)
-                self._cost[p.name] = spent if old is None else 0.8 * old + 0.2 * spent
-        self._account((self._clock() - start) * 1000.0, hard, stopped, extra)
+            for symbology, box in self._run(p, frame, _whole(frame), found):
+                (unread_qr if symbology == "QRCode" else unread_other).append(box)
+        if found and not unread_qr and not unread_other:
+            self._account((self._clock() - start) * 1000.0)
+            return list(found.values())
+        # the prescription's symbology first; DataMatrix "detections" are the
+        # commonest false alarm on a blank counter (a few frames in ten)
+        candidates = [] if found else _candidates(frame)
+        regions = _regions(unread_qr + candidates + unread_other, frame)
+        if not regions:
+            self._account((self._clock() - start) * 1000.0, blank=True)
+            return []
+        fast_end = self._clock()
+        stop, extra = self._extra_passes(frame, regions, found, fast_end)
+        end = self._clock()
+        self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
+        self._account(
+            (end - start) * 1000.0,
+            hard=True,
+            budget_stop=stop == "budget",
+            duty_stop=stop == "duty",
+            extra=extra,
+        )
         return list(found.values())
 
-    def _run(self, p: _Pass, frame: Grey, found: dict[tuple[str, bytes], Symbol]) -> bool:
-        """Run one pass, add its symbols to `found`; True if it saw a symbol it could not decode."""
-        prepared = _prepare(frame, p)
+    def _extra_passes(
+        self,
+        frame: Grey,
+        regions: list[_Box],
+        found: dict[tuple[str, bytes], Symbol],
+        fast_end: float,
+    ) -> tuple[str, int]:
+        """Run the extra passes on the regions, each pass on every region before the next pass.
+
+        Returns what stopped them ("budget", "duty" or "") and how many symbols
+        they added.
+        """
+        limit = min(self.budget_ms, self._credit)
+        stop = ""
+        extra = 0
+        for p in EXTRA_PASSES:
+            for box in regions:
+                mpx = box.area * p.scale * p.scale / 1e6
+                if mpx * 1e6 > _MAX_PASS_PIXELS:
+                    continue
+                now = self._clock()
+                expected = self._cost.get(p.name, 0.0) * mpx
+                if limit <= 0 or (now - fast_end) * 1000.0 + expected > limit:
+                    stop = "budget" if limit >= self.budget_ms else "duty"
+                    break
+                before = len(found)
+                self._run(p, frame, box, found)
+                extra += len(found) - before
+                spent = (self._clock() - now) * 1000.0 / max(mpx, 1e-6)
+                old = self._cost.get(p.name)
+                self._cost[p.name] = spent if old is None else 0.8 * old + 0.2 * spent
+            if stop:
+                break
+        return stop, extra
+
+    def _run(
+        self, p: _Pass, frame: Grey, box: _Box, found: dict[tuple[str, bytes], Symbol]
+    ) -> list[tuple[str, _Box]]:
+        """Run one pass on a region, add its symbols to `found`.
+
+        Returns the symbology and box (with a margin, in frame pixels) of each
+        symbol it detected but could not decode.
+        """
+        region = frame[box.y0 : box.y1, box.x0 : box.x1]
+        prepared = _prepare(region, p)
         # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
         # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
         try:
@@ -246,36 +351,54 @@ class Decoder:
             )
         except (ValueError, TypeError, RuntimeError) as e:  # zxing-cpp refused the buffer
             raise DecodeError(f"frame of shape {frame.shape} could not be decoded: {e}") from None
-        failed = False
-        sx = frame.shape[1] / prepared.shape[1]
-        sy = frame.shape[0] / prepared.shape[0]
+        unread: list[tuple[str, _Box]] = []
+        sx = region.shape[1] / prepared.shape[1]
+        sy = region.shape[0] / prepared.shape[0]
         for r in results:
+            pos = r.position
+            corners = tuple(
+                (round(c.x * sx) + box.x0, round(c.y * sy) + box.y0)
+                for c in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
+            )
             if not r.valid or r.error is not None:
-                failed = True
+                xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+                # some failures come without a position (all corners at 0): nowhere to look
+                if max(xs) - min(xs) >= _MIN_SIDE and max(ys) - min(ys) >= _MIN_SIDE:
+                    outline = _Box(min(xs), min(ys), max(xs) + 1, max(ys) + 1)
+                    unread.append((r.symbology.name, _pad(outline, frame)))
                 continue
             key = (r.symbology.name, r.bytes)
             if key in found:
                 continue
-            pos = r.position
-            corners = (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
             found[key] = Symbol(
                 format=r.symbology.name,
                 symbology_id=r.symbology_identifier,
                 text=r.text,
                 raw=r.bytes,
-                position=tuple((round(c.x * sx), round(c.y * sy)) for c in corners),
+                position=corners,
             )
-        return failed
+        return unread
 
-    def _account(self, ms: float, hard: bool, stopped: bool, extra: int) -> None:
+    def _account(
+        self,
+        ms: float,
+        *,
+        hard: bool = False,
+        budget_stop: bool = False,
+        duty_stop: bool = False,
+        extra: int = 0,
+        blank: bool = False,
+    ) -> None:
         with self._lock:
             self._frames += 1
             self._total_ms += ms
             self._last_ms = ms
             self._max_ms = max(self._max_ms, ms)
             self._hard += hard
-            self._stops += stopped
+            self._stops += budget_stop
+            self._duty_stops += duty_stop
             self._extra += extra
+            self._blank += blank
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -289,6 +412,8 @@ class Decoder:
                 self._hard,
                 self._stops,
                 self._extra,
+                self._blank,
+                self._duty_stops,
             )
 
 
@@ -299,3 +424,152 @@ def _prepare(frame: Grey, p: _Pass) -> Grey:
     img = Image.fromarray(frame)  # copies a strided view once
     size = (max(1, round(img.width * p.scale)), max(1, round(img.height * p.scale)))
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR))
+
+
+def _whole(frame: Grey) -> _Box:
+    return _Box(0, 0, frame.shape[1], frame.shape[0])
+
+
+def _pad(box: _Box, frame: Grey) -> _Box:
+    """The box with room for a quiet zone and the finder's coarse outline, inside the frame."""
+    m = max(_CELL * 2, (box.x1 - box.x0 + box.y1 - box.y0) // 8)
+    return _Box(
+        max(0, box.x0 - m),
+        max(0, box.y0 - m),
+        min(frame.shape[1], box.x1 + m),
+        min(frame.shape[0], box.y1 + m),
+    )
+
+
+def _regions(boxes: list[_Box], frame: Grey) -> list[_Box]:
+    """The boxes merged where they overlap, at most _MAX_REGIONS in the order given;
+    the whole frame if they cover most of it."""
+    merged: list[_Box] = []
+    for b in boxes:
+        for i, m in enumerate(merged):
+            if m.overlaps(b):
+                merged[i] = m.union(b)
+                break
+        else:
+            if len(merged) < _MAX_REGIONS:
+                merged.append(b)
+    changed = True
+    while changed:  # a union can reach a box it did not overlap before
+        changed = False
+        for i in range(len(merged)):
+            for j in range(i + 1, len(merged)):
+                if merged[i].overlaps(merged[j]):
+                    merged[i] = merged[i].union(merged.pop(j))
+                    changed = True
+                    break
+            if changed:
+                break
+    if sum(b.area for b in merged) > _WHOLE_FRAME * frame.size:
+        return [_whole(frame)]
+    return merged
+
+
+def _box3(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Mean over each cell's 3x3 neighbourhood (edge cells repeated)."""
+    p = np.pad(a, 1, mode="edge")
+    h, w = a.shape
+    out = p[0:h, 0:w].copy()
+    for dy in range(3):
+        for dx in range(3):
+            if dy or dx:
+                out += p[dy : dy + h, dx : dx + w]
+    return out / 9.0
+
+
+def _candidates(frame: Grey) -> list[_Box]:
+    """Regions that look like a 2-D code, densest first (cheap statistics, no decoding).
+
+    A QR Code or DataMatrix is a patch with strong grey-level steps both
+    across and along, well above the sensor noise, with about as many dark
+    as light pixels. Counters, hands, gradients, noise and wood grain fail the
+    first tests; printed text is mostly light, so it fails the last.
+    """
+    h2, w2 = frame.shape[0] // 2, frame.shape[1] // 2
+    c = _CELL // 2
+    ch, cw = (h2 - 1) // c, (w2 - 1) // c
+    if ch < 3 or cw < 3:
+        return []
+    # 2x2 sums: a quarter of the pixels to visit, and half the sensor noise
+    rows = frame[0 : 2 * h2 : 2].astype(np.int16)
+    rows += frame[1 : 2 * h2 : 2]
+    half = rows[:, 0 : 2 * w2 : 2] + rows[:, 1 : 2 * w2 : 2]
+    core = half[: ch * c, : cw * c]
+
+    def cell_sums(a: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
+        per_row = a.reshape(ch, c, cw * c).sum(axis=1, dtype=np.int32)
+        sums: npt.NDArray[np.float64] = per_row.reshape(ch, cw, c).sum(axis=2, dtype=np.float64)
+        return sums
+
+    step = half[: ch * c, 1 : cw * c + 1] - core
+    np.abs(step, out=step)
+    across = cell_sums(step)
+    step = half[1 : ch * c + 1, : cw * c] - core
+    np.abs(step, out=step)
+    along = cell_sums(step)
+    per_pixel = 1.0 / (4 * c * c)  # 2x2 sums: grey levels times 4
+    flat = max(float(np.percentile(np.minimum(across, along), 10)) * per_pixel, 0.5)
+    edges = np.minimum(_box3(across), _box3(along)) * per_pixel
+    strong = (edges >= _EDGE_MIN) & (edges >= _EDGE_OVER_FLAT * flat)
+    if not strong.any():
+        return []
+    # share of dark pixels, only near the strong cells: text is the common look-alike
+    near = _box3(strong.astype(np.float64)) > 0
+    ys, xs = np.nonzero(near)
+    local_mean = _box3(cell_sums(core)) / (c * c)
+    blocks = core.reshape(ch, c, cw, c)[ys, :, xs, :]
+    dark = np.zeros((ch, cw))
+    dark[ys, xs] = (blocks < local_mean[ys, xs][:, None, None]).mean(axis=(1, 2))
+    dark = _box3(dark)
+    mask = strong & (dark >= _DARK_SHARE[0]) & (dark <= _DARK_SHARE[1])
+    found = []
+    for y0, x0, y1, x1, (py, px), cells in _components(mask, edges):
+        h, w = y1 - y0 + 1, x1 - x0 + 1
+        if cells < _MIN_CODE_CELLS or min(h, w) < _MIN_CODE_SIDE:
+            continue
+        if max(h, w) > _MAX_CODE_ASPECT * min(h, w):
+            continue
+        # a large patch (a page of text, a code filling the view) is not a small code the
+        # fast pass missed: search a code's size around its densest cell
+        half_side = _MAX_CODE_CELLS // 2
+        if y1 - y0 >= _MAX_CODE_CELLS:
+            y0, y1 = max(y0, py - half_side), min(y1, py + half_side - 1)
+        if x1 - x0 >= _MAX_CODE_CELLS:
+            x0, x1 = max(x0, px - half_side), min(x1, px + half_side - 1)
+        score = float((edges[y0 : y1 + 1, x0 : x1 + 1] * mask[y0 : y1 + 1, x0 : x1 + 1]).sum())
+        patch = _Box(x0 * _CELL, y0 * _CELL, (x1 + 1) * _CELL, (y1 + 1) * _CELL)
+        found.append((score, _pad(patch, frame)))
+    found.sort(key=lambda f: -f[0])
+    return [b for _, b in found[:_MAX_REGIONS]]
+
+
+def _components(
+    mask: npt.NDArray[np.bool_], score: npt.NDArray[np.float64]
+) -> list[tuple[int, int, int, int, tuple[int, int], int]]:
+    """8-connected groups of cells: (y0, x0, y1, x1, highest-scoring cell, cell count) each."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask)
+    out = []
+    for y, x in zip(*(a.tolist() for a in np.nonzero(mask)), strict=True):
+        if seen[y, x]:
+            continue
+        seen[y, x] = True
+        todo = [(y, x)]
+        y0, y1, x0, x1, peak, count = y, y, x, x, (y, x), 0
+        while todo:
+            cy, cx = todo.pop()
+            count += 1
+            if score[cy, cx] > score[peak]:
+                peak = (cy, cx)
+            y0, y1, x0, x1 = min(y0, cy), max(y1, cy), min(x0, cx), max(x1, cx)
+            for ny in range(max(cy - 1, 0), min(cy + 2, h)):
+                for nx in range(max(cx - 1, 0), min(cx + 2, w)):
+                    if mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        todo.append((ny, nx))
+        out.append((y0, x0, y1, x1, peak, count))
+    return out
