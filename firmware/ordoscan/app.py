@@ -227,7 +227,7 @@ class App:
         self.feedback.wait_idle(BOOT_SHOWN_S)
 
     def _build_pipeline(self) -> None:
-        self._decoder = Decoder(self.cfg.scan.decode_budget_ms)
+        self._decoder = Decoder(self.cfg.scan.decode_budget_ms, fps=self.cfg.camera.fps)
         self._classifier = Classifier(self.cfg.scan)
         self._deduper = Deduper(self.cfg.scan.same_code_timeout_s, self.cfg.scan.repeat_window_s)
         self._clock_synced = clock_synced()

@@ -217,7 +217,7 @@ def raw_decode_ms(paths: list[str], schedule: list[int]) -> dict[str, list[float
     from ordoscan.decoder import Decoder, load_image
 
     frames = [load_image(p) for p in paths]
-    decoder = Decoder(60)
+    decoder = Decoder(60, fps=FPS)
     for f in frames:  # the same warm start as the kiosk had
         decoder.decode(f)
     out: dict[str, list[float]] = {k: [] for k in ("raw", "ours", "raw_code", "ours_code",
@@ -301,7 +301,7 @@ def test_pipeline_latency_cpu_rss(tmp_path: Path, broker: Any) -> None:
     print(row("raw zxing-cpp, all frames", dec["raw"], "same frames, same run"))
     print(row("  frames with an ordonnance", dec["raw_code"]))
     print(row("  blank frames", dec["raw_blank"]))
-    print(row("ordoscan Decoder, all frames", dec["ours"], "blank = hard: extra passes"))
+    print(row("ordoscan Decoder, all frames", dec["ours"], "extra passes only on a sign of a code"))
     print(row("  frames with an ordonnance", dec["ours_code"]))
     print(row("  blank frames", dec["ours_blank"]))
     kd = m["kiosk_decode"]
