@@ -52,6 +52,7 @@ import numpy.typing as npt
 
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraError, CameraLost, CameraOpenError
+from ordoscan.lifecycle import Service
 
 log = logging.getLogger("ordoscan.camera")
 
@@ -1029,7 +1030,7 @@ class Backoff:
         self._next = self.first
 
 
-class LatestFrameReader:
+class LatestFrameReader(Service):
     """Reads a FrameSource on its own thread and keeps only the newest frame (a slot of one).
 
     `get(timeout)` gives the analysis thread the newest frame; that frame stays
@@ -1157,18 +1158,6 @@ class LatestFrameReader:
             thread.join(timeout)
             if thread.is_alive():
                 log.error("%s: the reader thread did not stop within %.1f s", self._name, timeout)
-
-    def __enter__(self) -> LatestFrameReader:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the reading thread
 

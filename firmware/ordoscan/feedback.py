@@ -49,7 +49,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
-from types import TracebackType
 from typing import Any, TextIO
 
 from gpiozero import LED, Buzzer, TonalBuzzer
@@ -57,6 +56,7 @@ from gpiozero.tones import Tone
 
 from ordoscan.config import GpioConfig
 from ordoscan.errors import GpioError
+from ordoscan.lifecycle import Closeable, Service
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def _claim(name: str, pin: int, make: Callable[[], Any]) -> Any:
         raise GpioError(f"gpio.{name} = BCM pin {pin}: {why}") from None
 
 
-class Feedback:
+class Feedback(Closeable):
     """The kiosk's LEDs and buzzer: calls enqueue an event and return, a worker drives the pins."""
 
     def __init__(
@@ -515,17 +515,6 @@ class Feedback:
         self._write(Outputs())
         self._release()
 
-    def __enter__(self) -> Feedback:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- inside ---------------------------------------------------------------
 
     def _post(self, apply: Callable[[StateMachine, float], None], key: str | None = None) -> None:
@@ -607,7 +596,7 @@ def _can_encode(stream: TextIO, text: str) -> bool:
     return True
 
 
-class TerminalView:
+class TerminalView(Service):
     """One live terminal line showing the LEDs and the buzzer, e.g. `● green  ○ amber  ○ red  ♪`."""
 
     def __init__(
@@ -694,15 +683,3 @@ class TerminalView:
         self.refresh()
         while not self._stop.wait(self._interval):
             self.refresh()
-
-    def __enter__(self) -> TerminalView:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

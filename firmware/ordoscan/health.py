@@ -34,8 +34,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from ordoscan.lifecycle import Closeable, Service
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _one_line(value: object) -> str:
     return " ".join(str(value).splitlines())
 
 
-class SystemdNotifier:
+class SystemdNotifier(Closeable):
     """sd_notify without libsystemd: KEY=value datagrams to $NOTIFY_SOCKET, a no-op without it."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
@@ -169,17 +170,6 @@ class SystemdNotifier:
                 self._sock.close()
                 self._sock = None
 
-    def __enter__(self) -> SystemdNotifier:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 # -- liveness -------------------------------------------------------------------
 
@@ -221,7 +211,7 @@ def thread_alive(thread: threading.Thread | Callable[[], threading.Thread | None
     return check
 
 
-class Watchdog:
+class Watchdog(Service):
     """Pings the systemd watchdog only while every liveness check passes; keeps STATUS= current."""
 
     def __init__(
@@ -328,18 +318,6 @@ class Watchdog:
             except Exception:  # keep the thread: a silent watchdog would restart a healthy kiosk
                 log.exception("watchdog round failed")
             self._stop.wait(self.period)
-
-    def __enter__(self) -> Watchdog:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- clock ----------------------------------------------------------------------

@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -52,6 +51,7 @@ from ordoscan.errors import (
     OutboxError,
     OutboxFull,
 )
+from ordoscan.lifecycle import Closeable
 from ordoscan.message import NAME_PATTERN, ScanMessage, new_scan_id
 from ordoscan.privacy import mask
 
@@ -153,7 +153,7 @@ def _explain_os(e: OSError) -> str:
     return e.strerror or str(e)
 
 
-class Outbox:
+class Outbox(Closeable):
     """A durable FIFO of scan messages in SQLite, safe to share between threads."""
 
     def __init__(
@@ -927,17 +927,6 @@ class Outbox:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass
