@@ -535,26 +535,7 @@ def test_certificate(kiosk: Kiosk) -> None:
     k = kiosk
     ca = CertAuthority(k.work / "pki", name="pharmacie-du-port CA")
     signed = k.work / "pki" / "device.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(k.path("/etc/ordoscan/device.csr")),
-            "-CA",
-            str(ca.cert),
-            "-CAkey",
-            str(ca.key),
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-out",
-            str(signed),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    ca.sign(k.path("/etc/ordoscan/device.csr"), signed, days=30)
     shutil.copy2(signed, k.path("/tmp/device.crt"))
     shutil.copy2(ca.cert, k.path("/tmp/ca.crt"))
     # a certificate for some other key is refused
@@ -582,26 +563,7 @@ def test_certificate(kiosk: Kiosk) -> None:
     assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, k.ids("ordoscan")[0])
     assert k.path("/etc/ordoscan/device.key").read_bytes() == old_key
     renewed = k.work / "pki" / "renewed.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(k.path("/etc/ordoscan/device.csr")),
-            "-CA",
-            str(ca.cert),
-            "-CAkey",
-            str(ca.key),
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-out",
-            str(renewed),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    ca.sign(k.path("/etc/ordoscan/device.csr"), renewed, days=30)
     shutil.copy2(renewed, k.path("/tmp/renewed.crt"))
     k.setup("install-cert", "/tmp/renewed.crt")
     assert not new_key.exists()

@@ -67,15 +67,21 @@ class CertAuthority:
             cwd=self.dir,
         )
         # -days -1 puts notAfter one day before notBefore: a certificate that has expired.
-        _run(
-            "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
-            "-out", cert, "-days", "-1" if expired else "365", "-extfile", ext,
-            cwd=self.dir,
-        )
+        self.sign(csr, cert, days=-1 if expired else 365, extfile=ext)
         os.chmod(key, 0o600)
         csr.unlink()
         ext.unlink()
         return CertKey(cert=cert, key=key, cn=cn)
+
+    def sign(self, csr: Path, out: Path, *, days: int = 30, extfile: Path | None = None) -> Path:
+        """Sign a request made elsewhere (a kiosk's CSR), as the pharmacy's CA would."""
+        ext: list[str | Path] = ["-extfile", extfile] if extfile else []
+        _run(
+            "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key, "-CAcreateserial",
+            "-out", out, "-days", str(days), *ext,
+            cwd=self.dir,
+        )
+        return out
 
     def server(self, cn: str = "localhost", *, expired: bool = False) -> CertKey:
         """A broker certificate valid for localhost, 127.0.0.1 and ::1."""
