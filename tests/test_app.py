@@ -22,6 +22,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from ordoscan.app import App
 from ordoscan.decoder import Decoder
+from ordoscan.devtools.scenes import render
 from ordoscan.errors import OrdoscanError
 from ordoscan.feedback import (
     FAULT_BEEP_S,
@@ -30,7 +31,6 @@ from ordoscan.feedback import (
     GOOD_READ_DIP_S,
     IDENTIFY_BLINK_S,
 )
-from ordoscan.scenes import render
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.kiosk import (

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from ordoscan.classifier import Kind
 from ordoscan.decoder import EXTRA_PASSES, FAST_PASSES, Decoder, DecodeStats, Symbol, load_image
+from ordoscan.devtools.scenes import render
 from ordoscan.errors import DecodeError
-from ordoscan.scenes import render
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 EPU = "01S2TBPZ2JCNZZYGHZ"

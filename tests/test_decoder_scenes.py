@@ -16,7 +16,7 @@ import zxingcpp
 from ordoscan.classifier import Classifier, Kind
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder, Symbol
-from ordoscan.scenes import SCENE_KINDS, Scene, render, scene_set
+from ordoscan.devtools.scenes import SCENE_KINDS, Scene, render, scene_set
 
 HARD_SEED, HARD_COUNT = 2026, 48
 ALL_PASSES = 10_000.0  # ms: every pass due runs, whatever the machine's load

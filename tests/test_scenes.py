@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ordoscan import scenes
 from ordoscan.classifier import Classifier, Kind
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder, Symbol, load_image
-from ordoscan.scenes import SCENE_KINDS, render, scene_kind, scene_set
+from ordoscan.devtools import scenes
+from ordoscan.devtools.scenes import SCENE_KINDS, render, scene_kind, scene_set
 
 SMALL = (640, 360)  # quicker to draw; the geometry scales with the frame
 EXPECTED = {

@@ -10,7 +10,7 @@ about as much dark as light; cheap statistics on a half-size frame). They run
 on those regions only, within a per-frame time budget and a duty cycle (a
 share of the frame interval, averaged over a second). The passes and the
 region finder were chosen by measurement on the synthetic counter scenes
-(`ordoscan.scenes`) and ZXing's black-box corpus (see
+(`ordoscan.devtools.scenes`) and ZXing's black-box corpus (see
 tests/bench/test_bench_decoder.py).
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises

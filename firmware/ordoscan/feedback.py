@@ -353,7 +353,7 @@ _FACTORIES = {
 def make_pin_factory(name: str, *, pwm: bool = False) -> Any:
     """The gpiozero pin factory named by gpio.pin_factory; pwm asks mock pins for PWM."""
     if name == "mock":
-        from ordoscan.pintrace import trace_path, traced_mock_factory
+        from ordoscan.devtools.pintrace import trace_path, traced_mock_factory
 
         traced = trace_path()  # desk and tests only: the mock pins' changes, to a file
         if traced:

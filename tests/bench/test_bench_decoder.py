@@ -23,7 +23,7 @@ import pytest
 import zxingcpp
 from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder, load_image
-from ordoscan.scenes import render, scene_set
+from ordoscan.devtools.scenes import render, scene_set
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pyzbar import pyzbar
 

@@ -264,7 +264,7 @@ def bare_puback_ms(host: str, port: int, count: int = 20) -> list[float]:
 
 @pytest.mark.bench
 def test_pipeline_latency_cpu_rss(tmp_path: Path, broker: Any) -> None:
-    from ordoscan.scenes import render
+    from ordoscan.devtools.scenes import render
 
     from tests.support.kiosk import kiosk_data
 

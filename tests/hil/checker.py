@@ -37,7 +37,7 @@ class Shown:
 
     start: float
     end: float
-    kind: str  # a scene kind of ordoscan.scenes
+    kind: str  # a scene kind of ordoscan.devtools.scenes
     payload: str | None  # the ordonnance identifier, None for anything else
 
 

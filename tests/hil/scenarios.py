@@ -8,7 +8,7 @@ tests.hil.signals for the tokens: `ready(3)` is green with three rising beeps,
 together in any order, `*N` repeats), and how many scan messages the
 pharmacy system should receive.
 
-Scenes come from ordoscan.scenes (seeded). A scene is used only if the
+Scenes come from ordoscan.devtools.scenes (seeded). A scene is used only if the
 decoder reads every code that matters in it (the QR code, and the INS
 DataMatrix where the scenario is about it): the rig tests the kiosk, not
 the luck of a render.
@@ -25,7 +25,7 @@ from functools import cache
 from ordoscan.classifier import Classifier, Kind
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder
-from ordoscan.scenes import Scene, render
+from ordoscan.devtools.scenes import Scene, render
 
 from tests.hil.rig import Rig, wait_until
 from tests.hil.signals import matches, summary

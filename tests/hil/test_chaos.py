@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from ordoscan.scenes import render
+from ordoscan.devtools.scenes import render
 
 from tests.hil.checker import Shown, Verdict, check
 from tests.hil.rig import Grey, Rig, wait_until

@@ -1,4 +1,4 @@
-"""ordoscan.pintrace: the mock pins' changes, as the virtual rig reads them."""
+"""ordoscan.devtools.pintrace: the mock pins' changes, as the virtual rig reads them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from gpiozero import LED, TonalBuzzer
 from gpiozero.tones import Tone
+from ordoscan.devtools.pintrace import PIN_TRACE_ENV
 from ordoscan.feedback import make_pin_factory
-from ordoscan.pintrace import PIN_TRACE_ENV
 
 
 def lines(path: Path) -> list[dict[str, float]]:

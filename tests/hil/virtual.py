@@ -20,8 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ordoscan.pintrace import PIN_TRACE_ENV
-from ordoscan.scenes import render
+from ordoscan.devtools.pintrace import PIN_TRACE_ENV
+from ordoscan.devtools.scenes import render
 from PIL import Image
 
 from tests.hil.rig import OUTPUT_PINS, DaemonRig, Grey

@@ -1,7 +1,7 @@
 """A whole kiosk under test: its config, scenes put in front of its replay camera,
 its mock pins, the daemon as a child process, and what the process listens on.
 
-Scenes come from ordoscan.scenes (seeded, so the same pictures every run) and
+Scenes come from ordoscan.devtools.scenes (seeded, so the same pictures every run) and
 are dropped into the folder the replay camera follows, one file per frame:
 written as a dot-file, then renamed, so the camera never sees half a file.
 """
@@ -27,8 +27,8 @@ import numpy.typing as npt
 from gpiozero.pins.mock import MockFactory, MockPin
 from ordoscan.app import App
 from ordoscan.config import Config, parse_config, to_toml
+from ordoscan.devtools.scenes import Scene, render
 from ordoscan.feedback import BEEP_S, GOOD_READ_DIP_S, REFUSED_GAP_S, REFUSED_RED_S
-from ordoscan.scenes import Scene, render
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]

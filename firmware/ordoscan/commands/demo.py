@@ -255,7 +255,7 @@ def demo_config(work: Path, port: int) -> Config:
 
 def render_samples(folder: Path) -> list[Path]:
     """Each sample as a PNG in `folder` (not the camera's): rendered once, same every time."""
-    from ordoscan import scenes
+    from ordoscan.devtools import scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     cache: dict[tuple[str, int], Path] = {}
