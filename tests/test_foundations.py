@@ -1,0 +1,68 @@
+"""The shared small parts: back-off, the clocks, the ISO formatter, safe text."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from ordoscan.backoff import Backoff
+from ordoscan.clock import SYSTEM_CLOCK, iso_ms
+from ordoscan.devtools.clock import ManualClock
+from ordoscan.privacy import printable
+
+
+def test_backoff_doubles_to_its_cap_and_resets() -> None:
+    b = Backoff(0.5, 3.0)
+    assert [b.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    b.reset()
+    assert b.next() == 0.5
+
+
+def test_jittered_backoff_stays_between_first_and_a_doubling_ceiling() -> None:
+    b = Backoff(1.0, 8.0, jitter=True, rng=random.Random(3))
+    delays = [b.next() for _ in range(200)]
+    assert all(1.0 <= d <= 8.0 for d in delays)
+    assert delays[0] <= 2.0 and len({round(d, 6) for d in delays}) > 100
+
+
+def test_backoff_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="first"):
+        Backoff(0, 1)
+
+
+def test_iso_ms_is_utc_with_milliseconds() -> None:
+    assert iso_ms(1764066667.4129) == "2025-11-25T10:31:07.412Z"
+
+
+def test_manual_clock_wakes_waiters_when_advanced() -> None:
+    clock = ManualClock()
+    ev = threading.Event()
+    done: list[bool] = []
+    t = threading.Thread(target=lambda: done.append(clock.wait(ev, 5.0)))
+    t.start()
+    clock.advance(4.9)
+    assert t.is_alive()
+    clock.advance(0.2)
+    t.join(5)
+    assert done == [False] and clock.waits == [5.0]
+    assert SYSTEM_CLOCK.wait(ev, 0.0) is False
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain text", "plain text"),
+        ("a\x1b[2Jb", "a\\e[2Jb"),
+        ("x\nINFO forged", "x\\nINFO forged"),
+        ("\u202egnp.exe", "\\u202egnp.exe"),
+        ("c1\x9bz", "c1\\x9bz"),
+        ("del\x7f", "del\\x7f"),
+    ],
+)
+def test_printable_escapes_what_acts_on_a_terminal(raw: str, shown: str) -> None:
+    assert printable(raw) == shown
+
+
+def test_printable_cuts_long_text_and_says_how_much() -> None:
+    assert printable("x" * 60_000, limit=10) == "x" * 10 + "…(+59990 chars)"
