@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ordoscan import camera
 from ordoscan.camera import (
     MAX_LEASES,
     TUNING_ENV,
@@ -26,6 +25,7 @@ from ordoscan.camera import (
     Picamera2Source,
     cap_exposure_profiles,
 )
+from ordoscan.camera import picamera2 as picamera2_backend
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
 
@@ -38,13 +38,23 @@ def camera_config(**changes: Any) -> CameraConfig:
 
 
 class FakeClock:
-    """A monotonic clock the test moves by hand."""
+    """An ordoscan.clock.Clock whose time the test moves by hand (waits are real and short);
+    calling it gives the time too, for the double's sensor."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.now = start
 
     def __call__(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1_764_000_000.0 + self.now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(max(0.0, timeout))
 
 
 def read_frame(source: Picamera2Source, emit: Callable[[], bool], tries: int = 50) -> Frame:
@@ -66,7 +76,7 @@ def system() -> CameraSystem:
 def tuning_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """picamera2 (and so the double) writes the tuning file's name into os.environ."""
     saved = os.environ.pop(TUNING_ENV, None)
-    monkeypatch.setattr(camera, "_site_tuning_seen", "")
+    monkeypatch.setattr(picamera2_backend, "_site_tuning_seen", "")
     yield
     os.environ.pop(TUNING_ENV, None)
     if saved is not None:
