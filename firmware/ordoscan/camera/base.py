@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -20,7 +21,7 @@ log = logging.getLogger("ordoscan.camera")
 Grey = npt.NDArray[np.uint8]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Frame:
     """One grey frame: `image` may be a strided view into the camera buffer."""
 
@@ -107,6 +108,23 @@ def teardown(what: str, action: Callable[[], object]) -> None:
         action()
     except Exception as e:
         log.warning("%s failed: %s", what, why(e))
+
+
+def bounded(what: str, action: Callable[[], object], timeout: float) -> threading.Thread | None:
+    """Run a tear-down step on its own thread for at most `timeout` seconds.
+
+    None once it has finished (a failure is logged); the thread, still running, if it
+    has not (a driver call that never returns must not hold the caller).
+    """
+    thread = threading.Thread(
+        target=teardown, args=(what, action), name="camera-teardown", daemon=True
+    )
+    thread.start()
+    thread.join(max(0.0, timeout))
+    if not thread.is_alive():
+        return None
+    log.error("%s: still not done after %.1f s; left to finish on its own", what, timeout)
+    return thread
 
 
 def import_cv2(purpose: str) -> Any:
