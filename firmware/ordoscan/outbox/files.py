@@ -6,10 +6,25 @@ import errno
 import os
 from pathlib import Path
 
+from ordoscan.errors import OutboxDiskError
+
 
 def sibling(path: Path, suffix: str) -> Path:
     """A side file of the outbox: the same name with `suffix` appended."""
     return path.with_name(path.name + suffix)
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that refuses a symbolic link as the last component (OutboxDiskError)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutboxDiskError(
+                f"{path}: is a symbolic link; the outbox and its side files must be real "
+                "files (set outbox.path to the real location)"
+            ) from None
+        raise
 
 
 def fsync_dir(folder: Path) -> None:

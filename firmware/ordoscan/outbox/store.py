@@ -35,6 +35,7 @@ from ordoscan.message import NAME_PATTERN, ScanMessage, new_scan_id
 from ordoscan.outbox import db
 from ordoscan.outbox.checkpoint import Checkpoints
 from ordoscan.outbox.files import explain_os
+from ordoscan.outbox.lock import WriterLock
 from ordoscan.outbox.model import COLUMNS, OutboxStats, StoredScan
 from ordoscan.outbox.recovery import Quarantine, Salvage
 from ordoscan.outbox.reserve import SpaceReserve
@@ -151,10 +152,15 @@ class Outbox(Closeable):
         self._reserve = SpaceReserve(self.path, clock)
         self._quarantine = Quarantine(self.path)
         self._checkpoints = Checkpoints(self.path, clock)
+        self.writer_lock = WriterLock(self.path)
         if readonly:
             self._conn = db.open_readonly(self.path)
-        else:
+            return
+        try:
             self._open()
+        except BaseException:
+            self.writer_lock.release()
+            raise
 
     # --- opening and recovery ----------------------------------------------------------
 
@@ -168,6 +174,7 @@ class Outbox(Closeable):
             ) from None
         if not folder.is_dir():
             raise OutboxDiskError(f"{folder}: the outbox folder is not a directory")
+        self.writer_lock.acquire()  # before anything is written: one writer per outbox
         self._seq.load()
         try:
             self._conn = db.open_checked(self.path)
@@ -464,13 +471,13 @@ class Outbox(Closeable):
         with self._lock:
             self._closed = True
             conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            if not self.readonly:
+            if conn is not None:
+                if not self.readonly:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+                    conn.close()
+            self.writer_lock.release()  # last: the file is consistent and closed
 
     def _maybe_checkpoint(self, force: bool = False) -> None:
         if not self.readonly:
