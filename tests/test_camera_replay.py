@@ -20,19 +20,23 @@ from PIL import Image
 
 
 class FakeTime:
-    """clock() and sleep() for the source: sleeping moves the clock, no real waiting."""
+    """An ordoscan.clock.Clock for the source: a wait moves the clock, no real waiting."""
 
     def __init__(self) -> None:
         self.now = 50.0
         self.slept: list[float] = []
 
-    def clock(self) -> float:
+    def monotonic(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.slept.append(seconds)
-        self.now += seconds
+    def wall(self) -> float:
+        return 1_764_000_000.0 + self.now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        assert timeout >= 0
+        self.slept.append(timeout)
+        self.now += timeout
+        return event.is_set()
 
 
 def replay(path: Path, t: FakeTime, **changes: Any) -> ReplaySource:
@@ -40,8 +44,7 @@ def replay(path: Path, t: FakeTime, **changes: Any) -> ReplaySource:
     frames_per_image = changes.pop("frames_per_image", 1)
     return ReplaySource(
         CameraConfig(**(values | changes)),
-        clock=t.clock,
-        sleep=t.sleep,
+        clock=t,
         frames_per_image=frames_per_image,
     )
 
@@ -215,7 +218,7 @@ def test_a_missing_path_is_an_open_error_naming_it(tmp_path: Path) -> None:
 def test_an_unreadable_single_image_is_an_open_error_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "scene.png"
     bad.write_bytes(b"\x00" * 100)
-    with pytest.raises(CameraOpenError, match=f"replay image {bad}: not a readable image"):
+    with pytest.raises(CameraOpenError, match=f"replay image {bad}: not an image"):
         replay(bad, FakeTime()).open()
 
 
@@ -254,7 +257,7 @@ def test_a_single_image_that_breaks_while_looping_is_camera_lost(tmp_path: Path)
         assert source.read(1) is not None
         path.write_bytes(b"broken now")
         os.utime(path, ns=(1, 1))  # a new version: the cached pixels no longer count
-        with pytest.raises(CameraLost, match=f"replay file {path}: not a readable image"):
+        with pytest.raises(CameraLost, match=f"replay file {path}: not an image"):
             source.read(1)
 
 

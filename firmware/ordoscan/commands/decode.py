@@ -88,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
             symbols = decoder.decode(image)
         except (DecodeError, OSError, ValueError) as e:  # one bad file never stops the others
             failed += 1
-            print(f"ordoscan: {name}: {_error_text(name, e)}", file=sys.stderr)
+            shown = privacy.printable(name, limit=300)  # the loader's own spelling of it
+            print(f"ordoscan: {shown}: {_error_text(shown, e)}", file=sys.stderr)
             continue
         classified = [classifier.classify(s) for s in symbols]
         if args.json:
@@ -103,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _error_text(name: str, e: Exception) -> str:
-    """The error's message without the file name twice."""
+def _error_text(shown: str, e: Exception) -> str:
+    """The error's message without the file name twice, safe for the terminal."""
     text = str(e) or f"cannot be decoded ({type(e).__name__})"
-    return text.removeprefix(f"{name}: ")
+    return privacy.printable(text.removeprefix(f"{shown}: "))
