@@ -17,15 +17,11 @@ from ordoscan.clock import SYSTEM_CLOCK
 from ordoscan.config import Config, config_path, load_config
 from ordoscan.errors import OutboxCorrupt, OutboxInUse
 from ordoscan.outbox import Outbox
+from ordoscan.outbox.recovery import DAMAGED_NEXT
 from ordoscan.privacy import mask
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PAGE = 500
-DAMAGED_NEXT = (
-    "next: restart the daemon (`sudo systemctl restart ordoscan`): at start it moves the "
-    "damaged file aside, copies every readable scan into a fresh outbox, scrubs the copy and "
-    "writes a report beside it; then run `ordoscan queue stats` again"
-)
 
 
 def format_age(seconds: float | None) -> str:
