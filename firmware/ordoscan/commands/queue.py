@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ordoscan.config import Config, config_path, load_config
 from ordoscan.outbox import Outbox
-from ordoscan.privacy import mask
+from ordoscan.privacy import mask, printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PAGE = 500
@@ -57,7 +57,7 @@ def _stats(cfg: Config) -> int:
     if st.quarantined:
         print(f"quarantined  {len(st.quarantined)} damaged file(s) kept for inspection:")
         for name in st.quarantined:
-            print(f"  {name}")
+            print(f"  {printable(name)}")
     else:
         print("quarantined  none")
     return EXIT_OK
@@ -79,7 +79,9 @@ def _list(cfg: Config) -> int:
                 except ValueError:
                     kind, payload = "?", ""
                 age = format_age(now - row.created_at)
-                print(f"{row.seq:>8}  {row.scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
+                # a row is written by the kiosk, but the file may not be: shown escaped
+                kind, scan_id = printable(kind, 40), printable(row.scan_id, 40)
+                print(f"{row.seq:>8}  {scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
             shown += len(rows)
             if len(rows) < PAGE:
                 break
