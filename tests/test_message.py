@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ordoscan import message
 from ordoscan.classifier import Kind
+from ordoscan.clock import iso_ms
 from ordoscan.message import (
     ScanMessage,
-    format_timestamp,
     new_scan_id,
     scan_id_time,
     scan_json_schema,
@@ -118,7 +118,7 @@ def test_datetimes_are_normalised_to_utc_milliseconds() -> None:
     assert json.loads(msg.to_json())["scanned_at"] == "2026-11-25T10:31:07.412Z"
     with pytest.raises(ValidationError, match="timezone"):
         make(scanned_at=datetime(2026, 11, 25, 10, 31, 7))
-    assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
+    assert iso_ms(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
 
 
 def test_new_scan_id_is_uuid7_and_carries_its_time() -> None:

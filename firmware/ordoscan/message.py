@@ -28,6 +28,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ordoscan.clock import iso_ms
+
 SCHEMA = "ordoscan.scan/1"
 SCHEMA_ID = "urn:ordoscan:schema:scan:1"
 SCHEMA_FILENAME = "ordoscan.scan-1.schema.json"
@@ -80,12 +82,6 @@ def scan_id_time(scan_id: str) -> float:
 # --- scanned_at: UTC, milliseconds, "Z" ----------------------------------------
 
 
-def format_timestamp(dt: datetime) -> str:
-    """`2026-11-25T10:31:07.412Z`: UTC, always three decimals."""
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
 def _parse_timestamp(value: Any) -> Any:
     if isinstance(value, str):
         if not _TIMESTAMP.match(value):
@@ -102,7 +98,7 @@ def _parse_timestamp(value: Any) -> Any:
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_parse_timestamp),
-    PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    PlainSerializer(iso_ms, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time", "pattern": _TIMESTAMP.pattern}),
 ]
 
@@ -244,7 +240,6 @@ __all__ = [
     "RelayedKind",
     "ScanMessage",
     "ValidationError",
-    "format_timestamp",
     "new_scan_id",
     "scan_id_time",
     "scan_json_schema",

@@ -14,21 +14,19 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ordoscan.clock import SYSTEM_CLOCK, Clock, iso_ms
 from ordoscan.errors import CommandError
-from ordoscan.telemetry import utc_now_iso
+from ordoscan.feedback import IDENTIFY_MAX_S, IDENTIFY_S
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 1024
 MAX_ID_CHARS = 64
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-IDENTIFY_DEFAULT_S = 10.0
-IDENTIFY_MAX_S = 120.0
 
 # command name -> fields it accepts besides "id"
 COMMANDS: dict[str, frozenset[str]] = {
@@ -113,17 +111,15 @@ def _id_of(payload: bytes | str) -> str | int | None:
 class RateLimit:
     """A token bucket: `burst` commands at once, then `per_s` a second."""
 
-    def __init__(
-        self, per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, per_s: float, burst: int, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.per_s, self.burst, self._clock = per_s, burst, clock
         self._tokens = float(burst)
-        self._at = clock()
+        self._at = clock.monotonic()
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
         with self._lock:
-            now = self._clock()
+            now = self._clock.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_s)
             self._at = now
             if self._tokens < 1.0:
@@ -143,12 +139,14 @@ class Remote:
         status: Callable[[], Mapping[str, Any]],
         reply: Callable[[dict[str, Any]], None],
         rate: RateLimit | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.device_id = device_id
         self._identify = identify
         self._status = status
         self._reply = reply
-        self._rate = rate or RateLimit(per_s=2.0, burst=10)
+        self._clock = clock
+        self._rate = rate or RateLimit(per_s=2.0, burst=10, clock=clock)
         self._dropped = 0
 
     def handle(self, name: str, payload: bytes | str) -> dict[str, Any] | None:
@@ -179,7 +177,7 @@ class Remote:
             except Exception as e:  # a failing command must not take the MQTT thread down
                 log.exception("remote command %s failed", cmd.name)
                 answer |= {"ok": False, "error": f"{cmd.name} failed: {type(e).__name__}"}
-        answer["at"] = utc_now_iso()
+        answer["at"] = iso_ms(self._clock.wall())
         try:
             self._reply(answer)
         except Exception:
@@ -188,7 +186,7 @@ class Remote:
 
     def _run(self, cmd: Command) -> dict[str, Any]:
         if cmd.name == "identify":
-            seconds = float(cmd.args.get("seconds", IDENTIFY_DEFAULT_S))
+            seconds = float(cmd.args.get("seconds", IDENTIFY_S))
             log.info("identify: all LEDs blinking for %g s (remote command)", seconds)
             self._identify(seconds)
             return {"identify_s": seconds}

@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
+from ordoscan.backoff import backoff_delay
 from ordoscan.config import Config, config_path, load_config
 from ordoscan.message import ScanMessage
 from ordoscan.privacy import LOG_LIMIT, printable
-from ordoscan.publisher import backoff_delay
 from ordoscan.security import apply_credentials, describe_connect_error, load_credentials
 
 RECENT_IDS = 10_000
