@@ -11,7 +11,7 @@ from pathlib import Path
 from ordoscan.devtools.mosquitto import Broker, find_mosquitto, free_port, port_open
 from ordoscan.errors import BrokerError
 
-from tests.support.wait import wait_until
+from tests.support.wait import WaitTimeout, wait_until
 
 __all__ = ["MOSQUITTO", "Broker", "ProvisionedBroker", "Subscriber", "free_port", "wait_port"]
 
@@ -22,8 +22,13 @@ except BrokerError:
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
-    """Something listens on host:port within timeout (raises otherwise)."""
-    return bool(wait_until(lambda: port_open(host, port), timeout, f"a listener on {host}:{port}"))
+    """Whether something listens on host:port within timeout: a probe whose False the caller
+    acts on (a broker starter kills its process and raises with the log), not a wait."""
+    try:
+        wait_until(lambda: port_open(host, port), timeout, f"a listener on {host}:{port}")
+    except WaitTimeout:
+        return False
+    return True
 
 
 # --- the pharmacy broker of provisioning/broker/, filled in for a test ----------------------
