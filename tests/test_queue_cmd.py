@@ -208,3 +208,25 @@ def test_list_shows_a_tampered_row_escaped(
     for raw in ("\x1b", "\u202e", "\x9b"):
         assert raw not in out
     assert "\\e[2J\\u202eevil\\x9b" in out and "…\\e[0m" in out
+
+
+def test_stats_on_a_damaged_outbox_says_what_to_do_next(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(cfg, [10, 10, 10])
+    db = outbox_path(cfg)
+    with open(db, "r+b") as f:  # the schema page
+        f.seek(100)
+        f.write(bytes([0xA5]) * 300)
+    for action in ("stats", "list"):
+        assert main(["queue", action, "--config", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        assert str(db) in err and "damaged" in err
+        assert "next: restart the daemon (`sudo systemctl restart ordoscan`)" in err
+    # what the daemon does at its next start
+    Outbox(db, max_messages=50, max_age_h=2, device_id="kiosk-07", site="pharmacie-test").close()
+    assert main(["queue", "stats", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "queued       3 of 50" in out
+    assert "1 damaged file(s) replaced" in out and ".report" in out
+    assert "next: read the report" in out

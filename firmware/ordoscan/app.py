@@ -221,8 +221,8 @@ class App:
         st = self.outbox.stats()
         log.info("outbox %s open: %d scan(s) queued, last seq %d", o.path, st.depth, st.last_seq)
         if st.quarantined:
-            log.warning("outbox: %d damaged file(s) were quarantined beside it",
-                        len(st.quarantined))
+            log.warning("outbox: %d damaged file(s) were replaced (scans salvaged, copies "
+                        "scrubbed); report(s) beside it", len(st.quarantined))
 
     def _start_feedback(self) -> None:
         self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)

@@ -105,9 +105,9 @@ def main(args: argparse.Namespace) -> int:
             symbols = decoder.decode(image)
         except (DecodeError, OSError, ValueError) as e:  # one bad file never stops the others
             failed += 1
-            error = _error_text(name, e)
-            print(f"ordoscan: {privacy.printable(name)}: {privacy.printable(error)}",
-                  file=sys.stderr)
+            shown = privacy.printable(name, limit=300)  # the loader's own spelling of it
+            error = _error_text(shown, e)
+            print(f"ordoscan: {shown}: {error}", file=sys.stderr)
             if args.json:  # a consumer of the lines sees every file, the failed ones too
                 print(privacy.json_line({"file": name, "error": error}))
             continue
@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _error_text(name: str, e: Exception) -> str:
-    """The error's message without the file name twice."""
+def _error_text(shown: str, e: Exception) -> str:
+    """The error's message without the file name twice, safe for the terminal."""
     text = str(e) or f"cannot be decoded ({type(e).__name__})"
-    return text.removeprefix(f"{name}: ")
+    return privacy.printable(text.removeprefix(f"{shown}: "))

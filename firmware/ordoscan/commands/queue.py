@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ordoscan.clock import SYSTEM_CLOCK
 from ordoscan.config import Config, config_path, load_config
-from ordoscan.errors import OutboxInUse
+from ordoscan.errors import OutboxCorrupt, OutboxInUse
 from ordoscan.outbox import Outbox
+from ordoscan.outbox.recovery import DAMAGED_NEXT
 from ordoscan.privacy import mask, printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -59,9 +60,17 @@ def _stats(cfg: Config) -> int:
     print(f"expired      {st.expired_total} (dropped undelivered after {cfg.outbox.max_age_h:g} h)")
     print(f"last seq     {st.last_seq}")
     if st.quarantined:
-        print(f"quarantined  {len(st.quarantined)} damaged file(s) kept for inspection:")
+        print(
+            f"quarantined  {len(st.quarantined)} damaged file(s) replaced: their readable scans "
+            "are in the queue above, the damaged copies were scrubbed; report(s):"
+        )
         for name in st.quarantined:
             print(f"  {printable(name)}")
+        print(
+            "  next: read the report (it holds no identifier) and delete it; it goes by "
+            f"itself after {cfg.outbox.max_age_h:g} h. Damage that comes back means failing "
+            "storage: run `ordoscan check` and replace the SD card"
+        )
     else:
         print("quarantined  none")
     return EXIT_OK
@@ -137,8 +146,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    if args.action == "stats":
-        return _stats(cfg)
-    if args.action == "list":
-        return _list(cfg)
-    return _purge(cfg, bool(getattr(args, "yes", False)))
+    try:
+        if args.action == "stats":
+            return _stats(cfg)
+        if args.action == "list":
+            return _list(cfg)
+        return _purge(cfg, bool(getattr(args, "yes", False)))
+    except OutboxCorrupt as e:
+        print(f"ordoscan: {e}\n{DAMAGED_NEXT}", file=sys.stderr)
+        return EXIT_FAILURE
