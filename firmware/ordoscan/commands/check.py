@@ -106,7 +106,7 @@ def check_gpio(cfg: Config) -> Result:
         feedback = Feedback(g)  # claims the four pins, lights nothing
     except OrdoscanError as e:
         return Result("gpio", FAIL, _hint_if_busy(str(e)))
-    feedback.close()
+    feedback.stop()
     polarity = "active-high" if g.active_high else "active-low"
     return Result("gpio", OK, f"{g.pin_factory}: BCM pins {pins} claimable ({polarity})",
                   {"pin_factory": g.pin_factory})
