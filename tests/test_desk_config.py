@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
 from ordoscan.cli import main as cli_main
+from ordoscan.devtools.demo_samples import SAMPLES_DIR
 
 from tests.support.kiosk import ROOT, Daemon
 from tests.support.mosquitto import Broker, Subscriber
@@ -17,7 +19,7 @@ DESK = ROOT / "provisioning" / "desk.toml"
 
 def test_the_desk_config_validates(monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(ROOT)  # its camera.path is relative to the repository's top folder
+    monkeypatch.chdir(ROOT)
     assert cli_main(["config", "validate", "--config", str(DESK)]) == 0
     assert f"{DESK}: valid" in capsys.readouterr().out
 
@@ -29,8 +31,13 @@ def test_the_desk_config_is_the_one_install_md_shows() -> None:
 
 
 def test_the_desk_kiosk_runs_and_delivers_the_samples(tmp_path: Path, broker: Broker) -> None:
-    # only what is not this test's to take: the broker's port and the outbox's place
-    env = {"ORDOSCAN_MQTT__PORT": str(broker.port),
+    # only what is not this test's to take: the broker's port and the folders, which the
+    # test's own; the camera folder filled as INSTALL.md says, with the demo's samples
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    for png in SAMPLES_DIR.glob("*.png"):
+        shutil.copyfile(png, camera / png.name)
+    env = {"ORDOSCAN_MQTT__PORT": str(broker.port), "ORDOSCAN_CAMERA__PATH": str(camera),
            "ORDOSCAN_OUTBOX__PATH": str(tmp_path / "outbox.sqlite3")}
     sub = Subscriber(broker.host, broker.port, ["pharmacy/desk/kiosk/desk-01/scan"],
                      client_id="desk-pharmacy")

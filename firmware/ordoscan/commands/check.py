@@ -68,7 +68,7 @@ def check_config(path: str | None) -> tuple[Result, Config | None]:
 def check_camera(cfg: Config) -> Result:
     from ordoscan.camera import open_source, release_frame
 
-    source = open_source(cfg.camera)
+    source = open_source(cfg.camera, remember_played=False)  # use up no replay file
     started = time.monotonic()
     try:
         source.open()
