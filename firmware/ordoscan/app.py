@@ -228,7 +228,7 @@ class App:
                         "scrubbed); report(s) beside it", len(st.quarantined))
 
     def _start_feedback(self) -> None:
-        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
+        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory, clock=self.clock)
         self.feedback.start()
         self.feedback.booting()
         # shown before going on: a fast camera's "ready" would otherwise replace it unseen
