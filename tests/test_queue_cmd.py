@@ -193,6 +193,23 @@ def test_format_age(seconds: float | None, text: str) -> None:
     assert format_age(seconds) == text
 
 
+def test_list_shows_a_tampered_row_escaped(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sqlite3
+
+    fill(cfg, [10.0])
+    with sqlite3.connect(outbox_path(cfg)) as db:  # the file is not the kiosk's to trust
+        body = {"kind": "\x1b[2J\u202eevil\x9b", "payload": "01S2TBPZ2JCNZZ\x1b[0m"}
+        db.execute("UPDATE scans SET body = ?", (json.dumps(body).encode(),))
+    assert main(["queue", "list", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    for raw in ("\x1b", "\u202e", "\x9b"):
+        assert raw not in out
+    assert "\\e[2J\\u202eevil\\x9b" in out and "…\\e[0m" in out
+
+
 def test_stats_on_a_damaged_outbox_says_what_to_do_next(
     cfg: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,15 +17,11 @@ from ordoscan.clock import SYSTEM_CLOCK
 from ordoscan.config import Config, config_path, load_config
 from ordoscan.errors import OutboxCorrupt, OutboxInUse
 from ordoscan.outbox import Outbox
-from ordoscan.privacy import mask
+from ordoscan.outbox.recovery import DAMAGED_NEXT
+from ordoscan.privacy import mask, printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PAGE = 500
-DAMAGED_NEXT = (
-    "next: restart the daemon (`sudo systemctl restart ordoscan`): at start it moves the "
-    "damaged file aside, copies every readable scan into a fresh outbox, scrubs the copy and "
-    "writes a report beside it; then run `ordoscan queue stats` again"
-)
 
 
 def format_age(seconds: float | None) -> str:
@@ -69,7 +65,7 @@ def _stats(cfg: Config) -> int:
             "are in the queue above, the damaged copies were scrubbed; report(s):"
         )
         for name in st.quarantined:
-            print(f"  {name}")
+            print(f"  {printable(name)}")
         print(
             "  next: read the report (it holds no identifier) and delete it; it goes by "
             f"itself after {cfg.outbox.max_age_h:g} h. Damage that comes back means failing "
@@ -96,7 +92,9 @@ def _list(cfg: Config) -> int:
                 except ValueError:
                     kind, payload = "?", ""
                 age = format_age(now - row.created_at)
-                print(f"{row.seq:>8}  {row.scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
+                # a row is written by the kiosk, but the file may not be: shown escaped
+                kind, scan_id = printable(kind, 40), printable(row.scan_id, 40)
+                print(f"{row.seq:>8}  {scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
             shown += len(rows)
             if len(rows) < PAGE:
                 break

@@ -36,6 +36,12 @@ SALVAGE_MAX_SKIPS = 100_000
 _STAMP = "%Y%m%dT%H%M%SZ"
 _SIDE = ("", "-wal", "-shm")
 REPORT = ".report"
+# What an operator does about a damaged live file (shown by `queue` and `check`).
+DAMAGED_NEXT = (
+    "next: restart the daemon (`sudo systemctl restart ordoscan`): at start it moves the "
+    "damaged file aside, copies every readable scan into a fresh outbox, scrubs the copy and "
+    "writes a report beside it; then run `ordoscan queue stats` again"
+)
 
 
 class Quarantine:

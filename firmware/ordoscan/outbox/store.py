@@ -34,7 +34,7 @@ from ordoscan.lifecycle import Closeable
 from ordoscan.message import NAME_PATTERN, ScanMessage, new_scan_id
 from ordoscan.outbox import db
 from ordoscan.outbox.checkpoint import Checkpoints
-from ordoscan.outbox.files import explain_os
+from ordoscan.outbox.files import make_last_folder
 from ordoscan.outbox.lock import WriterLock
 from ordoscan.outbox.model import COLUMNS, OutboxStats, StoredScan
 from ordoscan.outbox.recovery import Quarantine, Salvage
@@ -165,15 +165,7 @@ class Outbox(Closeable):
     # --- opening and recovery ----------------------------------------------------------
 
     def _open(self) -> None:
-        folder = self.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as e:
-            raise OutboxDiskError(
-                f"{folder}: cannot create the outbox folder: {explain_os(e)}"
-            ) from None
-        if not folder.is_dir():
-            raise OutboxDiskError(f"{folder}: the outbox folder is not a directory")
+        make_last_folder(self.path.parent)
         self.writer_lock.acquire()  # before anything is written: one writer per outbox
         self._seq.load()
         try:
