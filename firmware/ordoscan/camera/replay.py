@@ -16,6 +16,7 @@ import numpy as np
 
 from ordoscan import privacy
 from ordoscan.camera.base import CameraSource, Frame, Grey, import_cv2, teardown, why
+from ordoscan.camera.followed import Identity, PlayedFiles, identity
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -71,6 +72,7 @@ class ReplaySource(CameraSource):
         clock: Clock = SYSTEM_CLOCK,
         frames_per_image: int = 1,
         poll_interval_s: float = 0.2,
+        remember_played: bool = True,
     ) -> None:
         if frames_per_image < 1:
             raise ValueError(f"frames_per_image must be at least 1, not {frames_per_image}")
@@ -88,7 +90,11 @@ class ReplaySource(CameraSource):
         self._pending: Grey | None = None  # decoded, waiting for its time
         self._due: float | None = None
         self._index = 0
-        self._last_name = ""  # folder: the last file started, in name order
+        self._last_name = ""  # folder with loop: the last file started, in name order
+        # folder without loop: each file once, by identity, remembered in the folder
+        self._played = PlayedFiles(self._path, save=remember_played)
+        self._current: Identity | None = None  # the file playing, marked played once done
+        self._present: set[Identity] = set()  # the folder's files at the last listing
         self._played_in_cycle = 0
         self._file_done = False  # single file: played once
         # (path, mtime_ns, image) of the last image decoded: a looped file is decoded once
@@ -115,6 +121,8 @@ class ReplaySource(CameraSource):
             )
         self._reset()
         self._is_dir = stat.S_ISDIR(mode)
+        if self._is_dir and not self._cfg.loop:
+            self._played.load()
         if self._is_dir:
             try:
                 with os.scandir(path) as entries:
@@ -138,10 +146,17 @@ class ReplaySource(CameraSource):
         log.info(
             "%s open (%s, %g fps, loop=%s)",
             self.name,
-            "folder, followed" if self._is_dir else "file",
+            self._kind(),
             self._cfg.fps,
             self._cfg.loop,
         )
+
+    def _kind(self) -> str:
+        if not self._is_dir:
+            return "file"
+        if self._cfg.loop:
+            return "folder, every file in name order, again and again"
+        return f"folder, followed: each new file once, {len(self._played)} played before"
 
     def _reset(self) -> None:
         self._stop_playing()
@@ -151,6 +166,7 @@ class ReplaySource(CameraSource):
         self._last_name = ""
         self._played_in_cycle = 0
         self._file_done = False
+        self._current = None
 
     def read(self, timeout: float) -> Frame | None:
         if not self._opened:
@@ -196,6 +212,7 @@ class ReplaySource(CameraSource):
                     self._played_in_cycle += 1
                     return image
                 self._stop_playing()
+                self._done_with_current()
             if not self._start_next_file():
                 return None
 
@@ -207,6 +224,8 @@ class ReplaySource(CameraSource):
                 return False
             self._file_done, self._played_in_cycle = True, 0
             return self._start_file(self._path, fatal=True)
+        if not self._cfg.loop:
+            return self._start_next_unplayed()
         while True:
             name = self._next_name()
             if name is None:
@@ -218,17 +237,53 @@ class ReplaySource(CameraSource):
             if self._start_file(self._path / name, fatal=False):
                 return True
 
-    def _next_name(self) -> str | None:
-        """The first file name after the last one started, skipping dot-files (being written)."""
+    def _start_next_unplayed(self) -> bool:
+        """Start the first file, in name order, not played yet (whatever its name sorts after)."""
+        while True:
+            found = self._next_unplayed()
+            if found is None:
+                return False
+            name, self._current = found
+            if self._start_file(self._path / name, fatal=False):
+                return True
+            self._done_with_current()  # unreadable: tried; retried only once it changes
+
+    def _done_with_current(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            self._played.mark(current, self._present)
+
+    def _next_unplayed(self) -> tuple[str, Identity] | None:
+        best: tuple[str, Identity] | None = None
+        present: set[Identity] = set()
+        for entry in self._listing():
+            if entry.name.startswith("."):  # being written, or the record itself
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                ident = identity(entry.name, entry.stat())
+            except OSError:
+                continue
+            present.add(ident)
+            if ident not in self._played and (best is None or entry.name < best[0]):
+                best = (entry.name, ident)
+        self._present = present
+        return best
+
+    def _listing(self) -> list[os.DirEntry[str]]:
         try:
             with os.scandir(self._path) as listing:
-                entries = list(listing)
+                return list(listing)
         except OSError as e:
             raise CameraLost(
                 f"replay folder {_shown(self._path)}: cannot be listed: {e.strerror}"
             ) from None
+
+    def _next_name(self) -> str | None:
+        """The first file name after the last one started, skipping dot-files (being written)."""
         best: str | None = None
-        for entry in entries:
+        for entry in self._listing():
             name = entry.name
             if (
                 name.startswith(".")
