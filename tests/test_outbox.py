@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ordoscan.clock import Clock as OutboxClock
 from ordoscan.errors import ConfigError, OutboxError, OutboxFull
 from ordoscan.message import ScanMessage
 from ordoscan.outbox import SEQ_BLOCK, Outbox, StoredScan
@@ -50,7 +51,7 @@ def payload(i: int) -> str:
     return f"01TESTPAYLOAD{i:05d}"
 
 
-def open_box(path: Path, clock: Clock | None = None, **kw: object) -> Outbox:
+def open_box(path: Path, clock: OutboxClock | None = None, **kw: object) -> Outbox:
     args: dict[str, object] = {
         "max_messages": 100,
         "max_age_h": 24,

@@ -28,6 +28,7 @@ from tests.support.relay_proc import (
     relay_config,
     write_config,
 )
+from tests.support.wait import WaitTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "pharmacie-test"
@@ -59,6 +60,7 @@ class RelayProcess:
             self.lines.put(line)
 
     def wait_line(self, text: str, timeout: float = 30.0) -> bool:
+        """Consume lines until `text`; raises WaitTimeout (naming it) if it never comes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -66,8 +68,8 @@ class RelayProcess:
                     return True
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    return False
-        return False
+                    break
+        raise WaitTimeout(f"the relay process never printed {text!r} (exit {self.proc.poll()})")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -24,6 +24,8 @@ from typing import Any
 
 from ordoscan.config import Config, parse_config, to_toml
 
+from tests.support.wait import wait_until
+
 
 def relay_config(
     workdir: Path,
@@ -152,16 +154,11 @@ class InProcessRelay:
         with self._cond:
             return self.faults[-1][1] if self.faults else None
 
-    def wait(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-        """Wait for a condition on this relay (or anything else), re-checked on each event."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.2))
-        return True
+    def wait(
+        self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the relay"
+    ) -> bool:
+        """Wait for a condition on this relay (or anything else); raises WaitTimeout."""
+        return bool(wait_until(predicate, timeout, what))
 
     def put(self, count: int, start: int = 0) -> list[Any]:
         rows = put_scans(self.outbox, count, start)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -18,15 +19,21 @@ from ordoscan.errors import CameraOpenError
 log = logging.getLogger("ordoscan.camera")
 
 Grey = npt.NDArray[np.uint8]
+# (x0, y0, x1, y1) in the frame's own pixels -> that region, grey, from a higher-resolution
+# image of the same instant (None if the source has none, or the box is empty)
+Zoom = Callable[[int, int, int, int], Grey | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Frame:
     """One grey frame: `image` may be a strided view into the camera buffer."""
 
     image: npt.NDArray[np.uint8]
     timestamp: float  # seconds, on the source's Clock.monotonic(), at capture
     index: int  # frame number from the source, from 0
+    # the same instant at a higher resolution, region by region; valid while the frame is
+    # (until it is released); None when the source has nothing sharper than `image`
+    zoom: Zoom | None = field(default=None, compare=False, repr=False)
 
 
 class FrameSource(Protocol):
@@ -101,12 +108,45 @@ def why(e: BaseException) -> str:
     return ": ".join(parts)
 
 
+def zoom_box(
+    box: tuple[int, int, int, int], frame: tuple[int, int], hires: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """A box in frame pixels (x0, y0, x1, y1) as the box that covers it in the higher-resolution
+    image of the same field of view, both (width, height); None if it is empty once clipped."""
+    x0, y0, x1, y1 = box
+    fw, fh = frame
+    hw, hh = hires
+    x0, x1 = max(0, min(x0, fw)), max(0, min(x1, fw))
+    y0, y1 = max(0, min(y0, fh)), max(0, min(y1, fh))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    # outward: the region asked for is always inside the one given
+    return (x0 * hw // fw, y0 * hh // fh, -(-x1 * hw // fw), -(-y1 * hh // fh))
+
+
 def teardown(what: str, action: Callable[[], object]) -> None:
     """Run a tear-down step; a failure is logged, never raised (close must always finish)."""
     try:
         action()
     except Exception as e:
         log.warning("%s failed: %s", what, why(e))
+
+
+def bounded(what: str, action: Callable[[], object], timeout: float) -> threading.Thread | None:
+    """Run a tear-down step on its own thread for at most `timeout` seconds.
+
+    None once it has finished (a failure is logged); the thread, still running, if it
+    has not (a driver call that never returns must not hold the caller).
+    """
+    thread = threading.Thread(
+        target=teardown, args=(what, action), name="camera-teardown", daemon=True
+    )
+    thread.start()
+    thread.join(max(0.0, timeout))
+    if not thread.is_alive():
+        return None
+    log.error("%s: still not done after %.1f s; left to finish on its own", what, timeout)
+    return thread
 
 
 def import_cv2(purpose: str) -> Any:

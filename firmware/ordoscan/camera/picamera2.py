@@ -12,6 +12,12 @@ for want of a buffer. picamera2 cannot unmap a buffer while a view of it is
 alive, so before the reader closes a lost camera it waits for the analysis
 thread to come back for a frame (it gets None and lets go of the old one).
 
+Beside lores, the camera fills a main stream at half the sensor's full size
+(imx708: 2304x1296, its fast binned mode). It is never read unless the decoder
+asks a frame's `zoom` for a region: only then is that frame's main buffer
+mapped, the region copied out and the buffer unmapped; the main buffer goes
+back to the camera with the frame, so zoom works only while the frame is held.
+
 The camera runs continuous autofocus where the module has it, a fixed frame
 rate, and an exposure capped at `max_exposure_us` so that a moving hand does
 not blur. libcamera has no control for an auto-exposure limit, so the cap goes
@@ -26,14 +32,16 @@ import importlib
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ordoscan.camera.base import CameraSource, Frame, teardown, why
+from ordoscan.camera.base import CameraSource, Frame, Grey, bounded, teardown, why, zoom_box
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -48,6 +56,15 @@ MAX_LEASES = 3
 _TIMESTAMP_SANITY_S = 5.0
 # The tuning file libcamera's Raspberry Pi pipeline reads when its camera manager starts.
 TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
+# libcamera's draft ColorFilterArrangementEnum MONO: such sensors run <model>_mono.json
+_CFA_MONO = 5
+# Each tear-down (stop, close) gets this long: picamera2's stop() can block for good after a
+# cable pull (picamera2 issue #1065), and the daemon must still stop within 5 s.
+TEARDOWN_TIMEOUT_S = 2.0
+_STALL_HINT = (
+    "a CSI camera stops streaming when its ribbon cable is loose or pulled: check it; "
+    "the camera is restarted"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +108,28 @@ def cap_exposure_profiles(agc: dict[str, Any], max_exposure_us: int) -> int:
         for mode in modes.values():
             if not isinstance(mode, dict):
                 continue
-            for key in ("shutter", "exposure"):  # libcamera renamed "shutter" to "exposure"
-                stages = mode.get(key)
-                if isinstance(stages, list) and all(isinstance(s, int | float) for s in stages):
-                    mode[key] = [min(s, max_exposure_us) for s in stages]
-                    changed += 1
+            # "shutter" is the key libcamera's AGC reads (an "exposure" key would be ignored)
+            stages = mode.get("shutter")
+            if isinstance(stages, list) and all(isinstance(s, int | float) for s in stages):
+                mode["shutter"] = [min(s, max_exposure_us) for s in stages]
+                changed += 1
     return changed
+
+
+@dataclass(slots=True)
+class _Hires:
+    """What a frame's zoom needs: its request, while the lease holds it (no link to the frame,
+    so that no cycle keeps a frame, and its view of the camera's buffer, alive)."""
+
+    request: Any
+    held: bool = True
 
 
 @dataclass(slots=True)
 class _Lease:
     frame: Frame
     stack: contextlib.ExitStack  # closing it unmaps the view and releases the request
+    hires: _Hires | None = None
 
 
 class Picamera2Source(CameraSource):
@@ -115,8 +142,14 @@ class Picamera2Source(CameraSource):
         api: Picamera2Api | None = None,
         camera_num: int = 0,
         clock: Clock = SYSTEM_CLOCK,
+        teardown_timeout_s: float = TEARDOWN_TIMEOUT_S,
     ) -> None:
         self._cfg = cfg
+        self._teardown_s = teardown_timeout_s
+        self._closing: threading.Thread | None = None  # a tear-down that overran its time
+        self._closing_since = 0.0
+        # (frame index, weak reference to the array that maps the frame's buffer)
+        self._views: list[tuple[int, weakref.ref[Any]]] = []
         self._api = api
         self._num = camera_num
         self._clock = clock
@@ -128,6 +161,7 @@ class Picamera2Source(CameraSource):
         self._leases: OrderedDict[int, _Lease] = OrderedDict()
         self._index = 0
         self._size = cfg.size
+        self._main_size = cfg.size  # the full-resolution stream beside lores (zoom)
         self._model = "?"
         self._metadata: dict[str, Any] = {}
         self._recall_warned = False
@@ -151,6 +185,15 @@ class Picamera2Source(CameraSource):
     def open(self) -> None:
         if self._cam is not None:
             return
+        closing = self._closing
+        if closing is not None and closing.is_alive():
+            # its Picamera2 still owns the camera: another would fail "busy" and leak
+            raise CameraOpenError(
+                f"{self.name}: the previous session is still closing (picamera2 stop() "
+                f"blocked for {self._clock.monotonic() - self._closing_since:.0f} s); "
+                "if this lasts, restart the service"
+            )
+        self._closing = None
         api = self._api if self._api is not None else load_picamera2_api()
         picam_cls = api.picamera2_cls
         # picamera2 leaves the variable naming its temporary (deleted) tuning file behind;
@@ -169,22 +212,24 @@ class Picamera2Source(CameraSource):
                 "cable and that `rpicam-hello --list-cameras` sees it"
             )
         self._model = str(cameras[self._num].get("Model", "?"))
-        tuning: dict[str, Any] | str | None = self._capped_tuning(picam_cls)
+        mono = _is_mono(picam_cls, str(cameras[self._num].get("Id", "")))
+        tuning: dict[str, Any] | str | None = self._capped_tuning(picam_cls, mono)
         if tuning is not None:
             _forget_camera_manager(picam_cls)
         else:
             tuning = self._site_tuning  # uncapped, but still the site's own file if it has one
+        registered = dict(getattr(getattr(picam_cls, "_cm", None), "cameras", None) or {})
         try:
             cam = picam_cls(self._num) if tuning is None else picam_cls(self._num, tuning=tuning)
         except Exception as e:
+            _forget_failed_instance(picam_cls, registered)
             raise CameraOpenError(
                 f"{self.name}: cannot be opened: {why(e)} (is another program using the camera?)"
             ) from None
         try:
             self._configure_and_start(cam, api)
         except Exception as e:
-            with contextlib.suppress(Exception):
-                cam.close()
+            bounded(f"{self.name}: close", cam.close, self._teardown_s)
             raise CameraOpenError(
                 f"{self.name}: cannot be configured and started: {why(e)}"
             ) from None
@@ -195,10 +240,11 @@ class Picamera2Source(CameraSource):
             self._index = 0
         log.info("%s open: %dx%d at %g fps", self.name, self._size[0], self._size[1], self._cfg.fps)
 
-    def _capped_tuning(self, picam_cls: Any) -> dict[str, Any] | None:
+    def _capped_tuning(self, picam_cls: Any, mono: bool) -> dict[str, Any] | None:
         """The sensor's tuning with its exposure profiles capped, or None if it cannot be had."""
         site = Path(self._site_tuning) if self._site_tuning else None
-        filename = site.name if site else f"{self._model}.json"
+        # the file libcamera itself would load: mono sensors have their own
+        filename = site.name if site else f"{self._model}{'_mono' if mono else ''}.json"
         try:
             if site:
                 tuning = picam_cls.load_tuning_file(site.name, dir=str(site.parent))
@@ -224,35 +270,51 @@ class Picamera2Source(CameraSource):
 
     def _configure_and_start(self, cam: Any, api: Picamera2Api) -> None:
         width, height = self._cfg.size
-        advertised = cam.camera_controls
-        controls: dict[str, Any] = {}
-        if "FrameDurationLimits" in advertised:
-            lo, hi = advertised["FrameDurationLimits"][:2]
-            duration = round(1_000_000 / self._cfg.fps)
-            duration = max(int(lo or 0), min(duration, int(hi or duration)))
-            controls["FrameDurationLimits"] = (duration, duration)  # a steady frame rate
-        if "AfMode" in advertised:  # Camera Module 3; fixed-focus modules have no AF controls
-            controls["AfMode"] = api.controls.AfModeEnum.Continuous
         config = cam.create_video_configuration(
-            # main is required by picamera2; YUV420 at the lores size costs the least bandwidth
-            main={"size": (width, height), "format": "YUV420"},
+            # main: the sharper picture a small code is zoomed into; YUV420 is the ISP's
+            # cheapest output, and its Y plane is the grey the decoder wants
+            main={"size": main_size(cam, (width, height)), "format": "YUV420"},
             lores={"size": (width, height), "format": "YUV420"},
             raw=None,
             buffer_count=self._cfg.buffer_count + MAX_LEASES,
-            controls=controls,
             display=None,
             encode=None,
             # no picamera2-side queue: capture_request() waits for the next frame, never an old one
             queue=False,
         )
         cam.configure(config)
+        # the sensor mode's limits, and the lens controls if the lens validated, are known
+        # only now: before configure() the IPA advertises 33-250,000 ms frames, so any
+        # rate above 30 fps would be clamped to 30
+        cam.set_controls(self._controls(cam.camera_controls, api))
         lores = cam.stream_configuration("lores")
         self._size = (int(lores["size"][0]), int(lores["size"][1]))
+        main = cam.stream_configuration("main")
+        self._main_size = (int(main["size"][0]), int(main["size"][1]))
         if self._size != (width, height):
             log.info(
                 "%s: lores size adjusted from %dx%d to %dx%d", self.name, width, height, *self._size
             )
         cam.start()
+
+    def _controls(self, advertised: dict[str, Any], api: Picamera2Api) -> dict[str, Any]:
+        controls: dict[str, Any] = {}
+        if "FrameDurationLimits" in advertised:
+            lo, hi = advertised["FrameDurationLimits"][:2]
+            duration = round(1_000_000 / self._cfg.fps)
+            clamped = max(int(lo or 0), min(duration, int(hi or duration)))
+            if clamped != duration:
+                log.warning(
+                    "%s: %g fps is outside the sensor mode's %d-%d us frames: %.1f fps",
+                    self.name, self._cfg.fps, lo, hi, 1e6 / clamped,
+                )
+            controls["FrameDurationLimits"] = (clamped, clamped)  # a steady frame rate
+        if "AfMode" in advertised:  # Camera Module 3; fixed-focus modules have no AF controls
+            controls["AfMode"] = api.controls.AfModeEnum.Continuous
+        elif self._model == "imx708":
+            log.warning("%s: no autofocus control (lens not found): running at fixed focus",
+                        self.name)
+        return controls
 
     def read(self, timeout: float) -> Frame | None:
         cam = self._cam
@@ -270,7 +332,9 @@ class Picamera2Source(CameraSource):
         except TimeoutError:
             waited = self._clock.monotonic() - self._job_since
             if waited > self._cfg.stall_timeout_s:
-                raise CameraLost(f"{self.name}: no frame for {waited:.1f} s") from None
+                raise CameraLost(
+                    f"{self.name}: no frame for {waited:.1f} s ({_STALL_HINT})"
+                ) from None
             return None
         except Exception as e:
             self._job = None
@@ -303,12 +367,19 @@ class Picamera2Source(CameraSource):
         except Exception as e:
             stack.close()
             raise CameraLost(f"{self.name}: bad frame buffer: {why(e)}") from None
-        frame = Frame(luma, self._timestamp(metadata), self._index)
+        hires = None
+        if self._main_size[0] > width and self._main_size[1] > height:
+            hires = _Hires(request)
+        zoom = None if hires is None else partial(self._zoom, hires)
+        frame = Frame(luma, self._timestamp(metadata), self._index, zoom)
         self._index += 1
         self._metadata = metadata
+        # the array that maps the buffer outlives every view of it (numpy collapses bases)
+        self._views = [v for v in self._views if v[1]() is not None]
+        self._views.append((frame.index, weakref.ref(_root(luma))))
         recalled: list[_Lease] = []
         with self._lock:
-            self._leases[id(frame)] = _Lease(frame, stack)
+            self._leases[id(frame)] = _Lease(frame, stack, hires)
             while len(self._leases) > MAX_LEASES:
                 recalled.append(self._leases.popitem(last=False)[1])
         for lease in recalled:
@@ -340,7 +411,29 @@ class Picamera2Source(CameraSource):
             del self._leases[id(frame)]
         self._end_lease(lease)
 
+    def _zoom(self, hires: _Hires, x0: int, y0: int, x1: int, y1: int) -> Grey | None:
+        """The box (lores pixels) from the main stream, grey, copied out of the buffer."""
+        with self._lock:  # the lease may end on another thread: not while the buffer is read
+            if not hires.held:
+                return None  # released: the buffer is the camera's again
+            box = zoom_box((x0, y0, x1, y1), self._size, self._main_size)
+            if box is None:
+                return None
+            bx0, by0, bx1, by1 = box
+            # mapped only now, and unmapped before returning: the copy owns its pixels
+            with self._mapped_array_cls(hires.request, "main", write=False) as mapped:
+                planes = mapped.array  # YUV420: Y on top, (height * 3 // 2, stride)
+                if planes is None or planes.shape[0] < by1 or planes.shape[1] < bx1:
+                    return None
+                region: Grey = np.array(planes[by0:by1, bx0:bx1], dtype=np.uint8)
+                del planes
+            return region
+
     def _end_lease(self, lease: _Lease) -> None:
+        if lease.hires is not None:
+            with self._lock:
+                lease.hires.held = False
+                lease.hires.request = None
         try:
             lease.stack.close()
         except Exception as e:  # a request released twice or after close: nothing left to free
@@ -353,16 +446,37 @@ class Picamera2Source(CameraSource):
             self._leases.clear()
         if cam is None:
             return
+        # every step on a thread with a deadline: after a cable pull picamera2's stop() may
+        # never return, and close() must (the daemon has 5 s to stop, the reader must reopen)
+        self._closing_since = self._clock.monotonic()
+        self._closing = bounded(
+            f"{self.name}: close", lambda: self._teardown(cam, job, leases), self._teardown_s
+        )
+        if self._closing is None:
+            log.info("%s closed", self.name)
+
+    def _teardown(self, cam: Any, job: Any, leases: list[_Lease]) -> None:
         if job is not None:
             self._drop_job(cam, job)
         # stop first: the camera no longer writes, so a frame still being decoded stays intact
         teardown(f"{self.name}: stop", cam.stop)
-        # pop, not iterate: no reference to a frame may be left when picamera2 unmaps the
-        # buffers (it cannot unmap one that a view still points into)
+        # leases before close, and pop, not iterate: no reference to a frame may be left when
+        # picamera2 unmaps the buffers (it cannot unmap one that a view still points into)
         while leases:
             self._end_lease(leases.pop())
+        held = self._views_alive()
+        if held:
+            log.warning(
+                "%s: frame(s) %s still in use at close: picamera2 cannot unmap their buffers "
+                "and the camera's memory leaks (frames must be given back before close)",
+                self.name, ", ".join(map(str, held)),
+            )
         teardown(f"{self.name}: close", cam.close)
-        log.info("%s closed", self.name)
+
+    def _views_alive(self) -> list[int]:
+        alive = [index for index, ref in self._views if ref() is not None]
+        self._views = []
+        return alive
 
     def _drop_job(self, cam: Any, job: Any) -> None:
         """Cancel a capture still waiting; if it completed meanwhile, give its request back."""
@@ -388,6 +502,65 @@ def _site_tuning_file() -> str:
     if named and os.path.isfile(named):
         _site_tuning_seen = named
     return _site_tuning_seen
+
+
+def main_size(cam: Any, lores: tuple[int, int]) -> tuple[int, int]:
+    """The main (zoom) stream's size: half the sensor's full size on each side, which every
+    Pi camera reads binned at a high frame rate (imx708: 2304x1296 at up to 56 fps), or the
+    full size if half is not larger than lores; never smaller than lores (picamera2's rule).
+    YUV420 at 2304x1296 is 4.5 MB a buffer, buffer_count + 3 of them."""
+    try:
+        full_w, full_h = (int(v) for v in cam.sensor_resolution)
+    except Exception:  # a double or an old picamera2 without it: no zoom
+        return lores
+    half = (full_w // 2 - full_w // 2 % 2, full_h // 2 - full_h // 2 % 2)
+    size = half if half[0] > lores[0] and half[1] > lores[1] else (full_w, full_h)
+    return (max(size[0], lores[0]), max(size[1], lores[1]))
+
+
+def _root(array: Any) -> Any:
+    """The array that maps a buffer, under every view of it."""
+    while isinstance(getattr(array, "base", None), np.ndarray):
+        array = array.base
+    return array
+
+
+def _is_mono(picam_cls: Any, camera_id: str) -> bool:
+    """Whether libcamera lists this camera as monochrome (its properties need no acquire)."""
+    try:
+        for camera in picam_cls._cm.cms.cameras:
+            if camera.id == camera_id:
+                props = {getattr(k, "name", str(k)): v for k, v in camera.properties.items()}
+                return int(props.get("ColorFilterArrangement", -1)) == _CFA_MONO
+    except Exception as e:  # private picamera2 state: a new version may differ
+        log.debug("picamera2: camera properties unavailable: %s", why(e))
+    return False
+
+
+def _forget_failed_instance(picam_cls: Any, registered: dict[Any, Any]) -> None:
+    """Undo what a Picamera2() that failed (camera busy) left behind.
+
+    picamera2 opens a notification pipe and registers the instance with its camera
+    manager before it acquires the camera: a failure leaks the pipe, and the dead
+    instance replaces whoever held that camera number.
+    """
+    manager: Any = getattr(picam_cls, "_cm", None)
+    cameras = getattr(manager, "cameras", None)
+    if not isinstance(cameras, dict):
+        return
+    for index, instance in list(cameras.items()):
+        if instance is registered.get(index) or getattr(instance, "is_open", True):
+            continue
+        reader = getattr(instance, "notifymeread", None)
+        if reader is not None:
+            teardown("picamera2: close the failed instance's pipe", reader.close)
+        writer = getattr(instance, "notifyme_w", None)
+        if isinstance(writer, int):
+            teardown("picamera2: close the failed instance's pipe", partial(os.close, writer))
+        if index in registered:
+            cameras[index] = registered[index]
+        else:
+            teardown("picamera2: unregister the failed instance", partial(manager.cleanup, index))
 
 
 def _forget_camera_manager(picam_cls: Any) -> None:
