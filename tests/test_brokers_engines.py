@@ -232,6 +232,24 @@ def test_an_acl_refusal(engine: Engine, protocol: str, tmp_path: Path,
         sub.close()
 
 
+def test_check_says_what_the_engine_lacks(engine: Engine, tmp_path: Path) -> None:
+    """`ordoscan check` with the default MQTT 5 on an engine that speaks only 3.1.1 names
+    the protocol and the setting, instead of blaming the identity or the ACL."""
+    from ordoscan.security import check_broker
+
+    from tests.support.relay_proc import as_config
+
+    found = check_broker(as_config(kiosk(tmp_path, engine, "k-check", protocol="5")), 20.0)
+    if engine.features.mqtt5:
+        assert found.ok, found.message
+    else:
+        assert not found.ok
+        assert "does not speak MQTT 5" in found.message
+        assert 'protocol = "3.1.1"' in found.message
+    assert check_broker(as_config(kiosk(tmp_path, engine, "k-check", protocol="3.1.1")),
+                        20.0).ok
+
+
 def test_tls(engine: Engine, pki: TlsFiles, tmp_path: Path,
              relays: list[InProcessRelay], tmp_path_factory: pytest.TempPathFactory) -> None:
     """The kiosk verifies the engine's certificate (CA and host name) and delivers over TLS."""

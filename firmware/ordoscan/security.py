@@ -359,7 +359,7 @@ def check_broker(
 ) -> BrokerCheck:
     """Connect once (TCP, TLS, MQTT CONNECT) and report how far it got; never raises."""
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
     m = cfg.mqtt
     result = BrokerCheck()
@@ -402,42 +402,59 @@ def check_broker(
         return done(describe_connect_error(e, m)[0])
 
     # 3. MQTT CONNECT with our identity; a distinct client id so a running kiosk is not kicked off
-    outcome: dict[str, Any] = {}
-    errors: list[str] = []
-    protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}-check", protocol=protocol
-    )
-    apply_credentials(client, creds)
-    client.connect_timeout = timeout
+    def attempt(protocol: MQTTProtocolVersion) -> tuple[dict[str, Any], list[str]]:
+        outcome: dict[str, Any] = {}
+        errors: list[str] = []
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}-check", protocol=protocol
+        )
+        apply_credentials(client, creds)
+        client.connect_timeout = timeout
 
-    def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        outcome["reason"] = reason
+        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            outcome["reason"] = reason
 
-    def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        outcome.setdefault("lost", reason)
+        def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            outcome.setdefault("lost", reason)
 
-    def on_log(_c: Any, _u: Any, level: int, text: str) -> None:
-        if level == mqtt.MQTT_LOG_ERR:
-            errors.append(text)
+        def on_log(_c: Any, _u: Any, level: int, text: str) -> None:
+            if level == mqtt.MQTT_LOG_ERR:
+                errors.append(text)
 
-    client.on_connect, client.on_disconnect, client.on_log = on_connect, on_disconnect, on_log
+        client.on_connect, client.on_disconnect, client.on_log = on_connect, on_disconnect, on_log
+        try:
+            client.connect(m.host, m.port, keepalive=max(5, int(timeout)))
+            deadline = clock() + timeout
+            while not outcome and clock() < deadline:
+                if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS and not outcome:
+                    outcome["lost"] = None
+        finally:
+            if "reason" in outcome and not outcome["reason"].is_failure:
+                client.disconnect()
+                client.loop(timeout=0.2)
+            leftover = client.socket()
+            if leftover is not None:
+                leftover.close()
+        return outcome, errors
+
     try:
-        client.connect(m.host, m.port, keepalive=max(5, int(timeout)))
-        deadline = clock() + timeout
-        while not outcome and clock() < deadline:
-            if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS and not outcome:
-                outcome["lost"] = None
+        outcome, errors = attempt(mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311)
     except (ssl.SSLError, OSError) as e:
         result.auth_ok = False
         return done(describe_connect_error(e, m)[0])
-    finally:
-        if "reason" in outcome and not outcome["reason"].is_failure:
-            client.disconnect()
-            client.loop(timeout=0.2)
-        leftover = client.socket()
-        if leftover is not None:
-            leftover.close()
+    first = outcome.get("reason")
+    if m.protocol == "5" and (first is None or first.value in (0x84, 0x01)):
+        # Refused or dropped at CONNECT: a broker that speaks only MQTT 3.1.1 (RabbitMQ
+        # 3.10's and NATS 2.9's MQTT) does either. Say so rather than blame the identity.
+        with contextlib.suppress(ssl.SSLError, OSError):
+            older, _ = attempt(mqtt.MQTTv311)
+            if older.get("reason") is not None and not older["reason"].is_failure:
+                result.auth_ok = False
+                return done(
+                    f"{where}: the broker does not speak MQTT 5 (it accepts MQTT 3.1.1): set "
+                    '[mqtt] protocol = "3.1.1"; with 3.1.1 it cannot refuse a scan visibly '
+                    '(no reason codes), so prefer [mqtt] delivery = "pharmacy"'
+                )
 
     reason = outcome.get("reason")
     if reason is not None and not reason.is_failure:
