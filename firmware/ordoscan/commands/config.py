@@ -22,7 +22,11 @@ def main(args: argparse.Namespace) -> int:
         return 0
     cfg = load_config(args.config)  # ConfigError -> exit 2 in cli.main
     if args.action == "validate":
+        from ordoscan.security import broker_notes
+
         print(f"{config_path(args.config)}: valid")
+        for note in broker_notes(cfg):
+            print(f"warning: {note}")
         return 0
     print(f"# effective configuration from {config_path(args.config)} (secrets redacted)")
     print(to_toml(redacted(cfg)), end="")
