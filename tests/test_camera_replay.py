@@ -20,19 +20,23 @@ from PIL import Image
 
 
 class FakeTime:
-    """clock() and sleep() for the source: sleeping moves the clock, no real waiting."""
+    """An ordoscan.clock.Clock for the source: a wait moves the clock, no real waiting."""
 
     def __init__(self) -> None:
         self.now = 50.0
         self.slept: list[float] = []
 
-    def clock(self) -> float:
+    def monotonic(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.slept.append(seconds)
-        self.now += seconds
+    def wall(self) -> float:
+        return 1_764_000_000.0 + self.now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        assert timeout >= 0
+        self.slept.append(timeout)
+        self.now += timeout
+        return event.is_set()
 
 
 def replay(path: Path, t: FakeTime, **changes: Any) -> ReplaySource:
@@ -40,8 +44,7 @@ def replay(path: Path, t: FakeTime, **changes: Any) -> ReplaySource:
     frames_per_image = changes.pop("frames_per_image", 1)
     return ReplaySource(
         CameraConfig(**(values | changes)),
-        clock=t.clock,
-        sleep=t.sleep,
+        clock=t,
         frames_per_image=frames_per_image,
     )
 

@@ -13,6 +13,8 @@ from ordoscan.cli import main
 from ordoscan.commands.queue import format_age
 from ordoscan.outbox import Outbox
 
+from tests.test_outbox import Clock
+
 PAYLOADS = ["01S2TBPZ2JCNZZYGHZ", "01ABCDEFGHIJKL1234", "01ZYXWVUTSRQPO9876"]
 
 
@@ -42,7 +44,7 @@ def fill(cfg: Path, ages_s: list[float]) -> list[int]:
             max_age_h=2,
             device_id="kiosk-07",
             site="pharmacie-test",
-            clock=lambda a=age: now - a,
+            clock=Clock(now - age),
         ) as box:
             seqs.append(
                 box.put(

@@ -98,6 +98,16 @@ def put_scans(outbox: Any, count: int, start: int = 0) -> list[Any]:
     ]
 
 
+class _CallClock:
+    """A test's wall-clock function as the outbox's Clock (it drives ages too)."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self.wall = self.monotonic = now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(timeout)
+
+
 class InProcessRelay:
     """Outbox + Publisher in the test's own process, recording links, faults and commands."""
 
@@ -107,7 +117,7 @@ class InProcessRelay:
 
         self.cfg = as_config(data)
         outbox_clock = publisher_kw.pop("outbox_clock", None)
-        extra = {"clock": outbox_clock} if outbox_clock else {}
+        extra = {"clock": _CallClock(outbox_clock)} if outbox_clock else {}
         self.outbox = Outbox(
             self.cfg.outbox.path, max_messages=self.cfg.outbox.max_messages,
             max_age_h=self.cfg.outbox.max_age_h, device_id=self.cfg.device.id,

@@ -1,8 +1,9 @@
 """`ordoscan queue stats|list|purge`: look into the outbox, or empty it.
 
-stats and list open the file read-only and never create it; list shows payloads
-masked (`privacy.mask`). purge asks for confirmation on a terminal and refuses
-without one unless `--yes`.
+stats and list open the file read-only and never create it, so they are safe
+beside a running daemon; list shows payloads masked (`privacy.mask`). purge asks
+for confirmation on a terminal and refuses without one unless `--yes`; it takes
+the outbox's writer lock, so it refuses while a daemon runs, naming its PID.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
+from ordoscan.clock import SYSTEM_CLOCK
 from ordoscan.config import Config, config_path, load_config
+from ordoscan.errors import OutboxInUse
 from ordoscan.outbox import Outbox
 from ordoscan.privacy import mask
 
@@ -49,7 +51,9 @@ def _open(cfg: Config, *, readonly: bool) -> Outbox:
 def _stats(cfg: Config) -> int:
     with _open(cfg, readonly=True) as box:
         st = box.stats()
+        writer = box.writer_lock.holder()
     print(f"outbox       {cfg.outbox.path}")
+    print(f"in use by    {'no process' if writer is None else f'PID {writer}'}")
     print(f"queued       {st.depth} of {st.max_messages}")
     print(f"oldest       {format_age(st.oldest_age_s)}")
     print(f"expired      {st.expired_total} (dropped undelivered after {cfg.outbox.max_age_h:g} h)")
@@ -66,7 +70,7 @@ def _stats(cfg: Config) -> int:
 def _list(cfg: Config) -> int:
     with _open(cfg, readonly=True) as box:
         st = box.stats()
-        now = time.time()
+        now = SYSTEM_CLOCK.wall()
         shown = 0
         after = 0
         print(f"{'seq':>8}  {'scan_id':36}  {'age':>13}  {'kind':20}  payload")
@@ -91,7 +95,12 @@ def _list(cfg: Config) -> int:
 
 
 def _purge(cfg: Config, yes: bool) -> int:
-    with _open(cfg, readonly=False) as box:
+    try:
+        box = _open(cfg, readonly=False)
+    except OutboxInUse as e:
+        print(f"ordoscan: refusing to purge: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    with box:
         depth = box.stats().depth
         if depth == 0:
             print("the outbox is empty: nothing to purge")
