@@ -169,27 +169,32 @@ def test_a_huge_command_never_reaches_the_kiosks_memory(tmp_path: Path, broker: 
     assert after[1] - before[1] < 8 * 1024, (before, after)  # not even briefly held
 
 
-def test_an_oversized_command_is_dropped_unread_with_311(
+def test_an_oversized_command_is_refused_unread_with_311(
     tmp_path: Path, broker: Broker, lines: Lines
 ) -> None:
     relay = InProcessRelay(relay_config(tmp_path / "k", port=broker.port, site=SITE,
                                         protocol="3.1.1"))
+    replies: list[dict[str, object]] = []
+    remote = Remote(device_id="kiosk-01", identify=lambda s: None, status=dict,
+                    reply=replies.append)
+    relay.handler = remote.handle
     sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="attacker")
     try:
         relay.publisher.start()
         wait_until(lambda: relay.link_up, 20, "link")
         sender.connect(broker.host, broker.port)
         sender.loop_start()
-        sender.publish(f"{PREFIX}/cmd/ping", b"{" * 5000, qos=1).wait_for_publish(10)
-        sender.publish(f"{PREFIX}/cmd/identify", b"", qos=1).wait_for_publish(10)
+        sender.publish(f"{PREFIX}/cmd/ping", b'{"id": "' + b"9" * 5000 + b'"}',
+                       qos=1).wait_for_publish(10)
         relay.wait(lambda: len(relay.commands) >= 1, 20)
     finally:
         sender.disconnect()
         sender.loop_stop()
         relay.close()
-    assert relay.commands == [("identify", b"")]
     assert relay.publisher.side.commands_oversized == 1
-    assert any("command ping dropped unread: 5000 bytes, over the limit of 1024" in line
+    assert len(replies) == 1 and replies[0]["ok"] is False  # one reply, as for any refusal
+    assert "over the limit of 1024" in str(replies[0]["error"]) and "id" not in replies[0]
+    assert any("command ping refused unread: 5010 bytes, over the limit of 1024" in line
                for line in lines.lines)
 
 

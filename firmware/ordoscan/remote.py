@@ -94,7 +94,10 @@ def parse_command(name: str, payload: bytes | str) -> Command:
 
 
 def _id_of(payload: bytes | str) -> str | int | None:
-    """Best effort: the caller's id from a refused payload, so even an error can be matched."""
+    """Best effort: the caller's id from a refused payload, so even an error can be matched
+    (an oversized payload is never parsed, not even for its id)."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        return None
     try:
         data = json.loads(payload)
     except (ValueError, TypeError, RecursionError):

@@ -123,13 +123,14 @@ class SideChannel:
         held = self._log_commands.allow()
         shown = printable(name, SHOWN_NAME_CHARS)
         if len(payload) > MAX_COMMAND_BYTES:
+            # the handler refuses it from its size alone (one reply, nothing parsed)
             self.commands_oversized += 1
             if held is not None:
                 log.warning(
-                    "command %s dropped unread: %d bytes, over the limit of %d%s",
+                    "command %s refused unread: %d bytes, over the limit of %d%s",
                     shown, len(payload), MAX_COMMAND_BYTES, held_note(held),
                 )
-            return
+            held = None
         if retained:
             # A retained command would run again at every reconnect.
             if held is not None:
