@@ -218,7 +218,7 @@ def test_a_missing_path_is_an_open_error_naming_it(tmp_path: Path) -> None:
 def test_an_unreadable_single_image_is_an_open_error_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "scene.png"
     bad.write_bytes(b"\x00" * 100)
-    with pytest.raises(CameraOpenError, match=f"replay image {bad}: not a readable image"):
+    with pytest.raises(CameraOpenError, match=f"replay image {bad}: not an image"):
         replay(bad, FakeTime()).open()
 
 
@@ -257,7 +257,7 @@ def test_a_single_image_that_breaks_while_looping_is_camera_lost(tmp_path: Path)
         assert source.read(1) is not None
         path.write_bytes(b"broken now")
         os.utime(path, ns=(1, 1))  # a new version: the cached pixels no longer count
-        with pytest.raises(CameraLost, match=f"replay file {path}: not a readable image"):
+        with pytest.raises(CameraLost, match=f"replay file {path}: not an image"):
             source.read(1)
 
 

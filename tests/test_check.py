@@ -110,6 +110,7 @@ def test_outbox_with_scans_and_a_damaged_one(tmp_path: Path, broker: Broker) -> 
     table = rows(r.stdout)
     assert table["outbox"][0] == "FAIL", table["outbox"]
     assert str(path) in table["outbox"][1]
+    assert "next: restart the daemon" in table["outbox"][1]
     assert r.returncode == 1
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,6 +94,7 @@ class App:
         pin_factory: object | None = None,
         notifier: SystemdNotifier | None = None,
         source: CameraSource | None = None,
+        on_frame: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.stop_event = threading.Event()
@@ -112,7 +114,9 @@ class App:
         self._ordonnance_seen_at = -1e18  # frame time of the last frame holding an ordonnance
         self._scan_beat = time.monotonic()  # the scan loop's last turn, for the watchdog
         self.last_frame_at: float | None = None  # when the scan loop last got a frame
-        self.processed = 0  # frames fully handled, signals posted (tests and the demo wait on it)
+        # called by the scan loop after each frame is fully handled (signals posted): an
+        # observer the demo and the tests attach to follow the kiosk frame by frame
+        self._on_frame = on_frame
         self._house_beat = time.monotonic()
         self._frame_errors_in_row = 0
         # the stages, created by start()
@@ -184,7 +188,7 @@ class App:
         if self.publisher is not None:
             self.publisher.stop(left(PUBLISHER_STOP_S))
         if self.feedback is not None:
-            self.feedback.close()
+            self.feedback.stop(left(THREAD_JOIN_S))
         if self.outbox is not None:
             depth = self._depth()
             self.outbox.close()
@@ -217,12 +221,13 @@ class App:
         st = self.outbox.stats()
         log.info("outbox %s open: %d scan(s) queued, last seq %d", o.path, st.depth, st.last_seq)
         if st.quarantined:
-            log.warning("outbox: %d damaged file(s) were quarantined beside it",
-                        len(st.quarantined))
+            log.warning("outbox: %d damaged file(s) were replaced (scans salvaged, copies "
+                        "scrubbed); report(s) beside it", len(st.quarantined))
 
     def _start_feedback(self) -> None:
         self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
         self.feedback.start()
+        self.feedback.booting()
         # shown before going on: a fast camera's "ready" would otherwise replace it unseen
         self.feedback.wait_idle(BOOT_SHOWN_S)
 
@@ -296,7 +301,7 @@ class App:
             self._frame_errors_in_row += 1
             if self._frame_errors_in_row % FRAME_ERROR_LOG_EVERY == 1:
                 log.warning("a frame could not be decoded (%s: %s)", type(e).__name__, e)
-            self.processed += 1
+            self._frame_done()
             return
         self._frame_errors_in_row = 0
         self.stats.frame(time.perf_counter() - t0)
@@ -306,7 +311,14 @@ class App:
         reads = self._deduper.update(timestamp, items)
         if reads:
             self._act(reads, timestamp)
-        self.processed += 1
+        self._frame_done()
+
+    def _frame_done(self) -> None:
+        if self._on_frame is not None:
+            try:
+                self._on_frame()
+            except Exception:  # an observer's bug must not stop the reading
+                log.exception("the frame observer failed")
 
     def _act(self, reads: list[Read], timestamp: float) -> None:
         assert self.outbox is not None and self.feedback is not None

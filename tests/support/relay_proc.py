@@ -28,6 +28,8 @@ from typing import Any
 
 from ordoscan.config import Config, parse_config, to_toml
 
+from tests.support.wait import WaitTimeout, wait_until
+
 
 def relay_config(
     workdir: Path,
@@ -159,16 +161,11 @@ class InProcessRelay:
         with self._cond:
             return self.faults[-1][1] if self.faults else None
 
-    def wait(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-        """Wait for a condition on this relay (or anything else), re-checked on each event."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.2))
-        return True
+    def wait(
+        self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the relay"
+    ) -> bool:
+        """Wait for a condition on this relay (or anything else); raises WaitTimeout."""
+        return bool(wait_until(predicate, timeout, what))
 
     def put(self, count: int, start: int = 0) -> list[Any]:
         rows = put_scans(self.outbox, count, start)
@@ -211,15 +208,16 @@ class RelayProcess:
             self.lines.put(line)
 
     def wait_line(self, text: str, timeout: float = 30.0) -> bool:
+        """Consume lines until `text`; raises WaitTimeout (naming it) if it never comes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.lines.get(timeout=0.5) == text:
+                if self.lines.get(timeout=min(0.5, timeout)) == text:
                     return True
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    return False
-        return False
+                    break
+        raise WaitTimeout(f"the relay process never printed {text!r} (exit {self.proc.poll()})")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -14,10 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from ordoscan import privacy
 from ordoscan.camera.base import CameraSource, Frame, Grey, import_cv2, teardown, why
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
+from ordoscan.images import file_kind, load_image
+
+load_grey_image = load_image  # the name the camera package has always exported
 
 log = logging.getLogger("ordoscan.camera")
 
@@ -45,22 +49,14 @@ def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def load_grey_image(path: Path) -> Grey:
-    """An image file as a 2-D uint8 luma array (PIL); PIL's own errors pass through."""
-    from PIL import Image
+def _shown(path: Path) -> str:
+    """A path as it may appear in a log line: a name from outside may hold any character."""
+    return privacy.printable(str(path), limit=300)
 
-    with Image.open(path) as im:
-        if im.format == "JPEG":
-            im.draft("L", im.size)  # let libjpeg decode the luma only
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: keep the high byte
-            wide = np.asarray(im, dtype=np.uint16)
-            return (wide >> 8).astype(np.uint8)
-        grey = im if im.mode == "L" else im.convert("L")
-        array = np.array(grey, dtype=np.uint8)
-    if array.ndim != 2 or array.size == 0:
-        raise ValueError(f"decoded to an unusable {array.shape} array")
-    return array
+
+def _reason(e: BaseException, path: Path) -> str:
+    """The loader's message without the file name, which the caller shows its own way."""
+    return why(e).removeprefix(f"{_shown(path)}: ")
 
 
 class ReplaySource(CameraSource):
@@ -102,16 +98,21 @@ class ReplaySource(CameraSource):
 
     @property
     def name(self) -> str:
-        return f"replay {self._path}"
+        return f"replay {_shown(self._path)}"
 
     def open(self) -> None:
-        path = self._path
+        path, shown = self._path, _shown(self._path)
         try:
             mode = path.stat().st_mode
         except FileNotFoundError:
-            raise CameraOpenError(f"replay path {path}: no such file or folder") from None
+            raise CameraOpenError(f"replay path {shown}: no such file or folder") from None
         except OSError as e:
-            raise CameraOpenError(f"replay path {path}: {e.strerror}") from None
+            raise CameraOpenError(f"replay path {shown}: {e.strerror}") from None
+        if not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):  # a FIFO would block a read
+            raise CameraOpenError(
+                f"replay path {shown}: is {file_kind(mode)}; camera.path must name an image, "
+                "a video or a folder"
+            )
         self._reset()
         self._is_dir = stat.S_ISDIR(mode)
         if self._is_dir:
@@ -120,20 +121,18 @@ class ReplaySource(CameraSource):
                     next(entries, None)
             except OSError as e:
                 raise CameraOpenError(
-                    f"replay folder {path}: cannot be listed: {e.strerror}"
+                    f"replay folder {shown}: cannot be listed: {e.strerror}"
                 ) from None
         elif _is_video(path):
             video = self._open_video(path)
             if video is None:
-                raise CameraOpenError(f"replay video {path}: cannot be read as a video")
+                raise CameraOpenError(f"replay video {shown}: cannot be read as a video")
             video.release()
         else:
             try:
                 self._image(path)
             except Exception as e:
-                raise CameraOpenError(
-                    f"replay image {path}: not a readable image: {why(e)}"
-                ) from None
+                raise CameraOpenError(f"replay image {shown}: {_reason(e, path)}") from None
         self._opened = True
         self._closing.clear()
         log.info(
@@ -226,7 +225,7 @@ class ReplaySource(CameraSource):
                 entries = list(listing)
         except OSError as e:
             raise CameraLost(
-                f"replay folder {self._path}: cannot be listed: {e.strerror}"
+                f"replay folder {_shown(self._path)}: cannot be listed: {e.strerror}"
             ) from None
         best: str | None = None
         for entry in entries:
@@ -253,13 +252,13 @@ class ReplaySource(CameraSource):
         try:
             image = self._image(path)
         except Exception as e:
-            return self._unreadable(path, f"not a readable image: {why(e)}", fatal)
+            return self._unreadable(path, _reason(e, path), fatal)
         self._playing = iter([image] * self._frames_per_image)
         return True
 
     def _unreadable(self, path: Path, why: str, fatal: bool) -> bool:
         if fatal:
-            raise CameraLost(f"replay file {path}: {why}")
+            raise CameraLost(f"replay file {_shown(path)}: {why}")
         self.skipped_files += 1
         try:
             key = (str(path), path.stat().st_mtime_ns)
@@ -267,20 +266,20 @@ class ReplaySource(CameraSource):
             key = (str(path), 0)
         if key not in self._warned:  # once per file version, not on every loop
             self._warned.add(key)
-            log.warning("replay: skipped %s: %s", path, why)
+            log.warning("replay: skipped %s: %s", _shown(path), why)
         return False
 
     def _image(self, path: Path) -> Grey:
         mtime = path.stat().st_mtime_ns
         if self._cache is not None and self._cache[0] == path and self._cache[1] == mtime:
             return self._cache[2]
-        image = load_grey_image(path)
+        image = load_image(path)
         self._cache = (path, mtime, image)
         return image
 
     def _open_video(self, path: Path) -> Any:
         try:
-            cv2 = import_cv2(f"replaying the video {path}")
+            cv2 = import_cv2(f"replaying the video {_shown(path)}")
         except CameraOpenError as e:
             log.warning("%s", e)
             return None
@@ -290,7 +289,7 @@ class ReplaySource(CameraSource):
                 return video
             video.release()
         except Exception as e:
-            log.debug("replay: %s: %s", path, why(e))
+            log.debug("replay: %s: %s", _shown(path), why(e))
         return None
 
     def _video_frames(self, path: Path, video: Any) -> Iterator[Grey]:
@@ -299,7 +298,9 @@ class ReplaySource(CameraSource):
             try:
                 ok, image = video.read()
             except Exception as e:
-                log.warning("replay: %s: read failed, the rest is skipped: %s", path, why(e))
+                log.warning(
+                    "replay: %s: read failed, the rest is skipped: %s", _shown(path), why(e)
+                )
                 return
             if not ok or image is None:
                 return
@@ -314,7 +315,7 @@ class ReplaySource(CameraSource):
         self._playing = None
         video, self._video = self._video, None
         if video is not None:
-            teardown(f"replay: release {self._path}", video.release)
+            teardown(f"replay: release {_shown(self._path)}", video.release)
 
     def close(self) -> None:
         self._closing.set()

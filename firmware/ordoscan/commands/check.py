@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ordoscan.config import Config, config_path, load_config
-from ordoscan.errors import ConfigError, OrdoscanError
+from ordoscan.errors import ConfigError, OrdoscanError, OutboxCorrupt
 
 CAMERA_FRAMES = 3  # frames the camera must give
 CAMERA_TIMEOUT_S = 5.0
@@ -106,7 +106,7 @@ def check_gpio(cfg: Config) -> Result:
         feedback = Feedback(g)  # claims the four pins, lights nothing
     except OrdoscanError as e:
         return Result("gpio", FAIL, _hint_if_busy(str(e)))
-    feedback.close()
+    feedback.stop()
     polarity = "active-high" if g.active_high else "active-low"
     return Result("gpio", OK, f"{g.pin_factory}: BCM pins {pins} claimable ({polarity})",
                   {"pin_factory": g.pin_factory})
@@ -123,12 +123,13 @@ def check_broker(cfg: Config) -> Result:
 
 def check_outbox(cfg: Config) -> Result:
     from ordoscan.outbox import Outbox
+    from ordoscan.outbox.recovery import DAMAGED_NEXT
 
     path = Path(cfg.outbox.path)
     if not path.exists():
-        parent = next((p for p in path.parents if p.exists()), None)
-        if parent is None or not parent.is_dir():
-            return Result("outbox", FAIL, f"{path}: neither the file nor a parent folder exists")
+        if not path.parent.is_dir() and not path.parent.parent.is_dir():
+            return Result("outbox", FAIL, f"{path}: {path.parent.parent} does not exist; the "
+                          "daemon creates only the last folder (is outbox.path spelled right?)")
         return Result("outbox", OK, f"{path}: not created yet (the daemon creates it in "
                       f"{path.parent} at its first start)", {"exists": False})
     try:
@@ -136,17 +137,19 @@ def check_outbox(cfg: Config) -> Result:
                     device_id=cfg.device.id, site=cfg.device.site, readonly=True) as outbox:
             integrity = outbox.integrity_check()
             st = outbox.stats()
+    except OutboxCorrupt as e:
+        return Result("outbox", FAIL, f"{e}; {DAMAGED_NEXT}")
     except OrdoscanError as e:
         return Result("outbox", FAIL, str(e))
     data = {"exists": True, "integrity": integrity, "depth": st.depth,
             "oldest_age_s": st.oldest_age_s, "last_seq": st.last_seq,
             "quarantined": list(st.quarantined)}
     if integrity != "ok":
-        return Result("outbox", FAIL, f"{path}: damaged: {integrity}", data)
+        return Result("outbox", FAIL, f"{path}: damaged: {integrity}; {DAMAGED_NEXT}", data)
     detail = f"{path}: integrity ok, {st.depth} scan(s) queued, last seq {st.last_seq}"
     if st.quarantined:
-        return Result("outbox", WARN, detail + f"; {len(st.quarantined)} quarantined file(s) "
-                      f"beside it: {', '.join(st.quarantined)}", data)
+        return Result("outbox", WARN, detail + f"; it replaced {len(st.quarantined)} damaged "
+                      f"file(s), report(s) beside it: {', '.join(st.quarantined)}", data)
     return Result("outbox", OK, detail, data)
 
 

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from ordoscan.config import config_path, json_schema, load_config, redacted, to_toml
+from ordoscan.config import (
+    check_files,
+    config_path,
+    json_schema,
+    load_config,
+    redacted,
+    to_toml,
+)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -24,6 +31,7 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "validate":
         from ordoscan.security import broker_notes
 
+        check_files(cfg, config_path(args.config))  # what `run` would refuse at start
         print(f"{config_path(args.config)}: valid")
         for note in broker_notes(cfg):
             print(f"warning: {note}")

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from ordoscan.backoff import backoff_delay
 from ordoscan.config import Config, config_path, load_config
 from ordoscan.message import ScanMessage
+from ordoscan.privacy import LOG_LIMIT, printable
 from ordoscan.security import apply_credentials, describe_connect_error, load_credentials
 
 RECENT_IDS = 10_000
@@ -55,7 +56,7 @@ class RecentIds:
 
 
 def _err(text: str) -> None:
-    print(f"ordoscan listen: {text}", file=sys.stderr, flush=True)
+    print(f"ordoscan listen: {printable(text, LOG_LIMIT)}", file=sys.stderr, flush=True)
 
 
 class Listener:
