@@ -214,7 +214,7 @@ def test_listen_misses_nothing_sent_while_it_is_away(tmp_path: Path, broker: Bro
     assert first.wait_listening(), first.err
     publish_all(broker, bodies[:2])
     out = printed_lines(first)
-    printed = [json.loads(out.get(timeout=30))["scan_id"] for _ in range(2)]
+    printed = [json.loads(out.get(timeout=60))["scan_id"] for _ in range(2)]
     first.proc.kill()  # SIGKILL: no goodbye to the broker
     first.proc.wait(10)
     publish_all(broker, bodies[2:])  # sent while no listener runs
@@ -222,7 +222,7 @@ def test_listen_misses_nothing_sent_while_it_is_away(tmp_path: Path, broker: Bro
     out = printed_lines(again)
     try:
         while not set(want) <= set(printed):
-            printed.append(json.loads(out.get(timeout=30))["scan_id"])
+            printed.append(json.loads(out.get(timeout=60))["scan_id"])
     except queue.Empty:
         pass
     finally:
