@@ -21,6 +21,7 @@ from ordoscan.camera.base import (
     FrameSource,
     Grey,
     LeasingSource,
+    Zoom,
     release_frame,
 )
 from ordoscan.camera.picamera2 import (
@@ -86,6 +87,7 @@ __all__ = [
     "ReaderStats",
     "ReplaySource",
     "V4L2Source",
+    "Zoom",
     "cap_exposure_profiles",
     "load_grey_image",
     "load_picamera2_api",
