@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,9 +93,19 @@ def test_ctrl_c_stops_everything_and_removes_the_files(tmp_path: Path) -> None:
 
 
 def test_without_mosquitto_scans_stay_in_the_outbox(tmp_path: Path) -> None:
-    proc = run_demo(tmp_path, "--speed", "4", env={"ORDOSCAN_MOSQUITTO": ""})
+    proc = run_demo(tmp_path, "--speed", "4", "--keep", env={"ORDOSCAN_MOSQUITTO": ""})
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, out + err
+    # --keep keeps the folder and the kiosk's config, valid for `ordoscan run --config`
+    kept = re.search(r"kept: (\S+) \(the kiosk's config: (\S+)\)", out)
+    assert kept is not None, out
+    config = Path(kept.group(2))
+    assert config.parent == Path(kept.group(1)) and config.is_file()
+    check = subprocess.run([sys.executable, "-m", "ordoscan", "config", "validate", "--config",
+                            str(config)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "source = \"replay\"" in config.read_text()
+    shutil.rmtree(kept.group(1))
     assert "ORDOSCAN_MOSQUITTO is empty, so no broker is started" in out
     assert "./dev setup" in out and "apt-get install mosquitto" in out
     assert "3 scan(s) held in the outbox" in out

@@ -116,3 +116,20 @@ def test_splits_never_overlap() -> None:
     assert splits.gen1_set("heldout") in splits.GEN1_HELDOUT_SETS
     with pytest.raises(ValueError, match="unknown split"):
         next(splits.gen2_specs("test", 1, "hard"))
+
+
+def test_a_presentation_comes_in_from_outside_the_frame() -> None:
+    from ordoscan.devtools.docscenes import presentation
+
+    a = presentation.present(3, ds.Setting(), "plain", seconds=1.0)
+    b = presentation.present(3, ds.Setting(), "plain", seconds=1.0)
+    assert len(a.frames) == 15 and a.payload == b.payload
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a.frames, b.frames, strict=True))
+    assert not a.frames[0].in_view  # the hand starts outside the frame
+    first = a.first_in_view
+    assert first is not None and 1 <= first < 14
+    held = a.frames[-1]
+    assert held.in_view and 2.0 <= held.module_px <= 6.0
+    assert a.payload.encode() in _read(held.image)  # a settled plain presentation reads
+    with pytest.raises(ValueError, match="unknown presentation style"):
+        presentation.present(3, ds.Setting(), "juggled")

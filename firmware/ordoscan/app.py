@@ -38,6 +38,7 @@ from typing import Any
 from ordoscan import __version__
 from ordoscan.camera import CameraSource, LatestFrameReader, open_source
 from ordoscan.classifier import Classified, Classifier, Kind
+from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
 from ordoscan.decoder import Decoder
 from ordoscan.dedupe import Deduper, Read
@@ -95,8 +96,10 @@ class App:
         notifier: SystemdNotifier | None = None,
         source: CameraSource | None = None,
         on_frame: Callable[[], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock  # the one clock, passed down to the stages that take one
         self.stop_event = threading.Event()
         self.stats = PipelineStats()
         self._pin_factory = pin_factory
@@ -216,7 +219,7 @@ class App:
         o = self.cfg.outbox
         self.outbox = Outbox(
             o.path, max_messages=o.max_messages, max_age_h=o.max_age_h,
-            device_id=self.cfg.device.id, site=self.cfg.device.site,
+            device_id=self.cfg.device.id, site=self.cfg.device.site, clock=self.clock,
         )
         st = self.outbox.stats()
         log.info("outbox %s open: %d scan(s) queued, last seq %d", o.path, st.depth, st.last_seq)
@@ -225,7 +228,7 @@ class App:
                         "scrubbed); report(s) beside it", len(st.quarantined))
 
     def _start_feedback(self) -> None:
-        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
+        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory, clock=self.clock)
         self.feedback.start()
         self.feedback.booting()
         # shown before going on: a fast camera's "ready" would otherwise replace it unseen
@@ -251,6 +254,7 @@ class App:
             self.cfg, self.outbox,
             on_link=self._on_link, on_fault=self._on_broker_fault, on_command=self._on_command,
             on_alarm=self._set_fault,  # duplicate_id: red LED, status and telemetry
+            clock=self.clock,
         )
         publisher = self.publisher
         self.remote = Remote(

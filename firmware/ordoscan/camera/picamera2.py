@@ -12,6 +12,12 @@ for want of a buffer. picamera2 cannot unmap a buffer while a view of it is
 alive, so before the reader closes a lost camera it waits for the analysis
 thread to come back for a frame (it gets None and lets go of the old one).
 
+Beside lores, the camera fills a main stream at half the sensor's full size
+(imx708: 2304x1296, its fast binned mode). It is never read unless the decoder
+asks a frame's `zoom` for a region: only then is that frame's main buffer
+mapped, the region copied out and the buffer unmapped; the main buffer goes
+back to the camera with the frame, so zoom works only while the frame is held.
+
 The camera runs continuous autofocus where the module has it, a fixed frame
 rate, and an exposure capped at `max_exposure_us` so that a moving hand does
 not blur. libcamera has no control for an auto-exposure limit, so the cap goes
@@ -35,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ordoscan.camera.base import CameraSource, Frame, bounded, teardown, why
+from ordoscan.camera.base import CameraSource, Frame, Grey, bounded, teardown, why, zoom_box
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -111,9 +117,19 @@ def cap_exposure_profiles(agc: dict[str, Any], max_exposure_us: int) -> int:
 
 
 @dataclass(slots=True)
+class _Hires:
+    """What a frame's zoom needs: its request, while the lease holds it (no link to the frame,
+    so that no cycle keeps a frame, and its view of the camera's buffer, alive)."""
+
+    request: Any
+    held: bool = True
+
+
+@dataclass(slots=True)
 class _Lease:
     frame: Frame
     stack: contextlib.ExitStack  # closing it unmaps the view and releases the request
+    hires: _Hires | None = None
 
 
 class Picamera2Source(CameraSource):
@@ -145,6 +161,7 @@ class Picamera2Source(CameraSource):
         self._leases: OrderedDict[int, _Lease] = OrderedDict()
         self._index = 0
         self._size = cfg.size
+        self._main_size = cfg.size  # the full-resolution stream beside lores (zoom)
         self._model = "?"
         self._metadata: dict[str, Any] = {}
         self._recall_warned = False
@@ -254,8 +271,9 @@ class Picamera2Source(CameraSource):
     def _configure_and_start(self, cam: Any, api: Picamera2Api) -> None:
         width, height = self._cfg.size
         config = cam.create_video_configuration(
-            # main is required by picamera2; YUV420 at the lores size costs the least bandwidth
-            main={"size": (width, height), "format": "YUV420"},
+            # main: the sharper picture a small code is zoomed into; YUV420 is the ISP's
+            # cheapest output, and its Y plane is the grey the decoder wants
+            main={"size": main_size(cam, (width, height)), "format": "YUV420"},
             lores={"size": (width, height), "format": "YUV420"},
             raw=None,
             buffer_count=self._cfg.buffer_count + MAX_LEASES,
@@ -271,6 +289,8 @@ class Picamera2Source(CameraSource):
         cam.set_controls(self._controls(cam.camera_controls, api))
         lores = cam.stream_configuration("lores")
         self._size = (int(lores["size"][0]), int(lores["size"][1]))
+        main = cam.stream_configuration("main")
+        self._main_size = (int(main["size"][0]), int(main["size"][1]))
         if self._size != (width, height):
             log.info(
                 "%s: lores size adjusted from %dx%d to %dx%d", self.name, width, height, *self._size
@@ -347,7 +367,11 @@ class Picamera2Source(CameraSource):
         except Exception as e:
             stack.close()
             raise CameraLost(f"{self.name}: bad frame buffer: {why(e)}") from None
-        frame = Frame(luma, self._timestamp(metadata), self._index)
+        hires = None
+        if self._main_size[0] > width and self._main_size[1] > height:
+            hires = _Hires(request)
+        zoom = None if hires is None else partial(self._zoom, hires)
+        frame = Frame(luma, self._timestamp(metadata), self._index, zoom)
         self._index += 1
         self._metadata = metadata
         # the array that maps the buffer outlives every view of it (numpy collapses bases)
@@ -355,7 +379,7 @@ class Picamera2Source(CameraSource):
         self._views.append((frame.index, weakref.ref(_root(luma))))
         recalled: list[_Lease] = []
         with self._lock:
-            self._leases[id(frame)] = _Lease(frame, stack)
+            self._leases[id(frame)] = _Lease(frame, stack, hires)
             while len(self._leases) > MAX_LEASES:
                 recalled.append(self._leases.popitem(last=False)[1])
         for lease in recalled:
@@ -387,7 +411,29 @@ class Picamera2Source(CameraSource):
             del self._leases[id(frame)]
         self._end_lease(lease)
 
+    def _zoom(self, hires: _Hires, x0: int, y0: int, x1: int, y1: int) -> Grey | None:
+        """The box (lores pixels) from the main stream, grey, copied out of the buffer."""
+        with self._lock:  # the lease may end on another thread: not while the buffer is read
+            if not hires.held:
+                return None  # released: the buffer is the camera's again
+            box = zoom_box((x0, y0, x1, y1), self._size, self._main_size)
+            if box is None:
+                return None
+            bx0, by0, bx1, by1 = box
+            # mapped only now, and unmapped before returning: the copy owns its pixels
+            with self._mapped_array_cls(hires.request, "main", write=False) as mapped:
+                planes = mapped.array  # YUV420: Y on top, (height * 3 // 2, stride)
+                if planes is None or planes.shape[0] < by1 or planes.shape[1] < bx1:
+                    return None
+                region: Grey = np.array(planes[by0:by1, bx0:bx1], dtype=np.uint8)
+                del planes
+            return region
+
     def _end_lease(self, lease: _Lease) -> None:
+        if lease.hires is not None:
+            with self._lock:
+                lease.hires.held = False
+                lease.hires.request = None
         try:
             lease.stack.close()
         except Exception as e:  # a request released twice or after close: nothing left to free
@@ -456,6 +502,20 @@ def _site_tuning_file() -> str:
     if named and os.path.isfile(named):
         _site_tuning_seen = named
     return _site_tuning_seen
+
+
+def main_size(cam: Any, lores: tuple[int, int]) -> tuple[int, int]:
+    """The main (zoom) stream's size: half the sensor's full size on each side, which every
+    Pi camera reads binned at a high frame rate (imx708: 2304x1296 at up to 56 fps), or the
+    full size if half is not larger than lores; never smaller than lores (picamera2's rule).
+    YUV420 at 2304x1296 is 4.5 MB a buffer, buffer_count + 3 of them."""
+    try:
+        full_w, full_h = (int(v) for v in cam.sensor_resolution)
+    except Exception:  # a double or an old picamera2 without it: no zoom
+        return lores
+    half = (full_w // 2 - full_w // 2 % 2, full_h // 2 - full_h // 2 % 2)
+    size = half if half[0] > lores[0] and half[1] > lores[1] else (full_w, full_h)
+    return (max(size[0], lores[0]), max(size[1], lores[1]))
 
 
 def _root(array: Any) -> Any:

@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ordoscan.config import Config, config_path, load_config
+from ordoscan.config import Config, check_files, config_path, load_config
 from ordoscan.errors import ConfigError, OrdoscanError, OutboxCorrupt
+from ordoscan.privacy import printable
 
 CAMERA_FRAMES = 3  # frames the camera must give
 CAMERA_TIMEOUT_S = 5.0
@@ -58,6 +59,7 @@ def check_config(path: str | None) -> tuple[Result, Config | None]:
     where = config_path(path)
     try:
         cfg = load_config(path)
+        check_files(cfg, where)  # what `run` would refuse at start (the [mqtt] files)
     except ConfigError as e:
         return Result("config", FAIL, str(e).replace("\n", "; "), {"path": str(where)}), None
     return Result("config", OK, f"{where}: valid", {"path": str(where)}), cfg
@@ -66,7 +68,7 @@ def check_config(path: str | None) -> tuple[Result, Config | None]:
 def check_camera(cfg: Config) -> Result:
     from ordoscan.camera import open_source, release_frame
 
-    source = open_source(cfg.camera)
+    source = open_source(cfg.camera, remember_played=False)  # use up no replay file
     started = time.monotonic()
     try:
         source.open()
@@ -91,8 +93,13 @@ def check_camera(cfg: Config) -> Result:
     data = {"source": source.name, "frames": got, "sizes": sorted(shapes),
             "elapsed_s": round(elapsed, 2)}
     if got < CAMERA_FRAMES:
+        hint = ""
+        if cfg.camera.source == "replay" and not cfg.camera.loop:
+            # without loop each image is one frame: a small folder runs dry within the check
+            hint = (f"; a replay gives each image once: set camera.loop = true, or put at "
+                    f"least {CAMERA_FRAMES} images in {printable(cfg.camera.path)}")
         return Result("camera", FAIL, f"{source.name}: opened but gave {got} of "
-                      f"{CAMERA_FRAMES} frames in {CAMERA_TIMEOUT_S:g} s", data)
+                      f"{CAMERA_FRAMES} frames in {CAMERA_TIMEOUT_S:g} s{hint}", data)
     return Result("camera", OK, f"{source.name}: {got} frames ({', '.join(sorted(shapes))}) "
                   f"in {elapsed:.1f} s", data)
 

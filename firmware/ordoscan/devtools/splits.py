@@ -98,3 +98,24 @@ def gen1_set(split: str) -> int:
     if split == "heldout":
         return GEN1_HELDOUT_SETS.start + 1
     raise ValueError(f"unknown gen1 split {split!r}; expected 'dev' or 'heldout'")
+
+
+# --- presentations (docscenes.presentation) ---------------------------------------------
+# Their own part of each gen2 range (present() and render() draw with different keys, the
+# seeds are kept apart all the same). Settings alternate dev / held-out with the seed.
+PRESENTATION_DEV_SEEDS = range(400_000, 500_000)
+PRESENTATION_HELDOUT_SEEDS = range(GEN2_HELDOUT_SEEDS.start + 90_000, GEN2_HELDOUT_SEEDS.stop)
+PRESENTATION_SETTINGS = tuple(
+    s for pair in zip(DEV_SETTINGS, HELDOUT_SETTINGS[: len(DEV_SETTINGS)], strict=True)
+    for s in pair
+)
+
+
+def presentation_seeds(split: str, n: int) -> range:
+    """The first `n` presentation seeds of `split` ("dev" or "heldout")."""
+    seeds = {"dev": PRESENTATION_DEV_SEEDS, "heldout": PRESENTATION_HELDOUT_SEEDS}.get(split)
+    if seeds is None:
+        raise ValueError(f"unknown presentation split {split!r}; expected 'dev' or 'heldout'")
+    if n > len(seeds):
+        raise ValueError(f"split {split!r} has {len(seeds)} presentation seeds, not {n}")
+    return range(seeds.start, seeds.start + n)
