@@ -256,6 +256,7 @@ class App:
         self.publisher = Publisher(
             self.cfg, self.outbox,
             on_link=self._on_link, on_fault=self._on_broker_fault, on_command=self._on_command,
+            on_alarm=self._set_fault,  # duplicate_id: red LED, status and telemetry
             clock=self.clock,
         )
         publisher = self.publisher

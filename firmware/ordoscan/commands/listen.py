@@ -4,13 +4,17 @@ Subscribes `{prefix}/scan` (QoS 1) with the broker settings of the config,
 validates each message against ordoscan.scan/1 and prints it as one JSON line
 on stdout, once per scan_id (delivery is at least once). Invalid messages are
 reported on stderr, without their content. This runs on the pharmacy side and
-shows what the LGO receives: payloads are printed unmasked.
+shows what the LGO receives: payloads are printed unmasked, in clear.
+
+The session is persistent (MQTT 5: clean start off and a session expiry;
+3.1.1: clean session off) under a fixed client id, so the broker keeps what
+is published while the listener reconnects or is restarted, and a message is
+acknowledged only once printed: nothing sent in between is missed.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 import sys
@@ -20,6 +24,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from ordoscan.backoff import backoff_delay
@@ -64,6 +70,7 @@ class Listener:
         self.printed = 0
         self.duplicates = 0
         self.invalid = 0
+        self.probes = 0  # empty messages: `ordoscan check`'s publish test, not scans
         self.done = threading.Event()
         self.fatal: str | None = None
         self.connected = False
@@ -84,6 +91,9 @@ class Listener:
         _err(f"listening on {self.topic} ({self.cfg.mqtt.host}:{self.cfg.mqtt.port})")
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if not msg.payload:
+            self.probes += 1
+            return
         try:
             scan = ScanMessage.from_json(bytes(msg.payload))
         except ValidationError as e:
@@ -109,6 +119,9 @@ def main(args: argparse.Namespace) -> int:
     if args.count < 0:
         _err(f"--count {args.count}: must be 0 (no limit) or more")
         return 2
+    if args.session_expiry < 0:
+        _err(f"--session-expiry {args.session_expiry}: must be 0 (no session kept) or more")
+        return 2
     cfg = load_config(args.config)  # ConfigError: exit 2 in cli.main
     m = cfg.mqtt
     creds = load_credentials(m)  # SecurityError: exit 1 in cli.main, file and fix named
@@ -117,11 +130,20 @@ def main(args: argparse.Namespace) -> int:
     listener = Listener(cfg, args.count)
     signal.signal(signal.SIGTERM, lambda *_: listener.done.set())
 
+    v5 = m.protocol == "5"
+    persistent = args.session_expiry > 0
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"ordoscan-listen-{cfg.device.id}-{os.getpid()}",
-        protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
+        # a fixed id: the broker finds the session (and what it kept) under it again
+        client_id=args.client_id or f"ordoscan-listen-{cfg.device.id}",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else not persistent,
     )
+    connect_kw: dict[str, Any] = {}
+    if v5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = args.session_expiry
+        connect_kw = {"clean_start": not persistent, "properties": props}
     apply_credentials(client, creds)
     client.on_connect = listener.on_connect
     client.on_subscribe = listener.on_subscribe
@@ -133,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
     while not listener.done.is_set():
         try:
             if first:
-                client.connect(m.host, m.port, m.keepalive_s)
+                client.connect(m.host, m.port, m.keepalive_s, **connect_kw)
                 first = False
             else:
                 client.reconnect()
@@ -168,5 +190,6 @@ def main(args: argparse.Namespace) -> int:
     _err(
         f"{listener.printed} scan(s) printed, {listener.duplicates} duplicate(s) skipped, "
         f"{listener.invalid} invalid message(s)"
+        + (f", {listener.probes} empty check message(s)" if listener.probes else "")
     )
     return 0

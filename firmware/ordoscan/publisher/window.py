@@ -30,6 +30,7 @@ class Sent:
     kind: str  # "scan", "status" or "reply"
     seq: int = 0
     scan_id: str = ""
+    shown: str = ""  # the scan's identifier as a log may show it (privacy.mask)
 
 
 class DeliveryWindow:
@@ -86,9 +87,9 @@ class DeliveryWindow:
         """A row passed over without sending (expired on the way)."""
         self.cursor = seq
 
-    def sent_scan(self, mid: int, seq: int, scan_id: str) -> None:
+    def sent_scan(self, mid: int, seq: int, scan_id: str, shown: str = "") -> None:
         self.cursor = seq
-        self.inflight[mid] = Sent("scan", seq, scan_id)
+        self.inflight[mid] = Sent("scan", seq, scan_id, shown)
         self.scans += 1
         self.peak = max(self.peak, self.scans)
 
