@@ -207,6 +207,23 @@ IMX296_MONO = SensorSpec(
 UNCONFIGURED_FRAME_US = (33_333, 250_000_000)
 
 
+def _fill_main(
+    buffer: mmap.mmap,
+    main: dict[str, Any],
+    scene: npt.NDArray[np.uint8],
+    hires: npt.NDArray[np.uint8] | None,
+) -> None:
+    mw, mh = main["size"]
+    if hires is None:  # the lores scene, each pixel repeated (an upscale, no detail)
+        ys = np.arange(mh) * scene.shape[0] // mh
+        xs = np.arange(mw) * scene.shape[1] // mw
+        hires = scene[ys[:, None], xs[None, :]]
+    big = np.frombuffer(buffer, dtype=np.uint8).reshape(mh * 3 // 2, main["stride"])
+    big[:mh, :mw] = hires
+    big[mh:, :] = 128
+    del big
+
+
 def _downscale(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
     """The ISP's downscale of main to lores, near enough: the mean of each source block."""
     w, h = size
@@ -476,6 +493,14 @@ class _LibcameraRequest:
 
     buffers: dict[str, mmap.mmap]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # what the main buffer shows, written into it when first mapped: the same bytes the
+    # ISP would have written, without the cost on every frame nobody zooms into
+    main_pending: Callable[[], None] | None = None
+
+    def settle(self) -> None:
+        pending, self.main_pending = self.main_pending, None
+        if pending is not None:
+            pending()
 
 
 class CompletedRequest:
@@ -574,6 +599,8 @@ class MappedArray:
         buffer = request.buffers[self._stream]
         if buffer.closed:
             raise RuntimeError("failed to find buffer")
+        if self._stream == "main":
+            request.settle()
         array = np.frombuffer(
             buffer, dtype=np.uint8
         )  # exports the mapping, as np.array(copy=False)
@@ -1112,19 +1139,14 @@ class Picamera2:
         planes[:h, :w] = scene
         planes[h:, :] = 128  # neutral chroma
         del planes  # no view may outlive the frame: the request owns the buffer now
+        request.main_pending = None
         if main is not None:
             mw, mh = main["size"]
-            if hires is None:  # the lores scene, each pixel repeated (an upscale, no detail)
-                ys = np.arange(mh) * h // mh
-                xs = np.arange(mw) * w // mw
-                hires = scene[ys[:, None], xs[None, :]]
-            if hires.shape != (mh, mw) or hires.dtype != np.uint8:
+            if hires is not None and (hires.shape != (mh, mw) or hires.dtype != np.uint8):
                 raise ValueError(f"hires must be uint8 {(mh, mw)}, not {hires.dtype} {hires.shape}")
-            big = np.frombuffer(request.buffers["main"], dtype=np.uint8)
-            big = big.reshape(mh * 3 // 2, main["stride"])
-            big[:mh, :mw] = hires
-            big[mh:, :] = 128
-            del big
+            request.main_pending = partial(
+                _fill_main, request.buffers["main"], main, scene.copy(), hires
+            )
         shutter, gain = self._exposure()
         request.metadata = {
             "SensorTimestamp": int(camera.clock() * 1e9),
