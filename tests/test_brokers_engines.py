@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from ordoscan.message import ScanMessage
 
-from tests.support.brokers import ENGINES, KIOSK, Engine, TlsFiles, make_engine
+from tests.support.brokers import (
+    ENGINES,
+    KIOSK,
+    AckingSubscriber,
+    Engine,
+    TlsFiles,
+    make_engine,
+)
 from tests.support.brokers.nats import NatsEngine
 from tests.support.mosquitto import Subscriber
 from tests.support.pki import CertAuthority
@@ -68,8 +75,8 @@ def kiosk(tmp: Path, engine: Engine, device_id: str, *, protocol: str | None = N
 
 
 def subscriber(engine: Engine, device_id: str, what: str = "scan", *,
-               persistent: bool = False) -> Subscriber:
-    return Subscriber(
+               persistent: bool = False, acking: bool = False) -> Subscriber:
+    return (AckingSubscriber if acking else Subscriber)(
         engine.host, engine.port, [f"pharmacy/{SITE}/kiosk/{device_id}/{what}"],
         client_id=f"lgo-{device_id}-{what}", persistent=persistent,
         protocol=5 if engine.features.mqtt5 else 4, timeout=TIMEOUT,
@@ -119,13 +126,17 @@ def test_scans_arrive_all_and_in_order(engine: Engine, tmp_path: Path,
         sub.close()
 
 
-def test_no_scan_lost_across_a_restart(engine: Engine, tmp_path: Path,
+@pytest.mark.parametrize("delivery", ["broker", "pharmacy"])
+def test_no_scan_lost_across_a_restart(engine: Engine, tmp_path: Path, delivery: str,
                                        relays: list[InProcessRelay]) -> None:
     """The engine is stopped and started again while scans flow; the pharmacy side holds
-    a persistent session, so what the engine acknowledged is kept for it."""
-    sub = subscriber(engine, "k-restart", persistent=True)
+    a persistent session, so what the engine acknowledged is kept for it. In pharmacy
+    mode the outage is a SIGKILL, and the pharmacy side acknowledges each scan it has."""
+    device = f"k-restart-{delivery}"
+    sub = subscriber(engine, device, persistent=True, acking=delivery == "pharmacy")
     try:
-        relay = InProcessRelay(kiosk(tmp_path, engine, "k-restart"))
+        relay = InProcessRelay(kiosk(tmp_path, engine, device, delivery=delivery,
+                                     ack_timeout_s=5))
         relays.append(relay)
         relay.publisher.start()
         rows: list[Any] = []
@@ -138,7 +149,11 @@ def test_no_scan_lost_across_a_restart(engine: Engine, tmp_path: Path,
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         wait_until(lambda: len(first_arrivals(sub)[0]) >= 50, TIMEOUT, "the first scans")
-        engine.restart()
+        if delivery == "pharmacy":
+            engine.kill()
+            engine.start()
+        else:
+            engine.restart()
         producer.join(TIMEOUT)
         stop.set()
         assert len(rows) == 400
