@@ -7,7 +7,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ordoscan.message import ScanMessage
 from ordoscan.outbox import Outbox
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.listen_proc import Listen, printed_lines
 from tests.support.mosquitto import Broker, ProvisionedBroker
 from tests.support.pki import CertAuthority
 from tests.support.relay_proc import (
@@ -30,39 +30,6 @@ from tests.support.relay_proc import (
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "pharmacie-test"
 PREFIX = f"pharmacy/{SITE}/kiosk/kiosk-01"
-
-
-class Listen:
-    """`python -m ordoscan listen ...` with its stderr followed line by line."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ordoscan", "listen", *args],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.err: list[str] = []
-        self._listening = threading.Event()
-        self._reader = threading.Thread(target=self._read_err, daemon=True)
-        self._reader.start()
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err.append(line.rstrip("\n"))
-            if "listening on" in line:
-                self._listening.set()
-
-    def wait_listening(self, timeout: float = 30.0) -> bool:
-        return self._listening.wait(timeout)
-
-    def finish(self, timeout: float = 30.0) -> tuple[int, list[str]]:
-        """Exit code and stdout lines, once the process ends (stderr is the reader's)."""
-        rc = self.proc.wait(timeout)
-        assert self.proc.stdout is not None
-        out = self.proc.stdout.read()
-        self._reader.join(5)
-        return rc, out.splitlines()
 
 
 def scan_bodies(tmp_path: Path, count: int) -> list[bytes]:
@@ -190,19 +157,6 @@ def test_listen_waits_for_a_broker_that_is_not_there_yet(tmp_path: Path) -> None
         if listen.proc.poll() is None:
             listen.proc.kill()
         broker.kill()
-
-
-def printed_lines(listen: Listen) -> queue.Queue[str]:
-    """A listener's stdout lines as they come (a read with a timeout cannot hang the test)."""
-    out: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert listen.proc.stdout is not None
-        for line in listen.proc.stdout:
-            out.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return out
 
 
 def test_listen_misses_nothing_sent_while_it_is_away(tmp_path: Path, broker: Broker) -> None:

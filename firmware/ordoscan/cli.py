@@ -129,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument(
+        "--ack",
+        action="store_true",
+        help='the pharmacy side of end-to-end delivery (mqtt.delivery = "pharmacy"): store each '
+        "scan in --store, then acknowledge it on {prefix}/ack; printed once per scan_id, "
+        "even across restarts",
+    )
+    p.add_argument(
+        "--store",
+        default="",
+        help="with --ack: the SQLite file of received scans (default: "
+        "ordoscan-listen-{device id}.sqlite3 in the current folder)",
+    )
+    p.add_argument(
         "--client-id",
         default="",
         help="MQTT client id of the session (default: ordoscan-listen-{device id}); "

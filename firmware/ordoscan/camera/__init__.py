@@ -26,14 +26,13 @@ from ordoscan.camera.base import (
 )
 from ordoscan.camera.picamera2 import (
     MAX_LEASES,
-    TUNING_ENV,
     Picamera2Api,
     Picamera2Source,
-    cap_exposure_profiles,
     load_picamera2_api,
 )
 from ordoscan.camera.reader import LatestFrameReader, ReaderStats
 from ordoscan.camera.replay import ReplaySource, load_grey_image
+from ordoscan.camera.tuning import TUNING_ENV, cap_exposure_profiles
 from ordoscan.camera.v4l2 import V4L2Source
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig

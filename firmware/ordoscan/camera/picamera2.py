@@ -42,6 +42,14 @@ from typing import Any
 import numpy as np
 
 from ordoscan.camera.base import CameraSource, Frame, Grey, bounded, teardown, why, zoom_box
+from ordoscan.camera.tuning import (
+    TUNING_ENV,
+    cap_exposure_profiles,
+    forget_camera_manager,
+    forget_failed_instance,
+    is_mono,
+    site_tuning_file,
+)
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -54,10 +62,6 @@ log = logging.getLogger("ordoscan.camera")
 MAX_LEASES = 3
 # A SensorTimestamp further than this from our monotonic clock is not trusted.
 _TIMESTAMP_SANITY_S = 5.0
-# The tuning file libcamera's Raspberry Pi pipeline reads when its camera manager starts.
-TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
-# libcamera's draft ColorFilterArrangementEnum MONO: such sensors run <model>_mono.json
-_CFA_MONO = 5
 # Each tear-down (stop, close) gets this long: picamera2's stop() can block for good after a
 # cable pull (picamera2 issue #1065), and the daemon must still stop within 5 s.
 TEARDOWN_TIMEOUT_S = 2.0
@@ -88,32 +92,6 @@ def load_picamera2_api() -> Picamera2Api:
             "camera.source = 'v4l2' or 'replay'"
         ) from None
     return Picamera2Api(picamera2.Picamera2, picamera2.MappedArray, libcamera.controls)
-
-
-def cap_exposure_profiles(agc: dict[str, Any], max_exposure_us: int) -> int:
-    """Clip every exposure profile of an rpi.agc tuning block to max_exposure_us; returns how many.
-
-    The Raspberry Pi AGC walks a profile of (exposure, gain) stages: it lengthens
-    the exposure first, then raises the gain. Clipping the exposures keeps the
-    automatic exposure but makes the gain take over at the cap, which is what a
-    moving hand needs. libcamera has no control for this; the tuning is the way.
-    """
-    channels = agc.get("channels")
-    blocks = channels if isinstance(channels, list) else [agc]
-    changed = 0
-    for block in blocks:
-        modes = block.get("exposure_modes") if isinstance(block, dict) else None
-        if not isinstance(modes, dict):
-            continue
-        for mode in modes.values():
-            if not isinstance(mode, dict):
-                continue
-            # "shutter" is the key libcamera's AGC reads (an "exposure" key would be ignored)
-            stages = mode.get("shutter")
-            if isinstance(stages, list) and all(isinstance(s, int | float) for s in stages):
-                mode["shutter"] = [min(s, max_exposure_us) for s in stages]
-                changed += 1
-    return changed
 
 
 @dataclass(slots=True)
@@ -166,7 +144,7 @@ class Picamera2Source(CameraSource):
         self._metadata: dict[str, Any] = {}
         self._recall_warned = False
         self._tuning_warned = False
-        self._site_tuning = _site_tuning_file()
+        self._site_tuning = site_tuning_file()
 
     @property
     def name(self) -> str:
@@ -212,17 +190,17 @@ class Picamera2Source(CameraSource):
                 "cable and that `rpicam-hello --list-cameras` sees it"
             )
         self._model = str(cameras[self._num].get("Model", "?"))
-        mono = _is_mono(picam_cls, str(cameras[self._num].get("Id", "")))
+        mono = is_mono(picam_cls, str(cameras[self._num].get("Id", "")))
         tuning: dict[str, Any] | str | None = self._capped_tuning(picam_cls, mono)
         if tuning is not None:
-            _forget_camera_manager(picam_cls)
+            forget_camera_manager(picam_cls)
         else:
             tuning = self._site_tuning  # uncapped, but still the site's own file if it has one
         registered = dict(getattr(getattr(picam_cls, "_cm", None), "cameras", None) or {})
         try:
             cam = picam_cls(self._num) if tuning is None else picam_cls(self._num, tuning=tuning)
         except Exception as e:
-            _forget_failed_instance(picam_cls, registered)
+            forget_failed_instance(picam_cls, registered)
             raise CameraOpenError(
                 f"{self.name}: cannot be opened: {why(e)} (is another program using the camera?)"
             ) from None
@@ -488,22 +466,6 @@ class Picamera2Source(CameraSource):
         teardown(f"{self.name}: release request", request.release)
 
 
-_site_tuning_seen = ""
-
-
-def _site_tuning_file() -> str:
-    """The tuning file the site named in TUNING_ENV (a NoIR module, say), or "".
-
-    It is the base of the capped tuning. Remembered, because picamera2 then
-    overwrites the variable with the name of a temporary file it deletes.
-    """
-    global _site_tuning_seen
-    named = os.environ.get(TUNING_ENV, "")
-    if named and os.path.isfile(named):
-        _site_tuning_seen = named
-    return _site_tuning_seen
-
-
 def main_size(cam: Any, lores: tuple[int, int]) -> tuple[int, int]:
     """The main (zoom) stream's size: half the sensor's full size on each side, which every
     Pi camera reads binned at a high frame rate (imx708: 2304x1296 at up to 56 fps), or the
@@ -523,54 +485,3 @@ def _root(array: Any) -> Any:
     while isinstance(getattr(array, "base", None), np.ndarray):
         array = array.base
     return array
-
-
-def _is_mono(picam_cls: Any, camera_id: str) -> bool:
-    """Whether libcamera lists this camera as monochrome (its properties need no acquire)."""
-    try:
-        for camera in picam_cls._cm.cms.cameras:
-            if camera.id == camera_id:
-                props = {getattr(k, "name", str(k)): v for k, v in camera.properties.items()}
-                return int(props.get("ColorFilterArrangement", -1)) == _CFA_MONO
-    except Exception as e:  # private picamera2 state: a new version may differ
-        log.debug("picamera2: camera properties unavailable: %s", why(e))
-    return False
-
-
-def _forget_failed_instance(picam_cls: Any, registered: dict[Any, Any]) -> None:
-    """Undo what a Picamera2() that failed (camera busy) left behind.
-
-    picamera2 opens a notification pipe and registers the instance with its camera
-    manager before it acquires the camera: a failure leaks the pipe, and the dead
-    instance replaces whoever held that camera number.
-    """
-    manager: Any = getattr(picam_cls, "_cm", None)
-    cameras = getattr(manager, "cameras", None)
-    if not isinstance(cameras, dict):
-        return
-    for index, instance in list(cameras.items()):
-        if instance is registered.get(index) or getattr(instance, "is_open", True):
-            continue
-        reader = getattr(instance, "notifymeread", None)
-        if reader is not None:
-            teardown("picamera2: close the failed instance's pipe", reader.close)
-        writer = getattr(instance, "notifyme_w", None)
-        if isinstance(writer, int):
-            teardown("picamera2: close the failed instance's pipe", partial(os.close, writer))
-        if index in registered:
-            cameras[index] = registered[index]
-        else:
-            teardown("picamera2: unregister the failed instance", partial(manager.cleanup, index))
-
-
-def _forget_camera_manager(picam_cls: Any) -> None:
-    """Let the next Picamera2 start libcamera afresh, so that it reads the given tuning.
-
-    libcamera reads the tuning file when its camera manager starts. Listing the
-    cameras (to learn the sensor model) started one, and picamera2 keeps it
-    until its last camera closes; with no camera open, dropping it is safe.
-    """
-    manager = getattr(picam_cls, "_cm", None)
-    if manager is not None and hasattr(manager, "_cms") and not getattr(manager, "cameras", None):
-        manager._cms = None
-

@@ -49,6 +49,7 @@ from ordoscan.publisher.link import (
 )
 from ordoscan.publisher.side_channel import SideChannel
 from ordoscan.publisher.window import DeliveryWindow, Sent
+from ordoscan.remote import LogThrottle, held_note
 from ordoscan.security import (
     Credentials,
     broker_notes,
@@ -76,6 +77,27 @@ def shown_payload(body: bytes) -> str:
     return mask(payload if isinstance(payload, str) else None)
 
 
+MAX_ACK_BYTES = 1024
+
+
+def parse_ack(payload: bytes) -> tuple[int, str] | str:
+    """(seq, scan_id) of a pharmacy acknowledgement, or what is wrong with it (sized first)."""
+    if len(payload) > MAX_ACK_BYTES:
+        return f"{len(payload)} bytes, over the limit of {MAX_ACK_BYTES}"
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    seq, scan_id = data.get("seq"), data.get("scan_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "'seq' must be a positive integer"
+    if not isinstance(scan_id, str) or not 1 <= len(scan_id) <= 64:
+        return "'scan_id' must be a string of 1 to 64 characters"
+    return seq, scan_id
+
+
 class Publisher(Service):
     """Relays queued scans to the broker and serves the kiosk's status, telemetry and commands."""
 
@@ -100,6 +122,8 @@ class Publisher(Service):
         m = cfg.mqtt
         self._v5 = m.protocol == "5"
         self.topic_scan = f"{cfg.topic_prefix}/scan"
+        self.topic_ack = f"{cfg.topic_prefix}/ack"
+        self._pharmacy = m.delivery == "pharmacy"
         # Never subscribed: unsubscribing it costs nothing and is always answered.
         self._probe_topic = f"{cfg.topic_prefix}/cmd/.link-check"
         self.side = SideChannel(cfg, clock, on_command=on_command, wake=self.wake)
@@ -121,7 +145,10 @@ class Publisher(Service):
         self._up = False  # CONNACK received
         self._lost_reason: tuple[str, bool] | None = None
         self._taken_over = False  # the loss in _lost_reason was a session take-over
-        self._window = DeliveryWindow(m.inflight)
+        self._window = DeliveryWindow(
+            m.inflight, confirm=self._pharmacy, ack_timeout_s=m.ack_timeout_s
+        )
+        self._log_acks = LogThrottle(1.0, clock=clock)
         self._live = Liveness(m.keepalive_s / 2.0)
         self._next_attempt = 0.0
         self._props = PropertiesCache()
@@ -136,8 +163,11 @@ class Publisher(Service):
         self._link_reported: bool | None = None
         self._fault_link: str | None = None
         self._fault_delivery: str | None = None
+        self._fault_pharmacy: str | None = None  # sent, but the pharmacy does not confirm
         self._fault_reported: str | None = None
-        self._delivered = 0
+        self._delivered = 0  # good PUBACKs
+        self._confirmed = 0  # acknowledged by the pharmacy (delivery = "pharmacy")
+        self._resent = 0  # sent again after ack_timeout_s without the pharmacy's ack
         self._refused = 0
         self._reconnects = 0
         self._connects = 0
@@ -226,12 +256,17 @@ class Publisher(Service):
             "fault": self._fault_reported,
             "last_delivery_at": self._last_delivery_at,
             "duplicate_id": self._takeovers.active,
+            "delivery": self.cfg.mqtt.delivery,
+            # "sent to the broker" (delivered) apart from "confirmed by the pharmacy"
+            "sent_unconfirmed": len(w.unconfirmed),
+            "confirmed": self._confirmed,
+            "resent": self._resent,
         }
 
     # --- faults and link state (reported on change only) ---------------------------------------
 
     def _report(self) -> None:
-        fault = self._fault_link or self._fault_delivery
+        fault = self._fault_link or self._fault_delivery or self._fault_pharmacy
         if fault != self._fault_reported:
             self._fault_reported = fault
             if self._on_fault:
@@ -471,9 +506,12 @@ class Publisher(Service):
                 self._live.expect(self._clock.monotonic())
 
     def _fill_window(self, client: mqtt.Client, now: float) -> None:
+        self._check_overdue(now)
         free = self._window.room_for_scans(now)
         if free <= 0:
             return
+        if self._window.restarting:
+            self._flush_acks()  # a pass from the first row: what is confirmed is gone first
         try:
             rows = self._outbox.pending(limit=free, after_seq=self._window.cursor)
         except OutboxError as e:
@@ -493,6 +531,51 @@ class Publisher(Service):
                 return  # the link went down while writing; on_disconnect has the reason
             self._window.sent_scan(info.mid, row.seq, row.scan_id, shown_payload(row.body))
             self._live.expect(now)
+
+    def _check_overdue(self, now: float) -> None:
+        late = self._window.overdue(now)
+        if not late:
+            return
+        self._resent += len(late)
+        seq, first = late[0]
+        text = (
+            f"{len(late)} scan(s) sent to the broker but not confirmed by the pharmacy within "
+            f"{self.cfg.mqtt.ack_timeout_s:g} s (first: {first.shown} seq {seq})"
+        )
+        log.warning("%s: sending them again, same scan_id, in order", text)
+        self._fault_pharmacy = text
+        self._report()
+
+    def _on_ack(self, payload: bytes) -> None:
+        """`{prefix}/ack` from the pharmacy system: `{"scan_id": "...", "seq": N}`."""
+        parsed = parse_ack(payload)
+        if isinstance(parsed, str):
+            held = self._log_acks.allow()
+            if held is not None:
+                log.warning("ignoring a message on %s: %s%s", self.topic_ack, parsed,
+                            held_note(held))
+            return
+        seq, scan_id = parsed
+        now = self._clock.monotonic()
+        entry = self._window.confirmed(seq, scan_id, now)
+        if entry is not None:
+            shown = entry.shown
+        else:  # sent on an earlier connection, or before a resend: the outbox says if it is ours
+            try:
+                rows = self._outbox.pending(limit=1, after_seq=seq - 1)
+            except OutboxError as e:
+                log.error("cannot read the outbox: %s", e)
+                return
+            if not rows or rows[0].seq != seq or rows[0].scan_id != scan_id:
+                return  # already removed (a repeated ack), or not one of ours
+            self._window.remove(seq, now)
+            shown = shown_payload(rows[0].body)
+        self._confirmed += 1
+        log.info("scan %s seq %d confirmed by the pharmacy", shown, seq)
+        if self._fault_pharmacy is not None:
+            log.info("the pharmacy confirms scans again")
+            self._fault_pharmacy = None
+            self._report()
 
     def _shutdown(self) -> None:
         client = self._client
@@ -552,6 +635,8 @@ class Publisher(Service):
         # Subscribe first: the broker handles packets in order, so whoever sees "online"
         # can already send a command.
         client.subscribe(self.side.cmd_prefix + "+", qos=1)
+        if self._pharmacy:
+            client.subscribe(self.topic_ack, qos=1)
         info = client.publish(self.side.topic_status, self.side.status("online"), 1, True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._window.sent_other(info.mid, "status")
@@ -668,4 +753,8 @@ class Publisher(Service):
         if client is not self._client:
             return
         self._answered()
+        if msg.topic == self.topic_ack:
+            if self._pharmacy:
+                self._on_ack(bytes(msg.payload))
+            return
         self.side.command(msg.topic, bytes(msg.payload), bool(msg.retain))
