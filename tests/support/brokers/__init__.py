@@ -44,6 +44,9 @@ class Features:
     # dropped), "disconnect" (the connection is closed, the scan stays queued)
     denied_v311: str
     dots_in_topics: bool  # a '.' inside a topic level is a plain character
+    # a scan it acknowledged just before a clean restart always reaches a persistent
+    # subscriber (NATS 2.9 was seen to drop one: only `delivery = "pharmacy"` covers that)
+    keeps_acked_across_restart: bool = True
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 class NatsEngine(Engine):
     name = "nats"
     features = Features(mqtt5=False, retained=True, will=True, denied_v311="puback",
-                        dots_in_topics=False)
+                        dots_in_topics=False, keeps_acked_across_restart=False)
     startup_timeout = 30.0
 
     def __init__(
