@@ -9,15 +9,12 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from ordoscan import camera
 from ordoscan.camera import (
     MAX_LEASES,
     TUNING_ENV,
@@ -26,51 +23,18 @@ from ordoscan.camera import (
     Picamera2Source,
     cap_exposure_profiles,
 )
-from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
 
+from tests.support.camera_aids import FakeClock, camera_config, read_frame, tuning_environment
 from tests.support.picamera2_double import IMX219, IMX708, OV9281, CameraSystem, agc_walk
 
-
-def camera_config(**changes: Any) -> CameraConfig:
-    values: dict[str, Any] = {"source": "picamera2", "size": (640, 480), "fps": 15}
-    return CameraConfig(**(values | changes))
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def read_frame(source: Picamera2Source, emit: Callable[[], bool], tries: int = 50) -> Frame:
-    """Emit frames until the source returns one (the first read only starts the capture job)."""
-    for _ in range(tries):
-        frame = source.read(0.0)
-        if frame is not None:
-            return frame
-        emit()
-    raise AssertionError("no frame from the source")
+# every test starts without a tuning file named in the environment
+pytestmark = pytest.mark.usefixtures(tuning_environment.__name__)
 
 
 @pytest.fixture
 def system() -> CameraSystem:
     return CameraSystem(IMX708)
-
-
-@pytest.fixture(autouse=True)
-def tuning_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """picamera2 (and so the double) writes the tuning file's name into os.environ."""
-    saved = os.environ.pop(TUNING_ENV, None)
-    monkeypatch.setattr(camera, "_site_tuning_seen", "")
-    yield
-    os.environ.pop(TUNING_ENV, None)
-    if saved is not None:
-        os.environ[TUNING_ENV] = saved
 
 
 def test_the_module_imports_without_picamera2_or_opencv() -> None:
@@ -95,7 +59,7 @@ def test_configuration_asked_of_picamera2(system: CameraSystem) -> None:
         config = cam.camera_config
         assert config["lores"]["format"] == "YUV420"
         assert config["lores"]["size"] == (640, 480)
-        assert config["main"]["size"] == (640, 480)
+        assert config["main"] == config["main"] | {"size": (2304, 1296), "format": "YUV420"}
         assert config["raw"] is None
         assert config["buffer_count"] == 3 + MAX_LEASES
         assert config["queue"] is False
@@ -253,11 +217,11 @@ def test_cap_exposure_profiles_handles_both_tuning_layouts() -> None:
     flat = {"exposure_modes": {"normal": {"shutter": [100, 10000, 66666], "gain": [1, 2, 8]}}}
     assert cap_exposure_profiles(flat, 5000) == 1
     assert flat["exposure_modes"]["normal"]["shutter"] == [100, 5000, 5000]
-    renamed = {
-        "channels": [{"exposure_modes": {"short": {"exposure": [100, 20000], "gain": [1, 4]}}}]
+    channels = {
+        "channels": [{"exposure_modes": {"short": {"shutter": [100, 20000], "gain": [1, 4]}}}]
     }
-    assert cap_exposure_profiles(renamed, 8000) == 1
-    assert renamed["channels"][0]["exposure_modes"]["short"]["exposure"] == [100, 8000]
+    assert cap_exposure_profiles(channels, 8000) == 1
+    assert channels["channels"][0]["exposure_modes"]["short"]["shutter"] == [100, 8000]
     assert cap_exposure_profiles({"something": "else"}, 8000) == 0
 
 
@@ -276,7 +240,7 @@ def test_a_sensor_without_tuning_file_still_opens_with_a_warning(
 
 def test_no_camera_is_a_clear_open_error() -> None:
     system = CameraSystem(IMX708)
-    system.cameras[0].unplug()
+    system.cameras[0].remove()  # not found at boot
     with pytest.raises(CameraOpenError, match=r"no camera 0 \(0 connected\).*ribbon cable"):
         Picamera2Source(camera_config(), api=system.api()).open()
 
@@ -409,48 +373,6 @@ def test_with_the_reader_the_pipeline_never_starves_the_camera_and_leaks_nothing
     assert system.leaked_mappings == 0
 
 
-def test_reader_reopens_a_camera_that_was_unplugged_and_plugged_back() -> None:
-    clock = FakeClock()
-    system = CameraSystem(IMX708)
-    cam = system.cameras[0]
-    states: list[tuple[bool, str]] = []
-    changed = threading.Event()
-
-    def on_state(ok: bool, message: str) -> None:
-        states.append((ok, message))
-        changed.set()
-
-    source = Picamera2Source(camera_config(stall_timeout_s=3), api=system.api(), clock=clock)
-    reader = LatestFrameReader(
-        source,
-        stall_timeout_s=3,
-        on_state=on_state,
-        clock=clock,
-        backoff_first_s=0.01,
-        backoff_cap_s=0.02,
-        read_timeout_s=0.01,
-    )
-    with reader:
-        wait_until(lambda: any(ok for ok, _ in states))
-        frame = feed_until_frame(reader, cam)
-        assert frame.image.shape == (480, 640)
-        cam.unplug()
-        clock.now += 10
-        wait_until(lambda: any(not ok and "no frame" in m for ok, m in states))
-        frame = reader.get(5)  # the analysis comes back: it lets go of its frame, gets none
-        assert frame is None
-        wait_until(lambda: any("no camera 0" in m for _, m in states))
-        first_picam = system.instances[0]
-        assert first_picam.outstanding_requests() == []
-        assert system.leaked_mappings == 0
-        states.clear()
-        cam.plug()
-        wait_until(lambda: any(ok for ok, _ in states))
-        assert feed_until_frame(reader, cam).image.shape == (480, 640)
-    assert reader.stats().reopens >= 1
-    assert system.leaked_mappings == 0
-
-
 def feed_until_frame(reader: LatestFrameReader, cam: Any) -> Frame:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -459,12 +381,3 @@ def feed_until_frame(reader: LatestFrameReader, cam: Any) -> Frame:
         if frame is not None:
             return frame
     raise AssertionError("the reader gave no frame")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll a condition the reader thread will make true; the timeout only catches a hang."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
-from ordoscan.camera import Backoff, Frame, LatestFrameReader
+from ordoscan.camera import Frame, LatestFrameReader
 from ordoscan.errors import CameraLost, CameraOpenError
+
+from tests.support.wait import wait_until
 
 
 class ScriptedSource:
@@ -25,6 +26,7 @@ class ScriptedSource:
         self.events: list[str] = []  # what happened, in order: open, close, release N
         self.lock = threading.Lock()
         self.next_index = 0
+        self.reads = 0  # read() calls that returned, frame or not
 
     def push(self, count: int = 1) -> None:
         for _ in range(count):
@@ -49,10 +51,18 @@ class ScriptedSource:
         try:
             item = self.items.get(timeout=timeout)
         except queue.Empty:
-            return None
+            item = None
+        with self.lock:
+            self.reads += 1
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def wait_for_reads(self, count: int = 3) -> None:
+        """Let the reader read `count` more times: an absence asserted after this is real."""
+        with self.lock:
+            target = self.reads + count
+        wait_until(lambda: self.reads >= target, 20, f"{count} more reads of the source")
 
     def release(self, frame: Frame) -> None:
         self.log(f"release {frame.index}")
@@ -66,11 +76,22 @@ class ScriptedSource:
 
 
 class FakeClock:
+    """An ordoscan.clock.Clock the test moves by hand; its waits are recorded and cut short,
+    so a back-off costs no real time."""
+
     def __init__(self) -> None:
         self.now = 100.0
+        self.waits: list[float] = []
 
-    def __call__(self) -> float:
+    def monotonic(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        return 1_764_000_000.0 + self.now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return event.wait(min(timeout, 0.001))
 
 
 class Recorder:
@@ -84,15 +105,6 @@ class Recorder:
 
     def saw(self, ok: bool, text: str = "") -> bool:
         return any(s == ok and text in m for s, m in list(self.states))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll a condition the reader thread will make true; the timeout only catches a hang."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.002)
 
 
 def make_reader(source: ScriptedSource, **kwargs: object) -> LatestFrameReader:
@@ -145,10 +157,11 @@ def test_last_frame_at_follows_the_injected_clock() -> None:
 def test_a_lost_camera_is_reported_closed_and_reopened_with_capped_backoff() -> None:
     source = ScriptedSource()
     source.open_failures = []
-    delays: list[float] = []
+    clock = FakeClock()
+    delays = clock.waits
     recorder = Recorder()
     reader = make_reader(
-        source, on_state=recorder, backoff_first_s=0.5, backoff_cap_s=3.0, wait=delays.append
+        source, on_state=recorder, backoff_first_s=0.5, backoff_cap_s=3.0, clock=clock
     )
     with reader:
         source.push()
@@ -170,13 +183,6 @@ def test_a_lost_camera_is_reported_closed_and_reopened_with_capped_backoff() -> 
     assert events.index("close") < events.index("open failed")  # closed before reopening
 
 
-def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
-    backoff = Backoff(0.5, 10.0)
-    assert [backoff.next() for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    backoff.reset()
-    assert backoff.next() == 0.5
-
-
 def test_a_live_source_silent_for_stall_timeout_is_lost() -> None:
     clock = FakeClock()
     source = ScriptedSource(live=True)
@@ -184,7 +190,7 @@ def test_a_live_source_silent_for_stall_timeout_is_lost() -> None:
     with make_reader(source, clock=clock, on_state=recorder, backoff_first_s=0.01):
         wait_until(lambda: source.count("open") == 1)
         clock.now += 2.9
-        time.sleep(0.05)  # a few reads without frames, still within stall_timeout_s
+        source.wait_for_reads()  # a few reads without frames, still within stall_timeout_s
         assert not recorder.saw(False)
         clock.now += 0.2
         wait_until(lambda: recorder.saw(False, "no frame for 3.1 s"))
@@ -199,7 +205,7 @@ def test_a_replay_that_ended_is_not_a_fault() -> None:
         source.push()
         wait_until(lambda: reader.frames == 1)
         clock.now += 3600
-        time.sleep(0.05)
+        source.wait_for_reads()
         assert recorder.states == [(True, "scripted camera: open")]
         assert source.count("close") == 0
 
@@ -236,8 +242,7 @@ def test_on_a_loss_the_source_is_closed_only_once_the_analysis_let_go_of_its_fra
         held = reader.get(20)
         assert held is not None
         source.fail(CameraLost("gone"))
-        wait_until(lambda: recorder.saw(False, "gone"))
-        time.sleep(0.05)
+        wait_until(lambda: reader.awaiting_release, 20, "the reader to wait for frame 0")
         assert source.count("close") == 0  # the analysis still holds frame 0
         started = time.monotonic()
         held = reader.get(30)  # it comes back: its frame is released and it gets None at once
@@ -303,3 +308,20 @@ def test_frames_are_never_queued(count: int) -> None:
         wait_until(lambda: reader.frames == count)
         got = [f.index for f in iter(lambda: reader.get(0.01), None)]
         assert got == [count - 1]
+
+
+def test_start_and_stop_are_idempotent_and_a_stopped_reader_starts_again() -> None:
+    source = ScriptedSource()
+    reader = make_reader(source)
+    reader.start()
+    reader.start()  # no second thread
+    wait_until(lambda: source.count("open") == 1, 20, "the open")
+    assert sum(t.name == "camera-reader" and t.is_alive() for t in threading.enumerate()) == 1
+    reader.stop(5)
+    reader.stop(5)  # nothing left to stop
+    assert source.count("close") == 1
+    reader.start()  # again, as after a restart of the pipeline
+    source.push()
+    wait_until(lambda: reader.frames == 1, 20, "a frame after the restart")
+    reader.stop(5)
+    assert source.count("open") == 2 and source.count("close") == 2

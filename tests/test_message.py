@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ordoscan import message
 from ordoscan.classifier import Kind
+from ordoscan.clock import iso_ms
 from ordoscan.message import (
     ScanMessage,
-    format_timestamp,
     new_scan_id,
     scan_id_time,
     scan_json_schema,
@@ -118,7 +118,7 @@ def test_datetimes_are_normalised_to_utc_milliseconds() -> None:
     assert json.loads(msg.to_json())["scanned_at"] == "2026-11-25T10:31:07.412Z"
     with pytest.raises(ValidationError, match="timezone"):
         make(scanned_at=datetime(2026, 11, 25, 10, 31, 7))
-    assert format_timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
+    assert iso_ms(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000Z"
 
 
 def test_new_scan_id_is_uuid7_and_carries_its_time() -> None:
@@ -183,15 +183,18 @@ def test_spec_example_validates_against_the_json_schema() -> None:
         assert not v.is_valid({**SPEC_EXAMPLE, **bad}), bad
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        ROOT / "schemas" / message.SCHEMA_FILENAME,
-        ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME,
-    ],
-    ids=["repo", "package"],
-)
-def test_shipped_schema_is_up_to_date(path: Path) -> None:
+PACKAGE_SCHEMA = ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME
+
+
+def test_schema_is_stored_once_and_linked_from_the_repository() -> None:
+    repo = ROOT / "schemas" / message.SCHEMA_FILENAME
+    assert repo.is_symlink(), f"{repo} must be a link to the package's file, not a copy"
+    assert repo.resolve() == PACKAGE_SCHEMA.resolve()
+    assert message.schema_paths() == [PACKAGE_SCHEMA.resolve()]
+
+
+def test_shipped_schema_is_up_to_date() -> None:
+    path = PACKAGE_SCHEMA
     assert path.is_file(), f"{path} is missing; regenerate it with: {REGEN}"
     assert path.read_text(encoding="utf-8") == message.schema_text(), (
         f"{path} does not match the ScanMessage model; regenerate it with: {REGEN}"

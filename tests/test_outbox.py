@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ordoscan.clock import Clock as OutboxClock
 from ordoscan.errors import ConfigError, OutboxError, OutboxFull
 from ordoscan.message import ScanMessage
 from ordoscan.outbox import SEQ_BLOCK, Outbox, StoredScan
@@ -17,20 +19,39 @@ T0 = 1_795_000_000.0  # a fixed "now" (2026-11-18): ages come from this injected
 
 
 class Clock:
-    """A settable clock for the outbox."""
+    """A settable clock for the outbox: one reading serves as wall and monotonic time."""
 
     def __init__(self, t: float = T0) -> None:
         self.t = t
 
-    def __call__(self) -> float:
+    def wall(self) -> float:
         return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.is_set()
+
+
+class TwoClocks(Clock):
+    """Wall and monotonic time set apart, as NTP and a reboot move them."""
+
+    def __init__(self, wall: Clock, mono: Clock) -> None:
+        self.wall_clock, self.mono_clock = wall, mono
+
+    def wall(self) -> float:
+        return self.wall_clock.t
+
+    def monotonic(self) -> float:
+        return self.mono_clock.t
 
 
 def payload(i: int) -> str:
     return f"01TESTPAYLOAD{i:05d}"
 
 
-def open_box(path: Path, clock: Clock | None = None, **kw: object) -> Outbox:
+def open_box(path: Path, clock: OutboxClock | None = None, **kw: object) -> Outbox:
     args: dict[str, object] = {
         "max_messages": 100,
         "max_age_h": 24,
@@ -267,7 +288,7 @@ def test_integrity_check_ok(db: Path) -> None:
 def test_age_follows_the_monotonic_clock_when_the_wall_clock_jumps(db: Path) -> None:
     """A Pi has no RTC: NTP may move the wall clock by days after a scan was queued."""
     wall, mono = Clock(T0), Clock(100.0)
-    kw = {"clock": wall, "monotonic": mono, "boot_id": "boot-1", "max_age_h": 1}
+    kw = {"clock": TwoClocks(wall, mono), "boot_id": "boot-1", "max_age_h": 1}
     with Outbox(db, max_messages=10, device_id="kiosk-01", site="pharma", **kw) as box:  # type: ignore[arg-type]
         s = put(box, 1, clock_synced=False)
         wall.t += 60 * 3600  # the weekend the kiosk was off, caught up by NTP
@@ -286,11 +307,11 @@ def test_age_follows_the_monotonic_clock_when_the_wall_clock_jumps(db: Path) -> 
 def test_age_across_a_reboot_uses_the_wall_clock(db: Path) -> None:
     wall, mono = Clock(T0), Clock(5000.0)
     common = {"max_messages": 10, "max_age_h": 1, "device_id": "kiosk-01", "site": "pharma"}
-    with Outbox(db, clock=wall, monotonic=mono, boot_id="boot-1", **common) as box:  # type: ignore[arg-type]
+    with Outbox(db, clock=TwoClocks(wall, mono), boot_id="boot-1", **common) as box:  # type: ignore[arg-type]
         put(box, 1)
     wall.t += 1800
     mono.t = 3.0  # monotonic time restarts with the machine
-    with Outbox(db, clock=wall, monotonic=mono, boot_id="boot-2", **common) as box:  # type: ignore[arg-type]
+    with Outbox(db, clock=TwoClocks(wall, mono), boot_id="boot-2", **common) as box:  # type: ignore[arg-type]
         assert box.stats().oldest_age_s == pytest.approx(1800)
         assert len(box.pending()) == 1
         wall.t += 1800

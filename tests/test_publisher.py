@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ordoscan.backoff import backoff_delay
+from ordoscan.clock import SystemClock
 from ordoscan.message import ScanMessage
-from ordoscan.publisher import backoff_delay
 
 from tests.support.mosquitto import Broker, Subscriber
 from tests.support.relay_proc import InProcessRelay, payload_for, relay_config
@@ -119,10 +120,16 @@ def test_expired_scans_are_not_sent_and_expiry_follows_remaining_life(
     tmp_path: Path, broker: Broker, sub: Subscriber
 ) -> None:
     now = [1_800_000_000.0]
-    clock = lambda: now[0]  # noqa: E731 - one shared fake wall clock for outbox and publisher
+
+    class FakeWall(SystemClock):
+        """Real monotonic time (the link's timers), a wall clock moved by the test."""
+
+        def wall(self) -> float:
+            return now[0]
+
     relay = InProcessRelay(
         relay_config(tmp_path / "kiosk", port=broker.port, site=SITE, max_age_h=1),
-        clock=clock, outbox_clock=clock,
+        clock=FakeWall(), outbox_clock=lambda: now[0],
     )
     try:
         old = relay.put(2)  # will be 65 minutes old: expired

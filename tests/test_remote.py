@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ordoscan.devtools.clock import ManualClock
 from ordoscan.errors import CommandError
 from ordoscan.remote import MAX_COMMAND_BYTES, RateLimit, Remote, parse_command
 
@@ -132,12 +133,12 @@ def test_a_failing_action_is_an_error_reply_not_a_crash() -> None:
 
 
 def test_flood_is_cut_by_the_rate_limit() -> None:
-    now = [100.0]
-    rate = RateLimit(per_s=2.0, burst=3, clock=lambda: now[0])
+    clock = ManualClock()
+    rate = RateLimit(per_s=2.0, burst=3, clock=clock)
     k = Kiosk()
     remote = k.remote(rate)
     answers = [remote.handle("identify", b"") for _ in range(10)]
     assert sum(a is not None for a in answers) == 3
     assert len(k.identified) == 3 and len(k.replies) == 3
-    now[0] += 1.0  # two more tokens a second later
+    clock.advance(1.0)  # two more tokens a second later
     assert [remote.handle("ping", b"") is not None for _ in range(3)] == [True, True, False]

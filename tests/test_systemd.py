@@ -215,6 +215,23 @@ def test_the_settings_the_daemon_and_installer_rely_on() -> None:
     assert one(s, "Service.RuntimeDirectory") == "ordoscan"
 
 
+def memory_bytes(value: str) -> int:
+    """A systemd size such as '384M' or '1G' (1024-based, as systemd reads it)."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)", value)
+    assert m, f"unexpected size {value!r}"
+    return int(m.group(1)) * 1024 ** " KMGT".index(m.group(2) or " ")
+
+
+def test_resource_limits() -> None:
+    """A hostile message or a leak cannot take the Pi's memory (1-2 GB), a thread
+    leak is bounded, and no core dump (which holds identifiers in clear) is written.
+    tests/appliance checks that systemd applies them on a live system."""
+    s = unit_settings(UNIT.read_text())
+    assert 128 * 2**20 <= memory_bytes(one(s, "Service.MemoryMax")) <= 512 * 2**20
+    assert 16 <= int(one(s, "Service.TasksMax")) <= 256
+    assert one(s, "Service.LimitCORE") == "0"
+
+
 def test_execstart_matches_the_installer_and_the_outbox_default() -> None:
     s = unit_settings(UNIT.read_text())
     exec_start = one(s, "Service.ExecStart").split()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
-from ordoscan.telemetry import PipelineStats, TelemetryTimer, build_telemetry, utc_now_iso
+from ordoscan.devtools.clock import ManualClock
+from ordoscan.telemetry import PipelineStats, TelemetryTimer, build_telemetry
 
 
 def test_counters_and_decode_percentiles() -> None:
@@ -80,20 +81,16 @@ def test_message_is_json_with_every_part() -> None:
     assert json.loads(json.dumps(msg)) == msg
 
 
-def test_iso_time_has_milliseconds() -> None:
-    assert utc_now_iso(1_700_000_000.5) == "2023-11-14T22:13:20.500Z"
-
-
 def test_timer() -> None:
-    now = [0.0]
-    t = TelemetryTimer(60, clock=lambda: now[0])
+    clock = ManualClock(monotonic=0.0)
+    t = TelemetryTimer(60, clock=clock)
     assert not t.due()
-    now[0] = 5.0  # the first one soon after start
+    clock.advance(5.0)  # the first one soon after start
     assert t.due() and not t.due()
-    now[0] = 64.0
+    clock.advance(59.0)
     assert not t.due()
-    now[0] = 65.0
+    clock.advance(1.0)
     assert t.due()
-    off = TelemetryTimer(0, clock=lambda: now[0])
-    now[0] = 1e9
+    off = TelemetryTimer(0, clock=clock)
+    clock.advance(1e9)
     assert not off.due()

@@ -45,7 +45,8 @@ class SystemClock:
 SYSTEM_CLOCK: Clock = SystemClock()
 
 
-def iso_ms(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds and Z, as in every message the kiosk sends."""
-    dt = datetime.fromtimestamp(ts, UTC)
+def iso_ms(ts: float | datetime) -> str:
+    """ISO 8601 UTC with milliseconds and Z, as in every message the kiosk sends
+    (`2026-11-25T10:31:07.412Z`): seconds since the epoch, or an aware datetime."""
+    dt = ts.astimezone(UTC) if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

@@ -42,6 +42,10 @@ class OutboxDiskError(OutboxError):
     """The disk under the outbox is full, read-only or failing."""
 
 
+class OutboxInUse(OutboxError):
+    """Another process already writes this outbox: one daemon per outbox."""
+
+
 class OutboxCorrupt(OutboxError):
     """The outbox file is not a valid database (it gets quarantined)."""
 
@@ -60,3 +64,7 @@ class CommandError(OrdoscanError):
 
 class GpioError(OrdoscanError):
     """A GPIO pin could not be claimed or driven."""
+
+
+class BrokerError(OrdoscanError):
+    """A local mosquitto (the demo's, the tests') could not be found or started."""

@@ -14,21 +14,19 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ordoscan.clock import SYSTEM_CLOCK, Clock, iso_ms
 from ordoscan.errors import CommandError
-from ordoscan.telemetry import utc_now_iso
+from ordoscan.feedback import IDENTIFY_MAX_S, IDENTIFY_S
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 1024
 MAX_ID_CHARS = 64
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-IDENTIFY_DEFAULT_S = 10.0
-IDENTIFY_MAX_S = 120.0
 
 # command name -> fields it accepts besides "id"
 COMMANDS: dict[str, frozenset[str]] = {
@@ -96,7 +94,10 @@ def parse_command(name: str, payload: bytes | str) -> Command:
 
 
 def _id_of(payload: bytes | str) -> str | int | None:
-    """Best effort: the caller's id from a refused payload, so even an error can be matched."""
+    """Best effort: the caller's id from a refused payload, so even an error can be matched
+    (an oversized payload is never parsed, not even for its id)."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        return None
     try:
         data = json.loads(payload)
     except (ValueError, TypeError, RecursionError):
@@ -113,23 +114,43 @@ def _id_of(payload: bytes | str) -> str | int | None:
 class RateLimit:
     """A token bucket: `burst` commands at once, then `per_s` a second."""
 
-    def __init__(
-        self, per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, per_s: float, burst: int, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.per_s, self.burst, self._clock = per_s, burst, clock
         self._tokens = float(burst)
-        self._at = clock()
+        self._at = clock.monotonic()
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
         with self._lock:
-            now = self._clock()
+            now = self._clock.monotonic()
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_s)
             self._at = now
             if self._tokens < 1.0:
                 return False
             self._tokens -= 1.0
             return True
+
+
+class LogThrottle:
+    """Lets through `burst` log lines, then one every `every_s`, and counts what it held back,
+    so a flood of messages from the network cannot flood the journal."""
+
+    def __init__(self, every_s: float, burst: int = 5, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._rate = RateLimit(per_s=1.0 / every_s, burst=burst, clock=clock)
+        self.held = 0  # lines not written since the last one that was
+
+    def allow(self) -> int | None:
+        """None: do not log this one; else the count of lines held back before it (to say so)."""
+        if not self._rate.allow():
+            self.held += 1
+            return None
+        held, self.held = self.held, 0
+        return held
+
+
+def held_note(held: int) -> str:
+    """The tail of a throttled log line that says how many like it were not written."""
+    return f" ({held} similar line(s) not logged)" if held else ""
 
 
 class Remote:
@@ -143,13 +164,17 @@ class Remote:
         status: Callable[[], Mapping[str, Any]],
         reply: Callable[[dict[str, Any]], None],
         rate: RateLimit | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.device_id = device_id
         self._identify = identify
         self._status = status
         self._reply = reply
-        self._rate = rate or RateLimit(per_s=2.0, burst=10)
+        self._clock = clock
+        self._rate = rate or RateLimit(per_s=2.0, burst=10, clock=clock)
         self._dropped = 0
+        self._log_drop = LogThrottle(10.0, burst=1, clock=clock)
+        self._log_refused = LogThrottle(1.0, clock=clock)
 
     def handle(self, name: str, payload: bytes | str) -> dict[str, Any] | None:
         """Run one command; returns the reply sent (None when the rate limit dropped it).
@@ -159,9 +184,10 @@ class Remote:
         """
         if not self._rate.allow():
             self._dropped += 1
-            if self._dropped == 1 or self._dropped % 100 == 0:
+            if self._log_drop.allow() is not None:
                 log.warning(
-                    "remote commands arrive too fast: %d dropped without a reply", self._dropped
+                    "remote commands arrive too fast: %d dropped without a reply so far",
+                    self._dropped,
                 )
             return None
         base: dict[str, Any] = {"cmd": _shown_name(name), "device_id": self.device_id}
@@ -171,7 +197,9 @@ class Remote:
             cid = _id_of(payload)
             answer = base | ({"id": cid} if cid is not None else {})
             answer |= {"ok": False, "error": str(e)}
-            log.warning("remote command refused: %s", e)
+            held = self._log_refused.allow()
+            if held is not None:
+                log.warning("remote command refused: %s%s", e, held_note(held))
         else:
             answer = base | ({"id": cmd.id} if cmd.id is not None else {})
             try:
@@ -179,7 +207,7 @@ class Remote:
             except Exception as e:  # a failing command must not take the MQTT thread down
                 log.exception("remote command %s failed", cmd.name)
                 answer |= {"ok": False, "error": f"{cmd.name} failed: {type(e).__name__}"}
-        answer["at"] = utc_now_iso()
+        answer["at"] = iso_ms(self._clock.wall())
         try:
             self._reply(answer)
         except Exception:
@@ -188,7 +216,7 @@ class Remote:
 
     def _run(self, cmd: Command) -> dict[str, Any]:
         if cmd.name == "identify":
-            seconds = float(cmd.args.get("seconds", IDENTIFY_DEFAULT_S))
+            seconds = float(cmd.args.get("seconds", IDENTIFY_S))
             log.info("identify: all LEDs blinking for %g s (remote command)", seconds)
             self._identify(seconds)
             return {"identify_s": seconds}

@@ -9,20 +9,14 @@ counts and durations only.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
+
+from ordoscan.clock import SYSTEM_CLOCK, Clock, iso_ms
 
 SCHEMA = "ordoscan.telemetry/1"
 DECODE_WINDOW = 512  # frames kept for the decode-time percentiles
-
-
-def utc_now_iso(now: float | None = None) -> str:
-    """UTC time as ISO 8601 with milliseconds and a Z, like the scan message."""
-    t = datetime.fromtimestamp(time.time() if now is None else now, tz=UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -116,12 +110,13 @@ def build_telemetry(
     system: Mapping[str, Any],
     now: float | None = None,
 ) -> dict[str, Any]:
+    """`now`: wall time of the message (the App's clock); None reads the system clock."""
     """One telemetry message (QoS 0, not retained): every part is already plain data."""
     return {
         "schema": SCHEMA,
         "device_id": device_id,
         "site": site,
-        "at": utc_now_iso(now),
+        "at": iso_ms(SYSTEM_CLOCK.wall() if now is None else now),
         "uptime_s": round(uptime_s, 1),
         "queue": dict(queue),
         "scans": dict(pipeline),
@@ -134,18 +129,16 @@ def build_telemetry(
 class TelemetryTimer:
     """Says when the next telemetry message is due; interval 0 means never."""
 
-    def __init__(
-        self, interval_s: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, interval_s: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.interval_s = interval_s
         self._clock = clock
         # the first message goes out soon after start, so a fresh kiosk shows up at once
-        self._next = clock() + min(interval_s, 5.0)
+        self._next = clock.monotonic() + min(interval_s, 5.0)
 
     def due(self) -> bool:
         if self.interval_s <= 0:
             return False
-        now = self._clock()
+        now = self._clock.monotonic()
         if now < self._next:
             return False
         self._next = now + self.interval_s

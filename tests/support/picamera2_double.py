@@ -25,6 +25,24 @@ in LIBCAMERA_RPI_TUNING_FILE (in os.environ) and deletes it; libcamera's
 camera manager reads the named file once, when it starts (listing the
 cameras starts it; picamera2 drops it when its last camera closes); a name
 that cannot be read leaves the cameras unlisted.
+
+What a Pi does that a desk would not guess, modelled after picamera2's and
+libcamera's sources:
+- a ribbon cable pulled while streaming: the camera stays listed; libcamera
+  stops streaming after max(1 s, 5 frames) without a frame and cancels the
+  queued requests, which picamera2 never queues again; `stop()` may then
+  block (picamera2 issue #1065) until the test lets it go;
+- control limits: before configure() the IPA advertises frame durations of
+  33,333-250,000,000 us; the sensor mode's own limits (and the lens controls,
+  if the lens validated) come only with configure(), and the IPA clamps the
+  frame duration into them;
+- Picamera2() opens a notification pipe and registers itself with the camera
+  manager before it acquires the camera: a "busy" failure leaves both behind;
+- closing with a numpy view of a buffer alive: the allocator's cleanup raises
+  BufferError before it closes its file descriptors, so every buffer of that
+  camera leaks (counted in `leaked_buffers`);
+- mono sensors run `<model>_mono.json`; the Pi 5 (platform "pisp") aligns
+  YUV420 rows to 128 bytes and its imx708 tuning has four AGC channels.
 """
 
 from __future__ import annotations
@@ -102,6 +120,11 @@ _IMX708_CHANNEL = {
     "convergence_frames": 6,
     "speed": 0.15,
 }
+_IMX296_AGC = {
+    "exposure_modes": {
+        "normal": {"shutter": [100, 10000, 30000, 60000], "gain": [1.0, 2.0, 4.0, 8.0]},
+    }
+}
 TUNING_FILES: dict[str, dict[str, Any]] = {
     "imx708.json": {
         "version": 2.0,
@@ -114,6 +137,24 @@ TUNING_FILES: dict[str, dict[str, Any]] = {
                 }
             },
         ],
+    },
+    "pisp/imx708.json": {
+        "version": 2.0,
+        "target": "pisp",
+        "algorithms": [
+            {"rpi.black_level": {"black_level": 4096}},
+            {"rpi.agc": {"channels": [copy.deepcopy(_IMX708_CHANNEL) for _ in range(4)]}},
+        ],
+    },
+    "imx296.json": {
+        "version": 2.0,
+        "target": "bcm2835",
+        "algorithms": [{"rpi.awb": {"bayes": 1}}, {"rpi.agc": copy.deepcopy(_IMX296_AGC)}],
+    },
+    "imx296_mono.json": {
+        "version": 2.0,
+        "target": "bcm2835",
+        "algorithms": [{"rpi.agc": copy.deepcopy(_IMX296_AGC)}],  # no colour algorithms
     },
     "imx219.json": {
         "rpi.black_level": {"black_level": 4096},
@@ -144,13 +185,53 @@ class SensorSpec:
     max_gain: float = 16.0
     min_frame_us: int = 8331  # the fastest mode's frame time
     max_frame_us: int = 2_000_000
+    resolution: tuple[int, int] = (4608, 2592)  # the full sensor, picamera2's sensor_resolution
+    mono: bool = False
+    lens_ok: bool = True  # False: the lens driver fails validation, AF controls go at configure
 
 
 IMX708 = SensorSpec(
     "imx708", "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a", has_af=True, min_gain=1.122
 )
-IMX219 = SensorSpec("imx219", "/base/soc/i2c0mux/i2c@1/imx219@10", has_af=False)
-OV9281 = SensorSpec("ov9281", "/base/soc/i2c0mux/i2c@1/ov9281@60", has_af=False)  # no tuning here
+IMX219 = SensorSpec(
+    "imx219", "/base/soc/i2c0mux/i2c@1/imx219@10", has_af=False, resolution=(3280, 2464)
+)
+OV9281 = SensorSpec(  # no tuning here
+    "ov9281", "/base/soc/i2c0mux/i2c@1/ov9281@60", has_af=False, resolution=(1280, 800)
+)
+IMX296_MONO = SensorSpec(
+    "imx296", "/base/soc/i2c0mux/i2c@1/imx296@1a", has_af=False, mono=True,
+    resolution=(1456, 1088),
+)
+# The IPA's frame duration limits before configure(): the sensor mode is not known yet.
+UNCONFIGURED_FRAME_US = (33_333, 250_000_000)
+
+
+def _fill_main(
+    buffer: mmap.mmap,
+    main: dict[str, Any],
+    scene: npt.NDArray[np.uint8],
+    hires: npt.NDArray[np.uint8] | None,
+) -> None:
+    mw, mh = main["size"]
+    if hires is None:  # the lores scene, each pixel repeated (an upscale, no detail)
+        ys = np.arange(mh) * scene.shape[0] // mh
+        xs = np.arange(mw) * scene.shape[1] // mw
+        hires = scene[ys[:, None], xs[None, :]]
+    big = np.frombuffer(buffer, dtype=np.uint8).reshape(mh * 3 // 2, main["stride"])
+    big[:mh, :mw] = hires
+    big[mh:, :] = 128
+    del big
+
+
+def _downscale(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """The ISP's downscale of main to lores, near enough: the mean of each source block."""
+    w, h = size
+    ys = np.arange(h + 1) * image.shape[0] // h
+    xs = np.arange(w + 1) * image.shape[1] // w
+    sums = np.add.reduceat(np.add.reduceat(image.astype(np.uint32), ys[:-1], 0), xs[:-1], 1)
+    counts = np.diff(ys)[:, None] * np.diff(xs)[None, :]
+    return (sums // counts).astype(np.uint8)
 
 
 def _align(value: int, to: int) -> int:
@@ -193,21 +274,59 @@ class FakeCamera:
         self.needed_exposure_us = (
             4000.0  # exposure x gain the scene needs: 4 ms is a bright counter
         )
+        self.present = True  # listed by libcamera (found at boot)
+        self.stop_hangs = False
+        self.stop_released = threading.Event()  # lets a hanging stop() return
+        self.streaming_timeouts = 0
 
-    def unplug(self) -> None:
-        """The ribbon cable comes out: no more frames, and the camera is no longer listed."""
+    def unplug(self, *, stop_hangs: bool = False) -> None:
+        """The ribbon cable comes out while running: no more frames, but the camera stays
+        listed (libcamera keeps it until a reboot). With stop_hangs, picamera2's stop()
+        then blocks until `release_stop()` (picamera2 issue #1065)."""
         self.plugged = False
+        self.stop_hangs = stop_hangs
 
     def plug(self) -> None:
         self.plugged = True
+        self.release_stop()
 
-    def emit(self, scene: npt.NDArray[np.uint8] | None = None) -> bool:
-        """The sensor delivers one frame; False if nobody is streaming or it had no buffer."""
+    def remove(self) -> None:
+        """No camera at boot: libcamera does not list it."""
+        self.plugged = False
+        self.present = False
+
+    def release_stop(self) -> None:
+        self.stop_hangs = False
+        self.stop_released.set()
+
+    def idle(self) -> None:
+        """Time passes with no frame: libcamera's dequeue timeout may fire."""
+        owner = self.owner
+        if owner is not None and owner.started:
+            owner._check_dequeue_timeout()
+
+    def emit(
+        self,
+        scene: npt.NDArray[np.uint8] | None = None,
+        hires: npt.NDArray[np.uint8] | None = None,
+    ) -> bool:
+        """The sensor delivers one frame; False if nobody is streaming or it had no buffer.
+
+        With both streams configured, `hires` (main-sized) is what the main stream shows
+        and lores is the ISP's downscale of it unless `scene` says otherwise; without
+        `hires`, main shows `scene` enlarged (pixel repeat)."""
         owner = self.owner
         self.sequence += 1
+        if owner is not None and owner.started:
+            owner._check_dequeue_timeout()
         if not self.plugged or owner is None or not owner.started:
             return False
-        return owner._sensor_frame(scene)
+        try:
+            return owner._sensor_frame(scene, hires)
+        except Exception:
+            if owner.started and owner.is_open:
+                raise
+            return False  # stopped or closed under this frame (another thread): lost, as on a Pi
 
 
 TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"  # picamera2 and libcamera share it, process-wide
@@ -222,6 +341,7 @@ class LibcameraManager:
 
     def __init__(self, system: CameraSystem) -> None:
         system.manager_starts += 1
+        self.cameras = [_LibcameraCamera(c) for c in system.listed()]
         path = os.environ.get(TUNING_ENV)
         self.custom_tuning: dict[str, Any] | None = None
         self.tuning_missing = False
@@ -234,10 +354,37 @@ class LibcameraManager:
                 except (OSError, ValueError):
                     self.tuning_missing = True
 
-    def tuning_for(self, model: str) -> dict[str, Any] | None:
+    def tuning_for(self, spec: SensorSpec, platform: str) -> dict[str, Any] | None:
         if self.custom_tuning is not None:
             return copy.deepcopy(self.custom_tuning)
-        return copy.deepcopy(TUNING_FILES.get(f"{model}.json"))
+        name = f"{spec.model}_mono.json" if spec.mono else f"{spec.model}.json"
+        return copy.deepcopy(_tuning_file(name, platform))
+
+
+def _tuning_file(name: str, platform: str) -> dict[str, Any] | None:
+    return TUNING_FILES.get(f"{platform}/{name}", TUNING_FILES.get(name))
+
+
+@dataclass(frozen=True)
+class _ControlId:
+    """A libcamera ControlId: properties are keyed by these, with a name."""
+
+    name: str
+
+
+COLOR_FILTER_MONO = 5  # libcamera properties::draft::ColorFilterArrangementEnum::MONO
+
+
+class _LibcameraCamera:
+    """libcamera.Camera as listed by the manager: id and properties, readable unacquired."""
+
+    def __init__(self, camera: FakeCamera) -> None:
+        self.id = camera.spec.id
+        cfa = COLOR_FILTER_MONO if camera.spec.mono else 0
+        self.properties = {
+            _ControlId("Model"): camera.spec.model,
+            _ControlId("ColorFilterArrangement"): cfa,
+        }
 
 
 class CameraManager:
@@ -258,7 +405,7 @@ class CameraManager:
         self.cameras[index] = camera
 
     def cleanup(self, index: int) -> None:
-        del self.cameras[index]
+        del self.cameras[index]  # KeyError if not registered, as in picamera2
         if not self.cameras:
             self._cms = None
 
@@ -273,6 +420,8 @@ class CameraSystem:
         self.platform = platform
         self.instances: list[Picamera2] = []
         self.leaked_mappings = 0  # buffers whose mapping could not be closed (views still alive)
+        self.leaked_buffers = 0  # buffers (mapping and fd) left open by an aborted cleanup
+        self.constructed: list[Picamera2] = []  # every Picamera2 built, even those that failed
         self.files: dict[str, dict[str, Any]] = {}  # picamera2's temporary tuning files
         self.manager_starts = 0
         self.Picamera2: type[Picamera2] = type(
@@ -283,7 +432,13 @@ class CameraSystem:
         return Picamera2Api(self.Picamera2, MappedArray, controls)
 
     def listed(self) -> list[FakeCamera]:
-        return [c for c in self.cameras if c.plugged]
+        return [c for c in self.cameras if c.present]
+
+    def open_pipes(self) -> int:
+        """Notification pipes still open (each Picamera2 makes one; close() closes it)."""
+        return sum(
+            1 for p in self.constructed if p.notifymeread is not None and not p.notifymeread.closed
+        )
 
 
 class Job:
@@ -338,6 +493,14 @@ class _LibcameraRequest:
 
     buffers: dict[str, mmap.mmap]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # what the main buffer shows, written into it when first mapped: the same bytes the
+    # ISP would have written, without the cost on every frame nobody zooms into
+    main_pending: Callable[[], None] | None = None
+
+    def settle(self) -> None:
+        pending, self.main_pending = self.main_pending, None
+        if pending is not None:
+            pending()
 
 
 class CompletedRequest:
@@ -436,6 +599,8 @@ class MappedArray:
         buffer = request.buffers[self._stream]
         if buffer.closed:
             raise RuntimeError("failed to find buffer")
+        if self._stream == "main":
+            request.settle()
         array = np.frombuffer(
             buffer, dtype=np.uint8
         )  # exports the mapping, as np.array(copy=False)
@@ -468,16 +633,17 @@ class Picamera2:
         ]
         return sorted(infos, key=lambda cam: ("/usb" not in cam["Id"], cam["Id"]), reverse=True)
 
-    @staticmethod
-    def load_tuning_file(tuning_file: str, dir: str | None = None) -> dict[str, Any]:
+    @classmethod
+    def load_tuning_file(cls, tuning_file: str, dir: str | None = None) -> dict[str, Any]:
         if dir is not None:  # only that folder, as picamera2 does
             path = Path(dir) / tuning_file
             if not path.is_file():
                 raise RuntimeError("Tuning file not found")
             return json.loads(path.read_text())  # type: ignore[no-any-return]
-        if tuning_file not in TUNING_FILES:
+        found = _tuning_file(tuning_file, cls._system.platform)  # the platform's own folder
+        if found is None:
             raise RuntimeError("Tuning file not found")
-        return copy.deepcopy(TUNING_FILES[tuning_file])
+        return copy.deepcopy(found)
 
     @staticmethod
     def find_tuning_algo(tuning: dict[str, Any], name: str) -> dict[str, Any]:
@@ -495,7 +661,11 @@ class Picamera2:
     ):
         self.is_open = False
         self.started = False
+        self.configured = False
+        self.stream_stopped = False  # libcamera's dequeue timeout fired: no request left queued
+        self._last_frame_at = 0.0
         self.camera: FakeCamera | None = None
+        self.notifymeread: Any = None
         if tuning is not None and not isinstance(tuning, str | dict):
             raise TypeError(f"tuning must be a file name or a dict, not {type(tuning).__name__}")
         # as picamera2: the tuning goes through the environment (a temporary file for a dict),
@@ -515,6 +685,11 @@ class Picamera2:
             if temporary is not None:
                 del self._system.files[temporary]
         camera = self._system.listed()[camera_num]
+        # as picamera2: the pipe and the manager's entry come before the camera is acquired
+        self.notifyme_r, self.notifyme_w = os.pipe2(os.O_NONBLOCK)
+        self.notifymeread = os.fdopen(self.notifyme_r, "rb")
+        self._system.constructed.append(self)
+        self._cm.add(camera_num, self)
         self.camera_idx = camera_num
         self.lock = threading.Lock()  # protects _job_list and completed_requests
         self.request_lock = threading.Lock()
@@ -537,9 +712,30 @@ class Picamera2:
         camera.owner = self
         self.camera = camera
         self.is_open = True
-        self._cm.add(self.camera_idx, self)
-        self.tuning = self._cm.cms.tuning_for(camera.spec.model)  # what the IPA really runs with
+        # what the IPA really runs with
+        self.tuning = self._cm.cms.tuning_for(camera.spec, self._system.platform)
         self._system.instances.append(self)
+
+    @property
+    def sensor_resolution(self) -> tuple[int, int]:
+        assert self.camera is not None
+        return self.camera.spec.resolution
+
+    @property
+    def is_mono(self) -> bool:
+        assert self.camera is not None
+        return self.camera.spec.mono
+
+    def _frame_limits(self) -> tuple[int, int]:
+        assert self.camera is not None
+        spec = self.camera.spec
+        return (spec.min_frame_us, spec.max_frame_us) if self.configured else UNCONFIGURED_FRAME_US
+
+    def _frame_us(self) -> int:
+        """The frame time the IPA runs: the requested maximum, clamped into the mode's limits."""
+        lo, hi = self._frame_limits()
+        wanted = int(self.controls.get("FrameDurationLimits", (33333, 33333))[1])
+        return max(lo, min(wanted, hi))
 
     @property
     def camera_controls(self) -> dict[str, tuple[Any, Any, Any]]:
@@ -552,11 +748,11 @@ class Picamera2:
             "AeMeteringMode": (0, 3, 0),
             "AnalogueGain": (spec.min_gain, spec.max_gain, None),
             "ExposureTime": (26, 66666, None),
-            "FrameDurationLimits": (spec.min_frame_us, spec.max_frame_us, None),
+            "FrameDurationLimits": (*self._frame_limits(), None),
             "NoiseReductionMode": (0, 4, 0),
             "Sharpness": (0.0, 16.0, 1.0),
         }
-        if spec.has_af:
+        if spec.has_af and (spec.lens_ok or not self.configured):  # lens validated at configure
             info |= {
                 "AfMode": (0, 2, 0),
                 "AfRange": (0, 2, 0),
@@ -694,13 +890,12 @@ class Picamera2:
             if name not in advertised and name != "FrameRate":
                 raise RuntimeError(f"Control {name} is not advertised by libcamera")
 
-    @staticmethod
-    def _layout(stream: dict[str, Any]) -> tuple[int, int]:
+    def _layout(self, stream: dict[str, Any]) -> tuple[int, int]:
         """(stride, frame size) as the Pi's ISP lays the stream out."""
         fmt = stream["format"]
         w, h = stream["size"]
         if fmt in ("YUV420", "YVU420"):
-            stride = _align(w, 64)
+            stride = _align(w, 128 if self._system.platform == "pisp" else 64)
             return stride, stride * h * 3 // 2
         bytes_per_pixel = {"BGR888": 3, "RGB888": 3, "XBGR8888": 4, "XRGB8888": 4}.get(fmt)
         if bytes_per_pixel is not None:
@@ -718,7 +913,12 @@ class Picamera2:
             raise TypeError("Invalid type for `camera_config` given (this double takes dicts only)")
         config = copy.deepcopy(camera_config)
         self._check_camera_config(config)
-        self._check_controls(config.get("controls", {}))
+        self.configured = True  # the controls are checked against the mode's own list
+        try:
+            self._check_controls(config.get("controls", {}))
+        except RuntimeError:
+            self.configured = bool(self.camera_config)
+            raise
         for name in ("main", "lores", "raw"):
             if config[name] is not None:
                 config[name]["stride"], config[name]["framesize"] = self._layout(config[name])
@@ -763,6 +963,9 @@ class Picamera2:
             for i in range(count)
         ]
         self.started = True
+        self.stream_stopped = False
+        assert self.camera is not None
+        self._last_frame_at = self.camera.clock()
 
     def _queue_request(self, request: _LibcameraRequest) -> None:
         self._queued.append(request)
@@ -770,6 +973,9 @@ class Picamera2:
     def stop(self) -> None:
         if not self.started:
             return
+        camera = self.camera
+        if camera is not None and camera.stop_hangs:
+            camera.stop_released.wait()  # libcamera's stop() blocked after the disconnection
         self.stop_count += 1
         self.started = False
         self._queued = []
@@ -786,17 +992,23 @@ class Picamera2:
             camera.owner = None
         self._cm.cleanup(self.camera_idx)
         self.is_open = False
+        self.configured = False
         self.camera_config = {}
         self.stream_map = {}
+        self.notifymeread.close()
+        os.close(self.notifyme_w)
         self._free_buffers()
 
     def _free_buffers(self) -> None:
-        for buffer in self._buffers:
+        # DmaAllocator.close(): unmap every buffer, then close the fds; a BufferError (a
+        # numpy view still alive) ends it there, in __del__, so every buffer stays allocated
+        for n, buffer in enumerate(self._buffers):
             try:
                 buffer.close()
             except BufferError:
-                # picamera2's allocator hits the same error in __del__; the mapping leaks
                 self._system.leaked_mappings += 1
+                self._system.leaked_buffers += len(self._buffers) - n
+                break
         self._buffers = []
         self._buffers_by_stream = {}
 
@@ -869,7 +1081,7 @@ class Picamera2:
         camera = self.camera
         assert camera is not None
         spec = camera.spec
-        frame_us = float(self.controls.get("FrameDurationLimits", (33333, 33333))[1])
+        frame_us = float(self._frame_us())
         needed = camera.needed_exposure_us
         fixed = self.controls.get("ExposureTime", 0)
         if fixed:
@@ -881,12 +1093,25 @@ class Picamera2:
             agc = self.find_tuning_algo(self.tuning, "rpi.agc")
             channel = agc["channels"][0] if "channels" in agc else agc
             profile = channel["exposure_modes"][mode]
-            shutters = profile.get("exposure", profile.get("shutter"))
-            gains = profile["gain"]
+            if "shutter" in profile:  # libcamera's AgcExposureMode reads "shutter" only
+                shutters, gains = profile["shutter"], profile["gain"]
         shutter, gain = agc_walk(needed, shutters, gains, frame_us)
         return shutter, max(gain, spec.min_gain)
 
-    def _sensor_frame(self, scene: npt.NDArray[np.uint8] | None) -> bool:
+    def _check_dequeue_timeout(self) -> None:
+        """libcamera (Pi 5) stops streaming after max(1 s, 5 frames) without a frame and
+        cancels the queued requests; picamera2 never queues cancelled requests again."""
+        camera = self.camera
+        if camera is None or not self.started or self.stream_stopped:
+            return
+        if camera.clock() - self._last_frame_at > max(1.0, 5 * self._frame_us() / 1e6):
+            self.stream_stopped = True
+            self._queued = []
+            camera.streaming_timeouts += 1
+
+    def _sensor_frame(
+        self, scene: npt.NDArray[np.uint8] | None, hires: npt.NDArray[np.uint8] | None = None
+    ) -> bool:
         camera = self.camera
         assert camera is not None
         if not self._queued:
@@ -899,6 +1124,11 @@ class Picamera2:
         stride = lores["stride"]
         planes = np.frombuffer(request.buffers[name], dtype=np.uint8).reshape(h * 3 // 2, stride)
         planes[:h, :] = 0xEE  # the padding right of each row is never part of a frame
+        main = self.camera_config["main"] if name == "lores" else None
+        if main is not None and main["format"] not in ("YUV420", "YVU420"):
+            main = None  # an RGB main is left black: ordoscan asks for YUV420
+        if scene is None and hires is not None and main is not None:
+            scene = _downscale(hires, (w, h))
         if scene is None:
             scene = (
                 (np.arange(w, dtype=np.int64)[None, :] + np.arange(h)[:, None] + camera.sequence)
@@ -909,6 +1139,14 @@ class Picamera2:
         planes[:h, :w] = scene
         planes[h:, :] = 128  # neutral chroma
         del planes  # no view may outlive the frame: the request owns the buffer now
+        request.main_pending = None
+        if main is not None:
+            mw, mh = main["size"]
+            if hires is not None and (hires.shape != (mh, mw) or hires.dtype != np.uint8):
+                raise ValueError(f"hires must be uint8 {(mh, mw)}, not {hires.dtype} {hires.shape}")
+            request.main_pending = partial(
+                _fill_main, request.buffers["main"], main, scene.copy(), hires
+            )
         shutter, gain = self._exposure()
         request.metadata = {
             "SensorTimestamp": int(camera.clock() * 1e9),
@@ -916,12 +1154,13 @@ class Picamera2:
             "ExposureTime": round(shutter),
             "AnalogueGain": float(gain),
             "DigitalGain": 1.0,
-            "FrameDuration": int(self.controls.get("FrameDurationLimits", (33333, 33333))[1]),
+            "FrameDuration": self._frame_us(),
         }
         if camera.spec.has_af:
             request.metadata |= {"AfState": 2, "AfPauseState": 0, "LensPosition": 1.5}
         completed = CompletedRequest(request, self)
         camera.frames_completed += 1
+        self._last_frame_at = camera.clock()
         with self.lock:
             completed.acquire()
             self.completed_requests.append(completed)

@@ -1,8 +1,9 @@
 """`ordoscan queue stats|list|purge`: look into the outbox, or empty it.
 
-stats and list open the file read-only and never create it; list shows payloads
-masked (`privacy.mask`). purge asks for confirmation on a terminal and refuses
-without one unless `--yes`.
+stats and list open the file read-only and never create it, so they are safe
+beside a running daemon; list shows payloads masked (`privacy.mask`). purge asks
+for confirmation on a terminal and refuses without one unless `--yes`; it takes
+the outbox's writer lock, so it refuses while a daemon runs, naming its PID.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
+from ordoscan.clock import SYSTEM_CLOCK
 from ordoscan.config import Config, config_path, load_config
+from ordoscan.errors import OutboxCorrupt, OutboxInUse
 from ordoscan.outbox import Outbox
-from ordoscan.privacy import mask
+from ordoscan.outbox.recovery import DAMAGED_NEXT
+from ordoscan.privacy import mask, printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PAGE = 500
@@ -49,15 +52,25 @@ def _open(cfg: Config, *, readonly: bool) -> Outbox:
 def _stats(cfg: Config) -> int:
     with _open(cfg, readonly=True) as box:
         st = box.stats()
+        writer = box.writer_lock.holder()
     print(f"outbox       {cfg.outbox.path}")
+    print(f"in use by    {'no process' if writer is None else f'PID {writer}'}")
     print(f"queued       {st.depth} of {st.max_messages}")
     print(f"oldest       {format_age(st.oldest_age_s)}")
     print(f"expired      {st.expired_total} (dropped undelivered after {cfg.outbox.max_age_h:g} h)")
     print(f"last seq     {st.last_seq}")
     if st.quarantined:
-        print(f"quarantined  {len(st.quarantined)} damaged file(s) kept for inspection:")
+        print(
+            f"quarantined  {len(st.quarantined)} damaged file(s) replaced: their readable scans "
+            "are in the queue above, the damaged copies were scrubbed; report(s):"
+        )
         for name in st.quarantined:
-            print(f"  {name}")
+            print(f"  {printable(name)}")
+        print(
+            "  next: read the report (it holds no identifier) and delete it; it goes by "
+            f"itself after {cfg.outbox.max_age_h:g} h. Damage that comes back means failing "
+            "storage: run `ordoscan check` and replace the SD card"
+        )
     else:
         print("quarantined  none")
     return EXIT_OK
@@ -66,7 +79,7 @@ def _stats(cfg: Config) -> int:
 def _list(cfg: Config) -> int:
     with _open(cfg, readonly=True) as box:
         st = box.stats()
-        now = time.time()
+        now = SYSTEM_CLOCK.wall()
         shown = 0
         after = 0
         print(f"{'seq':>8}  {'scan_id':36}  {'age':>13}  {'kind':20}  payload")
@@ -79,7 +92,9 @@ def _list(cfg: Config) -> int:
                 except ValueError:
                     kind, payload = "?", ""
                 age = format_age(now - row.created_at)
-                print(f"{row.seq:>8}  {row.scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
+                # a row is written by the kiosk, but the file may not be: shown escaped
+                kind, scan_id = printable(kind, 40), printable(row.scan_id, 40)
+                print(f"{row.seq:>8}  {scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
             shown += len(rows)
             if len(rows) < PAGE:
                 break
@@ -91,7 +106,12 @@ def _list(cfg: Config) -> int:
 
 
 def _purge(cfg: Config, yes: bool) -> int:
-    with _open(cfg, readonly=False) as box:
+    try:
+        box = _open(cfg, readonly=False)
+    except OutboxInUse as e:
+        print(f"ordoscan: refusing to purge: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    with box:
         depth = box.stats().depth
         if depth == 0:
             print("the outbox is empty: nothing to purge")
@@ -126,8 +146,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    if args.action == "stats":
-        return _stats(cfg)
-    if args.action == "list":
-        return _list(cfg)
-    return _purge(cfg, bool(getattr(args, "yes", False)))
+    try:
+        if args.action == "stats":
+            return _stats(cfg)
+        if args.action == "list":
+            return _list(cfg)
+        return _purge(cfg, bool(getattr(args, "yes", False)))
+    except OutboxCorrupt as e:
+        print(f"ordoscan: {e}\n{DAMAGED_NEXT}", file=sys.stderr)
+        return EXIT_FAILURE

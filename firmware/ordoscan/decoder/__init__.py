@@ -30,19 +30,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from os import PathLike
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import zxingcpp
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ordoscan.decoder.finders import CodeGuess, find_finders, guess_codes
 from ordoscan.errors import DecodeError
+from ordoscan.images import load_image as load_image  # the image loader lives in images.py
 
 Grey = npt.NDArray[np.uint8]
 # The full-resolution twin of a frame: (x0, y0, x1, y1), a box of the frame in its own
@@ -177,55 +175,6 @@ def _fitted(guess: CodeGuess, zoom: bool) -> _Pass:
         return _Pass("qr-zoom", _QR, zoom=True)
     scale = min(max(_FIT_MODULE / guess.module, _FIT_SCALE[0]), _FIT_SCALE[1])
     return _Pass("qr-fit", _QR, scale=round(scale, 1), downscale=False)
-
-
-def load_image(path: str | PathLike[str]) -> Grey:
-    """Read an image file (PNG, JPEG, GIF, BMP, TIFF, WebP…) as a grey uint8 array.
-
-    Palette, alpha (shown over white), 16-bit and float images are converted;
-    a JPEG's EXIF orientation is applied. Raises DecodeError naming the file if
-    it is missing, unreadable, too large or not an image.
-    """
-    name = str(path)
-    if Path(name).is_dir():
-        raise DecodeError(f"{name}: is a directory, not an image file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            warnings.simplefilter("ignore", UserWarning)  # palette transparency notes
-            with Image.open(name) as img:
-                img.seek(0)  # animated GIF/WebP: the first frame
-                img.load()
-                return _to_grey(ImageOps.exif_transpose(img) or img)
-    except FileNotFoundError:
-        raise DecodeError(f"{name}: no such file") from None
-    except PermissionError:
-        raise DecodeError(f"{name}: permission denied") from None
-    except UnidentifiedImageError:
-        raise DecodeError(f"{name}: not an image (unknown or unsupported format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DecodeError(f"{name}: image too large to decode safely") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or damaged data
-        raise DecodeError(f"{name}: unreadable image ({e})") from None
-
-
-def _to_grey(img: Image.Image) -> Grey:
-    """Any PIL mode as 8-bit luminance."""
-    mode = img.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        top = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
-        if mode == "F" and arr.max(initial=0) <= 1.0:
-            top = 1.0
-        return np.clip(arr * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
-    if mode == "P" or mode == "PA":
-        img = img.convert("RGBA")
-        mode = "RGBA"
-    if mode in ("RGBA", "LA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
 def _check(image: object) -> Grey | None:

@@ -1,26 +1,16 @@
-"""The MQTT publisher: drains the outbox to the broker, in seq order, at least once.
+"""The publisher thread: drains the outbox to the broker, in seq order, at least once.
 
 One thread owns the paho client and does everything with it (connect, read,
 write, publish): no paho state is shared between threads, and other threads
 only set flags or queue small messages. A scan leaves the outbox only after
 `on_publish` reports a successful PUBACK for it (reason code < 0x80; 0x10
-"no matching subscribers" is a success). Every connection gets a fresh paho
-client with a clean session, so paho's in-memory queue never outlives a
-connection: after each (re)connect the outbox is resent from its lowest seq,
-and the only duplicates are scans whose PUBACK was lost with the link (same
-scan_id). A PUBACK with an error code leaves the row in place, reports a
-fault and pauses with back-off; the retry sends one scan at a time until the
-broker accepts again, so a later scan cannot overtake the refused one.
+"no matching subscribers" is a success). After each (re)connect the outbox is
+resent from its lowest seq, and the only duplicates are scans whose PUBACK was
+lost with the link (same scan_id). A PUBACK with an error code leaves the row
+in place, reports a fault and pauses with back-off (see DeliveryWindow).
 
 The thread sleeps in select() on the socket and a wake-up socket pair
 together (a queue or an Event could not wait on the network as well).
-
-Link liveness is our own: whenever an answer is due (CONNACK, PUBACK,
-UNSUBACK) and nothing has come from the broker for keepalive/2, the link is
-declared dead; an idle link is probed every keepalive/2 with an UNSUBSCRIBE of
-a filter we never hold (no side effect, always answered). So a cut that closes
-nothing is noticed within keepalive_s, whereas paho's own PINGREQ timing can
-take twice that.
 """
 
 from __future__ import annotations
@@ -29,30 +19,40 @@ import contextlib
 import json
 import logging
 import math
-import queue
 import random
 import select
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ordoscan import __version__
+from ordoscan.backoff import Backoff
+from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
-from ordoscan.errors import OutboxError, PublisherError
+from ordoscan.errors import OutboxError
+from ordoscan.lifecycle import Service
+from ordoscan.privacy import mask
+from ordoscan.publisher.link import (
+    MAX_INBOUND_PACKET,
+    TRANSIENT_CONNACK,
+    LastError,
+    Liveness,
+    PropertiesCache,
+    TakeoverWatch,
+    connect_properties,
+    new_client,
+)
+from ordoscan.publisher.side_channel import SideChannel
+from ordoscan.publisher.window import DeliveryWindow, Sent
+from ordoscan.remote import LogThrottle, held_note
 from ordoscan.security import (
     Credentials,
-    apply_credentials,
+    broker_notes,
     describe_connect_error,
     explain_early_close,
     explain_tls_failure,
@@ -64,67 +64,41 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ordoscan.publisher")
 
-# Delivered rows are deleted in batches: one fsync per batch instead of one per scan.
-ACK_BATCH = 64
-ACK_MAX_DELAY_S = 0.1
-# CONNACK codes that mean "try again later" rather than "the installer must act".
-_TRANSIENT_CONNACK = {0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F}
-_OUTGOING_MAX = 64
+IDLE_TURN_S = 1.0  # the longest select() wait: stop and wake-ups are seen at least this often
+FAULT_DUPLICATE_ID = "duplicate_id"  # another client uses our client id (same device.id)
 
 
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Delay before retry number `attempt` (0 first): random between low and a ceiling
-    that doubles each attempt up to high, so a fleet never retries in lock-step."""
-    ceiling = min(high, low * 2.0 ** min(attempt + 1, 60))
-    return rng.uniform(low, max(low, ceiling))
+def shown_payload(body: bytes) -> str:
+    """The masked identifier of a queued scan's message, for its log lines."""
+    try:
+        payload = json.loads(body).get("payload")
+    except (ValueError, AttributeError):
+        payload = None
+    return mask(payload if isinstance(payload, str) else None)
 
 
-def utc_now_text(now: float) -> str:
-    """ISO 8601 UTC with milliseconds and Z, as in the scan message."""
-    dt = datetime.fromtimestamp(now, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+MAX_ACK_BYTES = 1024
 
 
-class _LastError(logging.Handler):
-    """Keeps paho's last error line (a TLS alert, a socket error) to explain a disconnect."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.text: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.text = record.getMessage()
-
-
-class _ScanProperties(Properties):
-    """MQTT 5 properties of a scan PUBLISH: its remaining life, and that it is JSON text.
-
-    Never changed once built, so packed once: paho would otherwise re-encode
-    them for every message, which costs more than the publish itself."""
-
-    def __init__(self, expiry_s: int) -> None:
-        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        self.MessageExpiryInterval = expiry_s
-        self.PayloadFormatIndicator = 1
-        self.ContentType = "application/json"
-        # object.__setattr__: Properties only lets MQTT property names be set
-        object.__setattr__(self, "_wire", super().pack())  # type: ignore[no-untyped-call]
-
-    def pack(self) -> bytes:
-        wire: bytes = self.__dict__["_wire"]
-        return wire
+def parse_ack(payload: bytes) -> tuple[int, str] | str:
+    """(seq, scan_id) of a pharmacy acknowledgement, or what is wrong with it (sized first)."""
+    if len(payload) > MAX_ACK_BYTES:
+        return f"{len(payload)} bytes, over the limit of {MAX_ACK_BYTES}"
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    seq, scan_id = data.get("seq"), data.get("scan_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "'seq' must be a positive integer"
+    if not isinstance(scan_id, str) or not 1 <= len(scan_id) <= 64:
+        return "'scan_id' must be a string of 1 to 64 characters"
+    return seq, scan_id
 
 
-@dataclass(slots=True)
-class _Sent:
-    """A QoS 1 publish waiting for its PUBACK."""
-
-    kind: str  # "scan", "status" or "reply"
-    seq: int = 0
-    scan_id: str = ""
-
-
-class Publisher:
+class Publisher(Service):
     """Relays queued scans to the broker and serves the kiosk's status, telemetry and commands."""
 
     def __init__(
@@ -135,28 +109,28 @@ class Publisher:
         on_link: Callable[[bool], None] | None = None,
         on_fault: Callable[[str | None], None] | None = None,
         on_command: Callable[[str, bytes], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        on_alarm: Callable[[str, bool], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
         self.cfg = cfg
         self._outbox = outbox
         self._on_link = on_link
         self._on_fault = on_fault
-        self._on_command = on_command
-        self._clock = clock  # wall clock: message expiry and status times
-        self._rng = rng or random.Random()
+        self._on_alarm = on_alarm
+        self._clock = clock
         m = cfg.mqtt
         self._v5 = m.protocol == "5"
-        prefix = cfg.topic_prefix
-        self.topic_scan = f"{prefix}/scan"
-        self.topic_status = f"{prefix}/status"
-        self.topic_telemetry = f"{prefix}/telemetry"
-        self.topic_reply = f"{prefix}/reply"
-        self._cmd_prefix = f"{prefix}/cmd/"
+        self.topic_scan = f"{cfg.topic_prefix}/scan"
+        self.topic_ack = f"{cfg.topic_prefix}/ack"
+        self._pharmacy = m.delivery == "pharmacy"
         # Never subscribed: unsubscribing it costs nothing and is always answered.
-        self._probe_topic = f"{prefix}/cmd/.link-check"
-        self._keepalive = m.keepalive_s
-        self._silence_limit = m.keepalive_s / 2.0
+        self._probe_topic = f"{cfg.topic_prefix}/cmd/.link-check"
+        self.side = SideChannel(cfg, clock, on_command=on_command, wake=self.wake)
+        self._takeovers = TakeoverWatch()
+        rng = rng or random.Random()
+        self._reconnect = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
+        self._retry = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
 
         self._creds: Credentials | None = None
         self._thread: threading.Thread | None = None
@@ -165,61 +139,56 @@ class Publisher:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._outgoing: queue.Queue[tuple[str, bytes, int]] = queue.Queue(maxsize=_OUTGOING_MAX)
 
         # --- owned by the publisher thread ---
         self._client: mqtt.Client | None = None
         self._up = False  # CONNACK received
         self._lost_reason: tuple[str, bool] | None = None
-        self._inflight: dict[int, _Sent] = {}
-        self._scans_inflight = 0
-        self._cursor = 0  # highest seq published on this connection
-        self._receive_max = 65535
-        self._probe_mid: int | None = None
-        self._last_inbound = 0.0  # monotonic
-        self._waiting_since: float | None = None  # monotonic; an answer is due since then
-        self._acked: list[int] = []
-        self._first_ack_at = 0.0
-        self._attempt = 0
+        self._taken_over = False  # the loss in _lost_reason was a session take-over
+        self._window = DeliveryWindow(
+            m.inflight, confirm=self._pharmacy, ack_timeout_s=m.ack_timeout_s
+        )
+        self._log_acks = LogThrottle(1.0, clock=clock)
+        self._live = Liveness(m.keepalive_s / 2.0)
         self._next_attempt = 0.0
-        self._refusals = 0  # consecutive refused PUBACKs, for the retry back-off
-        self._paused_until = 0.0
-        self._restart_from_first = False
+        self._props = PropertiesCache()
         # paho logs through this private logger: below WARNING nothing is even formatted
         # (an on_log callback would make paho format every packet's debug line).
-        self._paho_errors = _LastError()
+        self._paho_errors = LastError()
         self._paho_log = logging.Logger("ordoscan.paho", logging.WARNING)
         self._paho_log.addHandler(self._paho_errors)
-        self._props: dict[int, Properties] = {}  # scan PUBLISH properties by expiry second
 
         # --- read by other threads (plain values) ---
         self._connected = False
         self._link_reported: bool | None = None
         self._fault_link: str | None = None
         self._fault_delivery: str | None = None
+        self._fault_pharmacy: str | None = None  # sent, but the pharmacy does not confirm
         self._fault_reported: str | None = None
-        self._delivered = 0
+        self._delivered = 0  # good PUBACKs
+        self._confirmed = 0  # acknowledged by the pharmacy (delivery = "pharmacy")
+        self._resent = 0  # sent again after ack_timeout_s without the pharmacy's ack
         self._refused = 0
         self._reconnects = 0
         self._connects = 0
-        self._inflight_peak = 0
-        self._telemetry_dropped = 0
-        self._replies_dropped = 0
         self._last_error: str | None = None
         self._last_delivery_at: float | None = None
 
     # --- public API ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Check the TLS and secret files (raises SecurityError), then connect in the background."""
-        if self._thread is not None:
-            raise PublisherError("the publisher is already started")
+        """Check the TLS and secret files (raises SecurityError), then connect in the
+        background. Idempotent: a running publisher is left as it is."""
+        if self._thread is not None and self._thread.is_alive():
+            return
         self._creds = load_credentials(self.cfg.mqtt)
         for note in self._creds.notes:
             log.warning("%s", note)
         for problem in self._creds.problems:
             log.error("%s", problem)
             self._set_link_fault(problem)
+        for note in broker_notes(self.cfg):
+            log.warning("%s", note)
         if self._wake_r.fileno() < 0:  # closed by an earlier stop()
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
@@ -235,27 +204,20 @@ class Publisher:
 
     def publish_telemetry(self, data: dict[str, object]) -> None:
         """{prefix}/telemetry, QoS 0; dropped while offline."""
-        if not self._connected:
-            self._telemetry_dropped += 1
-            return
-        self._queue("telemetry", data, 0)
+        self.side.offer("telemetry", data, 0, self._connected)
 
     def reply(self, data: dict[str, object]) -> None:
         """{prefix}/reply, QoS 1 (an answer to a command); dropped while offline."""
-        if not self._connected:
-            self._replies_dropped += 1
-            log.warning("reply dropped: not connected to the broker")
-            return
-        self._queue("reply", data, 1)
+        self.side.offer("reply", data, 1, self._connected)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish the retained offline status, wait briefly for PUBACKs, disconnect.
 
-        Unacknowledged scans simply stay in the outbox for the next start."""
+        Unacknowledged scans simply stay in the outbox for the next start. Idempotent."""
         thread = self._thread
         if thread is None:
             return
-        self._stop_deadline = time.monotonic() + max(0.0, timeout * 0.8)
+        self._stop_deadline = self._clock.monotonic() + max(0.0, timeout * 0.8)
         self._stop.set()
         self.wake()
         thread.join(timeout)
@@ -278,26 +240,33 @@ class Publisher:
 
     def stats(self) -> dict[str, Any]:
         """Counters for telemetry and `ordoscan check`."""
+        w = self._window
         return {
             "connected": self._connected,
             "delivered": self._delivered,
             "refused": self._refused,
-            "inflight": self._scans_inflight,
-            "inflight_peak": self._inflight_peak,
-            "receive_maximum": self._receive_max,
+            "inflight": w.scans,
+            "inflight_peak": w.peak,
+            "receive_maximum": w.receive_max,
             "connects": self._connects,
             "reconnects": self._reconnects,
-            "telemetry_dropped": self._telemetry_dropped,
-            "replies_dropped": self._replies_dropped,
+            "telemetry_dropped": self.side.telemetry_dropped,
+            "replies_dropped": self.side.replies_dropped,
             "last_error": self._last_error,
             "fault": self._fault_reported,
             "last_delivery_at": self._last_delivery_at,
+            "duplicate_id": self._takeovers.active,
+            "delivery": self.cfg.mqtt.delivery,
+            # "sent to the broker" (delivered) apart from "confirmed by the pharmacy"
+            "sent_unconfirmed": len(w.unconfirmed),
+            "confirmed": self._confirmed,
+            "resent": self._resent,
         }
 
     # --- faults and link state (reported on change only) ---------------------------------------
 
     def _report(self) -> None:
-        fault = self._fault_link or self._fault_delivery
+        fault = self._fault_link or self._fault_delivery or self._fault_pharmacy
         if fault != self._fault_reported:
             self._fault_reported = fault
             if self._on_fault:
@@ -322,6 +291,13 @@ class Publisher:
         self._fault_delivery = text
         self._report()
 
+    def _alarm(self, name: str, active: bool) -> None:
+        if self._on_alarm:
+            try:
+                self._on_alarm(name, active)
+            except Exception:
+                log.exception("on_alarm callback failed")
+
     # --- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -340,19 +316,6 @@ class Publisher:
         except Exception:
             log.exception("publisher shutdown error")
 
-    def _queue(self, kind: str, data: dict[str, object], qos: int) -> None:
-        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-        try:
-            self._outgoing.put_nowait((kind, body.encode("utf-8"), qos))
-        except queue.Full:
-            if kind == "telemetry":
-                self._telemetry_dropped += 1
-            else:
-                self._replies_dropped += 1
-                log.warning("%s dropped: too many messages waiting", kind)
-            return
-        self.wake()
-
     def _drain_wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             while self._wake_r.recv(4096):
@@ -361,71 +324,45 @@ class Publisher:
     def _wait_for_attempt(self) -> bool:
         """Sleep until the next connection attempt (interruptible by stop); True when due."""
         while not self._stop.is_set():
-            remaining = self._next_attempt - time.monotonic()
+            remaining = self._next_attempt - self._clock.monotonic()
             if remaining <= 0:
                 return True
-            select.select([self._wake_r], [], [], min(remaining, 1.0))
+            select.select([self._wake_r], [], [], min(remaining, IDLE_TURN_S))
             self._drain_wake()
-            self._discard_outgoing()
+            self.side.discard()
         return False
-
-    def _discard_outgoing(self) -> None:
-        while True:
-            try:
-                kind, _, _ = self._outgoing.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "telemetry":
-                self._telemetry_dropped += 1
-            else:
-                self._replies_dropped += 1
-
-    def _status(self, state: str, reason: str | None = None, stamp: bool = True) -> bytes:
-        data: dict[str, object] = {
-            "state": state,
-            "device_id": self.cfg.device.id,
-            "site": self.cfg.device.site,
-            "version": __version__,
-        }
-        if stamp:
-            data["at"] = utc_now_text(self._clock())
-        if reason:
-            data["reason"] = reason
-        return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
     def _open(self) -> None:
         assert self._creds is not None
         m = self.cfg.mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        client = new_client(
             client_id=self.cfg.client_id,
-            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-            clean_session=None if self._v5 else True,
+            v5=self._v5,
+            creds=self._creds,
+            will=(self.side.topic_status, self.side.status("offline", "connection lost", False)),
+            connect_timeout=min(5.0, max(2.0, self._live.limit_s)),
+            paho_log=self._paho_log,
+            handlers={
+                "on_connect": self._handle_connect,
+                "on_disconnect": self._handle_disconnect,
+                "on_publish": self._handle_publish,
+                "on_message": self._handle_message,
+                "on_subscribe": self._handle_subscribe,
+                "on_unsubscribe": self._handle_unsubscribe,
+            },
         )
-        apply_credentials(client, self._creds)
-        # The will has no time stamp: the broker sends it, whenever it notices.
-        client.will_set(
-            self.topic_status, self._status("offline", "connection lost", stamp=False), 1, True
-        )
-        client.max_inflight_messages_set(0)  # the window is ours; paho must not queue
-        client.max_queued_messages_set(0)
-        client.connect_timeout = min(5.0, max(2.0, self._silence_limit))
-        client.on_connect = self._handle_connect
-        client.on_disconnect = self._handle_disconnect
-        client.on_publish = self._handle_publish
-        client.on_message = self._handle_message
-        client.on_subscribe = self._handle_subscribe
-        client.on_unsubscribe = self._handle_unsubscribe
-        client.enable_logger(self._paho_log)
         self._lost_reason = None
         self._paho_errors.text = None
         self._client = client
         self._up = False
         try:
             if self._v5:
-                rc = client.connect(m.host, m.port, self._keepalive, clean_start=True)
+                rc = client.connect(
+                    m.host, m.port, m.keepalive_s, clean_start=True,
+                    properties=connect_properties(MAX_INBOUND_PACKET),
+                )
             else:
-                rc = client.connect(m.host, m.port, self._keepalive)
+                rc = client.connect(m.host, m.port, m.keepalive_s)
         except Exception as e:  # socket, TLS and name errors: explained, then retried
             text, fault = describe_connect_error(e, m)
             self._lose(text, fault)
@@ -433,32 +370,32 @@ class Publisher:
         if rc != mqtt.MQTT_ERR_SUCCESS:
             self._lose(*explain_early_close(self._creds, f"{m.host}:{m.port}"))
             return
-        now = time.monotonic()
-        self._last_inbound = now
-        self._waiting_since = now  # the CONNACK is due
+        self._live.connecting(self._clock.monotonic())
 
-    def _lose(self, reason: str, fault: bool) -> None:
+    def _lose(self, reason: str, fault: bool, taken_over: bool = False) -> None:
         """Drop the connection (if any) and schedule the next attempt with back-off."""
         client, self._client = self._client, None
         was_up = self._up
+        if was_up and self._takeovers.lost(self._clock.monotonic(), taken_over):
+            text = (
+                f"another client keeps taking over our session (client id "
+                f"{self.cfg.client_id!r}): two kiosks likely share device.id "
+                f"{self.cfg.device.id!r}; give each kiosk its own id"
+            )
+            log.error("%s", text)
+            self._alarm(FAULT_DUPLICATE_ID, True)
         self._up = False
         if client is not None:
             sock = client.socket()
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.close()
-        self._inflight.clear()
-        self._scans_inflight = 0
-        self._probe_mid = None
-        self._waiting_since = None
-        self._cursor = 0
+        self._window.closed()
+        self._live.reset()
         self._flush_acks()
-        self._discard_outgoing()
-        delay = backoff_delay(
-            self._attempt, self.cfg.mqtt.reconnect_min_s, self.cfg.mqtt.reconnect_max_s, self._rng
-        )
-        self._attempt += 1
-        self._next_attempt = time.monotonic() + delay
+        self.side.discard()
+        delay = self._reconnect.next()
+        self._next_attempt = self._clock.monotonic() + delay
         self._last_error = reason
         if was_up:
             log.warning("connection lost: %s; reconnecting in %.1f s", reason, delay)
@@ -471,16 +408,14 @@ class Publisher:
             self._report()
 
     def _outstanding(self) -> bool:
-        return bool(self._inflight) or self._probe_mid is not None or not self._up
+        return bool(self._window.inflight) or self._live.probe_mid is not None or not self._up
 
-    def _inbound(self) -> None:
-        now = time.monotonic()
-        self._last_inbound = now
-        self._waiting_since = None
-
-    def _expect_answer(self) -> None:
-        if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
+    def _answered(self) -> None:
+        """Something came from the broker; more answers may still be due."""
+        now = self._clock.monotonic()
+        self._live.inbound(now)
+        if self._outstanding():
+            self._live.expect(now)
 
     def _service(self, draining: bool = False) -> None:
         """One turn: wait for the socket or a wake-up, read, write, keep the window full."""
@@ -509,57 +444,49 @@ class Publisher:
         if self._client is client:
             client.loop_misc()
         if self._client is client and self._lost_reason is not None:
-            self._lose(*self._lost_reason)
+            text, fault = self._lost_reason
+            self._lose(text, fault, taken_over=self._taken_over)
             return
         if self._client is not client:
             return
-        now = time.monotonic()
-        if self._waiting_since is not None and now - self._waiting_since >= self._silence_limit:
+        now = self._clock.monotonic()
+        if self._takeovers.settled(now):
+            log.info("no other client has taken our session over for a while: cleared")
+            self._alarm(FAULT_DUPLICATE_ID, False)
+        silent = self._live.silence(now)
+        if silent is not None:
             self._lose(
-                f"no answer from the broker for {now - self._waiting_since:.1f} s "
-                f"(keepalive_s = {self._keepalive}): the link is dead",
+                f"no answer from the broker for {silent:.1f} s "
+                f"(keepalive_s = {self.cfg.mqtt.keepalive_s}): the link is dead",
                 False,
             )
             return
-        if self._acked and (
-            len(self._acked) >= ACK_BATCH
-            or now - self._first_ack_at >= ACK_MAX_DELAY_S
-            or self._scans_inflight == 0
-        ):
+        if self._window.acks_due(now):
             self._flush_acks()
         if not self._up or draining:
             return
-        self._send_outgoing(client)
+        self._send_side(client)
         self._fill_window(client, now)
-        if (
-            not self._outstanding()
-            and now - self._last_inbound >= self._silence_limit
-            and self._client is client
-        ):
+        if self._client is client and self._live.probe_due(now, self._outstanding()):
             rc, mid = client.unsubscribe(self._probe_topic)
             if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-                self._probe_mid = mid
-                self._expect_answer()
+                self._live.probe_mid = mid
+                self._live.expect(now)
 
     def _select_timeout(self) -> float:
-        now = time.monotonic()
-        deadline = now + 1.0
-        if self._waiting_since is not None:
-            deadline = min(deadline, self._waiting_since + self._silence_limit)
-        elif self._up:
-            deadline = min(deadline, self._last_inbound + self._silence_limit)
-        if self._acked:
-            deadline = min(deadline, self._first_ack_at + ACK_MAX_DELAY_S)
-        if self._paused_until > now:
-            deadline = min(deadline, self._paused_until)
-        if self._stop.is_set():
-            deadline = min(deadline, self._stop_deadline)
-        return max(0.0, deadline - now)
+        now = self._clock.monotonic()
+        deadlines = [
+            now + IDLE_TURN_S,
+            self._live.deadline(self._up),
+            self._window.deadline(now),
+            self._stop_deadline if self._stop.is_set() else None,
+        ]
+        return max(0.0, min(d for d in deadlines if d is not None) - now)
 
     def _flush_acks(self) -> None:
-        if not self._acked:
+        seqs = self._window.take_acks()
+        if not seqs:
             return
-        seqs, self._acked = self._acked, []
         try:
             self._outbox.ack_many(seqs)
         except OutboxError as e:
@@ -567,78 +494,105 @@ class Publisher:
             log.error("delivered scans could not be removed from the outbox: %s", e)
             self._last_error = str(e)
 
-    def _send_outgoing(self, client: mqtt.Client) -> None:
-        while len(self._inflight) < self._receive_max:
-            try:
-                kind, body, qos = self._outgoing.get_nowait()
-            except queue.Empty:
+    def _send_side(self, client: mqtt.Client) -> None:
+        while self._window.room_for_others():
+            item = self.side.take()
+            if item is None:
                 return
-            topic = self.topic_telemetry if kind == "telemetry" else self.topic_reply
+            kind, topic, body, qos = item
             info = client.publish(topic, body, qos=qos)
             if qos and info.rc == mqtt.MQTT_ERR_SUCCESS:
-                self._inflight[info.mid] = _Sent(kind)
-                self._expect_answer()
+                self._window.sent_other(info.mid, kind)
+                self._live.expect(self._clock.monotonic())
 
     def _fill_window(self, client: mqtt.Client, now: float) -> None:
-        if self._paused_until > now:
-            return
-        if self._restart_from_first:
-            if self._scans_inflight:
-                return  # let the window empty first, then resend in order
-            self._restart_from_first = False
-            self._cursor = 0
-        # After a refusal, one scan at a time until the broker accepts one: if its policy
-        # changes in the middle of a window, later scans must not overtake the refused one.
-        window = 1 if self._refusals else self.cfg.mqtt.inflight
-        free = min(window - self._scans_inflight, self._receive_max - len(self._inflight))
+        self._check_overdue(now)
+        free = self._window.room_for_scans(now)
         if free <= 0:
             return
+        if self._window.restarting:
+            self._flush_acks()  # a pass from the first row: what is confirmed is gone first
         try:
-            rows = self._outbox.pending(limit=free, after_seq=self._cursor)
+            rows = self._outbox.pending(limit=free, after_seq=self._window.cursor)
         except OutboxError as e:
             log.error("cannot read the outbox: %s", e)
             self._last_error = str(e)
-            self._paused_until = now + 1.0
+            self._window.paused_until = now + 1.0
             return
-        wall = self._clock()
+        wall = self._clock.wall()
         for row in rows:
-            self._cursor = row.seq
             life = row.expires_at - wall
             if life <= 0:
+                self._window.skipped(row.seq)
                 continue  # expired on the way: never sent, outbox.expire() counts it
-            props = self._publish_properties(max(1, math.ceil(life))) if self._v5 else None
+            props = self._props.get(max(1, math.ceil(life))) if self._v5 else None
             info = client.publish(self.topic_scan, row.body, qos=1, retain=False, properties=props)
             if info.rc != mqtt.MQTT_ERR_SUCCESS or self._client is not client:
                 return  # the link went down while writing; on_disconnect has the reason
-            self._inflight[info.mid] = _Sent("scan", row.seq, row.scan_id)
-            self._scans_inflight += 1
-            self._inflight_peak = max(self._inflight_peak, self._scans_inflight)
-            self._expect_answer()
+            self._window.sent_scan(info.mid, row.seq, row.scan_id, shown_payload(row.body))
+            self._live.expect(now)
 
-    def _publish_properties(self, expiry_s: int) -> Properties:
-        """The properties of a scan with this remaining life (cached: rows of a burst share it)."""
-        props = self._props.get(expiry_s)
-        if props is None:
-            if len(self._props) > 256:
-                self._props.clear()
-            props = self._props[expiry_s] = _ScanProperties(expiry_s)
-        return props
+    def _check_overdue(self, now: float) -> None:
+        late = self._window.overdue(now)
+        if not late:
+            return
+        self._resent += len(late)
+        seq, first = late[0]
+        text = (
+            f"{len(late)} scan(s) sent to the broker but not confirmed by the pharmacy within "
+            f"{self.cfg.mqtt.ack_timeout_s:g} s (first: {first.shown} seq {seq})"
+        )
+        log.warning("%s: sending them again, same scan_id, in order", text)
+        self._fault_pharmacy = text
+        self._report()
+
+    def _on_ack(self, payload: bytes) -> None:
+        """`{prefix}/ack` from the pharmacy system: `{"scan_id": "...", "seq": N}`."""
+        parsed = parse_ack(payload)
+        if isinstance(parsed, str):
+            held = self._log_acks.allow()
+            if held is not None:
+                log.warning("ignoring a message on %s: %s%s", self.topic_ack, parsed,
+                            held_note(held))
+            return
+        seq, scan_id = parsed
+        now = self._clock.monotonic()
+        entry = self._window.confirmed(seq, scan_id, now)
+        if entry is not None:
+            shown = entry.shown
+        else:  # sent on an earlier connection, or before a resend: the outbox says if it is ours
+            try:
+                rows = self._outbox.pending(limit=1, after_seq=seq - 1)
+            except OutboxError as e:
+                log.error("cannot read the outbox: %s", e)
+                return
+            if not rows or rows[0].seq != seq or rows[0].scan_id != scan_id:
+                return  # already removed (a repeated ack), or not one of ours
+            self._window.remove(seq, now)
+            shown = shown_payload(rows[0].body)
+        self._confirmed += 1
+        log.info("scan %s seq %d confirmed by the pharmacy", shown, seq)
+        if self._fault_pharmacy is not None:
+            log.info("the pharmacy confirms scans again")
+            self._fault_pharmacy = None
+            self._report()
 
     def _shutdown(self) -> None:
         client = self._client
         if client is not None and self._up:
-            info = client.publish(self.topic_status, self._status("offline", "stopped"), 1, True)
+            status = self.side.status("offline", "stopped")
+            info = client.publish(self.side.topic_status, status, 1, True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                self._inflight[info.mid] = _Sent("status")
+                self._window.sent_other(info.mid, "status")
             while (
                 self._client is client
-                and self._inflight
-                and time.monotonic() < self._stop_deadline
+                and self._window.inflight
+                and self._clock.monotonic() < self._stop_deadline
             ):
                 self._service(draining=True)
             if self._client is client:
                 client.disconnect()  # a clean DISCONNECT: the will is dropped, status says offline
-                while client.want_write() and time.monotonic() < self._stop_deadline:
+                while client.want_write() and self._clock.monotonic() < self._stop_deadline:
                     if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                         break
             log.info("disconnected (stopped); %d scan(s) delivered", self._delivered)
@@ -659,10 +613,10 @@ class Publisher:
     ) -> None:
         if client is not self._client:
             return
-        self._inbound()
+        self._live.inbound(self._clock.monotonic())
         m = self.cfg.mqtt
         if reason.is_failure:
-            transient = reason.value in _TRANSIENT_CONNACK
+            transient = reason.value in TRANSIENT_CONNACK
             hint = "" if transient else " (check the certificate / user name and the broker's ACL)"
             self._lost_reason = (
                 f"the broker {m.host}:{m.port} refused the connection: {reason}{hint}",
@@ -671,20 +625,22 @@ class Publisher:
             return
         self._up = True
         self._connected = True
-        self._attempt = 0
+        self._takeovers.connected(self._clock.monotonic())
+        if not self._takeovers.active:  # two kiosks with one id: keep the long delays
+            self._reconnect.reset()
         self._connects += 1
         if self._connects > 1:
             self._reconnects += 1
-        self._receive_max = int(getattr(props, "ReceiveMaximum", 65535) or 65535)
-        self._cursor = 0
-        self._restart_from_first = False
+        self._window.opened(int(getattr(props, "ReceiveMaximum", 0) or 0))
         # Subscribe first: the broker handles packets in order, so whoever sees "online"
         # can already send a command.
-        client.subscribe(self._cmd_prefix + "+", qos=1)
-        info = client.publish(self.topic_status, self._status("online"), 1, True)
+        client.subscribe(self.side.cmd_prefix + "+", qos=1)
+        if self._pharmacy:
+            client.subscribe(self.topic_ack, qos=1)
+        info = client.publish(self.side.topic_status, self.side.status("online"), 1, True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            self._inflight[info.mid] = _Sent("status")
-        self._expect_answer()
+            self._window.sent_other(info.mid, "status")
+        self._live.expect(self._clock.monotonic())
         try:
             self._outbox.expire()
             depth = self._outbox.stats().depth
@@ -707,18 +663,26 @@ class Publisher:
     ) -> None:
         if client is not self._client or self._lost_reason is not None:
             return
+        self._taken_over = False
         if getattr(flags, "is_disconnect_packet_from_server", False):
-            fault = reason.value == 0x8E  # session taken over: another client uses our client id
-            extra = " (another client connected with the same client id)" if fault else ""
-            self._lost_reason = (f"the broker closed the connection: {reason}{extra}", fault)
+            self._taken_over = reason.value == 0x8E  # another client connected with our id
+            extra = " (another client connected with our client id)" if self._taken_over else ""
+            self._lost_reason = (f"the broker closed the connection: {reason}{extra}", False)
             return
-        detail = self._paho_errors.text or str(reason)
-        sentence = explain_tls_failure(detail)
+        detail = self._paho_errors.text
+        sentence = explain_tls_failure(detail or "")
         if sentence:
             self._lost_reason = (sentence, True)
         elif not self._up and self._creds is not None:
             m = self.cfg.mqtt
             self._lost_reason = explain_early_close(self._creds, f"{m.host}:{m.port}")
+        elif detail is None:
+            # paho says "Unspecified error" for a plain end of stream: name what happened
+            self._lost_reason = (
+                "the broker closed the connection without a word (the broker stopped or "
+                "restarted, or something between us cut the link)",
+                False,
+            )
         else:
             self._lost_reason = (f"connection closed: {detail}", False)
 
@@ -727,10 +691,8 @@ class Publisher:
     ) -> None:
         if client is not self._client:
             return
-        self._inbound()
-        sent = self._inflight.pop(mid, None)
-        if self._inflight or self._probe_mid is not None:
-            self._expect_answer()
+        sent = self._window.answered(mid)
+        self._answered()
         if sent is None:
             return
         if sent.kind != "scan":
@@ -739,45 +701,41 @@ class Publisher:
                 log.error("%s", text)
                 self._set_delivery_fault(text)
             return
-        self._scans_inflight -= 1
-        now = time.monotonic()
         if reason.is_failure:
-            self._refused += 1
-            text = (
-                f"the broker refused scan seq {sent.seq} on {self.topic_scan}: {reason} "
-                f"(0x{reason.value:02X})"
-            )
-            if reason.value == 0x87:
-                text += "; its ACL must let this kiosk publish there"
-            m = self.cfg.mqtt
-            delay = backoff_delay(self._refusals, m.reconnect_min_s, m.reconnect_max_s, self._rng)
-            if self._paused_until <= now:
-                self._refusals += 1
-                log.error("%s; kept in the outbox, retrying in %.1f s", text, delay)
-            self._paused_until = max(self._paused_until, now + delay)
-            self._restart_from_first = True
-            self._last_error = text
-            self._set_delivery_fault(text)
+            self._scan_refused(sent, reason)
             return
-        if not self._acked:
-            self._first_ack_at = now
-        self._acked.append(sent.seq)
+        now = self._clock.monotonic()
         self._delivered += 1
-        self._last_delivery_at = self._clock()
-        if self._paused_until <= now and not self._restart_from_first:
-            self._refusals = 0
+        self._last_delivery_at = self._clock.wall()
+        # one line per scan, so support staff can prove from the journal where a scan went
+        log.info("scan %s seq %d delivered to the broker", sent.shown, sent.seq)
+        if self._window.delivered(sent, now):
+            self._retry.reset()
             if self._fault_delivery is not None:
                 log.info("the broker accepts scans again")
                 self._set_delivery_fault(None)
+
+    def _scan_refused(self, sent: Sent, reason: ReasonCode) -> None:
+        self._refused += 1
+        text = (
+            f"the broker refused scan seq {sent.seq} on {self.topic_scan}: {reason} "
+            f"(0x{reason.value:02X})"
+        )
+        if reason.value == 0x87:
+            text += "; its ACL must let this kiosk publish there"
+        now = self._clock.monotonic()
+        delay = self._retry.next() if self._window.paused_until <= now else 0.0
+        if self._window.refused(now, delay):
+            log.error("%s; kept in the outbox, retrying in %.1f s", text, delay)
+        self._last_error = text
+        self._set_delivery_fault(text)
 
     def _handle_subscribe(
         self, client: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any
     ) -> None:
         if client is not self._client:
             return
-        self._inbound()
-        if self._outstanding():
-            self._expect_answer()
+        self._answered()
         refused = [c for c in codes if getattr(c, "is_failure", False)]
         if refused:
             log.warning("the broker refused our command subscription: %s", refused[0])
@@ -787,29 +745,16 @@ class Publisher:
     ) -> None:
         if client is not self._client:
             return
-        self._inbound()
-        if mid == self._probe_mid:
-            self._probe_mid = None
-        if self._outstanding():
-            self._expect_answer()
+        if mid == self._live.probe_mid:
+            self._live.probe_mid = None
+        self._answered()
 
     def _handle_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if client is not self._client:
             return
-        self._inbound()
-        if self._outstanding():
-            self._expect_answer()
-        topic = msg.topic
-        if not topic.startswith(self._cmd_prefix):
+        self._answered()
+        if msg.topic == self.topic_ack:
+            if self._pharmacy:
+                self._on_ack(bytes(msg.payload))
             return
-        name = topic[len(self._cmd_prefix) :]
-        if msg.retain:
-            # A retained command would run again at every reconnect.
-            log.warning("ignoring retained command %r (commands must not be retained)", name)
-            return
-        log.info("command %r received (%d bytes)", name, len(msg.payload))
-        if self._on_command:
-            try:
-                self._on_command(name, bytes(msg.payload))
-            except Exception:
-                log.exception("command %r handler failed", name)
+        self.side.command(msg.topic, bytes(msg.payload), bool(msg.retain))
