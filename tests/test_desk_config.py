@@ -13,6 +13,7 @@ from ordoscan.devtools.demo_samples import SAMPLES_DIR
 
 from tests.support.kiosk import ROOT, Daemon
 from tests.support.mosquitto import Broker, Subscriber
+from tests.support.wait import WaitTimeout
 
 DESK = ROOT / "provisioning" / "desk.toml"
 
@@ -43,12 +44,15 @@ def test_the_desk_kiosk_runs_and_delivers_the_samples(tmp_path: Path, broker: Br
                      client_id="desk-pharmacy")
     daemon = Daemon(DESK, env)
     try:
-        sub.wait_for(lambda s: len(s.on("/scan")) >= 3, 60, "the three sample ordonnances")
+        try:
+            sub.wait_for(lambda s: len(s.on("/scan")) >= 3, 120, "the three sample ordonnances")
+        except WaitTimeout as e:
+            raise AssertionError(f"{e}; the daemon's log:\n{daemon.text()}") from None
         assert daemon.wait_log(r"signal: good read"), daemon.text()
         assert daemon.wait_log(r"signal: refused"), daemon.text()
     finally:
         daemon.signal(signal.SIGTERM)
-        rc = daemon.wait(20)
+        rc = daemon.wait(30)
         sub.close()
     assert rc == 0, daemon.text()
     kinds = {json.loads(p)["kind"] for p in sub.on("/scan")}

@@ -228,7 +228,7 @@ class App:
                         "scrubbed); report(s) beside it", len(st.quarantined))
 
     def _start_feedback(self) -> None:
-        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
+        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory, clock=self.clock)
         self.feedback.start()
         self.feedback.booting()
         # shown before going on: a fast camera's "ready" would otherwise replace it unseen
@@ -241,10 +241,13 @@ class App:
         self._clock_synced = clock_synced()
 
     def _start_camera(self) -> None:
-        source = self._source if self._source is not None else open_source(self.cfg.camera)
+        source = self._source
+        if source is None:
+            source = open_source(self.cfg.camera, clock=self.clock)
         self._source = source
         self.reader = LatestFrameReader(
-            source, stall_timeout_s=self.cfg.camera.stall_timeout_s, on_state=self._on_camera
+            source, stall_timeout_s=self.cfg.camera.stall_timeout_s, on_state=self._on_camera,
+            clock=self.clock,
         )
         self.reader.start()
 
@@ -253,6 +256,7 @@ class App:
         self.publisher = Publisher(
             self.cfg, self.outbox,
             on_link=self._on_link, on_fault=self._on_broker_fault, on_command=self._on_command,
+            on_alarm=self._set_fault,  # duplicate_id: red LED, status and telemetry
             clock=self.clock,
         )
         publisher = self.publisher

@@ -117,13 +117,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(module="config")
 
     p = sub.add_parser(
-        "listen", help="reference subscriber: print scan messages as JSON lines",
-        description="A reference subscriber for integrators: prints each scan message of "
-        "this kiosk as one JSON line, de-duplicated by scan_id. Payloads are printed in "
-        "clear, as the pharmacy system receives them: run it only where a prescription "
-        "identifier may be seen.",
+        "listen",
+        help="reference subscriber: print scan messages as JSON lines (payloads in clear)",
+        description=(
+            "The pharmacy side's reference subscriber: prints each scan message once, as one "
+            "JSON line, de-duplicated by scan_id, with its payload IN CLEAR, as the pharmacy "
+            "system receives them: run it only where a prescription identifier may be seen. "
+            "It keeps a persistent session on the broker under a fixed client id, so it "
+            "misses nothing sent while it reconnects or is restarted."
+        ),
     )
     _add_config(p)
+    p.add_argument(
+        "--ack",
+        action="store_true",
+        help='the pharmacy side of end-to-end delivery (mqtt.delivery = "pharmacy"): store each '
+        "scan in --store, then acknowledge it on {prefix}/ack; printed once per scan_id, "
+        "even across restarts",
+    )
+    p.add_argument(
+        "--store",
+        default="",
+        help="with --ack: the SQLite file of received scans (default: "
+        "ordoscan-listen-{device id}.sqlite3 in the current folder)",
+    )
+    p.add_argument(
+        "--client-id",
+        default="",
+        help="MQTT client id of the session (default: ordoscan-listen-{device id}); "
+        "two listeners must not share one",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=86_400,
+        help="seconds the broker keeps the session (and the scans for it) while the "
+        "listener is away (default: one day; 0: no session, what is sent meanwhile is missed)",
+    )
     p.add_argument(
         "--count",
         type=int,

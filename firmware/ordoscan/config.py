@@ -232,6 +232,32 @@ class GpioConfig(_Section):
         return self
 
 
+def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
+    """`"host"`, `"host:port"` or `"[v6]:port"` as (host, port); ValueError names the entry."""
+    text = entry.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1 :] if end > 0 else "?"
+        host = text[1:end] if end > 0 else ""
+        if rest and not rest.startswith(":"):
+            host = ""
+        elif rest:
+            port = _port_of(entry, rest[1:])
+    elif text.count(":") == 1:
+        host, _, tail = text.partition(":")
+        port = _port_of(entry, tail)
+    if not host or any(c.isspace() or c in "/@?#" for c in host) or len(host) > 253:
+        raise ValueError(f'mqtt.hosts entry {entry!r}: expected "host" or "host:port"')
+    return host, port
+
+
+def _port_of(entry: str, text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"mqtt.hosts entry {entry!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -308,6 +334,28 @@ class MqttConfig(_Section):
     telemetry_interval_s: float = Field(
         default=60, ge=0, le=86400, description="Telemetry period; 0 turns telemetry off."
     )
+    hosts: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            'Failover: brokers as "host" or "host:port", tried in order, then round again; '
+            "when set, host and port are unused (a host without a port uses port)."
+        ),
+    )
+    delivery: Literal["broker", "pharmacy"] = Field(
+        default="broker",
+        description=(
+            '"broker": a scan leaves the outbox on a good PUBACK; "pharmacy": only once the '
+            "pharmacy system acknowledges its scan_id on {prefix}/ack (end to end)."
+        ),
+    )
+    ack_timeout_s: float = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description='delivery = "pharmacy": a scan not acknowledged after this is sent again '
+        "(same scan_id, in order).",
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -329,13 +377,27 @@ class MqttConfig(_Section):
             raise ValueError("only the placeholders {site} and {device_id} are allowed")
         return v
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_ok(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            split_host_port(entry, 1)  # raises ValueError naming the entry
+        return v
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers to try, in order: `hosts`, or else `host` and `port`."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        return [split_host_port(h, self.port) for h in self.hosts]
+
     @model_validator(mode="after")
     def _plaintext_loopback_only(self) -> MqttConfig:
-        if not self.tls and not _is_loopback(self.host):
-            raise ValueError(
-                f"mqtt.tls = false is refused for the non-loopback host {self.host!r}: "
-                "plaintext MQTT is only allowed to localhost/127.0.0.1/::1"
-            )
+        for host, _ in self.brokers():
+            if not self.tls and not _is_loopback(host):
+                raise ValueError(
+                    f"mqtt.tls = false is refused for the non-loopback host {host!r}: "
+                    "plaintext MQTT is only allowed to localhost/127.0.0.1/::1"
+                )
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("mqtt.cert_file and mqtt.key_file go together: give both or neither")
         if self.reconnect_min_s > self.reconnect_max_s:

@@ -90,6 +90,7 @@ TONAL_OCTAVES = 3  # the TonalBuzzer then plays 110 Hz to 7040 Hz
 QUEUE_SIZE = 32
 POLL_S = 0.5  # the worker's longest wait (it wakes at once for an event or close)
 LOOKAHEAD_S = 0.001  # an edge due within this is taken now: no sub-millisecond waits
+MAX_CATCH_UP = 16  # missed edges shown after a late wake-up; further back they are dropped
 CLOSE_TIMEOUT_S = 2.0
 
 LEDS = ("green", "amber", "red")
@@ -558,23 +559,38 @@ class Feedback(Service):
 
     def _run(self) -> None:
         timeout = 0.0
+        due: float | None = None  # the edge the worker last meant to wake for
         while not self._stop.is_set():
             events = self._queue.get(timeout)
             if self._stop.is_set():
                 break
             now = self._clock.monotonic()
+            if due is not None:
+                self._catch_up(due, now)
             for event in events:
                 try:
                     event.apply(self._machine, now)
                 except Exception:  # a bug here must not take the lights down for good
                     log.exception("feedback: an event could not be applied")
             self._write(self._machine.outputs(now))
-            edge = self._machine.next_change(now)
-            if edge is None:
+            due = self._machine.next_change(now)
+            if due is None:
                 self._queue.mark_idle(self._idle)
                 timeout = POLL_S
             else:
-                timeout = min(POLL_S, max(edge - self._clock.monotonic(), LOOKAHEAD_S))
+                timeout = min(POLL_S, max(due - self._clock.monotonic(), LOOKAHEAD_S))
+
+    def _catch_up(self, edge: float, now: float) -> None:
+        """Woken late (a loaded machine): show the missed states in their order, briefly,
+        so that two beeps and the silence between them never merge into one long beep."""
+        for _ in range(MAX_CATCH_UP):
+            if edge >= now - LOOKAHEAD_S:
+                return
+            self._write(self._machine.outputs(edge))
+            after = self._machine.next_change(edge)
+            if after is None or after <= edge:
+                return
+            edge = after
 
     def _write(self, out: Outputs) -> None:
         wanted: dict[str, object] = {"green": out.green, "amber": out.amber, "red": out.red}

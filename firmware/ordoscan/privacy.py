@@ -63,11 +63,11 @@ def printable(text: object, limit: int | None = DEFAULT_LIMIT) -> str:
     return s + (f"…(+{cut} chars)" if cut else "")
 
 
-def json_line(doc: Any) -> str:
+def json_line(doc: Any, *, compact: bool = False) -> str:
     """One line of JSON that is safe on a terminal: UTF-8 kept readable, but every character
     printable() would escape is a JSON escape (`\\u009b`, `\\u202e`), so the line decodes
     back to exactly `doc` and never acts on the terminal."""
-    text = json.dumps(doc, ensure_ascii=False)
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":") if compact else None)
     if any(_unsafe(c) for c in text):  # only inside strings: json.dumps wrote the rest
         text = "".join(f"\\u{ord(c):04x}" if _unsafe(c) else c for c in text)
     return text

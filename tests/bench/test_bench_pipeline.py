@@ -123,8 +123,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     source = _paced_source(frames, schedule, start)
     cfg = parse_config(spec["config"], "<bench>", env={})
     factory = MockFactory()
-    frames = FrameCounter()
-    app = App(cfg, pin_factory=factory, source=source, on_frame=frames)
+    handled = FrameCounter()
+    app = App(cfg, pin_factory=factory, source=source, on_frame=handled)
     app.start()
     try:
         assert app.publisher is not None and app.feedback is not None
@@ -157,7 +157,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         buzzer.clear_states()
         cleared = time.monotonic()
         first = len(source.delivered)
-        processed0 = frames.count
+        processed0 = handled.count
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         start.set()
         while not source.finished:
@@ -165,7 +165,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         delivered = source.delivered[first:]
         frames_in_run = len(delivered)
-        processed = frames.count - processed0
+        processed = handled.count - processed0
         deadline = time.monotonic() + 30
         while len(pubacks) < len(frames) - 1 and time.monotonic() < deadline:
             time.sleep(0.05)

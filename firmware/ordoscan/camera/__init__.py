@@ -21,18 +21,18 @@ from ordoscan.camera.base import (
     FrameSource,
     Grey,
     LeasingSource,
+    Zoom,
     release_frame,
 )
 from ordoscan.camera.picamera2 import (
     MAX_LEASES,
-    TUNING_ENV,
     Picamera2Api,
     Picamera2Source,
-    cap_exposure_profiles,
     load_picamera2_api,
 )
 from ordoscan.camera.reader import LatestFrameReader, ReaderStats
 from ordoscan.camera.replay import ReplaySource, load_grey_image
+from ordoscan.camera.tuning import TUNING_ENV, cap_exposure_profiles
 from ordoscan.camera.v4l2 import V4L2Source
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
@@ -86,6 +86,7 @@ __all__ = [
     "ReaderStats",
     "ReplaySource",
     "V4L2Source",
+    "Zoom",
     "cap_exposure_profiles",
     "load_grey_image",
     "load_picamera2_api",

@@ -124,7 +124,8 @@ def check_broker(cfg: Config) -> Result:
 
     found = probe(cfg, BROKER_TIMEOUT_S)
     detail = found.message + "".join(f"; note: {n}" for n in found.notes)
-    return Result("broker", OK if found.ok else FAIL, detail, found.as_dict())
+    status = FAIL if not found.ok else WARN if found.publish_ok is None else OK
+    return Result("broker", status, detail, found.as_dict())
 
 
 def check_outbox(cfg: Config) -> Result:

@@ -29,8 +29,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     cfg = load_config(args.config)  # ConfigError -> exit 2 in cli.main
     if args.action == "validate":
+        from ordoscan.security import broker_notes
+
         check_files(cfg, config_path(args.config))  # what `run` would refuse at start
         print(f"{config_path(args.config)}: valid")
+        for note in broker_notes(cfg):
+            print(f"warning: {note}")
         return 0
     print(f"# effective configuration from {config_path(args.config)} (secrets redacted)")
     print(to_toml(redacted(cfg)), end="")

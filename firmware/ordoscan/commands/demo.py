@@ -34,6 +34,7 @@ from ordoscan.config import Config, parse_config, to_toml
 from ordoscan.devtools.demo_samples import SAMPLES, Sample
 from ordoscan.devtools.mosquitto import Broker, find_mosquitto, free_port
 from ordoscan.errors import BrokerError, OrdoscanError
+from ordoscan.privacy import LOG_LIMIT, json_line, printable
 
 __all__ = ["SAMPLES", "Sample", "demo_config", "main"]
 
@@ -77,7 +78,7 @@ class OutputHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
-            self.out.line(f"  kiosk      {level}{record.getMessage()}")
+            self.out.line(f"  kiosk      {level}{printable(record.getMessage(), LOG_LIMIT)}")
         except Exception:
             self.handleError(record)
 
@@ -117,7 +118,7 @@ class Pharmacy:
         if msg.topic.endswith("/status"):
             with contextlib.suppress(ValueError):
                 state = json.loads(msg.payload).get("state")
-                self.out.line(f"  pharmacy   kiosk status: {state}")
+                self.out.line(f"  pharmacy   kiosk status: {printable(state)}")
             return
         try:
             scan = ScanMessage.from_json(bytes(msg.payload))
@@ -130,7 +131,7 @@ class Pharmacy:
             self._ids.add(scan.scan_id)
             self.scans.append(json.loads(scan.to_json()))
             self._cond.notify_all()
-        self.out.line(f"  pharmacy ← {scan.to_json().decode()}")
+        self.out.line(f"  pharmacy ← {json_line(json.loads(scan.to_json()), compact=True)}")
 
     def wait_scans(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -16,6 +16,7 @@ together (a queue or an Event could not wait on the network as well).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import random
@@ -35,17 +36,23 @@ from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
 from ordoscan.errors import OutboxError
 from ordoscan.lifecycle import Service
+from ordoscan.privacy import mask
 from ordoscan.publisher.link import (
+    MAX_INBOUND_PACKET,
     TRANSIENT_CONNACK,
     LastError,
     Liveness,
     PropertiesCache,
+    TakeoverWatch,
+    connect_properties,
     new_client,
 )
 from ordoscan.publisher.side_channel import SideChannel
 from ordoscan.publisher.window import DeliveryWindow, Sent
+from ordoscan.remote import LogThrottle, held_note
 from ordoscan.security import (
     Credentials,
+    broker_notes,
     describe_connect_error,
     explain_early_close,
     explain_tls_failure,
@@ -58,6 +65,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("ordoscan.publisher")
 
 IDLE_TURN_S = 1.0  # the longest select() wait: stop and wake-ups are seen at least this often
+FAULT_DUPLICATE_ID = "duplicate_id"  # another client uses our client id (same device.id)
+
+
+def shown_payload(body: bytes) -> str:
+    """The masked identifier of a queued scan's message, for its log lines."""
+    try:
+        payload = json.loads(body).get("payload")
+    except (ValueError, AttributeError):
+        payload = None
+    return mask(payload if isinstance(payload, str) else None)
+
+
+MAX_ACK_BYTES = 1024
+
+
+def parse_ack(payload: bytes) -> tuple[int, str] | str:
+    """(seq, scan_id) of a pharmacy acknowledgement, or what is wrong with it (sized first)."""
+    if len(payload) > MAX_ACK_BYTES:
+        return f"{len(payload)} bytes, over the limit of {MAX_ACK_BYTES}"
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    seq, scan_id = data.get("seq"), data.get("scan_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        return "'seq' must be a positive integer"
+    if not isinstance(scan_id, str) or not 1 <= len(scan_id) <= 64:
+        return "'scan_id' must be a string of 1 to 64 characters"
+    return seq, scan_id
 
 
 class Publisher(Service):
@@ -71,6 +109,7 @@ class Publisher(Service):
         on_link: Callable[[bool], None] | None = None,
         on_fault: Callable[[str | None], None] | None = None,
         on_command: Callable[[str, bytes], None] | None = None,
+        on_alarm: Callable[[str, bool], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
     ) -> None:
@@ -78,13 +117,17 @@ class Publisher(Service):
         self._outbox = outbox
         self._on_link = on_link
         self._on_fault = on_fault
+        self._on_alarm = on_alarm
         self._clock = clock
         m = cfg.mqtt
         self._v5 = m.protocol == "5"
         self.topic_scan = f"{cfg.topic_prefix}/scan"
+        self.topic_ack = f"{cfg.topic_prefix}/ack"
+        self._pharmacy = m.delivery == "pharmacy"
         # Never subscribed: unsubscribing it costs nothing and is always answered.
         self._probe_topic = f"{cfg.topic_prefix}/cmd/.link-check"
         self.side = SideChannel(cfg, clock, on_command=on_command, wake=self.wake)
+        self._takeovers = TakeoverWatch()
         rng = rng or random.Random()
         self._reconnect = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
         self._retry = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
@@ -101,7 +144,11 @@ class Publisher(Service):
         self._client: mqtt.Client | None = None
         self._up = False  # CONNACK received
         self._lost_reason: tuple[str, bool] | None = None
-        self._window = DeliveryWindow(m.inflight)
+        self._taken_over = False  # the loss in _lost_reason was a session take-over
+        self._window = DeliveryWindow(
+            m.inflight, confirm=self._pharmacy, ack_timeout_s=m.ack_timeout_s
+        )
+        self._log_acks = LogThrottle(1.0, clock=clock)
         self._live = Liveness(m.keepalive_s / 2.0)
         self._next_attempt = 0.0
         self._props = PropertiesCache()
@@ -116,8 +163,11 @@ class Publisher(Service):
         self._link_reported: bool | None = None
         self._fault_link: str | None = None
         self._fault_delivery: str | None = None
+        self._fault_pharmacy: str | None = None  # sent, but the pharmacy does not confirm
         self._fault_reported: str | None = None
-        self._delivered = 0
+        self._delivered = 0  # good PUBACKs
+        self._confirmed = 0  # acknowledged by the pharmacy (delivery = "pharmacy")
+        self._resent = 0  # sent again after ack_timeout_s without the pharmacy's ack
         self._refused = 0
         self._reconnects = 0
         self._connects = 0
@@ -137,6 +187,8 @@ class Publisher(Service):
         for problem in self._creds.problems:
             log.error("%s", problem)
             self._set_link_fault(problem)
+        for note in broker_notes(self.cfg):
+            log.warning("%s", note)
         if self._wake_r.fileno() < 0:  # closed by an earlier stop()
             self._wake_r, self._wake_w = socket.socketpair()
             self._wake_r.setblocking(False)
@@ -203,12 +255,18 @@ class Publisher(Service):
             "last_error": self._last_error,
             "fault": self._fault_reported,
             "last_delivery_at": self._last_delivery_at,
+            "duplicate_id": self._takeovers.active,
+            "delivery": self.cfg.mqtt.delivery,
+            # "sent to the broker" (delivered) apart from "confirmed by the pharmacy"
+            "sent_unconfirmed": len(w.unconfirmed),
+            "confirmed": self._confirmed,
+            "resent": self._resent,
         }
 
     # --- faults and link state (reported on change only) ---------------------------------------
 
     def _report(self) -> None:
-        fault = self._fault_link or self._fault_delivery
+        fault = self._fault_link or self._fault_delivery or self._fault_pharmacy
         if fault != self._fault_reported:
             self._fault_reported = fault
             if self._on_fault:
@@ -232,6 +290,13 @@ class Publisher(Service):
     def _set_delivery_fault(self, text: str | None) -> None:
         self._fault_delivery = text
         self._report()
+
+    def _alarm(self, name: str, active: bool) -> None:
+        if self._on_alarm:
+            try:
+                self._on_alarm(name, active)
+            except Exception:
+                log.exception("on_alarm callback failed")
 
     # --- the thread ---------------------------------------------------------------------------
 
@@ -292,7 +357,10 @@ class Publisher(Service):
         self._up = False
         try:
             if self._v5:
-                rc = client.connect(m.host, m.port, m.keepalive_s, clean_start=True)
+                rc = client.connect(
+                    m.host, m.port, m.keepalive_s, clean_start=True,
+                    properties=connect_properties(MAX_INBOUND_PACKET),
+                )
             else:
                 rc = client.connect(m.host, m.port, m.keepalive_s)
         except Exception as e:  # socket, TLS and name errors: explained, then retried
@@ -304,10 +372,18 @@ class Publisher(Service):
             return
         self._live.connecting(self._clock.monotonic())
 
-    def _lose(self, reason: str, fault: bool) -> None:
+    def _lose(self, reason: str, fault: bool, taken_over: bool = False) -> None:
         """Drop the connection (if any) and schedule the next attempt with back-off."""
         client, self._client = self._client, None
         was_up = self._up
+        if was_up and self._takeovers.lost(self._clock.monotonic(), taken_over):
+            text = (
+                f"another client keeps taking over our session (client id "
+                f"{self.cfg.client_id!r}): two kiosks likely share device.id "
+                f"{self.cfg.device.id!r}; give each kiosk its own id"
+            )
+            log.error("%s", text)
+            self._alarm(FAULT_DUPLICATE_ID, True)
         self._up = False
         if client is not None:
             sock = client.socket()
@@ -368,11 +444,15 @@ class Publisher(Service):
         if self._client is client:
             client.loop_misc()
         if self._client is client and self._lost_reason is not None:
-            self._lose(*self._lost_reason)
+            text, fault = self._lost_reason
+            self._lose(text, fault, taken_over=self._taken_over)
             return
         if self._client is not client:
             return
         now = self._clock.monotonic()
+        if self._takeovers.settled(now):
+            log.info("no other client has taken our session over for a while: cleared")
+            self._alarm(FAULT_DUPLICATE_ID, False)
         silent = self._live.silence(now)
         if silent is not None:
             self._lose(
@@ -426,9 +506,12 @@ class Publisher(Service):
                 self._live.expect(self._clock.monotonic())
 
     def _fill_window(self, client: mqtt.Client, now: float) -> None:
+        self._check_overdue(now)
         free = self._window.room_for_scans(now)
         if free <= 0:
             return
+        if self._window.restarting:
+            self._flush_acks()  # a pass from the first row: what is confirmed is gone first
         try:
             rows = self._outbox.pending(limit=free, after_seq=self._window.cursor)
         except OutboxError as e:
@@ -446,8 +529,53 @@ class Publisher(Service):
             info = client.publish(self.topic_scan, row.body, qos=1, retain=False, properties=props)
             if info.rc != mqtt.MQTT_ERR_SUCCESS or self._client is not client:
                 return  # the link went down while writing; on_disconnect has the reason
-            self._window.sent_scan(info.mid, row.seq, row.scan_id)
+            self._window.sent_scan(info.mid, row.seq, row.scan_id, shown_payload(row.body))
             self._live.expect(now)
+
+    def _check_overdue(self, now: float) -> None:
+        late = self._window.overdue(now)
+        if not late:
+            return
+        self._resent += len(late)
+        seq, first = late[0]
+        text = (
+            f"{len(late)} scan(s) sent to the broker but not confirmed by the pharmacy within "
+            f"{self.cfg.mqtt.ack_timeout_s:g} s (first: {first.shown} seq {seq})"
+        )
+        log.warning("%s: sending them again, same scan_id, in order", text)
+        self._fault_pharmacy = text
+        self._report()
+
+    def _on_ack(self, payload: bytes) -> None:
+        """`{prefix}/ack` from the pharmacy system: `{"scan_id": "...", "seq": N}`."""
+        parsed = parse_ack(payload)
+        if isinstance(parsed, str):
+            held = self._log_acks.allow()
+            if held is not None:
+                log.warning("ignoring a message on %s: %s%s", self.topic_ack, parsed,
+                            held_note(held))
+            return
+        seq, scan_id = parsed
+        now = self._clock.monotonic()
+        entry = self._window.confirmed(seq, scan_id, now)
+        if entry is not None:
+            shown = entry.shown
+        else:  # sent on an earlier connection, or before a resend: the outbox says if it is ours
+            try:
+                rows = self._outbox.pending(limit=1, after_seq=seq - 1)
+            except OutboxError as e:
+                log.error("cannot read the outbox: %s", e)
+                return
+            if not rows or rows[0].seq != seq or rows[0].scan_id != scan_id:
+                return  # already removed (a repeated ack), or not one of ours
+            self._window.remove(seq, now)
+            shown = shown_payload(rows[0].body)
+        self._confirmed += 1
+        log.info("scan %s seq %d confirmed by the pharmacy", shown, seq)
+        if self._fault_pharmacy is not None:
+            log.info("the pharmacy confirms scans again")
+            self._fault_pharmacy = None
+            self._report()
 
     def _shutdown(self) -> None:
         client = self._client
@@ -497,7 +625,9 @@ class Publisher(Service):
             return
         self._up = True
         self._connected = True
-        self._reconnect.reset()
+        self._takeovers.connected(self._clock.monotonic())
+        if not self._takeovers.active:  # two kiosks with one id: keep the long delays
+            self._reconnect.reset()
         self._connects += 1
         if self._connects > 1:
             self._reconnects += 1
@@ -505,6 +635,8 @@ class Publisher(Service):
         # Subscribe first: the broker handles packets in order, so whoever sees "online"
         # can already send a command.
         client.subscribe(self.side.cmd_prefix + "+", qos=1)
+        if self._pharmacy:
+            client.subscribe(self.topic_ack, qos=1)
         info = client.publish(self.side.topic_status, self.side.status("online"), 1, True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._window.sent_other(info.mid, "status")
@@ -531,18 +663,26 @@ class Publisher(Service):
     ) -> None:
         if client is not self._client or self._lost_reason is not None:
             return
+        self._taken_over = False
         if getattr(flags, "is_disconnect_packet_from_server", False):
-            fault = reason.value == 0x8E  # session taken over: another client uses our client id
-            extra = " (another client connected with the same client id)" if fault else ""
-            self._lost_reason = (f"the broker closed the connection: {reason}{extra}", fault)
+            self._taken_over = reason.value == 0x8E  # another client connected with our id
+            extra = " (another client connected with our client id)" if self._taken_over else ""
+            self._lost_reason = (f"the broker closed the connection: {reason}{extra}", False)
             return
-        detail = self._paho_errors.text or str(reason)
-        sentence = explain_tls_failure(detail)
+        detail = self._paho_errors.text
+        sentence = explain_tls_failure(detail or "")
         if sentence:
             self._lost_reason = (sentence, True)
         elif not self._up and self._creds is not None:
             m = self.cfg.mqtt
             self._lost_reason = explain_early_close(self._creds, f"{m.host}:{m.port}")
+        elif detail is None:
+            # paho says "Unspecified error" for a plain end of stream: name what happened
+            self._lost_reason = (
+                "the broker closed the connection without a word (the broker stopped or "
+                "restarted, or something between us cut the link)",
+                False,
+            )
         else:
             self._lost_reason = (f"connection closed: {detail}", False)
 
@@ -567,6 +707,8 @@ class Publisher(Service):
         now = self._clock.monotonic()
         self._delivered += 1
         self._last_delivery_at = self._clock.wall()
+        # one line per scan, so support staff can prove from the journal where a scan went
+        log.info("scan %s seq %d delivered to the broker", sent.shown, sent.seq)
         if self._window.delivered(sent, now):
             self._retry.reset()
             if self._fault_delivery is not None:
@@ -611,4 +753,8 @@ class Publisher(Service):
         if client is not self._client:
             return
         self._answered()
+        if msg.topic == self.topic_ack:
+            if self._pharmacy:
+                self._on_ack(bytes(msg.payload))
+            return
         self.side.command(msg.topic, bytes(msg.payload), bool(msg.retain))
