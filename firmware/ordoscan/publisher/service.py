@@ -124,6 +124,10 @@ class Publisher(Service):
         self.topic_scan = f"{cfg.topic_prefix}/scan"
         self.topic_ack = f"{cfg.topic_prefix}/ack"
         self._pharmacy = m.delivery == "pharmacy"
+        # failover: tried in order, each attempt after the usual jittered back-off
+        self._brokers = m.brokers()
+        self._broker_i = 0
+        self._host_in_use: str | None = None  # "host:port" while connected
         # Never subscribed: unsubscribing it costs nothing and is always answered.
         self._probe_topic = f"{cfg.topic_prefix}/cmd/.link-check"
         self.side = SideChannel(cfg, clock, on_command=on_command, wake=self.wake)
@@ -256,6 +260,7 @@ class Publisher(Service):
             "fault": self._fault_reported,
             "last_delivery_at": self._last_delivery_at,
             "duplicate_id": self._takeovers.active,
+            "host": self._host_in_use,  # the broker in use (mqtt.hosts: which one)
             "delivery": self.cfg.mqtt.delivery,
             # "sent to the broker" (delivered) apart from "confirmed by the pharmacy"
             "sent_unconfirmed": len(w.unconfirmed),
@@ -332,9 +337,14 @@ class Publisher(Service):
             self.side.discard()
         return False
 
+    def _where(self) -> str:
+        host, port = self._brokers[self._broker_i]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     def _open(self) -> None:
         assert self._creds is not None
         m = self.cfg.mqtt
+        host, port = self._brokers[self._broker_i]
         client = new_client(
             client_id=self.cfg.client_id,
             v5=self._v5,
@@ -356,19 +366,21 @@ class Publisher(Service):
         self._client = client
         self._up = False
         try:
+            # TLS checks the certificate against this host's name
             if self._v5:
                 rc = client.connect(
-                    m.host, m.port, m.keepalive_s, clean_start=True,
+                    host, port, m.keepalive_s, clean_start=True,
                     properties=connect_properties(MAX_INBOUND_PACKET),
                 )
             else:
-                rc = client.connect(m.host, m.port, m.keepalive_s)
+                rc = client.connect(host, port, m.keepalive_s)
         except Exception as e:  # socket, TLS and name errors: explained, then retried
-            text, fault = describe_connect_error(e, m)
+            text, fault = describe_connect_error(e, m.model_copy(update={"host": host,
+                                                                          "port": port}))
             self._lose(text, fault)
             return
         if rc != mqtt.MQTT_ERR_SUCCESS:
-            self._lose(*explain_early_close(self._creds, f"{m.host}:{m.port}"))
+            self._lose(*explain_early_close(self._creds, self._where()))
             return
         self._live.connecting(self._clock.monotonic())
 
@@ -392,6 +404,11 @@ class Publisher(Service):
                     sock.close()
         self._window.closed()
         self._live.reset()
+        self._host_in_use = None
+        where = self._where()
+        if len(self._brokers) > 1:  # the next broker of the list (then round again)
+            self._broker_i = (self._broker_i + 1) % len(self._brokers)
+            reason = f"{where}: {reason}; next: {self._where()}"
         self._flush_acks()
         self.side.discard()
         delay = self._reconnect.next()
@@ -619,7 +636,7 @@ class Publisher(Service):
             transient = reason.value in TRANSIENT_CONNACK
             hint = "" if transient else " (check the certificate / user name and the broker's ACL)"
             self._lost_reason = (
-                f"the broker {m.host}:{m.port} refused the connection: {reason}{hint}",
+                f"the broker {self._where()} refused the connection: {reason}{hint}",
                 not transient,
             )
             return
@@ -647,10 +664,10 @@ class Publisher(Service):
         except OutboxError as e:
             log.error("outbox: %s", e)
             depth = -1
+        self._host_in_use = self._where()
         log.info(
-            "connected to %s:%d (MQTT %s, %s); %s scan(s) queued",
-            m.host,
-            m.port,
+            "connected to %s (MQTT %s, %s); %s scan(s) queued",
+            self._host_in_use,
             m.protocol,
             "TLS" if self._creds and self._creds.tls else "plaintext",
             depth if depth >= 0 else "?",
@@ -674,8 +691,7 @@ class Publisher(Service):
         if sentence:
             self._lost_reason = (sentence, True)
         elif not self._up and self._creds is not None:
-            m = self.cfg.mqtt
-            self._lost_reason = explain_early_close(self._creds, f"{m.host}:{m.port}")
+            self._lost_reason = explain_early_close(self._creds, self._where())
         elif detail is None:
             # paho says "Unspecified error" for a plain end of stream: name what happened
             self._lost_reason = (
