@@ -72,6 +72,11 @@ def test_truth_is_what_a_clean_large_rendering_reads(kind: str) -> None:
     if kind == "ordonnance":
         assert ordo and ordo[0].payload.encode() in _read(scene.full)  # the main stream too
         assert scene.zoom_scale == pytest.approx(1.8)
+        x0, y0, x1, y1 = ordo[0].box
+        m = 4 * ordo[0].module_px  # the quiet zone
+        crop = scene.zoom(x0 - m, y0 - m, x1 + m, y1 + m)
+        assert crop.shape[1] == pytest.approx((x1 - x0 + 2 * m) * 1.8, abs=3)
+        assert ordo[0].payload.encode() in _read(crop)  # the box is where the code is
 
 
 def test_small_code_between_lines_is_small() -> None:

@@ -502,6 +502,8 @@ class App:
             "oldest_age_s": None if st is None or st.oldest_age_s is None
             else round(st.oldest_age_s, 1),
             "broker": "connected" if broker_up else "unreachable",
+            # which broker of mqtt.hosts is in use (None while unreachable)
+            "broker_host": self.publisher.stats()["host"] if self.publisher else None,
             "broker_fault": broker_fault,
             "camera": self.camera_state()["state"],
             "faults": self.faults(),

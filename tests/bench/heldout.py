@@ -27,6 +27,10 @@ from ordoscan.devtools import docscenes, splits
 Grey = npt.NDArray[np.uint8]
 CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
 SMALL_MODULE_PX = 3.3  # a "small" code: 2-3 px per module at 1280x720 (50-60 px wide)
+# gen2 frames for the reading bench are simulated straight at the lores size by default
+# (3x cheaper than the sensor mode then the ISP's downscale, and a little noisier);
+# ORDOSCAN_BENCH_SENSOR=mode renders them at the camera's sensor mode as on a kiosk.
+SENSOR_MODE = os.environ.get("ORDOSCAN_BENCH_SENSOR", "lores")
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,13 @@ def _cache_dir() -> Path | None:
 
 def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]:
     """`n` gen2 frames of `split`, rendered or taken from the cache."""
+    if SENSOR_MODE not in ("lores", "mode"):
+        raise ValueError(f"ORDOSCAN_BENCH_SENSOR={SENSOR_MODE!r}: expected 'lores' or 'mode'")
+    sensor = docscenes.LORES if SENSOR_MODE == "lores" else None
     cache = _cache_dir()
     for spec in splits.gen2_specs(split, n, difficulty):
         name = f"{spec.kind}-{spec.seed}-{difficulty}-{spec.setting.light}-" \
-               f"{spec.setting.camera}-{spec.setting.paper}"
+               f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}"
         path = cache / f"{name}.npz" if cache else None
         if path is not None and path.exists():
             with np.load(path) as z:
@@ -71,7 +78,7 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]
                 meta = json.loads(str(z["meta"]))
         else:
             s = docscenes.render(spec.kind, spec.seed, setting=spec.setting,
-                                 difficulty=difficulty)
+                                 difficulty=difficulty, sensor=sensor)
             image = s.image
             meta = {"codes": [[c.kind.value, c.payload, c.visible, c.module_px]
                               for c in s.codes]}

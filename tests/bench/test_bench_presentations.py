@@ -48,7 +48,8 @@ def _frames_file() -> tuple[Path, Path]:
     from ordoscan.devtools import splits
     from ordoscan.devtools.docscenes import LORES, camera, presentation
 
-    key = hashlib.sha256(f"{_generator_hash()}-{N}-{SECONDS}".encode()).hexdigest()[:12]
+    plan = f"{_generator_hash()}-{N}-{SECONDS}-{splits.PRESENTATION_SETTINGS}"
+    key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
     data, index = folder / "frames.npy", folder / "index.json"
     if data.exists() and index.exists():

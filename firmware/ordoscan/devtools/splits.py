@@ -105,9 +105,13 @@ def gen1_set(split: str) -> int:
 # seeds are kept apart all the same). Settings alternate dev / held-out with the seed.
 PRESENTATION_DEV_SEEDS = range(400_000, 500_000)
 PRESENTATION_HELDOUT_SEEDS = range(GEN2_HELDOUT_SEEDS.start + 90_000, GEN2_HELDOUT_SEEDS.stop)
+# 16 dev and 16 held-out settings in a period-8 pattern (D H H D H D D H): presentation
+# styles cycle with the seed mod 4, so each style meets both kinds of setting.
+_PATTERN = "DHHDHDDH"
 PRESENTATION_SETTINGS = tuple(
-    s for pair in zip(DEV_SETTINGS, HELDOUT_SETTINGS[: len(DEV_SETTINGS)], strict=True)
-    for s in pair
+    (DEV_SETTINGS if _PATTERN[i % 8] == "D" else HELDOUT_SETTINGS)[
+        (i // 8) * 4 + _PATTERN[: i % 8].count(_PATTERN[i % 8])]
+    for i in range(32)
 )
 
 

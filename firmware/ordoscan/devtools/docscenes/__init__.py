@@ -101,6 +101,17 @@ class DocScene:
         """Main-stream pixels per lores pixel."""
         return float(self.full.shape[1] / self.image.shape[1])
 
+    def zoom(self, x0: float, y0: float, x1: float, y1: float) -> Grey:
+        """The main-stream pixels of a lores region (x0, y0, x1, y1), clamped to the frame:
+        what a camera's zoom into its full-resolution stream gives."""
+        s = self.zoom_scale
+        h, w = self.full.shape
+        a, b = max(0, int(x0 * s)), max(0, int(y0 * s))
+        c, d = min(w, math.ceil(x1 * s)), min(h, math.ceil(y1 * s))
+        if c <= a or d <= b:
+            raise ValueError(f"zoom region {(x0, y0, x1, y1)} is empty inside the frame")
+        return np.ascontiguousarray(self.full[b:d, a:c])
+
 
 # ---------------------------------------------------------------------------
 # What a scene is made of, before any pose

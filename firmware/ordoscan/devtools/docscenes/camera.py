@@ -49,7 +49,9 @@ class CameraModel:
     focus: str  # "auto" (focus follows the subject, small error) or "fixed"
     fixed_focus_mm: float  # where a fixed-focus lens is sharp
     blur_px: float  # lens Gaussian sigma at the sensor mode
-    aperture_px_per_dioptre: float  # defocus disc radius per dioptre of focus error
+    # defocus disc radius per dioptre of focus error, in pixels of a 2304-wide image: half
+    # the entrance pupil times the focal length, over the pixel pitch
+    aperture_px_per_dioptre: float
     vignetting: float  # cos^k falloff exponent
     read_noise_e: float  # electrons rms at unity gain
     full_well_e: float
@@ -58,15 +60,17 @@ class CameraModel:
 
 
 CAMERAS: dict[str, CameraModel] = {
-    # Raspberry Pi Camera Module 3 (IMX708), 2x2 binned mode, autofocus
-    "cm3": CameraModel("cm3", (2304, 1296), 66.0, 18.0, "auto", 0.0, 0.55, 9.0, 4.0, 3.0,
+    # Raspberry Pi Camera Module 3 (IMX708), 2x2 binned mode (2.8 um pixels), autofocus;
+    # f = 4.74 mm at f/1.8: 2.63 mm pupil -> 2.63e-3 * 4.74e-3 / 2 / 2.8e-6 = 2.2 px/D
+    "cm3": CameraModel("cm3", (2304, 1296), 66.0, 18.0, "auto", 0.0, 0.55, 2.2, 4.0, 3.0,
                        9000.0, 33.0, 12.0),
-    # Camera Module 3 Wide: 102 degrees, stronger vignetting
-    "cm3_wide": CameraModel("cm3_wide", (2304, 1296), 102.0, 18.0, "auto", 0.0, 0.65, 6.0, 5.5,
+    # Camera Module 3 Wide: 102 degrees, f = 2.75 mm at f/2.2 (0.6 px/D), stronger vignetting
+    "cm3_wide": CameraModel("cm3_wide", (2304, 1296), 102.0, 18.0, "auto", 0.0, 0.65, 0.6, 5.5,
                             3.0, 9000.0, 33.0, 12.0),
-    # an IMX219-class module with a fixed-focus lens set for 40 cm, cropped to 16:9
-    "fixed_focus": CameraModel("fixed_focus", (1920, 1080), 62.0, 26.0, "fixed", 400.0, 0.7, 7.0,
-                               4.0, 5.0, 4500.0, 33.0, 10.0),
+    # an IMX219-class module (f = 3.04 mm at f/2.0) with its lens fixed for 40 cm, in a
+    # 1920x1080 mode (1.9 um effective pixels): 1.2 px/D there, 1.45 px/D at 2304 wide
+    "fixed_focus": CameraModel("fixed_focus", (1920, 1080), 62.0, 26.0, "fixed", 400.0, 0.7,
+                               1.45, 4.0, 5.0, 4500.0, 33.0, 10.0),
 }
 
 
