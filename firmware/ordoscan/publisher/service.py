@@ -182,6 +182,10 @@ class Publisher(Service):
         self._waker.close()
 
     @property
+    def topic_scan(self) -> str:
+        return self._courier.topic_scan
+
+    @property
     def connected(self) -> bool:
         return self._connected
 
