@@ -125,3 +125,7 @@ def test_bench_callgrind(tmp_path: Path) -> None:
               f" {pi5:8.1f}")
     # the Decoder's fast pass is itself a zxing-cpp read: it cannot cost much less
     assert counts["raw"] > 1e6 and counts["every"] >= counts["raw"] * 0.3
+
+
+if __name__ == "__main__":
+    child(json.loads(sys.argv[1]))
