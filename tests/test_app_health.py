@@ -19,6 +19,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from ordoscan.app import App
 from ordoscan.camera import Picamera2Source
+from ordoscan.devtools.frames import FrameCounter
 from ordoscan.health import SystemdNotifier
 
 from tests.support.kiosk import PREFIX, kiosk_config, wait_until
@@ -215,11 +216,12 @@ def test_a_replay_that_ended_is_not_a_stall(
                                                       "stall_timeout_s": STALL_S})
     notifier = SystemdNotifier(env={"NOTIFY_SOCKET": str(notify.path),
                                     "WATCHDOG_USEC": str(WATCHDOG_USEC)})
-    app = App(cfg, pin_factory=MockFactory(), notifier=notifier)
+    frames = FrameCounter()
+    app = App(cfg, pin_factory=MockFactory(), notifier=notifier, on_frame=frames)
     sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="replay-ended")
     app.start()
     try:
-        assert wait_until(lambda: app.processed >= 1 and len(sub.on("/scan")) == 1, 30)
+        assert wait_until(lambda: frames.count >= 1 and len(sub.on("/scan")) == 1, 30)
         ended_at = time.monotonic()
         # well past the stall limit of a live camera (3 x 0.5 s): still fed, still "idle"
         assert wait_until(lambda: time.monotonic() - ended_at > 4 * STALL_S * 3, 30)

@@ -59,7 +59,7 @@ def test_configuration_asked_of_picamera2(system: CameraSystem) -> None:
         config = cam.camera_config
         assert config["lores"]["format"] == "YUV420"
         assert config["lores"]["size"] == (640, 480)
-        assert config["main"]["size"] == (640, 480)
+        assert config["main"] == config["main"] | {"size": (2304, 1296), "format": "YUV420"}
         assert config["raw"] is None
         assert config["buffer_count"] == 3 + MAX_LEASES
         assert config["queue"] is False

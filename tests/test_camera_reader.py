@@ -308,3 +308,20 @@ def test_frames_are_never_queued(count: int) -> None:
         wait_until(lambda: reader.frames == count)
         got = [f.index for f in iter(lambda: reader.get(0.01), None)]
         assert got == [count - 1]
+
+
+def test_start_and_stop_are_idempotent_and_a_stopped_reader_starts_again() -> None:
+    source = ScriptedSource()
+    reader = make_reader(source)
+    reader.start()
+    reader.start()  # no second thread
+    wait_until(lambda: source.count("open") == 1, 20, "the open")
+    assert sum(t.name == "camera-reader" and t.is_alive() for t in threading.enumerate()) == 1
+    reader.stop(5)
+    reader.stop(5)  # nothing left to stop
+    assert source.count("close") == 1
+    reader.start()  # again, as after a restart of the pipeline
+    source.push()
+    wait_until(lambda: reader.frames == 1, 20, "a frame after the restart")
+    reader.stop(5)
+    assert source.count("open") == 2 and source.count("close") == 2

@@ -156,8 +156,8 @@ def test_a_followed_folder_plays_files_that_appear_later(tmp_path: Path) -> None
     with replay(tmp_path, t) as source:
         assert values(source, 2) == [1, None]
         write_atomically(tmp_path, "002.png", 2)
-        grey_file(tmp_path / "000.png", 200)  # sorts before what was played: not played
-        assert values(source, 2) == [2, None]
+        grey_file(tmp_path / "000.png", 200)  # sorts before what was played: played all the same
+        assert values(source, 3) == [200, 2, None]
         (tmp_path / ".003.png.part").write_bytes(b"half a file")  # still being written
         assert values(source, 1) == [None]
         write_atomically(tmp_path, "003.png", 3)
@@ -358,3 +358,85 @@ def test_through_the_reader_a_finished_replay_keeps_the_daemon_idle_not_faulty(
         frame = reader.get(20)
         assert frame is not None and int(frame.image[0, 0]) == 11
     assert all(ok for ok, _ in states)
+
+
+# -- a followed folder (loop = false): each file once, by identity, across restarts
+
+
+def test_a_restart_plays_only_what_was_not_played(tmp_path: Path) -> None:
+    grey_file(tmp_path / "a.png", 1)
+    grey_file(tmp_path / "b.png", 2)
+    with replay(tmp_path, FakeTime()) as source:
+        assert values(source, 3) == [1, 2, None]
+    assert (tmp_path / ".ordoscan-played.json").is_file()
+    grey_file(tmp_path / "0-dropped-while-down.png", 3)
+    with replay(tmp_path, FakeTime()) as source:  # the daemon restarted
+        assert values(source, 2) == [3, None]
+
+
+def test_new_content_or_a_new_name_plays_again_the_same_file_does_not(tmp_path: Path) -> None:
+    grey_file(tmp_path / "a.png", 1)
+    with replay(tmp_path, FakeTime()) as source:
+        assert values(source, 2) == [1, None]
+        os.utime(tmp_path / "a.png")  # touched: new content for all the folder knows
+        assert values(source, 2) == [1, None]
+        os.link(tmp_path / "a.png", tmp_path / "b.png")  # one file per frame, as the rig does
+        assert values(source, 2) == [1, None]
+        grey_file(tmp_path / "a.png", 9, size=(10, 6))  # rewritten in place (b.png is a link)
+        assert values(source, 3) == [9, 9, None]
+        assert values(source, 1) == [None]  # nothing played twice
+
+
+def test_the_record_forgets_files_that_left_the_folder(tmp_path: Path) -> None:
+    import json
+
+    for i in range(3):
+        grey_file(tmp_path / f"{i}.png", i + 1)
+    with replay(tmp_path, FakeTime()) as source:
+        assert values(source, 3) == [1, 2, 3]
+        (tmp_path / "0.png").unlink()
+        (tmp_path / "1.png").unlink()
+        grey_file(tmp_path / "3.png", 4)
+        assert values(source, 2) == [4, None]
+    record = json.loads((tmp_path / ".ordoscan-played.json").read_text())
+    assert len(record["played"]) == 2  # 2.png and 3.png
+
+
+def test_a_damaged_record_plays_everything_again_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    grey_file(tmp_path / "a.png", 1)
+    (tmp_path / ".ordoscan-played.json").write_text("{half")
+    with caplog.at_level(logging.WARNING, "ordoscan.camera"), replay(tmp_path, FakeTime()) as src:
+        assert values(src, 2) == [1, None]
+    assert "unreadable" in caplog.text and "played again" in caplog.text
+
+
+def test_a_folder_that_cannot_take_the_record_still_plays_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / ".ordoscan-played.json.tmp").mkdir()  # the record cannot be written, even as root
+    grey_file(tmp_path / "a.png", 1)
+    grey_file(tmp_path / "b.png", 2)
+    with caplog.at_level(logging.WARNING, "ordoscan.camera"), replay(tmp_path, FakeTime()) as src:
+        assert values(src, 3) == [1, 2, None]
+    assert caplog.text.count("cannot write") == 1
+    assert "a restart plays every file again" in caplog.text
+    with replay(tmp_path, FakeTime()) as source:
+        assert values(source, 1) == [1]
+
+
+def test_a_self_test_uses_up_no_file(tmp_path: Path) -> None:
+    grey_file(tmp_path / "a.png", 1)
+    config = CameraConfig(source="replay", path=str(tmp_path), fps=10)
+    with open_source(config, remember_played=False) as checked:
+        assert checked.read(1) is not None
+    with replay(tmp_path, FakeTime()) as source:
+        assert values(source, 1) == [1]
+
+
+def test_loop_plays_every_file_again_and_keeps_no_record(tmp_path: Path) -> None:
+    grey_file(tmp_path / "a.png", 1)
+    with replay(tmp_path, FakeTime(), loop=True) as source:
+        assert values(source, 3) == [1, 1, 1]
+    assert not (tmp_path / ".ordoscan-played.json").exists()

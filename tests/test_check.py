@@ -85,6 +85,8 @@ def test_camera_without_frames_and_gpio_that_cannot_be_claimed(
     r = check(config)
     table = rows(r.stdout)
     assert table["camera"][0] == "FAIL" and "gave 0 of 3 frames" in table["camera"][1]
+    # a small replay folder: the hint says what to change
+    assert "set camera.loop = true, or put at least 3 images in" in table["camera"][1]
     assert table["gpio"][0] == "FAIL" and "gpio.pin_factory = 'lgpio'" in table["gpio"][1]
     assert table["broker"][0] == "ok"
     assert r.returncode == 1
@@ -110,6 +112,7 @@ def test_outbox_with_scans_and_a_damaged_one(tmp_path: Path, broker: Broker) -> 
     table = rows(r.stdout)
     assert table["outbox"][0] == "FAIL", table["outbox"]
     assert str(path) in table["outbox"][1]
+    assert "next: restart the daemon" in table["outbox"][1]
     assert r.returncode == 1
 
 
@@ -130,3 +133,14 @@ def test_a_csi_camera_on_a_desk_says_what_to_install(tmp_path: Path, broker: Bro
     assert table["camera"][0] == "FAIL"
     assert "picamera2 is not available" in table["camera"][1]
     assert "python3-picamera2" in table["camera"][1]
+
+
+def test_check_refuses_what_run_would_refuse(tmp_path: Path) -> None:
+    data = kiosk_data(tmp_path, free_port())
+    data["mqtt"].update({"username": "kiosk", "password_file": str(tmp_path / "password")})
+    (tmp_path / "password").write_text("secret\n")
+    (tmp_path / "password").chmod(0o644)
+    r = check(write_config(data, tmp_path / "ordoscan.toml"))
+    table = rows(r.stdout)
+    assert table["config"][0] == "FAIL" and "mqtt.password_file" in table["config"][1]
+    assert r.returncode == 2

@@ -136,7 +136,7 @@ def test_oversize_counts_bytes_not_characters() -> None:
     [
         ("<NUL><SOH>ÿþ", b"\x00\x01\xff\xfe", "binary"),  # zxing's HRI text of binary bytes
         ("abc\x1b[31m", None, "binary"),  # a terminal escape
-        ("abc\ndef", None, "binary"),
+        ("abc\x0bdef", None, "binary"),  # a vertical tab is no ordinary line break
         ("abc\x7f", None, "binary"),
         ("abc\x85", None, "binary"),  # a C1 control
         ("a" + GS + "b", None, "binary"),  # GS outside GS1
@@ -157,6 +157,18 @@ def test_binary_and_odd_encodings_are_unknown_with_a_reason(
     assert got.kind is Kind.UNKNOWN
     assert word in got.reason
     assert got.payload == ""  # never shown nor relayed
+
+
+VCARD = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Pharmacie du Port\r\nTEL:+33298000000\r\nEND:VCARD"
+
+
+@pytest.mark.parametrize("text", [VCARD, "WIFI:S:counter;;\n", "a\tb"], ids=["vcard", "lf", "tab"])
+def test_text_with_ordinary_line_breaks_is_text_not_binary(text: str) -> None:
+    c = Classifier(ScanConfig(accept=[r"(?s).*"]))  # even a rule that takes anything
+    got = c.classify(sym(text))
+    assert got.kind is Kind.UNKNOWN  # never an identifier: one is a single line
+    assert "binary" not in got.reason and "not an ordonnance" in got.reason
+    assert got.payload == text  # shown as text (escaped by privacy.printable)
 
 
 def test_empty_payload(clf: Classifier) -> None:
@@ -348,3 +360,12 @@ def test_real_symbols(clf: Classifier, mode: zxingcpp.TextMode) -> None:
     assert clf.classify(_read("https://example.fr/x", QR, mode)).kind is Kind.URL
     binary = clf.classify(_read(b"\x00\x01\xff\xfe bin", QR, mode))
     assert binary.kind is Kind.UNKNOWN and "binary" in binary.reason
+
+
+def test_gs1_fields_never_carry_a_control_from_the_raw_bytes(clf: Classifier) -> None:
+    # cp1252 text '›' is byte 0x9b, which latin-1 reads as the C1 control CSI
+    raw = b"\x1d0103400935955838" + b"10LOT\x9b7"
+    got = clf.classify(sym("\x1d0103400935955838" + "10LOT\u203a7", "DataMatrix", "]d2", raw))
+    assert got.kind is Kind.MEDICINE_PACK
+    assert got.details["lot"] == "LOT\u203a7"
+    assert all(v.isprintable() for v in got.details.values())

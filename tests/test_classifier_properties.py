@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from ordoscan.classifier import INS_KEY, Classified, Classifier, Kind
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Symbol
+from ordoscan.privacy import printable
 
 # Bounded and reproducible: the same examples on every run and every machine.
 PROPS = settings(
@@ -49,8 +50,10 @@ def _check(c: Classified, sym: Symbol) -> None:
         assert c.payload == sym.text  # relayed unchanged
         assert c.reason == ""
     if c.payload:
-        # Whatever is kept can be shown on a terminal without escape sequences.
-        assert all(ch.isprintable() or ch in " \x1d" for ch in c.payload)
+        # Whatever is kept is printable text, GS1's GS, or a line break of multi-line
+        # text; privacy.printable() shows the last two escaped.
+        assert all(ch.isprintable() or ch in " \x1d\t\n\r" for ch in c.payload)
+        assert printable(c.payload, None).replace(" ", "").isprintable()
     # A prescription payload never ends up in the reason or the details.
     if c.kind is Kind.ORDONNANCE and len(sym.text) >= 4:
         assert sym.text not in c.reason
@@ -97,10 +100,15 @@ def test_control_bytes_are_never_an_ordonnance(raw: bytes) -> None:
     has_control = any(b < 0x20 or b == 0x7F or 0x80 <= b < 0xA0 for b in raw)
     if has_control and not _contains_ins(sym.text, raw):
         assert c.kind is not Kind.ORDONNANCE
-        # Only GS1 data (a leading FNC1) keeps its GS separators; nothing else survives.
+        # Only GS1 data (a leading FNC1) keeps its GS separators, and only text keeps its
+        # line breaks (tab, LF, CR); nothing else survives.
         if c.payload:
-            assert c.kind is Kind.MEDICINE_PACK and raw.startswith(b"\x1d")
-            assert all(ch.isprintable() or ch == "\x1d" for ch in c.payload)
+            controls = {b for b in raw if b < 0x20 or b == 0x7F or 0x80 <= b < 0xA0}
+            if controls <= {0x09, 0x0A, 0x0D}:
+                assert c.kind is Kind.UNKNOWN and "line(s)" in c.reason
+            else:
+                assert c.kind is Kind.MEDICINE_PACK and raw.startswith(b"\x1d")
+            assert all(ch.isprintable() or ch in "\x1d\t\n\r" for ch in c.payload)
 
 
 @PROPS

@@ -333,3 +333,128 @@ def test_cli_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ei:
         cli_main(["config", "frobnicate"])
     assert ei.value.code == EXIT_USAGE
+
+
+# --- ids exactly as the scan message takes them (issue 9 item 4) --------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["kiosk-02\n", "kiosk 02", "", "k" * 65, "kiosk/02", "kiosk+", "é"],
+    ids=["trailing-newline", "space", "empty", "65-chars", "slash", "plus", "non-ascii"],
+)
+@pytest.mark.parametrize("key", ["id", "site"])
+def test_ids_are_validated_as_the_message_schema_does(key: str, bad: str) -> None:
+    from ordoscan.message import ScanMessage, ValidationError
+
+    from tests.test_message import SPEC_EXAMPLE
+
+    prop = "device_id" if key == "id" else "site"
+    assert ScanMessage.model_validate(SPEC_EXAMPLE)
+    with pytest.raises(ValidationError):  # every scan of such a kiosk would be refused
+        ScanMessage.model_validate({**SPEC_EXAMPLE, prop: bad})
+    with pytest.raises(ConfigError, match=rf"device\.{key}.*1 to 64 of letters"):
+        parse_config({"device": {key: bad}}, "f.toml", env={})
+
+
+def test_ids_up_to_64_characters_pass() -> None:
+    cfg = parse_config({"device": {"id": "k" * 64, "site": "s.-_9" * 12}}, env={})
+    assert len(cfg.device.id) == 64
+
+
+def test_a_huge_id_through_the_environment_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config({}, "f.toml", env={"ORDOSCAN_DEVICE__ID": "k" * 70_000})
+    text = str(ei.value)
+    assert "environment ORDOSCAN_DEVICE__ID" in text and "1 to 64" in text
+    assert len(text) < 1000  # the value is cut in the message, not echoed whole
+
+
+def test_a_numeric_id_through_the_environment_stays_text() -> None:
+    env = {"ORDOSCAN_DEVICE__ID": "12345", "ORDOSCAN_MQTT__PROTOCOL": "3.1.1"}
+    cfg = parse_config({}, env=env)
+    assert cfg.device.id == "12345" and cfg.mqtt.protocol == "3.1.1"
+
+
+# --- strict types, and the schema says so (issue 9 item 6) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[mqtt]\nport = \"1883\"\n", "mqtt.port"),
+        ("[mqtt]\ntls = 1\n", "mqtt.tls"),
+        ("[mqtt]\nprotocol = 3\n", "mqtt.protocol"),
+        ("[camera]\nfps = \"15\"\n", "camera.fps"),
+        ("[camera]\nsize = [\"640\", 480]\n", "camera.size.0"),
+        ("[gpio]\nactive_high = \"false\"\n", "gpio.active_high"),
+        ("[outbox]\nmax_messages = 10.5\n", "outbox.max_messages"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    assert f"key {key!r}" in error_of(write(tmp_path, text))
+
+
+def test_env_overrides_are_converted_by_the_key_type() -> None:
+    env = {"ORDOSCAN_MQTT__PORT": "1883", "ORDOSCAN_MQTT__TLS": "false",
+           "ORDOSCAN_CAMERA__SIZE": "[640, 480]", "ORDOSCAN_MQTT__HOST": "127.0.0.1"}
+    cfg = parse_config({}, env=env)
+    assert (cfg.mqtt.port, cfg.mqtt.tls, cfg.camera.size) == (1883, False, (640, 480))
+    with pytest.raises(ConfigError, match=r"environment ORDOSCAN_MQTT__PORT.*valid integer"):
+        parse_config({}, env={"ORDOSCAN_MQTT__PORT": "eighty"})
+
+
+CANDIDATES = [0, 1, 4, 5, 30, 1883, 1.5, True, False, "", "5", "3.1.1", "1883", "true",
+              "kiosk-01", [640, 480], ["^x$"], None]
+
+
+def test_config_schema_accepts_whatever_the_kiosk_accepts() -> None:
+    """`config schema` tells the truth: no value the validator takes is refused by the schema
+    (it may be stricter the other way: regexes that compile, distinct pins, ...)."""
+    import jsonschema
+
+    schema = json_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    base = {"device": {"id": "k1"}, "mqtt": {"host": "127.0.0.1", "tls": False},
+            "camera": {"source": "replay", "path": "x.png"}}
+    lies = []
+    for section, model in Config.model_fields.items():
+        for key in model.annotation.model_fields:  # type: ignore[union-attr]
+            for value in CANDIDATES:
+                data = {s: dict(t) for s, t in base.items()}
+                data.setdefault(section, {})[key] = value
+                try:
+                    parse_config(data, env={})
+                except ConfigError:
+                    continue
+                if not validator.is_valid(data):
+                    lies.append(f"{section}.{key} = {value!r}")
+    assert not lies, "accepted by the kiosk but refused by `config schema`: " + ", ".join(lies)
+
+
+# --- what `run` would refuse, `config validate` refuses (issue 9 item 5) ------------------
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "needle"),
+    [
+        ({"username": "k", "password_file": "{tmp}/missing"}, "no such file"),
+        ({"username": "k", "password_file": "{tmp}/pw-0644"}, "group or others"),
+        ({"cert_file": "{tmp}/missing.crt", "key_file": "{tmp}/missing.key"}, "no such file"),
+        ({"ca_file": "{tmp}/missing-ca.crt"}, "no such file"),
+    ],
+    ids=["password-missing", "password-0644", "cert-missing", "ca-missing"],
+)
+def test_validate_refuses_what_run_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mqtt: dict[str, str], needle: str
+) -> None:
+    pw = tmp_path / "pw-0644"
+    pw.write_text("secret\n")
+    pw.chmod(0o644)
+    lines = [f'{k} = "{v.format(tmp=tmp_path)}"' for k, v in mqtt.items()]
+    p = write(tmp_path, "[device]\nid = \"k1\"\n[mqtt]\n" + "\n".join(lines) + "\n")
+    assert cli_main(["config", "validate", "--config", str(p)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "configuration error" in err and str(p) in err and needle in err
+    assert cli_main(["run", "--config", str(p)]) == EXIT_USAGE  # refused before anything starts
+    assert needle in capsys.readouterr().err

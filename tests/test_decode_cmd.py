@@ -148,9 +148,12 @@ def test_unreadable_file_named_others_still_decoded_exit_1(
 ) -> None:
     rc, out, err = run(capsys, "--json", images["ordo"], images[bad], images["url"])
     assert rc == EXIT_FAILURE
-    assert [d["file"] for d in objects(out)] == [str(images["ordo"]), str(images["url"])]
+    docs = objects(out)
+    assert [d["file"] for d in docs] == [str(images[k]) for k in ("ordo", bad, "url")]
+    assert "symbols" not in docs[1] and docs[1]["error"]  # a JSON line says why, on stdout too
     (line,) = err.strip().splitlines()
     assert str(images[bad]) in line and "Traceback" not in err
+    assert str(docs[1]["error"]) in line
 
 
 def test_every_file_bad(images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,7 +220,72 @@ def test_console_command(images: dict[str, Path]) -> None:
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == EXIT_FAILURE, proc.stderr
-    (doc,) = objects(proc.stdout)
+    doc, missing = objects(proc.stdout)
     assert sorted(s["kind"] for s in doc["symbols"]) == ["ins", "ordonnance_numerique"]
+    assert missing["file"] == str(images["missing"]) and "no such file" in missing["error"]
     assert str(images["missing"]) in proc.stderr
     assert EPU not in proc.stdout and INS[4:12] not in proc.stdout + proc.stderr
+
+
+# --- hostile payloads and names: nothing acts on the terminal (issue 9 item 10) -------------
+
+HOSTILE = "DC04FR000001ABCD\x1b[2J\x1b[31mX\u202eY\u009bZ\x1dEND\x1b[0m"  # a 2D-Doc shape
+RAW_UNSAFE = ("\x1b", "\u202e", "\u009b", "\x9b")
+
+
+@pytest.mark.parametrize("flags", [[], ["--reveal"], ["--json"], ["--json", "--reveal"]])
+def test_a_hostile_payload_cannot_act_on_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    image = save(tmp_path / "doc.png", barcode(HOSTILE, DM))
+    rc, out, err = run(capsys, *flags, image)
+    assert rc == EXIT_OK, err
+    for ch in RAW_UNSAFE:
+        assert ch not in out and ch not in err, f"{ch!r} reached the terminal"
+    if "--json" in flags:
+        (doc,) = objects(out)
+        (symbol,) = doc["symbols"]
+        assert symbol["kind"] == "2d_doc"
+        # JSON escapes, so a consumer still gets the exact payload when it is revealed
+        assert symbol["payload"] == (HOSTILE if "--reveal" in flags else "…\\e[0m")
+    else:
+        assert "\\e[2J" in out or "--reveal" not in flags
+        assert out.rstrip().endswith("(2D-Doc, not an ordonnance numérique)")
+
+
+def test_a_hostile_file_name_is_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = save(tmp_path / "x\x1b[2J\nINFO forged.png", barcode(EPU, QR))
+    rc, out, err = run(capsys, image, tmp_path / "gone\u202e.png")
+    assert rc == EXIT_FAILURE
+    assert "\x1b" not in out and "\n" not in out.rstrip("\n") and "\u202e" not in err
+    assert "x\\e[2J\\nINFO forged.png: ordonnance_numerique" in out
+    assert "gone\\u202e.png" in err
+
+
+def test_text_on_several_lines_is_shown_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    vcard = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Pharmacie du Port\r\nEND:VCARD"
+    image = save(tmp_path / "card.png", barcode(vcard, QR))
+    rc, out, _ = run(capsys, "--reveal", image)
+    assert rc == EXIT_OK
+    (line,) = out.splitlines()
+    assert "BEGIN:VCARD\\r\\nVERSION:3.0" in line and "binary" not in line
+    assert "text on 4 line(s)" in line
+
+
+def test_a_micro_qr_says_it_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    micro = np.pad(barcode("MICRO12345", zxingcpp.BarcodeFormat.MicroQRCode), 40,
+                   constant_values=255)
+    image = save(tmp_path / "micro.png", micro)
+    rc, out, _ = run(capsys, image)
+    assert rc == EXIT_OK
+    assert out.strip() == f"{image}: Micro QR Code found, not read: the kiosk reads full-size " \
+        "QR Codes and Data Matrix only"
+    assert "MICRO12345" not in out
+    rc, out, _ = run(capsys, "--json", image)
+    assert objects(out) == [{"file": str(image), "symbols": [], "not_read": ["Micro QR Code"]}]

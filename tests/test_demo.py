@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,10 +93,20 @@ def test_ctrl_c_stops_everything_and_removes_the_files(tmp_path: Path) -> None:
 
 
 def test_without_mosquitto_scans_stay_in_the_outbox(tmp_path: Path) -> None:
-    proc = run_demo(tmp_path, "--speed", "4", env={"ORDOSCAN_MOSQUITTO": ""})
+    proc = run_demo(tmp_path, "--speed", "4", "--keep", env={"ORDOSCAN_MOSQUITTO": ""})
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, out + err
-    assert "mosquitto is not installed" in out
+    # --keep keeps the folder and the kiosk's config, valid for `ordoscan run --config`
+    kept = re.search(r"kept: (\S+) \(the kiosk's config: (\S+)\)", out)
+    assert kept is not None, out
+    config = Path(kept.group(2))
+    assert config.parent == Path(kept.group(1)) and config.is_file()
+    check = subprocess.run([sys.executable, "-m", "ordoscan", "config", "validate", "--config",
+                            str(config)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "source = \"replay\"" in config.read_text()
+    shutil.rmtree(kept.group(1))
+    assert "ORDOSCAN_MOSQUITTO is empty, so no broker is started" in out
     assert "./dev setup" in out and "apt-get install mosquitto" in out
     assert "3 scan(s) held in the outbox" in out
     assert "● amber" in out or "(*) amber" in out  # broker unreachable, scans queued
@@ -108,3 +119,27 @@ def test_bad_speed_is_a_usage_error(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "--speed 0" in err
+
+
+def test_the_demo_reads_committed_samples_that_the_generator_draws() -> None:
+    import numpy as np
+    from ordoscan.devtools.demo_samples import SAMPLES_DIR
+    from PIL import Image
+
+    files = {s.path for s in SAMPLES}
+    assert {p for p in SAMPLES_DIR.iterdir()} == files, "samples/ holds exactly the demo's PNGs"
+    for s in SAMPLES:
+        with Image.open(s.path) as img:
+            committed = np.asarray(img.convert("L"))
+        # refresh with `python -m ordoscan.devtools.demo_samples` after a change to scenes.py
+        assert np.array_equal(committed, scene(s.kind, s.seed).image), s.path.name
+
+
+def test_the_wheel_ships_the_samples() -> None:
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = data["tool"]["setuptools"]["package-data"]["ordoscan"]
+    for pattern in patterns:
+        assert list((ROOT / "firmware" / "ordoscan").glob(pattern)), f"{pattern} matches nothing"
+    assert "devtools/samples/*.png" in patterns

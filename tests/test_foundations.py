@@ -66,3 +66,41 @@ def test_printable_escapes_what_acts_on_a_terminal(raw: str, shown: str) -> None
 
 def test_printable_cuts_long_text_and_says_how_much() -> None:
     assert printable("x" * 60_000, limit=10) == "x" * 10 + "…(+59990 chars)"
+
+
+def test_log_lines_cannot_be_forged_or_flooded() -> None:
+    import io
+    import logging
+
+    from ordoscan.log import setup_logging
+    from ordoscan.privacy import LOG_LIMIT
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        setup_logging("info", stream=stream)
+        log = logging.getLogger("ordoscan.camera")
+        log.info("replay: %s", "a.png\nINFO ordoscan.app: scan …YGHZ delivered")
+        log.warning("%s", "x" * 60_000)
+        log.info("command %s", "\x1b]0;pwned\x07\u202e")
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].endswith("replay: a.png\\nINFO ordoscan.app: scan …YGHZ delivered")
+    assert len(lines[1]) < LOG_LIMIT + 100 and lines[1].endswith("…(+59000 chars)")
+    assert lines[2].endswith("command \\e]0;pwned\\x07\\u202e")
+
+
+def test_json_line_escapes_what_would_act_on_a_terminal() -> None:
+    import json
+
+    from ordoscan.privacy import json_line
+
+    doc = {"payload": "a\u202eb\x9bc\x1b[2J\u2028", "kind": "2d_doc"}
+    line = json_line(doc)
+    assert json.loads(line) == doc
+    assert line.isprintable()
+    assert all(ch not in line for ch in "\u202e\x9b\x1b\u2028")

@@ -8,8 +8,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "firmware" / "ordoscan"
 # What may use devtools: devtools itself, and the commands that exist for desks and tests.
 ALLOWED = {"devtools", "commands/demo.py"}
-# To be emptied: feedback.py still loads the traced mock pins itself.
-KNOWN_LEAKS = {"feedback.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -27,7 +25,7 @@ def test_kiosk_modules_import_nothing_from_devtools() -> None:
     leaks = []
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE).as_posix()
-        if rel.split("/")[0] in ALLOWED or rel in ALLOWED or rel in KNOWN_LEAKS:
+        if rel.split("/")[0] in ALLOWED or rel in ALLOWED:
             continue
         bad = sorted(n for n in _imports(path) if n.startswith("ordoscan.devtools"))
         if bad:

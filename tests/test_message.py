@@ -183,15 +183,18 @@ def test_spec_example_validates_against_the_json_schema() -> None:
         assert not v.is_valid({**SPEC_EXAMPLE, **bad}), bad
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        ROOT / "schemas" / message.SCHEMA_FILENAME,
-        ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME,
-    ],
-    ids=["repo", "package"],
-)
-def test_shipped_schema_is_up_to_date(path: Path) -> None:
+PACKAGE_SCHEMA = ROOT / "firmware" / "ordoscan" / "schemas" / message.SCHEMA_FILENAME
+
+
+def test_schema_is_stored_once_and_linked_from_the_repository() -> None:
+    repo = ROOT / "schemas" / message.SCHEMA_FILENAME
+    assert repo.is_symlink(), f"{repo} must be a link to the package's file, not a copy"
+    assert repo.resolve() == PACKAGE_SCHEMA.resolve()
+    assert message.schema_paths() == [PACKAGE_SCHEMA.resolve()]
+
+
+def test_shipped_schema_is_up_to_date() -> None:
+    path = PACKAGE_SCHEMA
     assert path.is_file(), f"{path} is missing; regenerate it with: {REGEN}"
     assert path.read_text(encoding="utf-8") == message.schema_text(), (
         f"{path} does not match the ScanMessage model; regenerate it with: {REGEN}"

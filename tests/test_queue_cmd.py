@@ -191,3 +191,42 @@ def test_purge_asks_on_a_terminal_and_obeys(
 )
 def test_format_age(seconds: float | None, text: str) -> None:
     assert format_age(seconds) == text
+
+
+def test_list_shows_a_tampered_row_escaped(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import sqlite3
+
+    fill(cfg, [10.0])
+    with sqlite3.connect(outbox_path(cfg)) as db:  # the file is not the kiosk's to trust
+        body = {"kind": "\x1b[2J\u202eevil\x9b", "payload": "01S2TBPZ2JCNZZ\x1b[0m"}
+        db.execute("UPDATE scans SET body = ?", (json.dumps(body).encode(),))
+    assert main(["queue", "list", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    for raw in ("\x1b", "\u202e", "\x9b"):
+        assert raw not in out
+    assert "\\e[2J\\u202eevil\\x9b" in out and "…\\e[0m" in out
+
+
+def test_stats_on_a_damaged_outbox_says_what_to_do_next(
+    cfg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(cfg, [10, 10, 10])
+    db = outbox_path(cfg)
+    with open(db, "r+b") as f:  # the schema page
+        f.seek(100)
+        f.write(bytes([0xA5]) * 300)
+    for action in ("stats", "list"):
+        assert main(["queue", action, "--config", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        assert str(db) in err and "damaged" in err
+        assert "next: restart the daemon (`sudo systemctl restart ordoscan`)" in err
+    # what the daemon does at its next start
+    Outbox(db, max_messages=50, max_age_h=2, device_id="kiosk-07", site="pharmacie-test").close()
+    assert main(["queue", "stats", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "queued       3 of 50" in out
+    assert "1 damaged file(s) replaced" in out and ".report" in out
+    assert "next: read the report" in out

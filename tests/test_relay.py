@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +18,7 @@ from tests.support.mosquitto import Broker, Subscriber
 from tests.support.proxy import BlackholeProxy
 from tests.support.relay_proc import (
     InProcessRelay,
+    RelayProcess,
     as_config,
     put_scans,
     relay_config,
@@ -32,53 +28,6 @@ from tests.support.relay_proc import (
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "pharmacie-test"
 PREFIX = f"pharmacy/{SITE}/kiosk/kiosk-01"
-
-
-class RelayProcess:
-    """tests/support/relay_proc.py as a child process; its stdout lines are collected."""
-
-    def __init__(self, config: Path, produce: int = 0, start: int = 0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.relay_proc", str(config),
-             "--produce", str(produce), "--interval", "0.005", "--start", str(start)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.puts: list[tuple[int, str]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("PUT "):
-                _, seq, scan_id = line.split()
-                self.puts.append((int(seq), scan_id))
-            self.lines.put(line)
-
-    def wait_line(self, text: str, timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.lines.get(timeout=0.5) == text:
-                    return True
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    return False
-        return False
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(10)  # every PUT line printed before death is read
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(20)
-        self._reader.join(10)
-        return rc
 
 
 @pytest.fixture

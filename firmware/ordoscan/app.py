@@ -31,14 +31,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from ordoscan import __version__
 from ordoscan.camera import CameraSource, LatestFrameReader, open_source
 from ordoscan.classifier import Classified, Classifier, Kind
+from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
-from ordoscan.decoder import Decoder
+from ordoscan.decoder import Decoder, Zoom
 from ordoscan.dedupe import Deduper, Read
 from ordoscan.errors import OrdoscanError, OutboxDiskError, OutboxError, OutboxFull
 from ordoscan.feedback import Feedback
@@ -93,8 +95,11 @@ class App:
         pin_factory: object | None = None,
         notifier: SystemdNotifier | None = None,
         source: CameraSource | None = None,
+        on_frame: Callable[[], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock  # the one clock, passed down to the stages that take one
         self.stop_event = threading.Event()
         self.stats = PipelineStats()
         self._pin_factory = pin_factory
@@ -112,7 +117,9 @@ class App:
         self._ordonnance_seen_at = -1e18  # frame time of the last frame holding an ordonnance
         self._scan_beat = time.monotonic()  # the scan loop's last turn, for the watchdog
         self.last_frame_at: float | None = None  # when the scan loop last got a frame
-        self.processed = 0  # frames fully handled, signals posted (tests and the demo wait on it)
+        # called by the scan loop after each frame is fully handled (signals posted): an
+        # observer the demo and the tests attach to follow the kiosk frame by frame
+        self._on_frame = on_frame
         self._house_beat = time.monotonic()
         self._frame_errors_in_row = 0
         # the stages, created by start()
@@ -184,7 +191,7 @@ class App:
         if self.publisher is not None:
             self.publisher.stop(left(PUBLISHER_STOP_S))
         if self.feedback is not None:
-            self.feedback.close()
+            self.feedback.stop(left(THREAD_JOIN_S))
         if self.outbox is not None:
             depth = self._depth()
             self.outbox.close()
@@ -212,17 +219,18 @@ class App:
         o = self.cfg.outbox
         self.outbox = Outbox(
             o.path, max_messages=o.max_messages, max_age_h=o.max_age_h,
-            device_id=self.cfg.device.id, site=self.cfg.device.site,
+            device_id=self.cfg.device.id, site=self.cfg.device.site, clock=self.clock,
         )
         st = self.outbox.stats()
         log.info("outbox %s open: %d scan(s) queued, last seq %d", o.path, st.depth, st.last_seq)
         if st.quarantined:
-            log.warning("outbox: %d damaged file(s) were quarantined beside it",
-                        len(st.quarantined))
+            log.warning("outbox: %d damaged file(s) were replaced (scans salvaged, copies "
+                        "scrubbed); report(s) beside it", len(st.quarantined))
 
     def _start_feedback(self) -> None:
-        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory)
+        self.feedback = Feedback(self.cfg.gpio, pin_factory=self._pin_factory, clock=self.clock)
         self.feedback.start()
+        self.feedback.booting()
         # shown before going on: a fast camera's "ready" would otherwise replace it unseen
         self.feedback.wait_idle(BOOT_SHOWN_S)
 
@@ -233,10 +241,13 @@ class App:
         self._clock_synced = clock_synced()
 
     def _start_camera(self) -> None:
-        source = self._source if self._source is not None else open_source(self.cfg.camera)
+        source = self._source
+        if source is None:
+            source = open_source(self.cfg.camera, clock=self.clock)
         self._source = source
         self.reader = LatestFrameReader(
-            source, stall_timeout_s=self.cfg.camera.stall_timeout_s, on_state=self._on_camera
+            source, stall_timeout_s=self.cfg.camera.stall_timeout_s, on_state=self._on_camera,
+            clock=self.clock,
         )
         self.reader.start()
 
@@ -245,6 +256,8 @@ class App:
         self.publisher = Publisher(
             self.cfg, self.outbox,
             on_link=self._on_link, on_fault=self._on_broker_fault, on_command=self._on_command,
+            on_alarm=self._set_fault,  # duplicate_id: red LED, status and telemetry
+            clock=self.clock,
         )
         publisher = self.publisher
         self.remote = Remote(
@@ -279,23 +292,24 @@ class App:
                 continue
             self.last_frame_at = time.monotonic()
             try:
-                self._process(frame.image, frame.timestamp)
+                # the frame's lease is held until the next get(): its zoom is valid throughout
+                self._process(frame.image, frame.timestamp, frame.zoom)
             except Exception:  # a bug on one frame must not end the kiosk's reading
                 log.exception("frame %d could not be processed", frame.index)
 
-    def _process(self, image: Any, timestamp: float) -> None:
+    def _process(self, image: Any, timestamp: float, zoom: Zoom | None = None) -> None:
         """One frame through decode → classify → dedupe → outbox → feedback."""
         assert self._decoder is not None and self._classifier is not None
         assert self._deduper is not None
         t0 = time.perf_counter()
         try:
-            symbols = self._decoder.decode(image)
+            symbols = self._decoder.decode(image, zoom)
         except Exception as e:  # a corrupt frame must not end the loop
             self.stats.frame_error()
             self._frame_errors_in_row += 1
             if self._frame_errors_in_row % FRAME_ERROR_LOG_EVERY == 1:
                 log.warning("a frame could not be decoded (%s: %s)", type(e).__name__, e)
-            self.processed += 1
+            self._frame_done()
             return
         self._frame_errors_in_row = 0
         self.stats.frame(time.perf_counter() - t0)
@@ -305,7 +319,14 @@ class App:
         reads = self._deduper.update(timestamp, items)
         if reads:
             self._act(reads, timestamp)
-        self.processed += 1
+        self._frame_done()
+
+    def _frame_done(self) -> None:
+        if self._on_frame is not None:
+            try:
+                self._on_frame()
+            except Exception:  # an observer's bug must not stop the reading
+                log.exception("the frame observer failed")
 
     def _act(self, reads: list[Read], timestamp: float) -> None:
         assert self.outbox is not None and self.feedback is not None
@@ -481,6 +502,8 @@ class App:
             "oldest_age_s": None if st is None or st.oldest_age_s is None
             else round(st.oldest_age_s, 1),
             "broker": "connected" if broker_up else "unreachable",
+            # which broker of mqtt.hosts is in use (None while unreachable)
+            "broker_host": self.publisher.stats()["host"] if self.publisher else None,
             "broker_fault": broker_fault,
             "camera": self.camera_state()["state"],
             "faults": self.faults(),

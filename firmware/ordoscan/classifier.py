@@ -57,8 +57,10 @@ _LEADING_NOISE = GS + "\ufeff \t\r\n"
 _LEADING_NOISE_BYTES = GS.encode() + b"\xef\xbb\xbf \t\r\n"
 _DOC_2D = re.compile(r"DC0[0-9]")
 _URL = re.compile(r"https?://[^\s/?#]+[^\s]*", re.IGNORECASE)
-# A control byte in the raw data (GS is allowed for GS1 only, checked apart).
-_RAW_CONTROL = re.compile(rb"[\x00-\x1c\x1e\x1f\x7f]")
+# A control byte in the raw data (GS is allowed for GS1 only, checked apart; tab, line
+# feed and carriage return are ordinary text: a vCard, a Wi-Fi card, a note).
+_RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1c\x1e\x1f\x7f]")
+_LINE_BREAKS = frozenset("\t\n\r")
 _RAW_GS = re.compile(rb"\x1d")
 # Unicode categories that make a text unfit to show or relay: controls,
 # invisible formatting (bidi overrides, zero-width), surrogates, private use,
@@ -87,7 +89,7 @@ def _text_problem(text: str, allow_gs: bool) -> str:
     if text.isprintable():  # the common case, checked in C
         return ""
     for ch in text:
-        if ch.isprintable() or ch == " ":
+        if ch.isprintable() or ch == " " or ch in _LINE_BREAKS:
             continue
         if ch == GS and allow_gs:
             continue
@@ -276,11 +278,20 @@ class Classifier:
             return refuse(Kind.UNKNOWN, f"{problem}, {len(text)} characters")
         if not text:
             return refuse(Kind.UNKNOWN, f"binary payload: {len(raw)} bytes with no text")
+        if not _LINE_BREAKS.isdisjoint(text):
+            # text on several lines (a vCard): shown as text, never an identifier nor GS1 data
+            lines = len(text.splitlines())
+            return Classified(Kind.UNKNOWN, fmt, sid, text, text,
+                              reason=f"text on {lines} line(s), not an ordonnance numérique")
 
         # 3. GS1: a medicine pack, even when its data is malformed.
         if gs1:
-            # Raw bytes keep the GS separators whatever the decoder's text mode.
+            # Raw bytes keep the GS separators whatever the decoder's text mode; but bytes
+            # that latin-1 makes controls (0x80-0x9f: '›' in cp1252 is C1 CSI in latin-1)
+            # would reach the fields, so then the checked text is used instead.
             source = raw.decode("latin-1") if raw else text
+            if _text_problem(source, allow_gs=True):
+                source = text
             details, why = gs1_details(source)
             return Classified(Kind.MEDICINE_PACK, fmt, sid, text, text, details, why)
 

@@ -30,6 +30,14 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _actions(p: argparse.ArgumentParser, actions: dict[str, str]) -> None:
+    """A positional ACTION whose help describes each choice."""
+    p.add_argument(
+        "action", choices=list(actions), metavar="ACTION",
+        help="; ".join(f"{name}: {what}" for name, what in actions.items()),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ordoscan",
@@ -40,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("run", help="run the kiosk daemon")
+    p = sub.add_parser(
+        "run", help="run the kiosk daemon",
+        description="Run the kiosk daemon: camera, decoder, outbox, LEDs and buzzer, MQTT. "
+        "A bad configuration, or a secret file `run` would refuse, exits 2 before anything "
+        "starts.",
+    )
     _add_config(p)
     p.set_defaults(module="run")
 
@@ -54,9 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(module="demo")
 
-    p = sub.add_parser("decode", help="decode and classify image files")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p = sub.add_parser(
+        "decode", help="decode and classify image files",
+        description="Decode and classify image files as the kiosk would, one line (or JSON "
+        "object) per code; payloads are masked unless --reveal, INS payloads never shown; "
+        "codes the kiosk does not read (Micro QR, rMQR) are named.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per image (an unreadable one: {\"file\", \"error\"})")
     p.add_argument(
         "--reveal",
         action="store_true",
@@ -73,13 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(module="check")
 
     p = sub.add_parser("queue", help="inspect or purge the outbox")
-    p.add_argument("action", choices=["stats", "list", "purge"])
+    _actions(p, {
+        "stats": "how many scans wait, the oldest one's age, expiries, the last seq, damage",
+        "list": "each waiting scan: seq, scan_id, age, kind and its masked payload",
+        "purge": "delete every waiting scan (asks first unless --yes; never while `run` runs)",
+    })
     p.add_argument("--yes", action="store_true", help="purge without asking")
     _add_config(p)
     p.set_defaults(module="queue")
 
     p = sub.add_parser("config", help="show, validate or describe the configuration")
-    p.add_argument("action", choices=["show", "validate", "schema"])
+    _actions(p, {
+        "show": "the effective configuration (file, defaults and ORDOSCAN_* overrides), "
+                "secrets redacted",
+        "validate": "check the file and the files it names as `run` would (exit 2 if not)",
+        "schema": "the JSON Schema of the configuration (--message: of the scan message)",
+    })
     p.add_argument(
         "--message",
         action="store_true",
@@ -88,8 +116,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.set_defaults(module="config")
 
-    p = sub.add_parser("listen", help="reference subscriber: print scan messages as JSON lines")
+    p = sub.add_parser(
+        "listen",
+        help="reference subscriber: print scan messages as JSON lines (payloads in clear)",
+        description=(
+            "The pharmacy side's reference subscriber: prints each scan message once, as one "
+            "JSON line, de-duplicated by scan_id, with its payload IN CLEAR, as the pharmacy "
+            "system receives them: run it only where a prescription identifier may be seen. "
+            "It keeps a persistent session on the broker under a fixed client id, so it "
+            "misses nothing sent while it reconnects or is restarted."
+        ),
+    )
     _add_config(p)
+    p.add_argument(
+        "--ack",
+        action="store_true",
+        help='the pharmacy side of end-to-end delivery (mqtt.delivery = "pharmacy"): store each '
+        "scan in --store, then acknowledge it on {prefix}/ack; printed once per scan_id, "
+        "even across restarts",
+    )
+    p.add_argument(
+        "--store",
+        default="",
+        help="with --ack: the SQLite file of received scans (default: "
+        "ordoscan-listen-{device id}.sqlite3 in the current folder)",
+    )
+    p.add_argument(
+        "--client-id",
+        default="",
+        help="MQTT client id of the session (default: ordoscan-listen-{device id}); "
+        "two listeners must not share one",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=86_400,
+        help="seconds the broker keeps the session (and the scans for it) while the "
+        "listener is away (default: one day; 0: no session, what is sent meanwhile is missed)",
+    )
     p.add_argument(
         "--count",
         type=int,

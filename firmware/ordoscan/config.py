@@ -17,11 +17,12 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ordoscan.errors import ConfigError
+from ordoscan.errors import ConfigError, SecurityError
+from ordoscan.message import NAME_MAX_LENGTH, NAME_PATTERN
 
 DEFAULT_PATH = Path("/etc/ordoscan/ordoscan.toml")
 ENV_PATH = "ORDOSCAN_CONFIG"
@@ -47,31 +48,45 @@ def _device_serial() -> str:
                     return serial[-8:]
     except OSError:
         pass
-    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "kiosk"
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:NAME_MAX_LENGTH]
+    return name or "kiosk"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict types: `port = "1883"` or `tls = 1` is an error naming the key, never a guess.
+    # Environment overrides are text and are converted by the key's type (see _env_value).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-_TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# device.id and site: exactly the scan message's rule (a full match, at most 64 characters).
+_NAME = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
 
 
 class DeviceConfig(_Section):
     id: str = Field(
         default_factory=_device_serial,
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
         description="Device identifier, used in topics and messages. Default: the Pi's serial number.",
     )
     site: str = Field(
-        default="pharmacie", description="Site (pharmacy) identifier, used in topics and messages."
+        default="pharmacie",
+        min_length=1,
+        max_length=NAME_MAX_LENGTH,
+        pattern=NAME_PATTERN,
+        description="Site (pharmacy) identifier, used in topics and messages.",
     )
 
-    @field_validator("id", "site")
+    @field_validator("id", "site", mode="before")
     @classmethod
-    def _topic_safe(cls, v: str) -> str:
-        if not _TOPIC_SAFE.match(v):
+    def _topic_safe(cls, v: Any) -> Any:
+        if isinstance(v, str) and not (
+            len(v) <= NAME_MAX_LENGTH and _NAME.fullmatch(v)
+        ):
             raise ValueError(
-                "must be 1 or more of letters, digits, '_', '.', '-' (it goes into MQTT topics)"
+                f"must be 1 to {NAME_MAX_LENGTH} of letters, digits, '_', '.', '-' and nothing "
+                "else (it goes into MQTT topics and every scan message)"
             )
         return v
 
@@ -85,7 +100,9 @@ class CameraConfig(_Section):
         description="Frame source: picamera2 (CSI camera), v4l2 (USB UVC camera) or replay (files).",
     )
     size: tuple[Size, Size] = Field(
-        default=(1280, 720), description="Width and height of the analysed (lores, grey) stream."
+        default=(1280, 720),
+        strict=False,  # TOML has arrays, not tuples; the two items stay strict integers
+        description="Width and height of the analysed (lores, grey) stream.",
     )
     fps: float = Field(
         default=15,
@@ -215,6 +232,32 @@ class GpioConfig(_Section):
         return self
 
 
+def split_host_port(entry: str, default_port: int) -> tuple[str, int]:
+    """`"host"`, `"host:port"` or `"[v6]:port"` as (host, port); ValueError names the entry."""
+    text = entry.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        rest = text[end + 1 :] if end > 0 else "?"
+        host = text[1:end] if end > 0 else ""
+        if rest and not rest.startswith(":"):
+            host = ""
+        elif rest:
+            port = _port_of(entry, rest[1:])
+    elif text.count(":") == 1:
+        host, _, tail = text.partition(":")
+        port = _port_of(entry, tail)
+    if not host or any(c.isspace() or c in "/@?#" for c in host) or len(host) > 253:
+        raise ValueError(f'mqtt.hosts entry {entry!r}: expected "host" or "host:port"')
+    return host, port
+
+
+def _port_of(entry: str, text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"mqtt.hosts entry {entry!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -222,6 +265,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _protocol_schema(schema: dict[str, Any]) -> None:
+    """mqtt.protocol in the JSON Schema: what the validator really takes (see _protocol_number)."""
+    schema.pop("type", None)
+    schema.pop("enum", None)
+    schema["anyOf"] = [
+        {"type": "string", "enum": ["5", "3.1.1"]},
+        {"type": "integer", "enum": [5, 4]},
+    ]
 
 
 class MqttConfig(_Section):
@@ -233,7 +286,9 @@ class MqttConfig(_Section):
         description="Broker port (8883 for TLS, 1883 plaintext on loopback).",
     )
     protocol: Literal["5", "3.1.1"] = Field(
-        default="5", description="MQTT protocol version: 5 (default) or 3.1.1."
+        default="5",
+        description='MQTT protocol version: 5 (default) or "3.1.1". TOML cannot write 3.1.1 unquoted, so the text "5" and the integers 5 and 4 (the 3.1.1 protocol level) are accepted too.',
+        json_schema_extra=_protocol_schema,
     )
     tls: bool = Field(
         default=True,
@@ -279,15 +334,35 @@ class MqttConfig(_Section):
     telemetry_interval_s: float = Field(
         default=60, ge=0, le=86400, description="Telemetry period; 0 turns telemetry off."
     )
+    hosts: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            'Failover: brokers as "host" or "host:port", tried in order, then round again; '
+            "when set, host and port are unused (a host without a port uses port)."
+        ),
+    )
+    delivery: Literal["broker", "pharmacy"] = Field(
+        default="broker",
+        description=(
+            '"broker": a scan leaves the outbox on a good PUBACK; "pharmacy": only once the '
+            "pharmacy system acknowledges its scan_id on {prefix}/ack (end to end)."
+        ),
+    )
+    ack_timeout_s: float = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description='delivery = "pharmacy": a scan not acknowledged after this is sent again '
+        "(same scan_id, in order).",
+    )
 
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol_number(cls, v: Any) -> Any:
-        # TOML lets a user write 5 (an integer) or "3.1.1"; 4 is the 3.1.1 protocol level.
-        if v in (5, 5.0):
-            return "5"
-        if v == 4 or v == "4":
-            return "3.1.1"
+        # TOML lets a user write 5 (an integer) but not 3.1.1; 4 is the 3.1.1 protocol level.
+        if type(v) is int and v in (5, 4):
+            return "5" if v == 5 else "3.1.1"
         return v
 
     @field_validator("topic_prefix")
@@ -302,13 +377,27 @@ class MqttConfig(_Section):
             raise ValueError("only the placeholders {site} and {device_id} are allowed")
         return v
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_ok(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            split_host_port(entry, 1)  # raises ValueError naming the entry
+        return v
+
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers to try, in order: `hosts`, or else `host` and `port`."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        return [split_host_port(h, self.port) for h in self.hosts]
+
     @model_validator(mode="after")
     def _plaintext_loopback_only(self) -> MqttConfig:
-        if not self.tls and not _is_loopback(self.host):
-            raise ValueError(
-                f"mqtt.tls = false is refused for the non-loopback host {self.host!r}: "
-                "plaintext MQTT is only allowed to localhost/127.0.0.1/::1"
-            )
+        for host, _ in self.brokers():
+            if not self.tls and not _is_loopback(host):
+                raise ValueError(
+                    f"mqtt.tls = false is refused for the non-loopback host {host!r}: "
+                    "plaintext MQTT is only allowed to localhost/127.0.0.1/::1"
+                )
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("mqtt.cert_file and mqtt.key_file go together: give both or neither")
         if self.reconnect_min_s > self.reconnect_max_s:
@@ -388,8 +477,20 @@ def config_path(cli_path: str | None, env: Mapping[str, str] | None = None) -> P
     return DEFAULT_PATH
 
 
-def _env_value(raw: str) -> Any:
-    """An override is read as a TOML value when it parses as one, else as a string."""
+def _is_text(annotation: Any) -> bool:
+    """A key whose values are text: str, or a Literal of strings."""
+    if annotation is str:
+        return True
+    args = get_args(annotation)
+    return get_origin(annotation) is Literal and all(isinstance(a, str) for a in args)
+
+
+def _env_value(raw: str, annotation: Any = None) -> Any:
+    """An override is text: a text key takes it as it is (ORDOSCAN_DEVICE__ID=12345 is the id
+    "12345"); any other key reads it as a TOML value (1883, true, [640, 480]), and text that is
+    not one stays text, so the type check names the variable."""
+    if _is_text(annotation):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -411,7 +512,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
         current = data.setdefault(section, {})
         if not isinstance(current, dict):
             raise ConfigError(f"environment {name}: [{section}] is not a table in the file")
-        current[key] = _env_value(raw)
+        fields = Config.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+        current[key] = _env_value(raw, fields[key].annotation if key in fields else None)
         origin[f"{section}.{key}"] = name
     return origin
 
@@ -500,6 +602,18 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     except RecursionError:  # tomllib parses nested arrays and tables recursively
         raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
     return parse_config(data, str(p), env)
+
+
+def check_files(cfg: Config, source: str | Path) -> None:
+    """What `run` would refuse at start, refused now as a configuration error (exit 2): a
+    missing or unreadable ca_file, cert_file or key_file, a password_file that is missing,
+    empty or readable by others, a key that does not match its certificate."""
+    from ordoscan.security import load_credentials  # security builds on this module
+
+    try:
+        load_credentials(cfg.mqtt)
+    except SecurityError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def redacted(cfg: Config) -> dict[str, Any]:

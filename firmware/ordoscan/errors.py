@@ -64,3 +64,7 @@ class CommandError(OrdoscanError):
 
 class GpioError(OrdoscanError):
     """A GPIO pin could not be claimed or driven."""
+
+
+class BrokerError(OrdoscanError):
+    """A local mosquitto (the demo's, the tests') could not be found or started."""

@@ -41,22 +41,23 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import sys
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
-from typing import Any, TextIO
+from importlib.metadata import entry_points
+from typing import Any
 
 from gpiozero import LED, Buzzer, TonalBuzzer
+from gpiozero.exc import GPIOPinInUse, PinInvalidPin
 from gpiozero.tones import Tone
 
+from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import GpioConfig
 from ordoscan.errors import GpioError
-from ordoscan.lifecycle import Closeable, Service
+from ordoscan.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ TONAL_OCTAVES = 3  # the TonalBuzzer then plays 110 Hz to 7040 Hz
 QUEUE_SIZE = 32
 POLL_S = 0.5  # the worker's longest wait (it wakes at once for an event or close)
 LOOKAHEAD_S = 0.001  # an edge due within this is taken now: no sub-millisecond waits
+MAX_CATCH_UP = 16  # missed edges shown after a late wake-up; further back they are dropped
 CLOSE_TIMEOUT_S = 2.0
-VIEW_INTERVAL_S = 0.025  # terminal view sampling: short enough to show an 80 ms beep
 
 LEDS = ("green", "amber", "red")
 CHANNELS = (*LEDS, "buzzer")
@@ -348,19 +349,27 @@ _FACTORIES = {
     "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
     "native": ("gpiozero.pins.native", "NativeFactory"),
 }
+# gpio.pin_factory = "mock" loads these by name through gpiozero's own entry-point group,
+# so the kiosk never imports the desk's mock pins (ordoscan.devtools registers them).
+MOCK_ENTRY_POINTS = {False: "ordoscan-mock", True: "ordoscan-mock-pwm"}
+
+
+def _mock_factory(pwm: bool) -> Any:
+    name = MOCK_ENTRY_POINTS[pwm]
+    for ep in entry_points(group="gpiozero_pin_factories", name=name):
+        return ep.load()()
+    # an install without its entry points (an old editable install): gpiozero's plain mocks
+    log.warning("the %s pin factory is not registered (reinstall ordoscan); "
+                "using gpiozero's MockFactory, untraced", name)
+    from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
+
+    return MockFactory(pin_class=MockPWMPin if pwm else MockPin)
 
 
 def make_pin_factory(name: str, *, pwm: bool = False) -> Any:
     """The gpiozero pin factory named by gpio.pin_factory; pwm asks mock pins for PWM."""
     if name == "mock":
-        from ordoscan.devtools.pintrace import trace_path, traced_mock_factory
-
-        traced = trace_path()  # desk and tests only: the mock pins' changes, to a file
-        if traced:
-            return traced_mock_factory(traced, pwm=pwm)
-        from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
-
-        return MockFactory(pin_class=MockPWMPin if pwm else MockPin)
+        return _mock_factory(pwm)
     if name not in _FACTORIES:
         known = ", ".join(["mock", *_FACTORIES])
         raise GpioError(f"gpio.pin_factory = {name!r}: unknown pin factory (known: {known})")
@@ -383,26 +392,33 @@ def make_pin_factory(name: str, *, pwm: bool = False) -> Any:
 def _claim(name: str, pin: int, make: Callable[[], Any]) -> Any:
     try:
         return make()
-    except Exception as e:  # gpiozero and each pin library raise their own types
+    except GPIOPinInUse as e:
+        why = f"already in use ({e})"
+    except PinInvalidPin as e:
+        why = f"not a GPIO pin of this board ({e})"
+    except Exception as e:  # the pin libraries' own types (lgpio.error, OSError, ...)
         text = str(e) or type(e).__name__
-        if type(e).__name__ == "GPIOPinInUse" or "in use" in text:
+        if "in use" in text or "busy" in text.lower():  # lgpio says "GPIO busy"
             why = f"already in use ({text})"
-        elif type(e).__name__ == "PinInvalidPin":
-            why = f"not a GPIO pin of this board ({text})"
         else:
             why = f"cannot be claimed ({type(e).__name__}: {text})"
-        raise GpioError(f"gpio.{name} = BCM pin {pin}: {why}") from None
+    raise GpioError(f"gpio.{name} = BCM pin {pin}: {why}") from None
 
 
-class Feedback(Closeable):
-    """The kiosk's LEDs and buzzer: calls enqueue an event and return, a worker drives the pins."""
+class Feedback(Service):
+    """The kiosk's LEDs and buzzer: calls enqueue an event and return, a worker drives the pins.
+
+    The pins are claimed when it is built (so a wrong pin is an error at once),
+    the worker runs from start() to stop(); events posted before start() wait
+    for it. Each signal is logged at debug level, so a desk run with mock pins
+    shows what the kiosk would light and sound."""
 
     def __init__(
         self,
         cfg: GpioConfig,
         *,
         pin_factory: object | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self._cfg = cfg
@@ -438,45 +454,50 @@ class Feedback(Closeable):
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="feedback", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._life = threading.Lock()  # start() and stop() from different threads
 
     # -- the events (SPEC §4) -------------------------------------------------
 
-    def start(self) -> None:
+    def booting(self) -> None:
         """Booting: all LEDs on."""
-        self._post(lambda m, now: m.start(now), key="phase")
+        self._post(lambda m, now: m.start(now), "booting: green, amber and red on", key="phase")
 
     def ready(self) -> None:
         """Three rising beeps once, then green steady."""
-        self._post(lambda m, now: m.ready(now), key="phase")
+        self._post(lambda m, now: m.ready(now), "ready: three rising beeps, green steady",
+                   key="phase")
 
     def good_read(self) -> None:
         """The scan is on disk: green off 150 ms then on, one short beep."""
-        self._post(lambda m, now: m.good_read(now))
+        self._post(lambda m, now: m.good_read(now), "good read: green dips, one beep")
 
     def repeat(self) -> None:
         """A repeat of a recent scan: the same as a good read."""
-        self._post(lambda m, now: m.repeat(now))
+        self._post(lambda m, now: m.repeat(now), "repeat: green dips, one beep")
 
     def refused(self) -> None:
         """Not an ordonnance numérique: red for 1 s, two short low beeps."""
-        self._post(lambda m, now: m.refused(now))
+        self._post(lambda m, now: m.refused(now), "refused: red for 1 s, two low beeps")
 
     def set_queued(self, queued: bool) -> None:
         """Amber steady (beside green) while scans wait for an unreachable broker."""
-        self._post(lambda m, now: m.set_queued(queued, now), key="queued")
+        self._post(lambda m, now: m.set_queued(queued, now),
+                   f"queued: amber {'on' if queued else 'off'}", key="queued")
 
     def set_fault(self, name: str, active: bool) -> None:
         """Red blinking while any named fault is active; four low beeps when one begins."""
-        self._post(lambda m, now: m.set_fault(name, active, now), key=f"fault:{name}")
+        what = "red blinking, four low beeps" if active else "cleared"
+        self._post(lambda m, now: m.set_fault(name, active, now), f"fault {name}: {what}",
+                   key=f"fault:{name}")
 
     def identify(self, seconds: float = IDENTIFY_S) -> None:
         """All LEDs blinking for `seconds` (0 stops it), then back to the current state."""
         if not math.isfinite(seconds):
             seconds = IDENTIFY_S
         seconds = min(max(seconds, 0.0), IDENTIFY_MAX_S)
-        self._post(lambda m, now: m.identify(seconds, now), key="identify")
+        self._post(lambda m, now: m.identify(seconds, now),
+                   f"identify: all LEDs blinking for {seconds:g} s", key="identify")
 
     # -- reading --------------------------------------------------------------
 
@@ -502,44 +523,74 @@ class Feedback(Closeable):
 
     # -- life -----------------------------------------------------------------
 
-    def close(self) -> None:
-        """All off, worker stopped, pins released."""
-        if self._closed:
-            return
-        self._closed = True
+    def start(self) -> None:
+        """Start the worker (idempotent); the LEDs show nothing until an event says so."""
+        with self._life:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(target=self._run, name="feedback", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """All off, worker stopped, pins released; idempotent, and fine without a start()."""
+        with self._life:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
         self._stop.set()
         self._queue.wake()
-        self._thread.join(CLOSE_TIMEOUT_S)
-        if self._thread.is_alive():
-            log.warning("feedback: the worker is stuck on a pin write; releasing the pins anyway")
+        if thread is not None:
+            thread.join(max(0.0, timeout))
+            if thread.is_alive():
+                log.warning("feedback: the worker is stuck on a pin write; "
+                            "releasing the pins anyway")
         self._write(Outputs())
         self._release()
 
     # -- inside ---------------------------------------------------------------
 
-    def _post(self, apply: Callable[[StateMachine, float], None], key: str | None = None) -> None:
+    def _post(
+        self, apply: Callable[[StateMachine, float], None], what: str, key: str | None = None
+    ) -> None:
         if not self._closed:
+            log.debug("signal: %s", what)
             self._queue.put(_Event(apply, key), self._idle)
 
     def _run(self) -> None:
         timeout = 0.0
+        due: float | None = None  # the edge the worker last meant to wake for
         while not self._stop.is_set():
             events = self._queue.get(timeout)
             if self._stop.is_set():
                 break
-            now = self._clock()
+            now = self._clock.monotonic()
+            if due is not None:
+                self._catch_up(due, now)
             for event in events:
                 try:
                     event.apply(self._machine, now)
                 except Exception:  # a bug here must not take the lights down for good
                     log.exception("feedback: an event could not be applied")
             self._write(self._machine.outputs(now))
-            edge = self._machine.next_change(now)
-            if edge is None:
+            due = self._machine.next_change(now)
+            if due is None:
                 self._queue.mark_idle(self._idle)
                 timeout = POLL_S
             else:
-                timeout = min(POLL_S, max(edge - self._clock(), LOOKAHEAD_S))
+                timeout = min(POLL_S, max(due - self._clock.monotonic(), LOOKAHEAD_S))
+
+    def _catch_up(self, edge: float, now: float) -> None:
+        """Woken late (a loaded machine): show the missed states in their order, briefly,
+        so that two beeps and the silence between them never merge into one long beep."""
+        for _ in range(MAX_CATCH_UP):
+            if edge >= now - LOOKAHEAD_S:
+                return
+            self._write(self._machine.outputs(edge))
+            after = self._machine.next_change(edge)
+            if after is None or after <= edge:
+                return
+            edge = after
 
     def _write(self, out: Outputs) -> None:
         wanted: dict[str, object] = {"green": out.green, "amber": out.amber, "red": out.red}
@@ -581,105 +632,3 @@ class Feedback(Closeable):
                 self._factory.close()
             except Exception as e:
                 log.warning("feedback: the pin factory could not be closed: %s", e)
-
-
-# -- the demo's live view ---------------------------------------------------------
-
-_COLORS = {"green": "32", "amber": "33", "red": "31"}
-
-
-def _can_encode(stream: TextIO, text: str) -> bool:
-    try:
-        text.encode(getattr(stream, "encoding", None) or "utf-8")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-class TerminalView(Service):
-    """One live terminal line showing the LEDs and the buzzer, e.g. `● green  ○ amber  ○ red  ♪`."""
-
-    def __init__(
-        self,
-        read: Callable[[], Mapping[str, bool]],
-        stream: TextIO | None = None,
-        *,
-        interval: float = VIEW_INTERVAL_S,
-        color: bool | None = None,
-    ) -> None:
-        self._read = read
-        self._stream: TextIO = stream if stream is not None else sys.stdout
-        isatty = getattr(self._stream, "isatty", None)
-        self._tty = bool(isatty()) if callable(isatty) else False
-        self._color = self._tty if color is None else color
-        self._interval = interval
-        unicode = _can_encode(self._stream, "●○♪")
-        self._lit, self._unlit, self._note = ("●", "○", "♪") if unicode else ("(*)", "( )", "beep")
-        self._lock = threading.Lock()
-        self._last: dict[str, bool] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def line(self, states: Mapping[str, bool]) -> str:
-        """The text of one line for these states."""
-        parts = []
-        for name in LEDS:
-            mark = self._lit if states.get(name) else self._unlit
-            if self._color and states.get(name):
-                mark = f"\x1b[{_COLORS[name]}m{mark}\x1b[0m"
-            parts.append(f"{mark} {name}")
-        parts.append(self._note if states.get("buzzer") else " " * len(self._note))
-        return "  ".join(parts)
-
-    def refresh(self) -> bool:
-        """Read the pins and redraw if anything changed; True if it did."""
-        try:
-            raw = self._read()
-            states = {c: bool(raw.get(c)) for c in CHANNELS}
-        except Exception:  # the device is closing: keep the last line
-            return False
-        with self._lock:
-            if states == self._last:
-                return False
-            self._last = states
-            self._draw(states)
-        return True
-
-    def write_line(self, text: str) -> None:
-        """Print a line of other output above the live line."""
-        with self._lock:
-            if self._tty:
-                self._stream.write("\r\x1b[2K" + text + "\n")
-                if self._last is not None:
-                    self._stream.write(self.line(self._last))
-            else:
-                self._stream.write(text + "\n")
-            self._stream.flush()
-
-    def _draw(self, states: Mapping[str, bool]) -> None:
-        text = self.line(states)
-        if self._tty:
-            self._stream.write("\r\x1b[2K" + text)
-        else:  # a pipe or a file: one line per change
-            self._stream.write(text.rstrip() + "\n")
-        self._stream.flush()
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="terminal-view", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(CLOSE_TIMEOUT_S)
-            self._thread = None
-        if self._tty and self._last is not None:
-            self._stream.write("\n")
-            self._stream.flush()
-
-    def _run(self) -> None:
-        self.refresh()
-        while not self._stop.wait(self._interval):
-            self.refresh()

@@ -2,7 +2,8 @@
 
 The pydantic model is the single source of truth: the kiosk serialises with it,
 consumers validate with it, and the shipped JSON Schema is generated from it
-(`python -m ordoscan.message` rewrites schemas/ and the package copy).
+(`python -m ordoscan.message` rewrites the package's copy, the one stored file;
+the repository's schemas/ holds a symbolic link to it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ RelayedKind = Literal["ordonnance_numerique", "medicine_pack", "2d_doc", "url", 
 _UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # device_id and site: they go into MQTT topics
+NAME_MAX_LENGTH = 64  # the installer's limit too; a topic must stay far below MQTT's 65,535 bytes
 
 
 # --- scan_id: UUIDv7 (RFC 9562), time-ordered ----------------------------------
@@ -143,11 +145,13 @@ class ScanMessage(BaseModel):
     )
     device_id: str = Field(
         min_length=1,
+        max_length=NAME_MAX_LENGTH,
         pattern=NAME_PATTERN,
         description="The kiosk that read the code ([device] id).",
     )
     site: str = Field(
         min_length=1,
+        max_length=NAME_MAX_LENGTH,
         pattern=NAME_PATTERN,
         description="The pharmacy the kiosk belongs to ([device] site).",
     )
@@ -201,16 +205,15 @@ def schema_text() -> str:
 
 
 def schema_paths(repo_root: Path | None = None) -> list[Path]:
-    """Where the generated schema lives: the repository's schemas/ and the package copy."""
-    package_copy = Path(__file__).resolve().parent / "schemas" / SCHEMA_FILENAME
-    root = repo_root or Path(__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").is_file():  # an installed package: no repository around it
-        return [package_copy]
-    return [root / "schemas" / SCHEMA_FILENAME, package_copy]
+    """Where the generated schema is stored: once, in the package (shipped as package data).
+
+    The repository's `schemas/` file is a relative symbolic link to it, so the
+    two can never differ, and packaging only ever sees the package's file."""
+    return [Path(__file__).resolve().parent / "schemas" / SCHEMA_FILENAME]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m ordoscan.message [--check]`: write (or check) both schema files."""
+    """`python -m ordoscan.message [--check]`: write (or check) the schema file."""
     args = sys.argv[1:] if argv is None else argv
     check = "--check" in args
     text = schema_text()

@@ -94,7 +94,10 @@ def parse_command(name: str, payload: bytes | str) -> Command:
 
 
 def _id_of(payload: bytes | str) -> str | int | None:
-    """Best effort: the caller's id from a refused payload, so even an error can be matched."""
+    """Best effort: the caller's id from a refused payload, so even an error can be matched
+    (an oversized payload is never parsed, not even for its id)."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        return None
     try:
         data = json.loads(payload)
     except (ValueError, TypeError, RecursionError):
@@ -128,6 +131,28 @@ class RateLimit:
             return True
 
 
+class LogThrottle:
+    """Lets through `burst` log lines, then one every `every_s`, and counts what it held back,
+    so a flood of messages from the network cannot flood the journal."""
+
+    def __init__(self, every_s: float, burst: int = 5, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._rate = RateLimit(per_s=1.0 / every_s, burst=burst, clock=clock)
+        self.held = 0  # lines not written since the last one that was
+
+    def allow(self) -> int | None:
+        """None: do not log this one; else the count of lines held back before it (to say so)."""
+        if not self._rate.allow():
+            self.held += 1
+            return None
+        held, self.held = self.held, 0
+        return held
+
+
+def held_note(held: int) -> str:
+    """The tail of a throttled log line that says how many like it were not written."""
+    return f" ({held} similar line(s) not logged)" if held else ""
+
+
 class Remote:
     """Validates and runs remote commands; each gets one reply through `reply`."""
 
@@ -148,6 +173,8 @@ class Remote:
         self._clock = clock
         self._rate = rate or RateLimit(per_s=2.0, burst=10, clock=clock)
         self._dropped = 0
+        self._log_drop = LogThrottle(10.0, burst=1, clock=clock)
+        self._log_refused = LogThrottle(1.0, clock=clock)
 
     def handle(self, name: str, payload: bytes | str) -> dict[str, Any] | None:
         """Run one command; returns the reply sent (None when the rate limit dropped it).
@@ -157,9 +184,10 @@ class Remote:
         """
         if not self._rate.allow():
             self._dropped += 1
-            if self._dropped == 1 or self._dropped % 100 == 0:
+            if self._log_drop.allow() is not None:
                 log.warning(
-                    "remote commands arrive too fast: %d dropped without a reply", self._dropped
+                    "remote commands arrive too fast: %d dropped without a reply so far",
+                    self._dropped,
                 )
             return None
         base: dict[str, Any] = {"cmd": _shown_name(name), "device_id": self.device_id}
@@ -169,7 +197,9 @@ class Remote:
             cid = _id_of(payload)
             answer = base | ({"id": cid} if cid is not None else {})
             answer |= {"ok": False, "error": str(e)}
-            log.warning("remote command refused: %s", e)
+            held = self._log_refused.allow()
+            if held is not None:
+                log.warning("remote command refused: %s%s", e, held_note(held))
         else:
             answer = base | ({"id": cmd.id} if cmd.id is not None else {})
             try:

@@ -338,6 +338,19 @@ def describe_connect_error(exc: BaseException, m: MqttConfig) -> tuple[str, bool
 # --- `ordoscan check`: one connection attempt, step by step -------------------------------------
 
 
+INVISIBLE_REFUSAL = (
+    "MQTT 3.1.1: a publish the broker refuses (ACL) is acknowledged and dropped, so the "
+    "kiosk cannot see a refusal and would delete the scan; use MQTT 5 (protocol = \"5\") "
+    "where the broker has it"
+)
+
+
+def broker_notes(cfg: Config) -> list[str]:
+    """What the installer must know about this broker configuration (shown by `config
+    validate`, `check` and the daemon's start log)."""
+    return [INVISIBLE_REFUSAL] if cfg.mqtt.protocol == "3.1.1" else []
+
+
 @dataclass
 class BrokerCheck:
     """Result of check_broker(): each step is True, False, or None when not reached/needed."""
@@ -346,6 +359,7 @@ class BrokerCheck:
     reachable: bool | None = None
     tls_ok: bool | None = None
     auth_ok: bool | None = None
+    publish_ok: bool | None = None  # a publish on the scan topic: accepted, refused, unknowable
     message: str = ""
     notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
@@ -417,22 +431,36 @@ def check_broker(
     def on_disconnect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         outcome.setdefault("lost", reason)
 
+    def on_publish(_c: Any, _u: Any, _mid: int, reason: Any, _p: Any) -> None:
+        outcome["puback"] = reason
+
     def on_log(_c: Any, _u: Any, level: int, text: str) -> None:
         if level == mqtt.MQTT_LOG_ERR:
             errors.append(text)
 
     client.on_connect, client.on_disconnect, client.on_log = on_connect, on_disconnect, on_log
+    client.on_publish = on_publish
+    scan_topic = f"{cfg.topic_prefix}/scan"
+
+    def turn_until(key: str) -> None:
+        deadline = clock() + timeout
+        while key not in outcome and "lost" not in outcome and clock() < deadline:
+            if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS and key not in outcome:
+                outcome["lost"] = None
+
     try:
         client.connect(m.host, m.port, keepalive=max(5, int(timeout)))
-        deadline = clock() + timeout
-        while not outcome and clock() < deadline:
-            if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS and not outcome:
-                outcome["lost"] = None
+        turn_until("reason")
+        if "reason" in outcome and not outcome["reason"].is_failure:
+            # 4. A publish on the scan topic with the kiosk's own identity: the ACL's answer.
+            # The payload is empty, which no consumer can take for a scan (docs/INTEGRATION.md).
+            client.publish(scan_topic, b"", qos=1, retain=False)
+            turn_until("puback")
     except (ssl.SSLError, OSError) as e:
         result.auth_ok = False
         return done(describe_connect_error(e, m)[0])
     finally:
-        if "reason" in outcome and not outcome["reason"].is_failure:
+        if "reason" in outcome and not outcome["reason"].is_failure and "lost" not in outcome:
             client.disconnect()
             client.loop(timeout=0.2)
         leftover = client.socket()
@@ -443,8 +471,18 @@ def check_broker(
     if reason is not None and not reason.is_failure:
         result.auth_ok = True
         how = " with TLS" if creds.tls else " (plaintext, loopback)"
-        return done(f"{where}: connected{how}", True)
+        return done(*_publish_verdict(result, f"{where}: connected{how}", scan_topic,
+                                      outcome.get("puback"), m.protocol))
     result.auth_ok = False
+    # Refused ("unsupported protocol version") or dropped at CONNECT: a broker that speaks
+    # only MQTT 3.1.1 (RabbitMQ 3.10's, NATS 2.9's) does either. Name that, not the identity.
+    if (m.protocol == "5" and (reason is None or reason.value == 0x84)
+            and _speaks_mqtt311(cfg, creds, timeout)):
+        return done(
+            f"{where}: the broker does not speak MQTT 5 (it accepts MQTT 3.1.1): set "
+            '[mqtt] protocol = "3.1.1"; with 3.1.1 it cannot refuse a scan visibly '
+            '(no reason codes), so prefer [mqtt] delivery = "pharmacy"'
+        )
     if reason is not None:
         return done(
             f"{where}: the broker refused the connection: {reason} "
@@ -456,3 +494,58 @@ def check_broker(
     if errors or "lost" in outcome:
         return done(explain_early_close(creds, where)[0])
     return done(f"{where}: no answer to CONNECT within {timeout:g} s")
+
+
+def _speaks_mqtt311(cfg: Config, creds: Credentials, timeout: float) -> bool:
+    """True if the broker accepts an MQTT 3.1.1 CONNECT with this identity."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answer: list[Any] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}-check",
+                         protocol=mqtt.MQTTv311)
+    apply_credentials(client, creds)
+    client.connect_timeout = timeout
+    client.on_connect = lambda _c, _u, _f, reason, _p: answer.append(reason)
+    deadline = time.monotonic() + timeout
+    try:
+        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=max(5, int(timeout)))
+        while not answer and time.monotonic() < deadline:
+            if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if answer and not answer[0].is_failure:
+            client.disconnect()
+            client.loop(timeout=0.2)
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        leftover = client.socket()
+        if leftover is not None:
+            leftover.close()
+    return bool(answer) and not answer[0].is_failure
+
+
+def _publish_verdict(
+    result: BrokerCheck, connected: str, topic: str, puback: Any, protocol: str
+) -> tuple[str, bool]:
+    """The check's sentence once connected, from the PUBACK of the test publish."""
+    if puback is None:
+        result.publish_ok = False
+        return f"{connected}, but a test publish on {topic} got no answer", False
+    if protocol == "3.1.1":
+        result.publish_ok = None
+        return (
+            f"{connected}; a test publish on {topic} was acknowledged, but with MQTT 3.1.1 "
+            "a refusal is acknowledged too, so whether the broker's ACL lets this kiosk "
+            "publish its scans cannot be known",
+            True,
+        )
+    if puback.is_failure:
+        result.publish_ok = False
+        return (
+            f"{connected}, but the broker refuses this kiosk's scans on {topic}: {puback} "
+            f"(0x{puback.value:02X}); its ACL must let this identity publish there",
+            False,
+        )
+    result.publish_ok = True
+    return f"{connected}; a test publish on {topic} was accepted", True

@@ -113,6 +113,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     from ordoscan.app import App
     from ordoscan.config import parse_config
     from ordoscan.decoder import load_image
+    from ordoscan.devtools.frames import FrameCounter
 
     frames = [load_image(p) for p in spec["frames"]]  # 0: blank, 1..: ordonnances
     schedule: list[int] = []
@@ -122,7 +123,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     source = _paced_source(frames, schedule, start)
     cfg = parse_config(spec["config"], "<bench>", env={})
     factory = MockFactory()
-    app = App(cfg, pin_factory=factory, source=source)
+    handled = FrameCounter()
+    app = App(cfg, pin_factory=factory, source=source, on_frame=handled)
     app.start()
     try:
         assert app.publisher is not None and app.feedback is not None
@@ -155,7 +157,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         buzzer.clear_states()
         cleared = time.monotonic()
         first = len(source.delivered)
-        processed0 = app.processed
+        processed0 = handled.count
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         start.set()
         while not source.finished:
@@ -163,7 +165,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         delivered = source.delivered[first:]
         frames_in_run = len(delivered)
-        processed = app.processed - processed0
+        processed = handled.count - processed0
         deadline = time.monotonic() + 30
         while len(pubacks) < len(frames) - 1 and time.monotonic() < deadline:
             time.sleep(0.05)

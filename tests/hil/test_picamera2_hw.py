@@ -150,3 +150,19 @@ def test_reopening_leaks_no_camera_memory(api: Picamera2Api) -> None:
             source.release(first_frame(source))  # no name keeps the frame alive at close
         seen.append(_camera_memory())
     assert seen[-1] == seen[0], f"fds and dma-buf mappings after each reopen: {seen}"
+
+
+def test_zoom_reads_the_main_stream_while_the_frame_is_held(api: Picamera2Api) -> None:
+    with Picamera2Source(camera_config(), api=api) as source:
+        frame = first_frame(source)
+        if frame.zoom is None:
+            source.release(frame)
+            pytest.skip(f"{source.name}: the sensor has nothing sharper than {SIZE}")
+        width, height = source.size
+        box = (width // 4, height // 4, width // 2, height // 2)
+        region = frame.zoom(*box)
+        assert region is not None and region.dtype == np.uint8 and region.flags.owndata
+        assert region.shape[1] > box[2] - box[0] and region.shape[0] > box[3] - box[1]
+        assert int(region.max()) > int(region.min())  # a picture, not a blank
+        source.release(frame)
+        assert frame.zoom(*box) is None  # released: the buffer is the camera's again

@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from ordoscan.camera import TUNING_ENV, Frame, Picamera2Source
-from ordoscan.camera import picamera2 as picamera2_backend
+from ordoscan.camera import TUNING_ENV, Frame, Picamera2Source, tuning
 from ordoscan.config import CameraConfig
 
 
@@ -52,7 +51,7 @@ def read_frame(source: Picamera2Source, emit: Callable[[], bool], tries: int = 5
 def tuning_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """picamera2 (and so the double) writes the tuning file's name into os.environ."""
     saved = os.environ.pop(TUNING_ENV, None)
-    monkeypatch.setattr(picamera2_backend, "_site_tuning_seen", "")
+    monkeypatch.setattr(tuning, "_site_tuning_seen", "")
     yield
     os.environ.pop(TUNING_ENV, None)
     if saved is not None:

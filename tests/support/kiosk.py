@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,9 +26,13 @@ import numpy.typing as npt
 from gpiozero.pins.mock import MockFactory, MockPin
 from ordoscan.app import App
 from ordoscan.config import Config, parse_config, to_toml
+from ordoscan.devtools.frames import FrameCounter
 from ordoscan.devtools.scenes import Scene, render
 from ordoscan.feedback import BEEP_S, GOOD_READ_DIP_S, REFUSED_GAP_S, REFUSED_RED_S
 from PIL import Image
+
+from tests.support.pins import assert_timeline as timeline
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE = "kiosk-e2e"
@@ -96,17 +99,6 @@ class Camera:
         final = self.folder / name
         hidden.rename(final)
         return final
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.02) -> bool:
-    """Poll a condition until it holds; generous deadlines, never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(every)
 
 
 class Daemon:
@@ -184,18 +176,24 @@ Expected = list[tuple[bool, float | None]]  # (state, seconds since the previous
 
 def assert_pin(name: str, pin: MockPin, expected: Expected, *, first: bool = False) -> None:
     """The pin went through exactly these states (first=True: began with them, for a
-    blinking pin), with these durations between changes."""
+    blinking pin), with these durations between changes (never early; late by at most
+    what a loaded machine may cost, tests/support/pins.py)."""
     states = list(pin.states)
     if first:
         states = states[: len(expected)]
     assert [bool(s.state) for s in states] == [st for st, _ in expected], (
         f"{name}: states {[(round(s.timestamp, 3), s.state) for s in states]}"
     )
-    # zip in assert_states_and_times stops at the shorter list: the lengths are checked above
-    pin.assert_states_and_times([
-        (got.timestamp if t is None else t, st)
-        for got, (st, t) in zip(states, expected, strict=True)
-    ])
+    # the first step is the state at clear_states(): its time is nothing to check
+    steps = [(t if i else None, st) for i, (st, t) in enumerate(expected)]
+    timeline(_Prefix(states), steps)
+
+
+class _Prefix:
+    """The first states of a pin, for a blinking pin checked on its beginning only."""
+
+    def __init__(self, states: list[Any]) -> None:
+        self.states = states
 
 
 def steady(on: bool) -> Expected:
@@ -226,6 +224,7 @@ class Kiosk:
     pins: dict[str, MockPin]
     camera: Camera
     tmp: Path
+    frames: FrameCounter
     last_shown: float = 0.0
 
     def show(self, kind: str, seed: int, label: str = "") -> None:
@@ -241,10 +240,10 @@ class Kiosk:
             time.sleep(wait)  # spacing, not a timing assertion: codes must leave the view
         for pin in self.pins.values():
             pin.clear_states()
-        before = self.app.processed
+        before = self.frames.count
         self.camera.show(image, label)
         self.last_shown = time.monotonic()
-        assert wait_until(lambda: self.app.processed > before, 30), f"{label}: no frame"
+        wait_until(lambda: self.frames.count > before, 30, f"{label}: a frame handled")
         assert self.app.feedback is not None
         if settle:
             assert self.app.feedback.wait_idle(15), "the feedback never settled"
@@ -257,10 +256,11 @@ class Kiosk:
 def start_kiosk(tmp: Path, port: int, **sections: dict[str, Any]) -> Kiosk:
     factory = MockFactory()
     cfg = kiosk_config(tmp, port, **sections)
-    app = App(cfg, pin_factory=factory)
+    frames = FrameCounter()
+    app = App(cfg, pin_factory=factory, on_frame=frames)
     app.start()
     pins = {name: factory.pin(getattr(cfg.gpio, name)) for name in CHANNELS}
-    return Kiosk(app, pins, Camera(tmp / "camera"), tmp)
+    return Kiosk(app, pins, Camera(tmp / "camera"), tmp, frames)
 
 
 def wait_ready(k: Kiosk) -> None:

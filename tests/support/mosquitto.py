@@ -1,156 +1,34 @@
-"""A real mosquitto broker for tests: its own port, config and folder.
-
-Started by the test, stopped after; `kill()` is a hard outage (SIGKILL),
-`stop()` a clean one, `start()` brings it back on the same port.
-"""
+"""Real mosquitto brokers for tests: the local one (ordoscan.devtools.mosquitto, shared with
+the demo), the pharmacy broker of provisioning/broker/, and a plain paho subscriber."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
-)
+from ordoscan.devtools.mosquitto import Broker, find_mosquitto, free_port, port_open
+from ordoscan.errors import BrokerError
 
+from tests.support.wait import WaitTimeout, wait_until
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["MOSQUITTO", "Broker", "ProvisionedBroker", "Subscriber", "free_port", "wait_port"]
+
+try:
+    MOSQUITTO: str | None = find_mosquitto()
+except BrokerError:
+    MOSQUITTO = None
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return True
-        time.sleep(0.02)
-    return False
-
-
-class Broker:
-    """One mosquitto process. `extra_conf` lines are added to its config
-    (listener options for TLS, acl_file, ...); the default is a plaintext
-    listener on 127.0.0.1 with anonymous access."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        port: int | None = None,
-        conf: str | None = None,
-        *,
-        persistent: bool = False,
-    ) -> None:
-        if MOSQUITTO is None:
-            raise RuntimeError(
-                "mosquitto is not installed (the README's set-up command installs it)"
-            )
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.host = "127.0.0.1"
-        self.port = port or free_port()
-        self.conf_text = conf if conf is not None else (
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-        )
-        self.conf_path = self.workdir / "mosquitto.conf"
-        self.log_path = self.workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        # persistent: sessions and queued messages survive a clean stop() (saved on
-        # exit, and every second for kill()), as a pharmacy broker would be set up
-        self.persistent = persistent
-
-    def write_conf(self) -> None:
-        text = self.conf_text.replace("{port}", str(self.port)).replace("{dir}", str(self.workdir))
-        # persistence off: a restarted broker starts empty, as after a crash
-        persistence = "persistence false\n"
-        if self.persistent:
-            persistence = (
-                f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
-            )
-            if os.geteuid() == 0:  # else mosquitto drops to its own user and cannot write here
-                persistence += "user root\n"
-        self.conf_path.write_text(text + "\n" + persistence + "log_dest stderr\n")
-
-    def start(self, timeout: float = 10.0) -> Broker:
-        if self.running:
-            return self
-        self.write_conf()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf_path)], stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-        if not wait_port(self.host, self.port, timeout):
-            self.kill()
-            raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log()}")
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        """Clean stop (SIGTERM): clients see their connection closed."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def kill(self) -> None:
-        """Hard outage (SIGKILL)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def reload(self, timeout: float = 20.0) -> None:
-        """SIGHUP: mosquitto re-reads its ACL and password files, clients stay connected.
-
-        Returns once mosquitto has logged the reload: it reloads on its only thread,
-        so every packet it handles after that line meets the new rules."""
-        if not self.running or self.proc is None:
-            raise RuntimeError("mosquitto is not running")
-        done = self._full_log().count("Reloading config.")
-        self.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
-        while self._full_log().count("Reloading config.") <= done:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not reload within {timeout} s: {self.log()}")
-            time.sleep(0.02)
-
-    def _full_log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Broker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    """Whether something listens on host:port within timeout: a probe whose False the caller
+    acts on (a broker starter kills its process and raises with the log), not a wait."""
+    try:
+        wait_until(lambda: port_open(host, port), timeout, f"a listener on {host}:{port}")
+    except WaitTimeout:
+        return False
+    return True
 
 
 # --- the pharmacy broker of provisioning/broker/, filled in for a test ----------------------
@@ -256,16 +134,11 @@ class Subscriber:
         with self._cond:
             return [p for t, p, _ in self.messages if t.endswith(topic_suffix)]
 
-    def wait_for(self, predicate: object, timeout: float = 30.0) -> bool:
-        """Wait until predicate(self) is true; generous deadlines, no fixed sleeps."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self):  # type: ignore[operator]
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.5))
-        return True
+    def wait_for(
+        self, predicate: object, timeout: float = 30.0, what: str = "the expected messages"
+    ) -> bool:
+        """Wait until predicate(self) is true (raises WaitTimeout otherwise); no fixed sleeps."""
+        return bool(wait_until(lambda: predicate(self), timeout, what))  # type: ignore[operator]
 
     def close(self) -> None:
         self.client.disconnect()

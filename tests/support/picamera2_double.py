@@ -185,6 +185,7 @@ class SensorSpec:
     max_gain: float = 16.0
     min_frame_us: int = 8331  # the fastest mode's frame time
     max_frame_us: int = 2_000_000
+    resolution: tuple[int, int] = (4608, 2592)  # the full sensor, picamera2's sensor_resolution
     mono: bool = False
     lens_ok: bool = True  # False: the lens driver fails validation, AF controls go at configure
 
@@ -192,11 +193,45 @@ class SensorSpec:
 IMX708 = SensorSpec(
     "imx708", "/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a", has_af=True, min_gain=1.122
 )
-IMX219 = SensorSpec("imx219", "/base/soc/i2c0mux/i2c@1/imx219@10", has_af=False)
-OV9281 = SensorSpec("ov9281", "/base/soc/i2c0mux/i2c@1/ov9281@60", has_af=False)  # no tuning here
-IMX296_MONO = SensorSpec("imx296", "/base/soc/i2c0mux/i2c@1/imx296@1a", has_af=False, mono=True)
+IMX219 = SensorSpec(
+    "imx219", "/base/soc/i2c0mux/i2c@1/imx219@10", has_af=False, resolution=(3280, 2464)
+)
+OV9281 = SensorSpec(  # no tuning here
+    "ov9281", "/base/soc/i2c0mux/i2c@1/ov9281@60", has_af=False, resolution=(1280, 800)
+)
+IMX296_MONO = SensorSpec(
+    "imx296", "/base/soc/i2c0mux/i2c@1/imx296@1a", has_af=False, mono=True,
+    resolution=(1456, 1088),
+)
 # The IPA's frame duration limits before configure(): the sensor mode is not known yet.
 UNCONFIGURED_FRAME_US = (33_333, 250_000_000)
+
+
+def _fill_main(
+    buffer: mmap.mmap,
+    main: dict[str, Any],
+    scene: npt.NDArray[np.uint8],
+    hires: npt.NDArray[np.uint8] | None,
+) -> None:
+    mw, mh = main["size"]
+    if hires is None:  # the lores scene, each pixel repeated (an upscale, no detail)
+        ys = np.arange(mh) * scene.shape[0] // mh
+        xs = np.arange(mw) * scene.shape[1] // mw
+        hires = scene[ys[:, None], xs[None, :]]
+    big = np.frombuffer(buffer, dtype=np.uint8).reshape(mh * 3 // 2, main["stride"])
+    big[:mh, :mw] = hires
+    big[mh:, :] = 128
+    del big
+
+
+def _downscale(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """The ISP's downscale of main to lores, near enough: the mean of each source block."""
+    w, h = size
+    ys = np.arange(h + 1) * image.shape[0] // h
+    xs = np.arange(w + 1) * image.shape[1] // w
+    sums = np.add.reduceat(np.add.reduceat(image.astype(np.uint32), ys[:-1], 0), xs[:-1], 1)
+    counts = np.diff(ys)[:, None] * np.diff(xs)[None, :]
+    return (sums // counts).astype(np.uint8)
 
 
 def _align(value: int, to: int) -> int:
@@ -270,15 +305,28 @@ class FakeCamera:
         if owner is not None and owner.started:
             owner._check_dequeue_timeout()
 
-    def emit(self, scene: npt.NDArray[np.uint8] | None = None) -> bool:
-        """The sensor delivers one frame; False if nobody is streaming or it had no buffer."""
+    def emit(
+        self,
+        scene: npt.NDArray[np.uint8] | None = None,
+        hires: npt.NDArray[np.uint8] | None = None,
+    ) -> bool:
+        """The sensor delivers one frame; False if nobody is streaming or it had no buffer.
+
+        With both streams configured, `hires` (main-sized) is what the main stream shows
+        and lores is the ISP's downscale of it unless `scene` says otherwise; without
+        `hires`, main shows `scene` enlarged (pixel repeat)."""
         owner = self.owner
         self.sequence += 1
         if owner is not None and owner.started:
             owner._check_dequeue_timeout()
         if not self.plugged or owner is None or not owner.started:
             return False
-        return owner._sensor_frame(scene)
+        try:
+            return owner._sensor_frame(scene, hires)
+        except Exception:
+            if owner.started and owner.is_open:
+                raise
+            return False  # stopped or closed under this frame (another thread): lost, as on a Pi
 
 
 TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"  # picamera2 and libcamera share it, process-wide
@@ -445,6 +493,14 @@ class _LibcameraRequest:
 
     buffers: dict[str, mmap.mmap]
     metadata: dict[str, Any] = field(default_factory=dict)
+    # what the main buffer shows, written into it when first mapped: the same bytes the
+    # ISP would have written, without the cost on every frame nobody zooms into
+    main_pending: Callable[[], None] | None = None
+
+    def settle(self) -> None:
+        pending, self.main_pending = self.main_pending, None
+        if pending is not None:
+            pending()
 
 
 class CompletedRequest:
@@ -543,6 +599,8 @@ class MappedArray:
         buffer = request.buffers[self._stream]
         if buffer.closed:
             raise RuntimeError("failed to find buffer")
+        if self._stream == "main":
+            request.settle()
         array = np.frombuffer(
             buffer, dtype=np.uint8
         )  # exports the mapping, as np.array(copy=False)
@@ -657,6 +715,11 @@ class Picamera2:
         # what the IPA really runs with
         self.tuning = self._cm.cms.tuning_for(camera.spec, self._system.platform)
         self._system.instances.append(self)
+
+    @property
+    def sensor_resolution(self) -> tuple[int, int]:
+        assert self.camera is not None
+        return self.camera.spec.resolution
 
     @property
     def is_mono(self) -> bool:
@@ -1046,7 +1109,9 @@ class Picamera2:
             self._queued = []
             camera.streaming_timeouts += 1
 
-    def _sensor_frame(self, scene: npt.NDArray[np.uint8] | None) -> bool:
+    def _sensor_frame(
+        self, scene: npt.NDArray[np.uint8] | None, hires: npt.NDArray[np.uint8] | None = None
+    ) -> bool:
         camera = self.camera
         assert camera is not None
         if not self._queued:
@@ -1059,6 +1124,11 @@ class Picamera2:
         stride = lores["stride"]
         planes = np.frombuffer(request.buffers[name], dtype=np.uint8).reshape(h * 3 // 2, stride)
         planes[:h, :] = 0xEE  # the padding right of each row is never part of a frame
+        main = self.camera_config["main"] if name == "lores" else None
+        if main is not None and main["format"] not in ("YUV420", "YVU420"):
+            main = None  # an RGB main is left black: ordoscan asks for YUV420
+        if scene is None and hires is not None and main is not None:
+            scene = _downscale(hires, (w, h))
         if scene is None:
             scene = (
                 (np.arange(w, dtype=np.int64)[None, :] + np.arange(h)[:, None] + camera.sequence)
@@ -1069,6 +1139,14 @@ class Picamera2:
         planes[:h, :w] = scene
         planes[h:, :] = 128  # neutral chroma
         del planes  # no view may outlive the frame: the request owns the buffer now
+        request.main_pending = None
+        if main is not None:
+            mw, mh = main["size"]
+            if hires is not None and (hires.shape != (mh, mw) or hires.dtype != np.uint8):
+                raise ValueError(f"hires must be uint8 {(mh, mw)}, not {hires.dtype} {hires.shape}")
+            request.main_pending = partial(
+                _fill_main, request.buffers["main"], main, scene.copy(), hires
+            )
         shutter, gain = self._exposure()
         request.metadata = {
             "SensorTimestamp": int(camera.clock() * 1e9),

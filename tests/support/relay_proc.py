@@ -3,7 +3,8 @@
     python -m tests.support.relay_proc CONFIG.toml [--produce N] [--interval S]
 
 Prints, one line each, flushed: `READY`, `PUT <seq> <scan_id>` once a scan it
-produced is durable, `LINK up|down`, `FAULT <text>|-`. SIGTERM stops it
+produced is durable, `LINK up|down`, `FAULT <text>|-`, `CMD <name> <bytes>` for a
+command that reached it. SIGTERM stops it
 cleanly (exit 0); SIGKILL is what the tests use to crash it.
 
 `relay_config()` builds the configuration the tests give it (and their own
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import queue
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -23,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ordoscan.config import Config, parse_config, to_toml
+
+from tests.support.wait import WaitTimeout, wait_until
 
 
 def relay_config(
@@ -122,6 +128,7 @@ class InProcessRelay:
         self.links: list[tuple[float, bool]] = []
         self.faults: list[tuple[float, str | None]] = []
         self.commands: list[tuple[str, bytes]] = []
+        self.handler: Callable[[str, bytes], object] | None = None  # e.g. a Remote's handle
         self._cond = threading.Condition()
         self.publisher = Publisher(
             self.cfg, self.outbox, on_link=self._link, on_fault=self._fault,
@@ -141,6 +148,8 @@ class InProcessRelay:
 
     def _command(self, name: str, payload: bytes) -> None:
         self._record(self.commands, (name, payload))
+        if self.handler is not None:
+            self.handler(name, payload)
 
     @property
     def link_up(self) -> bool | None:
@@ -152,16 +161,11 @@ class InProcessRelay:
         with self._cond:
             return self.faults[-1][1] if self.faults else None
 
-    def wait(self, predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-        """Wait for a condition on this relay (or anything else), re-checked on each event."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.2))
-        return True
+    def wait(
+        self, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the relay"
+    ) -> bool:
+        """Wait for a condition on this relay (or anything else); raises WaitTimeout."""
+        return bool(wait_until(predicate, timeout, what))
 
     def put(self, count: int, start: int = 0) -> list[Any]:
         rows = put_scans(self.outbox, count, start)
@@ -174,6 +178,58 @@ class InProcessRelay:
     def close(self) -> None:
         self.publisher.stop(3.0)
         self.outbox.close()
+
+
+class RelayProcess:
+    """tests/support/relay_proc.py as a child process; its stdout lines are collected."""
+
+    def __init__(self, config: Path, produce: int = 0, start: int = 0) -> None:
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.relay_proc", str(config),
+             "--produce", str(produce), "--interval", "0.005", "--start", str(start)],
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.puts: list[tuple[int, str]] = []
+        self.seen: list[str] = []  # every line, in order
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            self.seen.append(line)
+            if line.startswith("PUT "):
+                _, seq, scan_id = line.split()
+                self.puts.append((int(seq), scan_id))
+            self.lines.put(line)
+
+    def wait_line(self, text: str, timeout: float = 30.0) -> bool:
+        """Consume lines until `text`; raises WaitTimeout (naming it) if it never comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.lines.get(timeout=min(0.5, timeout)) == text:
+                    return True
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+        raise WaitTimeout(f"the relay process never printed {text!r} (exit {self.proc.poll()})")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._reader.join(10)  # every PUT line printed before death is read
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(20)
+        self._reader.join(10)
+        return rc
+
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, outbox,
         on_link=lambda up: say(f"LINK {'up' if up else 'down'}"),
         on_fault=lambda text: say(f"FAULT {text or '-'}"),
+        on_command=lambda name, payload: say(f"CMD {name[:40]} {len(payload)}"),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

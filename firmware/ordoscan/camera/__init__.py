@@ -21,18 +21,18 @@ from ordoscan.camera.base import (
     FrameSource,
     Grey,
     LeasingSource,
+    Zoom,
     release_frame,
 )
 from ordoscan.camera.picamera2 import (
     MAX_LEASES,
-    TUNING_ENV,
     Picamera2Api,
     Picamera2Source,
-    cap_exposure_profiles,
     load_picamera2_api,
 )
 from ordoscan.camera.reader import LatestFrameReader, ReaderStats
 from ordoscan.camera.replay import ReplaySource, load_grey_image
+from ordoscan.camera.tuning import TUNING_ENV, cap_exposure_profiles
 from ordoscan.camera.v4l2 import V4L2Source
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
@@ -57,9 +57,18 @@ def source_class(name: str) -> type[CameraSource]:
     return found
 
 
-def open_source(cfg: CameraConfig, *, clock: Clock = SYSTEM_CLOCK) -> CameraSource:
-    """The FrameSource that `cfg.source` names, configured but not yet opened."""
-    return source_class(cfg.source)(cfg, clock=clock)  # type: ignore[call-arg]
+def open_source(
+    cfg: CameraConfig, *, clock: Clock = SYSTEM_CLOCK, remember_played: bool = True
+) -> CameraSource:
+    """The FrameSource that `cfg.source` names, configured but not yet opened.
+
+    remember_played=False: a followed replay folder does not record what it played
+    (a self-test must not use up the files the daemon is to play).
+    """
+    cls = source_class(cfg.source)
+    if cls is ReplaySource:
+        return ReplaySource(cfg, clock=clock, remember_played=remember_played)
+    return cls(cfg, clock=clock)  # type: ignore[call-arg]
 
 
 __all__ = [
@@ -77,6 +86,7 @@ __all__ = [
     "ReaderStats",
     "ReplaySource",
     "V4L2Source",
+    "Zoom",
     "cap_exposure_profiles",
     "load_grey_image",
     "load_picamera2_api",

@@ -7,7 +7,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -19,6 +19,9 @@ from ordoscan.errors import CameraOpenError
 log = logging.getLogger("ordoscan.camera")
 
 Grey = npt.NDArray[np.uint8]
+# (x0, y0, x1, y1) in the frame's own pixels -> that region, grey, from a higher-resolution
+# image of the same instant (None if the source has none, or the box is empty)
+Zoom = Callable[[int, int, int, int], Grey | None]
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
@@ -28,6 +31,9 @@ class Frame:
     image: npt.NDArray[np.uint8]
     timestamp: float  # seconds, on the source's Clock.monotonic(), at capture
     index: int  # frame number from the source, from 0
+    # the same instant at a higher resolution, region by region; valid while the frame is
+    # (until it is released); None when the source has nothing sharper than `image`
+    zoom: Zoom | None = field(default=None, compare=False, repr=False)
 
 
 class FrameSource(Protocol):
@@ -100,6 +106,22 @@ def why(e: BaseException) -> str:
             parts.append(text)
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
     return ": ".join(parts)
+
+
+def zoom_box(
+    box: tuple[int, int, int, int], frame: tuple[int, int], hires: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """A box in frame pixels (x0, y0, x1, y1) as the box that covers it in the higher-resolution
+    image of the same field of view, both (width, height); None if it is empty once clipped."""
+    x0, y0, x1, y1 = box
+    fw, fh = frame
+    hw, hh = hires
+    x0, x1 = max(0, min(x0, fw)), max(0, min(x1, fw))
+    y0, y1 = max(0, min(y0, fh)), max(0, min(y1, fh))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    # outward: the region asked for is always inside the one given
+    return (x0 * hw // fw, y0 * hh // fh, -(-x1 * hw // fw), -(-y1 * hh // fh))
 
 
 def teardown(what: str, action: Callable[[], object]) -> None:

@@ -12,6 +12,12 @@ for want of a buffer. picamera2 cannot unmap a buffer while a view of it is
 alive, so before the reader closes a lost camera it waits for the analysis
 thread to come back for a frame (it gets None and lets go of the old one).
 
+Beside lores, the camera fills a main stream at half the sensor's full size
+(imx708: 2304x1296, its fast binned mode). It is never read unless the decoder
+asks a frame's `zoom` for a region: only then is that frame's main buffer
+mapped, the region copied out and the buffer unmapped; the main buffer goes
+back to the camera with the frame, so zoom works only while the frame is held.
+
 The camera runs continuous autofocus where the module has it, a fixed frame
 rate, and an exposure capped at `max_exposure_us` so that a moving hand does
 not blur. libcamera has no control for an auto-exposure limit, so the cap goes
@@ -35,7 +41,15 @@ from typing import Any
 
 import numpy as np
 
-from ordoscan.camera.base import CameraSource, Frame, bounded, teardown, why
+from ordoscan.camera.base import CameraSource, Frame, Grey, bounded, teardown, why, zoom_box
+from ordoscan.camera.tuning import (
+    TUNING_ENV,
+    cap_exposure_profiles,
+    forget_camera_manager,
+    forget_failed_instance,
+    is_mono,
+    site_tuning_file,
+)
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -48,10 +62,6 @@ log = logging.getLogger("ordoscan.camera")
 MAX_LEASES = 3
 # A SensorTimestamp further than this from our monotonic clock is not trusted.
 _TIMESTAMP_SANITY_S = 5.0
-# The tuning file libcamera's Raspberry Pi pipeline reads when its camera manager starts.
-TUNING_ENV = "LIBCAMERA_RPI_TUNING_FILE"
-# libcamera's draft ColorFilterArrangementEnum MONO: such sensors run <model>_mono.json
-_CFA_MONO = 5
 # Each tear-down (stop, close) gets this long: picamera2's stop() can block for good after a
 # cable pull (picamera2 issue #1065), and the daemon must still stop within 5 s.
 TEARDOWN_TIMEOUT_S = 2.0
@@ -84,36 +94,20 @@ def load_picamera2_api() -> Picamera2Api:
     return Picamera2Api(picamera2.Picamera2, picamera2.MappedArray, libcamera.controls)
 
 
-def cap_exposure_profiles(agc: dict[str, Any], max_exposure_us: int) -> int:
-    """Clip every exposure profile of an rpi.agc tuning block to max_exposure_us; returns how many.
+@dataclass(slots=True)
+class _Hires:
+    """What a frame's zoom needs: its request, while the lease holds it (no link to the frame,
+    so that no cycle keeps a frame, and its view of the camera's buffer, alive)."""
 
-    The Raspberry Pi AGC walks a profile of (exposure, gain) stages: it lengthens
-    the exposure first, then raises the gain. Clipping the exposures keeps the
-    automatic exposure but makes the gain take over at the cap, which is what a
-    moving hand needs. libcamera has no control for this; the tuning is the way.
-    """
-    channels = agc.get("channels")
-    blocks = channels if isinstance(channels, list) else [agc]
-    changed = 0
-    for block in blocks:
-        modes = block.get("exposure_modes") if isinstance(block, dict) else None
-        if not isinstance(modes, dict):
-            continue
-        for mode in modes.values():
-            if not isinstance(mode, dict):
-                continue
-            # "shutter" is the key libcamera's AGC reads (an "exposure" key would be ignored)
-            stages = mode.get("shutter")
-            if isinstance(stages, list) and all(isinstance(s, int | float) for s in stages):
-                mode["shutter"] = [min(s, max_exposure_us) for s in stages]
-                changed += 1
-    return changed
+    request: Any
+    held: bool = True
 
 
 @dataclass(slots=True)
 class _Lease:
     frame: Frame
     stack: contextlib.ExitStack  # closing it unmaps the view and releases the request
+    hires: _Hires | None = None
 
 
 class Picamera2Source(CameraSource):
@@ -145,11 +139,12 @@ class Picamera2Source(CameraSource):
         self._leases: OrderedDict[int, _Lease] = OrderedDict()
         self._index = 0
         self._size = cfg.size
+        self._main_size = cfg.size  # the full-resolution stream beside lores (zoom)
         self._model = "?"
         self._metadata: dict[str, Any] = {}
         self._recall_warned = False
         self._tuning_warned = False
-        self._site_tuning = _site_tuning_file()
+        self._site_tuning = site_tuning_file()
 
     @property
     def name(self) -> str:
@@ -195,17 +190,17 @@ class Picamera2Source(CameraSource):
                 "cable and that `rpicam-hello --list-cameras` sees it"
             )
         self._model = str(cameras[self._num].get("Model", "?"))
-        mono = _is_mono(picam_cls, str(cameras[self._num].get("Id", "")))
+        mono = is_mono(picam_cls, str(cameras[self._num].get("Id", "")))
         tuning: dict[str, Any] | str | None = self._capped_tuning(picam_cls, mono)
         if tuning is not None:
-            _forget_camera_manager(picam_cls)
+            forget_camera_manager(picam_cls)
         else:
             tuning = self._site_tuning  # uncapped, but still the site's own file if it has one
         registered = dict(getattr(getattr(picam_cls, "_cm", None), "cameras", None) or {})
         try:
             cam = picam_cls(self._num) if tuning is None else picam_cls(self._num, tuning=tuning)
         except Exception as e:
-            _forget_failed_instance(picam_cls, registered)
+            forget_failed_instance(picam_cls, registered)
             raise CameraOpenError(
                 f"{self.name}: cannot be opened: {why(e)} (is another program using the camera?)"
             ) from None
@@ -254,8 +249,9 @@ class Picamera2Source(CameraSource):
     def _configure_and_start(self, cam: Any, api: Picamera2Api) -> None:
         width, height = self._cfg.size
         config = cam.create_video_configuration(
-            # main is required by picamera2; YUV420 at the lores size costs the least bandwidth
-            main={"size": (width, height), "format": "YUV420"},
+            # main: the sharper picture a small code is zoomed into; YUV420 is the ISP's
+            # cheapest output, and its Y plane is the grey the decoder wants
+            main={"size": main_size(cam, (width, height)), "format": "YUV420"},
             lores={"size": (width, height), "format": "YUV420"},
             raw=None,
             buffer_count=self._cfg.buffer_count + MAX_LEASES,
@@ -271,6 +267,8 @@ class Picamera2Source(CameraSource):
         cam.set_controls(self._controls(cam.camera_controls, api))
         lores = cam.stream_configuration("lores")
         self._size = (int(lores["size"][0]), int(lores["size"][1]))
+        main = cam.stream_configuration("main")
+        self._main_size = (int(main["size"][0]), int(main["size"][1]))
         if self._size != (width, height):
             log.info(
                 "%s: lores size adjusted from %dx%d to %dx%d", self.name, width, height, *self._size
@@ -347,7 +345,11 @@ class Picamera2Source(CameraSource):
         except Exception as e:
             stack.close()
             raise CameraLost(f"{self.name}: bad frame buffer: {why(e)}") from None
-        frame = Frame(luma, self._timestamp(metadata), self._index)
+        hires = None
+        if self._main_size[0] > width and self._main_size[1] > height:
+            hires = _Hires(request)
+        zoom = None if hires is None else partial(self._zoom, hires)
+        frame = Frame(luma, self._timestamp(metadata), self._index, zoom)
         self._index += 1
         self._metadata = metadata
         # the array that maps the buffer outlives every view of it (numpy collapses bases)
@@ -355,7 +357,7 @@ class Picamera2Source(CameraSource):
         self._views.append((frame.index, weakref.ref(_root(luma))))
         recalled: list[_Lease] = []
         with self._lock:
-            self._leases[id(frame)] = _Lease(frame, stack)
+            self._leases[id(frame)] = _Lease(frame, stack, hires)
             while len(self._leases) > MAX_LEASES:
                 recalled.append(self._leases.popitem(last=False)[1])
         for lease in recalled:
@@ -387,7 +389,29 @@ class Picamera2Source(CameraSource):
             del self._leases[id(frame)]
         self._end_lease(lease)
 
+    def _zoom(self, hires: _Hires, x0: int, y0: int, x1: int, y1: int) -> Grey | None:
+        """The box (lores pixels) from the main stream, grey, copied out of the buffer."""
+        with self._lock:  # the lease may end on another thread: not while the buffer is read
+            if not hires.held:
+                return None  # released: the buffer is the camera's again
+            box = zoom_box((x0, y0, x1, y1), self._size, self._main_size)
+            if box is None:
+                return None
+            bx0, by0, bx1, by1 = box
+            # mapped only now, and unmapped before returning: the copy owns its pixels
+            with self._mapped_array_cls(hires.request, "main", write=False) as mapped:
+                planes = mapped.array  # YUV420: Y on top, (height * 3 // 2, stride)
+                if planes is None or planes.shape[0] < by1 or planes.shape[1] < bx1:
+                    return None
+                region: Grey = np.array(planes[by0:by1, bx0:bx1], dtype=np.uint8)
+                del planes
+            return region
+
     def _end_lease(self, lease: _Lease) -> None:
+        if lease.hires is not None:
+            with self._lock:
+                lease.hires.held = False
+                lease.hires.request = None
         try:
             lease.stack.close()
         except Exception as e:  # a request released twice or after close: nothing left to free
@@ -442,20 +466,18 @@ class Picamera2Source(CameraSource):
         teardown(f"{self.name}: release request", request.release)
 
 
-_site_tuning_seen = ""
-
-
-def _site_tuning_file() -> str:
-    """The tuning file the site named in TUNING_ENV (a NoIR module, say), or "".
-
-    It is the base of the capped tuning. Remembered, because picamera2 then
-    overwrites the variable with the name of a temporary file it deletes.
-    """
-    global _site_tuning_seen
-    named = os.environ.get(TUNING_ENV, "")
-    if named and os.path.isfile(named):
-        _site_tuning_seen = named
-    return _site_tuning_seen
+def main_size(cam: Any, lores: tuple[int, int]) -> tuple[int, int]:
+    """The main (zoom) stream's size: half the sensor's full size on each side, which every
+    Pi camera reads binned at a high frame rate (imx708: 2304x1296 at up to 56 fps), or the
+    full size if half is not larger than lores; never smaller than lores (picamera2's rule).
+    YUV420 at 2304x1296 is 4.5 MB a buffer, buffer_count + 3 of them."""
+    try:
+        full_w, full_h = (int(v) for v in cam.sensor_resolution)
+    except Exception:  # a double or an old picamera2 without it: no zoom
+        return lores
+    half = (full_w // 2 - full_w // 2 % 2, full_h // 2 - full_h // 2 % 2)
+    size = half if half[0] > lores[0] and half[1] > lores[1] else (full_w, full_h)
+    return (max(size[0], lores[0]), max(size[1], lores[1]))
 
 
 def _root(array: Any) -> Any:
@@ -463,54 +485,3 @@ def _root(array: Any) -> Any:
     while isinstance(getattr(array, "base", None), np.ndarray):
         array = array.base
     return array
-
-
-def _is_mono(picam_cls: Any, camera_id: str) -> bool:
-    """Whether libcamera lists this camera as monochrome (its properties need no acquire)."""
-    try:
-        for camera in picam_cls._cm.cms.cameras:
-            if camera.id == camera_id:
-                props = {getattr(k, "name", str(k)): v for k, v in camera.properties.items()}
-                return int(props.get("ColorFilterArrangement", -1)) == _CFA_MONO
-    except Exception as e:  # private picamera2 state: a new version may differ
-        log.debug("picamera2: camera properties unavailable: %s", why(e))
-    return False
-
-
-def _forget_failed_instance(picam_cls: Any, registered: dict[Any, Any]) -> None:
-    """Undo what a Picamera2() that failed (camera busy) left behind.
-
-    picamera2 opens a notification pipe and registers the instance with its camera
-    manager before it acquires the camera: a failure leaks the pipe, and the dead
-    instance replaces whoever held that camera number.
-    """
-    manager: Any = getattr(picam_cls, "_cm", None)
-    cameras = getattr(manager, "cameras", None)
-    if not isinstance(cameras, dict):
-        return
-    for index, instance in list(cameras.items()):
-        if instance is registered.get(index) or getattr(instance, "is_open", True):
-            continue
-        reader = getattr(instance, "notifymeread", None)
-        if reader is not None:
-            teardown("picamera2: close the failed instance's pipe", reader.close)
-        writer = getattr(instance, "notifyme_w", None)
-        if isinstance(writer, int):
-            teardown("picamera2: close the failed instance's pipe", partial(os.close, writer))
-        if index in registered:
-            cameras[index] = registered[index]
-        else:
-            teardown("picamera2: unregister the failed instance", partial(manager.cleanup, index))
-
-
-def _forget_camera_manager(picam_cls: Any) -> None:
-    """Let the next Picamera2 start libcamera afresh, so that it reads the given tuning.
-
-    libcamera reads the tuning file when its camera manager starts. Listing the
-    cameras (to learn the sensor model) started one, and picamera2 keeps it
-    until its last camera closes; with no camera open, dropping it is safe.
-    """
-    manager = getattr(picam_cls, "_cm", None)
-    if manager is not None and hasattr(manager, "_cms") and not getattr(manager, "cameras", None):
-        manager._cms = None
-

@@ -73,8 +73,13 @@ class LatestFrameReader(Service):
         self._reopens = 0
         self._last_frame_at: float | None = None
         self._state: tuple[bool, str] | None = None
-        self._name = str(getattr(source, "name", type(source).__name__))
+
         self._live = bool(getattr(source, "live", True))
+
+    @property
+    def _name(self) -> str:
+        # asked each time: a camera learns its model only once open
+        return str(getattr(self._source, "name", type(self._source).__name__))
 
     # -- the analysis side
 

@@ -1,4 +1,10 @@
-"""Replay: frames from an image file, a followed folder or a video, for the desk and the tests."""
+"""Replay: frames from an image file, a followed folder or a video, for the desk and the tests.
+
+A followed folder plays each file once (see `followed`). An image `name.png`
+may have a sharper twin `name.hires.png` (same scene, same framing, more
+pixels): it is never a frame of its own, but the frame's `zoom` reads its
+regions from it, as the picamera2 source reads them from its main stream.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,17 @@ from typing import Any
 import numpy as np
 
 from ordoscan import privacy
-from ordoscan.camera.base import CameraSource, Frame, Grey, import_cv2, teardown, why
+from ordoscan.camera.base import (
+    CameraSource,
+    Frame,
+    Grey,
+    Zoom,
+    import_cv2,
+    teardown,
+    why,
+    zoom_box,
+)
+from ordoscan.camera.followed import Identity, PlayedFiles, identity
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -49,6 +65,45 @@ def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+HIRES = ".hires"  # name.hires.png: the sharper twin of name.png, what Frame.zoom reads
+
+
+def hires_twin(path: Path) -> Path:
+    return path.with_name(f"{path.stem}{HIRES}{path.suffix}")
+
+
+def _is_twin(name: str) -> bool:
+    return Path(name).stem.endswith(HIRES)
+
+
+class _HiresTwin:
+    """Frame.zoom of a replayed image: regions of its twin, loaded on the first call only."""
+
+    def __init__(self, path: Path, frame: tuple[int, int]) -> None:
+        self._path = path
+        self._frame = frame  # (width, height) of the frame shown
+        self._image: Grey | None = None
+        self._failed = False
+        self._lock = threading.Lock()  # the analysis thread calls it; loading happens once
+
+    def __call__(self, x0: int, y0: int, x1: int, y1: int) -> Grey | None:
+        with self._lock:
+            if self._image is None and not self._failed:
+                try:
+                    self._image = load_image(self._path)
+                except Exception as e:
+                    self._failed = True
+                    log.warning("replay: %s unusable for zoom: %s", _shown(self._path), why(e))
+            image = self._image
+        if image is None:
+            return None
+        box = zoom_box((x0, y0, x1, y1), self._frame, (image.shape[1], image.shape[0]))
+        if box is None:
+            return None
+        bx0, by0, bx1, by1 = box
+        return np.array(image[by0:by1, bx0:bx1], dtype=np.uint8)
+
+
 def _shown(path: Path) -> str:
     """A path as it may appear in a log line: a name from outside may hold any character."""
     return privacy.printable(str(path), limit=300)
@@ -71,6 +126,7 @@ class ReplaySource(CameraSource):
         clock: Clock = SYSTEM_CLOCK,
         frames_per_image: int = 1,
         poll_interval_s: float = 0.2,
+        remember_played: bool = True,
     ) -> None:
         if frames_per_image < 1:
             raise ValueError(f"frames_per_image must be at least 1, not {frames_per_image}")
@@ -86,9 +142,15 @@ class ReplaySource(CameraSource):
         self._playing: Iterator[Grey] | None = None  # frames of the current file
         self._video: Any = None  # the cv2.VideoCapture being played
         self._pending: Grey | None = None  # decoded, waiting for its time
+        self._file_zoom: Zoom | None = None  # the sharper twin of the file playing
+        self._pending_zoom: Zoom | None = None
         self._due: float | None = None
         self._index = 0
-        self._last_name = ""  # folder: the last file started, in name order
+        self._last_name = ""  # folder with loop: the last file started, in name order
+        # folder without loop: each file once, by identity, remembered in the folder
+        self._played = PlayedFiles(self._path, save=remember_played)
+        self._current: Identity | None = None  # the file playing, marked played once done
+        self._present: set[Identity] = set()  # the folder's files at the last listing
         self._played_in_cycle = 0
         self._file_done = False  # single file: played once
         # (path, mtime_ns, image) of the last image decoded: a looped file is decoded once
@@ -115,6 +177,8 @@ class ReplaySource(CameraSource):
             )
         self._reset()
         self._is_dir = stat.S_ISDIR(mode)
+        if self._is_dir and not self._cfg.loop:
+            self._played.load()
         if self._is_dir:
             try:
                 with os.scandir(path) as entries:
@@ -138,10 +202,17 @@ class ReplaySource(CameraSource):
         log.info(
             "%s open (%s, %g fps, loop=%s)",
             self.name,
-            "folder, followed" if self._is_dir else "file",
+            self._kind(),
             self._cfg.fps,
             self._cfg.loop,
         )
+
+    def _kind(self) -> str:
+        if not self._is_dir:
+            return "file"
+        if self._cfg.loop:
+            return "folder, every file in name order, again and again"
+        return f"folder, followed: each new file once, {len(self._played)} played before"
 
     def _reset(self) -> None:
         self._stop_playing()
@@ -151,6 +222,8 @@ class ReplaySource(CameraSource):
         self._last_name = ""
         self._played_in_cycle = 0
         self._file_done = False
+        self._current = None
+        self._file_zoom = self._pending_zoom = None
 
     def read(self, timeout: float) -> Frame | None:
         if not self._opened:
@@ -168,7 +241,8 @@ class ReplaySource(CameraSource):
                 if due > now:
                     self._sleep(due - now)
                 image, self._pending = self._pending, None
-                return self._deliver(image, due)
+                zoom, self._pending_zoom = self._pending_zoom, None
+                return self._deliver(image, due, zoom)
             if not self._is_dir or now >= deadline:
                 # a single file that ended: no frame, not a fault
                 if deadline > now:
@@ -178,12 +252,12 @@ class ReplaySource(CameraSource):
             now = self._clock.monotonic()
         return None
 
-    def _deliver(self, image: Grey, due: float) -> Frame:
+    def _deliver(self, image: Grey, due: float, zoom: Zoom | None) -> Frame:
         now = self._clock.monotonic()
         # the next frame one period on; after a late read, one period from now: no burst
         late = now - due > self._period
         self._due = (now if late else due) + self._period
-        frame = Frame(image, now, self._index)
+        frame = Frame(image, now, self._index, zoom)
         self._index += 1
         return frame
 
@@ -194,8 +268,10 @@ class ReplaySource(CameraSource):
                 image = next(self._playing, None)
                 if image is not None:
                     self._played_in_cycle += 1
+                    self._pending_zoom = self._file_zoom
                     return image
                 self._stop_playing()
+                self._done_with_current()
             if not self._start_next_file():
                 return None
 
@@ -207,6 +283,8 @@ class ReplaySource(CameraSource):
                 return False
             self._file_done, self._played_in_cycle = True, 0
             return self._start_file(self._path, fatal=True)
+        if not self._cfg.loop:
+            return self._start_next_unplayed()
         while True:
             name = self._next_name()
             if name is None:
@@ -218,20 +296,57 @@ class ReplaySource(CameraSource):
             if self._start_file(self._path / name, fatal=False):
                 return True
 
-    def _next_name(self) -> str | None:
-        """The first file name after the last one started, skipping dot-files (being written)."""
+    def _start_next_unplayed(self) -> bool:
+        """Start the first file, in name order, not played yet (whatever its name sorts after)."""
+        while True:
+            found = self._next_unplayed()
+            if found is None:
+                return False
+            name, self._current = found
+            if self._start_file(self._path / name, fatal=False):
+                return True
+            self._done_with_current()  # unreadable: tried; retried only once it changes
+
+    def _done_with_current(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            self._played.mark(current, self._present)
+
+    def _next_unplayed(self) -> tuple[str, Identity] | None:
+        best: tuple[str, Identity] | None = None
+        present: set[Identity] = set()
+        for entry in self._listing():
+            if entry.name.startswith(".") or _is_twin(entry.name):  # being written, the record
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                ident = identity(entry.name, entry.stat())
+            except OSError:
+                continue
+            present.add(ident)
+            if ident not in self._played and (best is None or entry.name < best[0]):
+                best = (entry.name, ident)
+        self._present = present
+        return best
+
+    def _listing(self) -> list[os.DirEntry[str]]:
         try:
             with os.scandir(self._path) as listing:
-                entries = list(listing)
+                return list(listing)
         except OSError as e:
             raise CameraLost(
                 f"replay folder {_shown(self._path)}: cannot be listed: {e.strerror}"
             ) from None
+
+    def _next_name(self) -> str | None:
+        """The first file name after the last one started, skipping dot-files (being written)."""
         best: str | None = None
-        for entry in entries:
+        for entry in self._listing():
             name = entry.name
             if (
                 name.startswith(".")
+                or _is_twin(name)
                 or name <= self._last_name
                 or (best is not None and name >= best)
             ):
@@ -242,6 +357,7 @@ class ReplaySource(CameraSource):
         return best
 
     def _start_file(self, path: Path, *, fatal: bool) -> bool:
+        self._file_zoom = None
         if _is_video(path):
             video = self._open_video(path)
             if video is None:
@@ -254,6 +370,9 @@ class ReplaySource(CameraSource):
         except Exception as e:
             return self._unreadable(path, _reason(e, path), fatal)
         self._playing = iter([image] * self._frames_per_image)
+        twin = hires_twin(path)
+        if twin.is_file():
+            self._file_zoom = _HiresTwin(twin, (image.shape[1], image.shape[0]))
         return True
 
     def _unreadable(self, path: Path, why: str, fatal: bool) -> bool:

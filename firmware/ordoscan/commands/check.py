@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ordoscan.config import Config, config_path, load_config
-from ordoscan.errors import ConfigError, OrdoscanError
+from ordoscan.config import Config, check_files, config_path, load_config
+from ordoscan.errors import ConfigError, OrdoscanError, OutboxCorrupt
+from ordoscan.privacy import printable
 
 CAMERA_FRAMES = 3  # frames the camera must give
 CAMERA_TIMEOUT_S = 5.0
@@ -58,6 +59,7 @@ def check_config(path: str | None) -> tuple[Result, Config | None]:
     where = config_path(path)
     try:
         cfg = load_config(path)
+        check_files(cfg, where)  # what `run` would refuse at start (the [mqtt] files)
     except ConfigError as e:
         return Result("config", FAIL, str(e).replace("\n", "; "), {"path": str(where)}), None
     return Result("config", OK, f"{where}: valid", {"path": str(where)}), cfg
@@ -66,7 +68,7 @@ def check_config(path: str | None) -> tuple[Result, Config | None]:
 def check_camera(cfg: Config) -> Result:
     from ordoscan.camera import open_source, release_frame
 
-    source = open_source(cfg.camera)
+    source = open_source(cfg.camera, remember_played=False)  # use up no replay file
     started = time.monotonic()
     try:
         source.open()
@@ -91,8 +93,13 @@ def check_camera(cfg: Config) -> Result:
     data = {"source": source.name, "frames": got, "sizes": sorted(shapes),
             "elapsed_s": round(elapsed, 2)}
     if got < CAMERA_FRAMES:
+        hint = ""
+        if cfg.camera.source == "replay" and not cfg.camera.loop:
+            # without loop each image is one frame: a small folder runs dry within the check
+            hint = (f"; a replay gives each image once: set camera.loop = true, or put at "
+                    f"least {CAMERA_FRAMES} images in {printable(cfg.camera.path)}")
         return Result("camera", FAIL, f"{source.name}: opened but gave {got} of "
-                      f"{CAMERA_FRAMES} frames in {CAMERA_TIMEOUT_S:g} s", data)
+                      f"{CAMERA_FRAMES} frames in {CAMERA_TIMEOUT_S:g} s{hint}", data)
     return Result("camera", OK, f"{source.name}: {got} frames ({', '.join(sorted(shapes))}) "
                   f"in {elapsed:.1f} s", data)
 
@@ -106,7 +113,7 @@ def check_gpio(cfg: Config) -> Result:
         feedback = Feedback(g)  # claims the four pins, lights nothing
     except OrdoscanError as e:
         return Result("gpio", FAIL, _hint_if_busy(str(e)))
-    feedback.close()
+    feedback.stop()
     polarity = "active-high" if g.active_high else "active-low"
     return Result("gpio", OK, f"{g.pin_factory}: BCM pins {pins} claimable ({polarity})",
                   {"pin_factory": g.pin_factory})
@@ -117,17 +124,19 @@ def check_broker(cfg: Config) -> Result:
 
     found = probe(cfg, BROKER_TIMEOUT_S)
     detail = found.message + "".join(f"; note: {n}" for n in found.notes)
-    return Result("broker", OK if found.ok else FAIL, detail, found.as_dict())
+    status = FAIL if not found.ok else WARN if found.publish_ok is None else OK
+    return Result("broker", status, detail, found.as_dict())
 
 
 def check_outbox(cfg: Config) -> Result:
     from ordoscan.outbox import Outbox
+    from ordoscan.outbox.recovery import DAMAGED_NEXT
 
     path = Path(cfg.outbox.path)
     if not path.exists():
-        parent = next((p for p in path.parents if p.exists()), None)
-        if parent is None or not parent.is_dir():
-            return Result("outbox", FAIL, f"{path}: neither the file nor a parent folder exists")
+        if not path.parent.is_dir() and not path.parent.parent.is_dir():
+            return Result("outbox", FAIL, f"{path}: {path.parent.parent} does not exist; the "
+                          "daemon creates only the last folder (is outbox.path spelled right?)")
         return Result("outbox", OK, f"{path}: not created yet (the daemon creates it in "
                       f"{path.parent} at its first start)", {"exists": False})
     try:
@@ -135,17 +144,19 @@ def check_outbox(cfg: Config) -> Result:
                     device_id=cfg.device.id, site=cfg.device.site, readonly=True) as outbox:
             integrity = outbox.integrity_check()
             st = outbox.stats()
+    except OutboxCorrupt as e:
+        return Result("outbox", FAIL, f"{e}; {DAMAGED_NEXT}")
     except OrdoscanError as e:
         return Result("outbox", FAIL, str(e))
     data = {"exists": True, "integrity": integrity, "depth": st.depth,
             "oldest_age_s": st.oldest_age_s, "last_seq": st.last_seq,
             "quarantined": list(st.quarantined)}
     if integrity != "ok":
-        return Result("outbox", FAIL, f"{path}: damaged: {integrity}", data)
+        return Result("outbox", FAIL, f"{path}: damaged: {integrity}; {DAMAGED_NEXT}", data)
     detail = f"{path}: integrity ok, {st.depth} scan(s) queued, last seq {st.last_seq}"
     if st.quarantined:
-        return Result("outbox", WARN, detail + f"; {len(st.quarantined)} quarantined file(s) "
-                      f"beside it: {', '.join(st.quarantined)}", data)
+        return Result("outbox", WARN, detail + f"; it replaced {len(st.quarantined)} damaged "
+                      f"file(s), report(s) beside it: {', '.join(st.quarantined)}", data)
     return Result("outbox", OK, detail, data)
 
 

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from ordoscan.config import config_path, json_schema, load_config, redacted, to_toml
+from ordoscan.config import (
+    check_files,
+    config_path,
+    json_schema,
+    load_config,
+    redacted,
+    to_toml,
+)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -22,7 +29,12 @@ def main(args: argparse.Namespace) -> int:
         return 0
     cfg = load_config(args.config)  # ConfigError -> exit 2 in cli.main
     if args.action == "validate":
+        from ordoscan.security import broker_notes
+
+        check_files(cfg, config_path(args.config))  # what `run` would refuse at start
         print(f"{config_path(args.config)}: valid")
+        for note in broker_notes(cfg):
+            print(f"warning: {note}")
         return 0
     print(f"# effective configuration from {config_path(args.config)} (secrets redacted)")
     print(to_toml(redacted(cfg)), end="")

@@ -2,14 +2,16 @@
 
 Decodes and classifies image files, one after the other. Payloads are masked
 unless --reveal; INS payloads are never shown. An unreadable file gets an
-error line on stderr naming it, the others are still decoded, and the exit
-code is 1 at the end. No symbol in an image is not an error.
+error line on stderr naming it (and with --json a JSON line with an "error"),
+the others are still decoded, and the exit code is 1 at the end. No symbol in
+an image is not an error. Everything printed goes through privacy.printable
+or privacy.json_line: a payload or a file name cannot act on the terminal.
+A Micro QR or rMQR Code is named as not read (the kiosk reads neither).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -35,10 +37,23 @@ def _config(path: str | None) -> Config:
 
 
 def _shown_payload(c: Classified, reveal: bool) -> str | None:
-    """The payload as it may appear on screen: None when nothing of it is kept."""
+    """The payload as it may appear (before escaping): None when nothing of it is kept."""
     if c.kind is Kind.INS or not c.payload:
         return None
     return c.payload if reveal else privacy.mask(c.payload)
+
+
+# Codes a person may hold up that the kiosk does not read: named, never decoded further.
+NOT_READ = {"MicroQRCode": "Micro QR Code", "RMQRCode": "rMQR Code"}
+
+
+def _not_read(image: Any) -> list[str]:
+    """The kinds of code in the image that the kiosk does not read (Micro QR, rMQR)."""
+    import zxingcpp
+
+    formats = zxingcpp.BarcodeFormats([getattr(zxingcpp.BarcodeFormat, f) for f in NOT_READ])
+    found = zxingcpp.read_barcodes(image, formats=formats)
+    return sorted({NOT_READ.get(r.format.name, r.format.name) for r in found})
 
 
 def _symbol_json(c: Classified, reveal: bool) -> dict[str, Any]:
@@ -55,23 +70,25 @@ def _symbol_json(c: Classified, reveal: bool) -> dict[str, Any]:
     return out
 
 
-def _printable(text: str) -> str:
-    """GS separators (GS1) shown as <GS>; other controls never reach here."""
-    return text.replace("\x1d", "<GS>")
-
-
 def _symbol_line(name: str, c: Classified, reveal: bool) -> str:
+    show = privacy.printable
     if c.kind is Kind.INS:
         shown = privacy.INS_REDACTED
     else:
         payload = _shown_payload(c, reveal)
-        shown = "(payload not shown)" if payload is None else _printable(payload)
-    parts = [f"{name}: {c.kind.value}", c.format, shown]
+        # revealed whole (the classifier caps payloads at max_payload_bytes), escaped
+        shown = "(payload not shown)" if payload is None else show(payload, None)
+    parts = [f"{show(name)}: {c.kind.value}", show(c.format), shown]
     if c.details:
-        parts.append(" ".join(f"{k}={_printable(v)}" for k, v in c.details.items()))
+        parts.append(" ".join(f"{show(k)}={show(v)}" for k, v in c.details.items()))
     if c.reason and c.kind is not Kind.INS:
-        parts.append(f"({c.reason})")
+        parts.append(f"({show(c.reason)})")
     return "  ".join(parts)
+
+
+def _not_read_line(name: str, kinds: list[str]) -> str:
+    return (f"{privacy.printable(name)}: {' and '.join(kinds)} found, not read: the kiosk "
+            "reads full-size QR Codes and Data Matrix only")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -89,17 +106,27 @@ def main(args: argparse.Namespace) -> int:
         except (DecodeError, OSError, ValueError) as e:  # one bad file never stops the others
             failed += 1
             shown = privacy.printable(name, limit=300)  # the loader's own spelling of it
-            print(f"ordoscan: {shown}: {_error_text(shown, e)}", file=sys.stderr)
+            error = _error_text(shown, e)
+            print(f"ordoscan: {shown}: {error}", file=sys.stderr)
+            if args.json:  # a consumer of the lines sees every file, the failed ones too
+                print(privacy.json_line({"file": name, "error": error}))
             continue
         classified = [classifier.classify(s) for s in symbols]
+        not_read = _not_read(image)
         if args.json:
-            doc = {"file": name, "symbols": [_symbol_json(c, args.reveal) for c in classified]}
-            print(json.dumps(doc, ensure_ascii=False))
-        elif not classified:
-            print(f"{name}: no symbol found")
+            doc: dict[str, Any] = {
+                "file": name, "symbols": [_symbol_json(c, args.reveal) for c in classified]
+            }
+            if not_read:
+                doc["not_read"] = not_read
+            print(privacy.json_line(doc))
         else:
             for c in classified:
                 print(_symbol_line(name, c, args.reveal))
+            if not_read:
+                print(_not_read_line(name, not_read))
+            elif not classified:
+                print(f"{privacy.printable(name)}: no symbol found")
         sys.stdout.flush()
     return EXIT_FAILURE if failed else EXIT_OK
 

@@ -1,6 +1,6 @@
 """`ordoscan demo`: the kiosk's main job on a desk, with no hardware.
 
-Sample counter scenes are rendered (seeded, so always the same pictures) and
+Sample counter scenes (committed PNGs, drawn once by the scene generator) are
 dropped one by one into a folder the replay camera follows; the whole daemon
 (`app.App`) reads them: decoder, classifier, de-duplication, a real outbox in
 a temporary folder, mock GPIO drawn live in the terminal, and the MQTT
@@ -19,23 +19,24 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from ordoscan.config import Config, parse_config
-from ordoscan.errors import OrdoscanError
+from ordoscan.config import Config, parse_config, to_toml
+from ordoscan.devtools.demo_samples import SAMPLES, Sample
+from ordoscan.devtools.mosquitto import Broker, find_mosquitto, free_port
+from ordoscan.errors import BrokerError, OrdoscanError
+from ordoscan.privacy import LOG_LIMIT, json_line, printable
+
+__all__ = ["SAMPLES", "Sample", "demo_config", "main"]
 
 log = logging.getLogger("ordoscan.demo")
 
@@ -47,99 +48,7 @@ MIN_GAP_S = SAME_CODE_TIMEOUT_S + 0.3  # each code leaves the view before the ne
 FRAME_TIMEOUT_S = 20.0
 DELIVERY_TIMEOUT_S = 15.0
 BROKER_START_S = 10.0
-INSTALL_HINT = (
-    "mosquitto is not installed, so there is no broker to send to: the scans stay in the "
-    "outbox (amber LED on). Install it with `./dev setup` or `apt-get install mosquitto`."
-)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One bundled scene: what it shows, how it is rendered, what the kiosk should do."""
-
-    name: str
-    kind: str  # scenes.render kind
-    seed: int
-    expect: str
-    sent: bool  # a new scan reaches the pharmacy system
-
-
-SAMPLES: tuple[Sample, ...] = (
-    Sample("ordonnance on paper", "ordonnance", 0,
-           "good read: green blinks off, one beep; sent", True),
-    Sample("ordonnance beside an INS code", "ordonnance", 2,
-           "good read; the INS code (patient identity) is ignored, never sent", True),
-    Sample("phone in dark mode", "phone_dark", 0, "good read; sent", True),
-    Sample("medicine pack (GS1 DataMatrix)", "medicine_pack", 0,
-           "refused: red for 1 s, two beeps; nothing sent", False),
-    Sample("2D-Doc", "2d_doc", 0, "refused: red for 1 s, two beeps; nothing sent", False),
-    Sample("blank counter", "blank", 0, "nothing to read: no signal", False),
-    Sample("the first ordonnance again", "ordonnance", 0,
-           "repeat: the same signal as a good read, not sent again", False),
-)
-
-
-def find_mosquitto() -> str | None:
-    """$ORDOSCAN_MOSQUITTO (empty: none), else mosquitto on PATH or in /usr/sbin."""
-    if "ORDOSCAN_MOSQUITTO" in os.environ:
-        exe = os.environ["ORDOSCAN_MOSQUITTO"]
-        return exe if exe and os.access(exe, os.X_OK) else None
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LocalBroker:
-    """A mosquitto for the demo only: loopback, anonymous, no persistence, its own folder."""
-
-    def __init__(self, exe: str, folder: Path) -> None:
-        self.exe = exe
-        self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        conf = self.folder / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "persistence false\nlog_dest stderr\n"
-        )
-        with open(self.folder / "mosquitto.log", "wb") as out:
-            self.proc = subprocess.Popen(
-                [self.exe, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C is ours to handle
-            )
-        deadline = time.monotonic() + BROKER_START_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
-            ):
-                return
-            time.sleep(0.05)
-        self.stop()
-        tail = (self.folder / "mosquitto.log").read_text(errors="replace")[-500:]
-        raise OrdoscanError(f"mosquitto did not start on port {self.port}: {tail.strip()}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+NO_BROKER = "there is no broker to send to: the scans stay in the outbox (amber LED on)."
 
 
 class Output:
@@ -147,7 +56,7 @@ class Output:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.view: Any = None  # feedback.TerminalView once the kiosk runs
+        self.view: Any = None  # devtools.terminal.TerminalView once the kiosk runs
         self._lock = threading.Lock()
 
     def line(self, text: str = "") -> None:
@@ -169,7 +78,7 @@ class OutputHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
-            self.out.line(f"  kiosk      {level}{record.getMessage()}")
+            self.out.line(f"  kiosk      {level}{printable(record.getMessage(), LOG_LIMIT)}")
         except Exception:
             self.handleError(record)
 
@@ -209,7 +118,7 @@ class Pharmacy:
         if msg.topic.endswith("/status"):
             with contextlib.suppress(ValueError):
                 state = json.loads(msg.payload).get("state")
-                self.out.line(f"  pharmacy   kiosk status: {state}")
+                self.out.line(f"  pharmacy   kiosk status: {printable(state)}")
             return
         try:
             scan = ScanMessage.from_json(bytes(msg.payload))
@@ -222,7 +131,7 @@ class Pharmacy:
             self._ids.add(scan.scan_id)
             self.scans.append(json.loads(scan.to_json()))
             self._cond.notify_all()
-        self.out.line(f"  pharmacy ← {scan.to_json().decode()}")
+        self.out.line(f"  pharmacy ← {json_line(json.loads(scan.to_json()), compact=True)}")
 
     def wait_scans(self, count: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -241,7 +150,12 @@ class Pharmacy:
 
 def demo_config(work: Path, port: int) -> Config:
     """The demo kiosk: replay camera, mock GPIO, plaintext loopback MQTT, outbox in `work`."""
-    data = {
+    return parse_config(demo_data(work, port), "<demo>", env={})  # ORDOSCAN_* ignored
+
+
+def demo_data(work: Path, port: int) -> dict[str, dict[str, Any]]:
+    """demo_config's tables, as they are written to the kept config file."""
+    return {
         "device": {"id": DEVICE_ID, "site": SITE},
         "camera": {"source": "replay", "path": str(work / "camera"), "fps": 15},
         "scan": {"same_code_timeout_s": SAME_CODE_TIMEOUT_S},
@@ -250,24 +164,6 @@ def demo_config(work: Path, port: int) -> Config:
                  "reconnect_min_s": 0.5, "reconnect_max_s": 2.0, "client_id": "ordoscan-demo"},
         "outbox": {"path": str(work / "outbox.sqlite3")},
     }
-    return parse_config(data, "<demo>", env={})  # the demo ignores ORDOSCAN_* overrides
-
-
-def render_samples(folder: Path) -> list[Path]:
-    """Each sample as a PNG in `folder` (not the camera's): rendered once, same every time."""
-    from ordoscan.devtools import scenes
-
-    folder.mkdir(parents=True, exist_ok=True)
-    cache: dict[tuple[str, int], Path] = {}
-    paths = []
-    for s in SAMPLES:
-        key = (s.kind, s.seed)
-        if key not in cache:
-            path = folder / f"{s.kind}-{s.seed}.png"
-            scenes.render(s.kind, s.seed).save(path)
-            cache[key] = path
-        paths.append(cache[key])
-    return paths
 
 
 def show(camera: Path, index: int, image: Path) -> None:
@@ -278,7 +174,7 @@ def show(camera: Path, index: int, image: Path) -> None:
     hidden.rename(final)
 
 
-def wait_for(predicate: Any, timeout: float, stop: threading.Event) -> bool:
+def wait_for(predicate: Callable[[], bool], timeout: float, stop: threading.Event) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline or stop.wait(0.02):
@@ -320,7 +216,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         with _interrupts() as stack:
             if args.keep:
-                stack.callback(out.line, f"kept: {work}")
+                stack.callback(out.line, f"kept: {work} (the kiosk's config: "
+                               f"{work / 'ordoscan.toml'})")
             else:
                 stack.callback(shutil.rmtree, work, True)
             return _run(args, speed, work, out, stack, stop)
@@ -334,29 +231,32 @@ def main(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, speed: float, work: Path, out: Output,
          stack: contextlib.ExitStack, stop: threading.Event) -> int:
     from ordoscan.app import App
-    from ordoscan.feedback import TerminalView
+    from ordoscan.devtools.frames import FrameCounter
+    from ordoscan.devtools.terminal import TerminalView
 
     out.line("ordoscan demo: the kiosk's main job on this desk, with no hardware")
-    t0 = time.monotonic()
-    images = render_samples(work / "samples")
     camera = work / "camera"
     camera.mkdir()
-    out.line(f"  camera     replay of {len(SAMPLES)} sample scenes, rendered in "
-             f"{time.monotonic() - t0:.1f} s")
+    out.line(f"  camera     replay of {len(SAMPLES)} sample scenes")
 
-    exe = find_mosquitto()
-    broker: LocalBroker | None = None
-    if exe is None:
-        out.line(f"  broker     {INSTALL_HINT}")
+    broker: Broker | None = None
+    no_broker = ""
+    try:
+        broker = Broker(work / "broker", exe=find_mosquitto())
+    except BrokerError as e:
+        out.line(f"  broker     {e}; {NO_BROKER}")
+        no_broker = str(e)
         port = free_port()  # nothing listens there: the kiosk keeps retrying
-    else:
-        broker = LocalBroker(exe, work / "broker")
-        broker.start()
+    if broker is not None:
+        broker.start(BROKER_START_S)
         stack.callback(broker.stop)
         port = broker.port
         out.line(f"  broker     mosquitto on 127.0.0.1:{port}, started for the demo "
                  "(loopback only, own config)")
     cfg = demo_config(work, port)
+    # the same kiosk as a config file, kept with --keep: `ordoscan run --config` it again
+    (work / "ordoscan.toml").write_text(to_toml(demo_data(work, port)))
+    out.line(f"  config     {work / 'ordoscan.toml'}")
     out.line(f"  outbox     {cfg.outbox.path}")
     out.line("  GPIO       mock pins (gpiozero MockFactory), drawn live: green, amber, red, buzzer")
 
@@ -385,7 +285,8 @@ def _run(args: argparse.Namespace, speed: float, work: Path, out: Output,
 
     stack.callback(restore_logging)
 
-    app = App(cfg)
+    frames = FrameCounter()
+    app = App(cfg, on_frame=frames)
     stack.callback(app.stop)
     out.line("")
 
@@ -410,16 +311,16 @@ def _run(args: argparse.Namespace, speed: float, work: Path, out: Output,
     expected_sent = 0
     last_shown = 0.0
     pause = max(MIN_GAP_S, SCENE_PAUSE_S / speed)
-    for i, (sample, image) in enumerate(zip(SAMPLES, images, strict=True), 1):
+    for i, sample in enumerate(SAMPLES, 1):
         gap = time.monotonic() - last_shown
         if gap < pause:
             stop.wait(pause - gap)
         out.line("")
         out.line(f"[{i}/{len(SAMPLES)}] {sample.name}: expect {sample.expect}")
-        before = app.processed
-        show(camera, i, image)
+        before = frames.count
+        show(camera, i, sample.path)
         last_shown = time.monotonic()
-        if not wait_for(lambda b=before: app.processed > b, FRAME_TIMEOUT_S, stop):
+        if not frames.wait_past(before, FRAME_TIMEOUT_S, stop):
             out.line("  (the frame was not analysed in time)")
         app.feedback.wait_idle(5.0)
         if sample.sent:
@@ -428,10 +329,12 @@ def _run(args: argparse.Namespace, speed: float, work: Path, out: Output,
                 out.line("  (not received yet)")
 
     out.line("")
-    return _summary(app, pharmacy, expected_sent, out)
+    return _summary(app, pharmacy, expected_sent, out, no_broker if broker is None else "")
 
 
-def _summary(app: Any, pharmacy: Pharmacy | None, expected: int, out: Output) -> int:
+def _summary(
+    app: Any, pharmacy: Pharmacy | None, expected: int, out: Output, no_broker: str
+) -> int:
     snap = app.stats.snapshot()
     depth = app.status()["queue_depth"]
     reads = snap["reads"].get("ordonnance_numerique", 0)
@@ -441,7 +344,7 @@ def _summary(app: Any, pharmacy: Pharmacy | None, expected: int, out: Output) ->
              f"not re-sent, {refused} code(s) refused, {ignored} INS code(s) ignored")
     if pharmacy is None:
         out.line(f"  {depth} scan(s) held in the outbox: they would be sent once a broker is "
-                 "reachable. " + INSTALL_HINT)
+                 f"reachable ({no_broker}).")
         return 0
     got = len(pharmacy.scans)
     seqs = [s["seq"] for s in pharmacy.scans]

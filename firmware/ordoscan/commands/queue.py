@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ordoscan.clock import SYSTEM_CLOCK
 from ordoscan.config import Config, config_path, load_config
-from ordoscan.errors import OutboxInUse
+from ordoscan.errors import OutboxCorrupt, OutboxInUse
 from ordoscan.outbox import Outbox
-from ordoscan.privacy import mask
+from ordoscan.outbox.recovery import DAMAGED_NEXT
+from ordoscan.privacy import mask, printable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PAGE = 500
@@ -59,9 +60,17 @@ def _stats(cfg: Config) -> int:
     print(f"expired      {st.expired_total} (dropped undelivered after {cfg.outbox.max_age_h:g} h)")
     print(f"last seq     {st.last_seq}")
     if st.quarantined:
-        print(f"quarantined  {len(st.quarantined)} damaged file(s) kept for inspection:")
+        print(
+            f"quarantined  {len(st.quarantined)} damaged file(s) replaced: their readable scans "
+            "are in the queue above, the damaged copies were scrubbed; report(s):"
+        )
         for name in st.quarantined:
-            print(f"  {name}")
+            print(f"  {printable(name)}")
+        print(
+            "  next: read the report (it holds no identifier) and delete it; it goes by "
+            f"itself after {cfg.outbox.max_age_h:g} h. Damage that comes back means failing "
+            "storage: run `ordoscan check` and replace the SD card"
+        )
     else:
         print("quarantined  none")
     return EXIT_OK
@@ -83,7 +92,9 @@ def _list(cfg: Config) -> int:
                 except ValueError:
                     kind, payload = "?", ""
                 age = format_age(now - row.created_at)
-                print(f"{row.seq:>8}  {row.scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
+                # a row is written by the kiosk, but the file may not be: shown escaped
+                kind, scan_id = printable(kind, 40), printable(row.scan_id, 40)
+                print(f"{row.seq:>8}  {scan_id:36}  {age:>13}  {kind:20}  {mask(payload)}")
             shown += len(rows)
             if len(rows) < PAGE:
                 break
@@ -135,8 +146,12 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-    if args.action == "stats":
-        return _stats(cfg)
-    if args.action == "list":
-        return _list(cfg)
-    return _purge(cfg, bool(getattr(args, "yes", False)))
+    try:
+        if args.action == "stats":
+            return _stats(cfg)
+        if args.action == "list":
+            return _list(cfg)
+        return _purge(cfg, bool(getattr(args, "yes", False)))
+    except OutboxCorrupt as e:
+        print(f"ordoscan: {e}\n{DAMAGED_NEXT}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -12,7 +12,7 @@ import argparse
 import logging
 import signal
 
-from ordoscan.config import load_config
+from ordoscan.config import check_files, config_path, load_config
 from ordoscan.log import setup_logging
 
 log = logging.getLogger("ordoscan.run")
@@ -27,6 +27,8 @@ def main(args: argparse.Namespace) -> int:
     # which the kernel could otherwise pick to take SIGTERM's default action.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     cfg = load_config(args.config)  # ConfigError: exit 2 in cli.main
+    # the [mqtt] files too, before anything starts: exit 2, which systemd does not restart
+    check_files(cfg, config_path(args.config))
     setup_logging(cfg.log.level)
     from ordoscan.app import App  # after the config: a bad config exits 2 without loading paho
 

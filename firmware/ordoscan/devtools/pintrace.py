@@ -68,3 +68,21 @@ def traced_mock_factory(path: str, *, pwm: bool = False) -> Any:
 def trace_path() -> str | None:
     """The trace file named by ORDOSCAN_PIN_TRACE, or None when tracing is off."""
     return os.environ.get(PIN_TRACE_ENV) or None
+
+
+def _mock(pwm: bool) -> Any:
+    traced = trace_path()
+    if traced:
+        return traced_mock_factory(traced, pwm=pwm)
+    return MockFactory(pin_class=MockPWMPin if pwm else MockPin)
+
+
+def mock_factory() -> Any:
+    """Entry point `ordoscan-mock` (gpio.pin_factory = "mock"): mock pins, traced when
+    ORDOSCAN_PIN_TRACE names a file."""
+    return _mock(pwm=False)
+
+
+def mock_pwm_factory() -> Any:
+    """Entry point `ordoscan-mock-pwm`: the same with PWM pins, for a tonal buzzer."""
+    return _mock(pwm=True)

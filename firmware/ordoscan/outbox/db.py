@@ -6,11 +6,12 @@ import contextlib
 import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from urllib.parse import quote
 
 from ordoscan.errors import OutboxCorrupt, OutboxDiskError, OutboxError
-from ordoscan.outbox.files import explain_os, fsync_dir, sibling
+from ordoscan.outbox.files import explain_os, fsync_dir, open_nofollow, refuse_link, sibling
 from ordoscan.outbox.model import APPLICATION_ID, FORMAT_VERSION, SCHEMA_STATEMENTS
 
 log = logging.getLogger("ordoscan.outbox")
@@ -88,30 +89,39 @@ def pragma_text(conn: sqlite3.Connection, pragma: str) -> str:
 
 
 def create_file(path: Path) -> None:
-    """Create the database file 0600 ourselves: SQLite would follow the umask."""
+    """Create or open the database file ourselves: 0600 (SQLite would follow the umask), no
+    symbolic link as the file or its -wal/-shm, and modes changed on the file, never a link."""
+    for side in ("-wal", "-shm"):
+        refuse_link(sibling(path, side))
+    created = True
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
+        try:
+            fd = open_nofollow(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            created = False
+            fd = open_nofollow(path, os.O_RDWR)
     except OSError as e:
-        raise OutboxDiskError(f"{path}: cannot create the outbox file: {explain_os(e)}") from None
-    os.close(fd)
+        raise OutboxDiskError(f"{path}: cannot open the outbox file: {explain_os(e)}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OutboxError(f"{path}: is not a regular file (check outbox.path)")
+        mode = st.st_mode & 0o777
+        if mode & 0o077:
+            os.fchmod(fd, 0o600)  # an older or hand-made file: it holds health data
+            log.warning("%s: permissions were %03o, set to 600", path, mode)
+    except OSError as e:
+        raise OutboxDiskError(f"{path}: {explain_os(e)}") from None
+    finally:
+        os.close(fd)
+    if not created:
+        return
     try:
         fsync_dir(path.parent)
     except OSError as e:
         raise OutboxDiskError(
             f"{path.parent}: cannot sync the outbox folder: {explain_os(e)}"
         ) from None
-
-
-def _tighten_mode(path: Path) -> None:
-    try:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            os.chmod(path, 0o600)  # an older or hand-made file: it holds health data
-            log.warning("%s: permissions were %03o, set to 600", path, mode)
-    except OSError as e:
-        raise OutboxDiskError(f"{path}: {explain_os(e)}") from None
 
 
 def check_format(path: Path, conn: sqlite3.Connection) -> None:
@@ -136,7 +146,6 @@ def check_format(path: Path, conn: sqlite3.Connection) -> None:
 def open_checked(path: Path) -> sqlite3.Connection:
     """Open for writing, set pragmas, check the file, create tables; raises OutboxCorrupt."""
     create_file(path)
-    _tighten_mode(path)
     try:
         conn = connect(path)
     except sqlite3.Error as e:
@@ -169,6 +178,8 @@ def open_checked(path: Path) -> sqlite3.Connection:
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open for inspection only: never creates, repairs or checkpoints."""
+    for side in ("", "-wal", "-shm"):
+        refuse_link(sibling(path, side))
     if not path.is_file():
         raise OutboxDiskError(
             f"{path}: no outbox file (nothing was queued yet, or outbox.path is wrong)"

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ordoscan.clock import Clock
-from ordoscan.outbox.files import explain_os, sibling
+from ordoscan.outbox.files import explain_os, open_nofollow, refuse_link, sibling
 
 log = logging.getLogger("ordoscan.outbox")
 
@@ -31,6 +31,7 @@ class SpaceReserve:
 
     def ensure(self) -> None:
         """Keep RESERVE_BYTES aside for deletions on a full disk (best effort)."""
+        refuse_link(self.path)  # OutboxError naming it: never write through a link
         try:
             if self.path.stat().st_size >= RESERVE_BYTES:
                 return
@@ -39,7 +40,7 @@ class SpaceReserve:
         except OSError:
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            fd = open_nofollow(self.path, os.O_WRONLY | os.O_CREAT)
             try:
                 os.ftruncate(fd, 0)
                 os.write(fd, bytes(RESERVE_BYTES))  # real blocks, not a sparse file
@@ -54,7 +55,7 @@ class SpaceReserve:
     def ensure_later(self) -> None:
         """After a scan: re-make a released reserve, at most once per RETRY_S."""
         now = self._clock.monotonic()
-        if now >= self._retry_at and not self.path.exists():
+        if now >= self._retry_at and not os.path.lexists(self.path):
             self._retry_at = now + RETRY_S
             self.ensure()
 

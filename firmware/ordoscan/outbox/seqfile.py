@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ordoscan.errors import OutboxDiskError
-from ordoscan.outbox.files import explain_os, fsync_dir, sibling
+from ordoscan.outbox.files import explain_os, fsync_dir, open_nofollow, sibling
 
 log = logging.getLogger("ordoscan.outbox")
 
@@ -35,12 +35,19 @@ class SeqFile:
 
     def _read(self) -> int:
         try:
-            text = self.path.read_text(encoding="ascii").strip()
+            fd = open_nofollow(self.path, os.O_RDONLY)  # a link is refused, naming it
         except FileNotFoundError:
             return 0
+        except OSError as e:
+            log.warning("%s: cannot read the sequence file: %s", self.path, e)
+            return 0
+        try:
+            text = os.read(fd, 64).decode("ascii").strip()
         except (OSError, UnicodeDecodeError) as e:
             log.warning("%s: cannot read the sequence file: %s", self.path, e)
             return 0
+        finally:
+            os.close(fd)
         if not text.isdigit():
             log.warning("%s: ignoring a sequence file that is not a number", self.path)
             return 0
@@ -52,7 +59,7 @@ class SeqFile:
             return
         ceiling = seq + SEQ_BLOCK - 1
         try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd = open_nofollow(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
                 os.write(fd, f"{ceiling}\n".encode("ascii"))
                 os.fsync(fd)

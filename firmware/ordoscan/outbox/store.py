@@ -34,7 +34,7 @@ from ordoscan.lifecycle import Closeable
 from ordoscan.message import NAME_PATTERN, ScanMessage, new_scan_id
 from ordoscan.outbox import db
 from ordoscan.outbox.checkpoint import Checkpoints
-from ordoscan.outbox.files import explain_os
+from ordoscan.outbox.files import make_last_folder
 from ordoscan.outbox.lock import WriterLock
 from ordoscan.outbox.model import COLUMNS, OutboxStats, StoredScan
 from ordoscan.outbox.recovery import Quarantine, Salvage
@@ -165,15 +165,7 @@ class Outbox(Closeable):
     # --- opening and recovery ----------------------------------------------------------
 
     def _open(self) -> None:
-        folder = self.path.parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as e:
-            raise OutboxDiskError(
-                f"{folder}: cannot create the outbox folder: {explain_os(e)}"
-            ) from None
-        if not folder.is_dir():
-            raise OutboxDiskError(f"{folder}: the outbox folder is not a directory")
+        make_last_folder(self.path.parent)
         self.writer_lock.acquire()  # before anything is written: one writer per outbox
         self._seq.load()
         try:
@@ -181,14 +173,16 @@ class Outbox(Closeable):
         except OutboxCorrupt as e:
             self._recover(str(e))
         self._continue_seq()
+        for left in self._quarantine.leftovers():
+            self._salvage(left, "a damaged copy left by an earlier recovery")
         self._reserve.ensure()
         self._quarantine.forget_older_than(self.max_age_s, self._clock.wall())
-        quarantined = self._quarantine.files()
-        if quarantined:
+        reports = self._quarantine.files()
+        if reports:
             log.warning(
-                "%s: quarantined outbox file(s) kept for inspection: %s",
+                "%s: the outbox was found damaged and replaced; report(s): %s",
                 self.path,
-                ", ".join(quarantined),
+                ", ".join(reports),
             )
 
     def _recover(self, problem: str) -> None:
@@ -199,15 +193,21 @@ class Outbox(Closeable):
                 self._conn.close()
             self._conn = None
         target = self._quarantine.move_aside(self._clock.wall())
-        salvage = Salvage.read(target, self._seq.ceiling)
         self._conn = db.open_checked(self.path)
-        self._restore(salvage)
+        self._salvage(target, problem)
+
+    def _salvage(self, target: Path, problem: str) -> None:
+        """Copy the readable scans of a damaged copy into the live file, then scrub the copy."""
+        salvage = Salvage.read(target, self._seq.ceiling)
+        self._restore(salvage)  # committed: from here on the copy is not needed
+        report = self._quarantine.replace_with_report(target, problem, salvage, self._clock.wall())
         log.error(
-            "%s: damaged outbox moved to %s; %d queued scan(s) recovered into a fresh file%s",
+            "%s: damaged outbox replaced; %d queued scan(s) recovered into a fresh file%s; "
+            "the damaged copy was scrubbed, report in %s",
             self.path,
-            target,
             len(salvage.rows),
             "" if salvage.meta_ok else " (its counters were unreadable)",
+            report,
         )
 
     def _restore(self, salvage: Salvage) -> None:
@@ -221,8 +221,9 @@ class Outbox(Closeable):
                 f"INSERT OR IGNORE INTO scans ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 salvage.rows,
             )
-            _set_meta(c, "last_seq", last_seq)
-            _set_meta(c, "expired_total", salvage.expired_total)
+            # max: a copy salvaged late (after a crash) never takes the counters back
+            _set_meta(c, "last_seq", max(last_seq, _meta(c, "last_seq")))
+            _set_meta(c, "expired_total", max(salvage.expired_total, _meta(c, "expired_total")))
 
         self._write(fill, "restore the scans of a damaged file")
 

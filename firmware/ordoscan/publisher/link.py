@@ -14,7 +14,9 @@ whereas paho's own PINGREQ timing can take twice that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +25,67 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ordoscan.security import Credentials, apply_credentials
+from ordoscan.security import (
+    Credentials,
+    apply_credentials,
+    explain_early_close,
+    explain_tls_failure,
+)
 
 # CONNACK codes that mean "try again later" rather than "the installer must act".
 TRANSIENT_CONNACK = frozenset({0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F})
+# The largest packet the kiosk accepts (MQTT 5 Maximum Packet Size on CONNECT): the broker
+# then never forwards a bigger one (a command is at most 1 KiB, an ack a few dozen bytes),
+# so a huge message on a command topic never reaches a kiosk's memory.
+MAX_INBOUND_PACKET = 8192
+
+
+class Waker:
+    """A socket pair the publisher thread's select() also waits on, so other threads can
+    wake it (a queue or an Event could not be waited on together with the network)."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = socket.socketpair()
+        self.open()
+
+    def open(self) -> None:
+        if self.fd.fileno() < 0:  # closed by an earlier close()
+            self.fd, self._w = socket.socketpair()
+        self.fd.setblocking(False)
+        self._w.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe is already a pending wake-up
+            self._w.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while self.fd.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self.fd.close()
+        self._w.close()
+
+
+def explain_close(
+    paho_error: str | None, creds: Credentials | None, where: str
+) -> tuple[str, bool]:
+    """Why a connection closed without a DISCONNECT from the broker, and whether the installer
+    must act: a TLS refusal, a close before CONNACK (`creds` given), or the end of the stream."""
+    sentence = explain_tls_failure(paho_error or "")
+    if sentence:
+        return sentence, True
+    if creds is not None:
+        return explain_early_close(creds, where)
+    if paho_error is None:
+        # paho says "Unspecified error" for a plain end of stream: name what happened
+        return (
+            "the broker closed the connection without a word (the broker stopped or "
+            "restarted, or something between us cut the link)",
+            False,
+        )
+    return f"connection closed: {paho_error}", False
 
 
 class LastError(logging.Handler):
@@ -121,6 +180,13 @@ class PropertiesCache:
         return props
 
 
+def connect_properties(max_packet: int) -> Properties:
+    """MQTT 5 CONNECT properties: the largest packet we accept."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.MaximumPacketSize = max_packet
+    return props
+
+
 def new_client(
     *,
     client_id: str,
@@ -147,3 +213,47 @@ def new_client(
         setattr(client, name, fn)
     client.enable_logger(paho_log)
     return client
+
+
+class TakeoverWatch:
+    """Recognises a second client with our client id (two kiosks with one `device.id`).
+
+    Each connection of one kiosk takes the session of the other over, so both
+    are thrown off within seconds of connecting, again and again. `TAKEOVERS`
+    such losses within `WINDOW_S` raise the alarm; a connection that lasts
+    `WINDOW_S` ends it. With MQTT 5 the broker says "session taken over"; with
+    3.1.1 it only closes the socket, so a close within `SHORT_S` of the CONNACK
+    counts too.
+    """
+
+    TAKEOVERS = 3
+    WINDOW_S = 60.0
+    SHORT_S = 5.0
+
+    def __init__(self) -> None:
+        self._losses: list[float] = []
+        self._up_since: float | None = None
+        self.active = False
+
+    def connected(self, now: float) -> None:
+        self._up_since = now
+
+    def lost(self, now: float, taken_over: bool) -> bool:
+        """The link was lost; True when this starts the alarm."""
+        short = self._up_since is not None and now - self._up_since < self.SHORT_S
+        self._up_since = None
+        if not (taken_over or short):
+            return False
+        self._losses = [t for t in self._losses if now - t < self.WINDOW_S] + [now]
+        if not self.active and len(self._losses) >= self.TAKEOVERS:
+            self.active = True
+            return True
+        return False
+
+    def settled(self, now: float) -> bool:
+        """True when a running alarm ends: the current connection has lasted WINDOW_S."""
+        if self.active and self._up_since is not None and now - self._up_since >= self.WINDOW_S:
+            self.active = False
+            self._losses.clear()
+            return True
+        return False

@@ -15,10 +15,13 @@ from collections.abc import Callable
 from ordoscan import __version__
 from ordoscan.clock import Clock, iso_ms
 from ordoscan.config import Config
+from ordoscan.privacy import printable
+from ordoscan.remote import MAX_COMMAND_BYTES, LogThrottle, held_note
 
 log = logging.getLogger("ordoscan.publisher")
 
 OUTGOING_MAX = 64
+SHOWN_NAME_CHARS = 40  # a command name from the network is cut to this in a log line
 
 
 class SideChannel:
@@ -44,6 +47,9 @@ class SideChannel:
         self._outgoing: queue.Queue[tuple[str, bytes, int]] = queue.Queue(maxsize=OUTGOING_MAX)
         self.telemetry_dropped = 0
         self.replies_dropped = 0
+        self.commands_received = 0
+        self.commands_oversized = 0
+        self._log_commands = LogThrottle(1.0, burst=5, clock=clock)
 
     # --- status ---------------------------------------------------------------------------
 
@@ -112,13 +118,31 @@ class SideChannel:
         if not topic.startswith(self.cmd_prefix):
             return
         name = topic[len(self.cmd_prefix) :]
+        self.commands_received += 1
+        # Sizes first, nothing parsed yet; every line about it throttled and made safe.
+        held = self._log_commands.allow()
+        shown = printable(name, SHOWN_NAME_CHARS)
+        if len(payload) > MAX_COMMAND_BYTES:
+            # the handler refuses it from its size alone (one reply, nothing parsed)
+            self.commands_oversized += 1
+            if held is not None:
+                log.warning(
+                    "command %s refused unread: %d bytes, over the limit of %d%s",
+                    shown, len(payload), MAX_COMMAND_BYTES, held_note(held),
+                )
+            held = None
         if retained:
             # A retained command would run again at every reconnect.
-            log.warning("ignoring retained command %r (commands must not be retained)", name)
+            if held is not None:
+                log.warning(
+                    "ignoring retained command %s (commands must not be retained)%s",
+                    shown, held_note(held),
+                )
             return
-        log.info("command %r received (%d bytes)", name, len(payload))
+        if held is not None:
+            log.info("command %s received (%d bytes)%s", shown, len(payload), held_note(held))
         if self._on_command:
             try:
                 self._on_command(name, payload)
             except Exception:
-                log.exception("command %r handler failed", name)
+                log.exception("command %s handler failed", shown)

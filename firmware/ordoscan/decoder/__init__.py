@@ -1,15 +1,23 @@
 """Decoder: zxing-cpp on grey frames, QR Code and DataMatrix.
 
-`Decoder.decode(frame)` runs a fast first pass on the frame as it is (a
+`Decoder.decode(frame, zoom)` runs a fast first pass on the frame as it is (a
 strided view such as the Y plane of a YUV buffer is read in place, without a
-copy). Most camera frames show no code at all, so the extra passes (upscaled,
-another binarizer) run only where there is a sign of a code the fast pass did
-not read: a symbol zxing-cpp detected but could not decode, or, when the fast
-pass read nothing, a patch that looks like a 2-D code (dense edges both ways,
-about as much dark as light; cheap statistics on a half-size frame). They run
-on those regions only, within a per-frame time budget and a duty cycle (a
-share of the frame interval, averaged over a second). The passes and the
-region finder were chosen by measurement on the synthetic counter scenes
+copy). Most camera frames show no code at all, so the extra passes (fitted to
+a small code's size, upscaled, another binarizer) run only where there is a
+sign of a code the fast pass did not read:
+- a symbol zxing-cpp detected but could not decode;
+- when no QR Code was read, QR finder patterns found by their own structure
+  (`ordoscan.decoder.finders`: 1:1:3:1:1 runs both ways, grouped in threes, on
+  an image pyramid), which find a small code among lines of text as well as
+  one alone; a code under _ZOOM_BELOW pixels a module is read from the
+  camera's full-resolution stream through `zoom` when there is one, else
+  upscaled to about _FIT_MODULE pixels a module;
+- when nothing was read, a patch that looks like a 2-D code (dense edges both
+  ways, about as much dark as light; cheap statistics on a half-size frame),
+  which also covers DataMatrix symbols.
+They run on those regions only, within a per-frame time budget and a duty
+cycle (a share of the frame interval, averaged over a second). The passes were
+chosen by measurement on the synthetic counter scenes
 (`ordoscan.devtools.scenes`) and ZXing's black-box corpus (see
 tests/bench/test_bench_decoder.py).
 
@@ -30,10 +38,15 @@ import numpy.typing as npt
 import zxingcpp
 from PIL import Image
 
+from ordoscan.decoder.finders import CodeGuess, find_finders, guess_codes
 from ordoscan.errors import DecodeError
 from ordoscan.images import load_image as load_image  # the image loader lives in images.py
 
 Grey = npt.NDArray[np.uint8]
+# The full-resolution twin of a frame: (x0, y0, x1, y1), a box of the frame in its own
+# pixels (x1, y1 excluded), gives the same region from the camera's main stream, grey, or
+# None when there is none. A real zoom: more pixels per module than the frame has.
+Zoom = Callable[[int, int, int, int], Grey | None]
 
 # zxing-cpp's "QRCode" also covers Micro QR and rMQR: only full QR Codes are read.
 _QR = zxingcpp.BarcodeFormats(
@@ -56,6 +69,14 @@ _MIN_CODE_SIDE = 2  # cells across, both ways: a line of text is one cell high
 _MAX_CODE_ASPECT = 3.0  # codes are square (seen slanted: under 2.5 measured); lines of text are not
 _MAX_CODE_CELLS = 20  # a larger patch is not one small code: only its densest part is searched
 _WHOLE_FRAME = 0.5  # regions covering more of the frame than this: search the whole frame
+
+# Candidates from QR finder patterns (ordoscan.decoder.finders): the code's own structure.
+_FINDER_LEVELS = 2  # pyramid levels searched: modules of about 1.2 to 10 frame pixels
+_SMALL_MODULE = 3.5  # px per module: below this a found code gets a pass fitted to its size
+_ZOOM_BELOW = 3.0  # px per module: below this the main stream's region is asked for
+_FIT_MODULE = 4.0  # px per module the fitted pass scales a small code to (zxing reads it well)
+_FIT_SCALE = (1.5, 3.0)  # ... within these factors
+_MAX_FITTED = 4  # small-code guesses given a fitted pass per frame, best first
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +103,8 @@ class DecodeStats:
     extra_symbols: int  # symbols found only by an extra pass
     blank_frames: int = 0  # frames where nothing was read and nothing looked like a code
     duty_stops: int = 0  # hard frames whose extra passes were cut by the duty cycle
+    extra_passes: int = 0  # zxing-cpp calls made by extra passes (regions, fitted, zoomed)
+    zooms: int = 0  # regions read from the full-resolution main stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +117,15 @@ class _Pass:
     invert: bool = True  # also try light-on-dark symbols (phones in dark mode)
     downscale: bool = True  # let zxing-cpp also try smaller versions
     binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
+    zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One extra pass on one region."""
+
+    p: _Pass
+    box: _Box
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +167,14 @@ EXTRA_PASSES: tuple[_Pass, ...] = (
     _Pass("datamatrix-x1.5", _DM, scale=1.5, invert=False, downscale=False),
     _Pass("qr-x2.5", _QR, scale=2.5, downscale=False),
 )
+
+
+def _fitted(guess: CodeGuess, zoom: bool) -> _Pass:
+    """The pass for a small code whose module size the finder patterns gave."""
+    if zoom:
+        return _Pass("qr-zoom", _QR, zoom=True)
+    scale = min(max(_FIT_MODULE / guess.module, _FIT_SCALE[0]), _FIT_SCALE[1])
+    return _Pass("qr-fit", _QR, scale=round(scale, 1), downscale=False)
 
 
 def _check(image: object) -> Grey | None:
@@ -202,9 +242,17 @@ class Decoder:
         self._extra = 0
         self._blank = 0
         self._duty_stops = 0
+        self._passes = 0
+        self._zooms = 0
+        self._zoom_area = 4.0  # main-stream pixels per frame pixel, learnt from the zooms
 
-    def decode(self, image: Grey) -> list[Symbol]:
-        """The QR Codes and DataMatrix symbols of a grey frame, each once."""
+    def decode(self, image: Grey, zoom: Zoom | None = None) -> list[Symbol]:
+        """The QR Codes and DataMatrix symbols of a grey frame, each once.
+
+        `zoom`, when given, reads a region of the frame from the camera's
+        full-resolution stream: a QR Code found too small to read here (under
+        _ZOOM_BELOW pixels a module) is read there instead of upscaled.
+        """
         start = self._clock()
         frame = _check(image)
         self._credit = min(self._credit + self._credit_step, self._credit_max)
@@ -215,20 +263,31 @@ class Decoder:
         unread_qr: list[_Box] = []
         unread_other: list[_Box] = []
         for p in FAST_PASSES:
-            for symbology, box in self._run(p, frame, _whole(frame), found):
+            for symbology, box in self._run(p, frame, _whole(frame), found, None):
                 (unread_qr if symbology == "QRCode" else unread_other).append(box)
-        if found and not unread_qr and not unread_other:
+        qr_read = any(s.format == "QRCode" for s in found.values())
+        if qr_read and not unread_qr and not unread_other:
             self._account((self._clock() - start) * 1000.0)
             return list(found.values())
+        # No QR Code read (the prescription's symbology): look for its finder patterns,
+        # even beside a DataMatrix that was read (an ordonnance's INS code).
+        guesses = [] if qr_read else _new_guesses(frame, found, unread_qr)
+        # the region statistics: a code whose finder patterns did not survive, or a DataMatrix
+        candidates = [] if found else _candidates(frame)
+        jobs = [
+            _Job(_fitted(g, zoom is not None and g.module < _ZOOM_BELOW), _guess_box(g))
+            for g in [g for g in guesses if g.module < _SMALL_MODULE][:_MAX_FITTED]
+        ]
         # the prescription's symbology first; DataMatrix "detections" are the
         # commonest false alarm on a blank counter (a few frames in ten)
-        candidates = [] if found else _candidates(frame)
-        regions = _regions(unread_qr + candidates + unread_other, frame)
-        if not regions:
-            self._account((self._clock() - start) * 1000.0, blank=True)
-            return []
+        boxes = unread_qr + [_guess_box(g) for g in guesses[:_MAX_REGIONS]] + candidates
+        regions = _regions(boxes + unread_other, frame)
+        jobs += [_Job(p, box) for p in EXTRA_PASSES for box in regions]
+        if not jobs:
+            self._account((self._clock() - start) * 1000.0, blank=not found)
+            return list(found.values())
         fast_end = self._clock()
-        stop, extra = self._extra_passes(frame, regions, found, fast_end)
+        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom)
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
         self._account(
@@ -237,54 +296,79 @@ class Decoder:
             budget_stop=stop == "budget",
             duty_stop=stop == "duty",
             extra=extra,
+            runs=runs,
+            zooms=zooms,
         )
         return list(found.values())
 
     def _extra_passes(
         self,
         frame: Grey,
-        regions: list[_Box],
+        jobs: list[_Job],
         found: dict[tuple[str, bytes], Symbol],
         fast_end: float,
-    ) -> tuple[str, int]:
-        """Run the extra passes on the regions, each pass on every region before the next pass.
+        zoom: Zoom | None,
+    ) -> tuple[str, int, int, int]:
+        """Run the jobs in order (each generic pass on every region before the next pass).
 
-        Returns what stopped them ("budget", "duty" or "") and how many symbols
-        they added.
+        Returns what stopped them ("budget", "duty" or ""), how many symbols
+        they added, how many zxing-cpp calls they made and how many of those
+        read the main stream.
         """
         limit = min(self.budget_ms, self._credit)
         stop = ""
-        extra = 0
-        for p in EXTRA_PASSES:
-            for box in regions:
-                mpx = box.area * p.scale * p.scale / 1e6
-                if mpx * 1e6 > _MAX_PASS_PIXELS:
-                    continue
-                now = self._clock()
-                expected = self._cost.get(p.name, 0.0) * mpx
-                if limit <= 0 or (now - fast_end) * 1000.0 + expected > limit:
-                    stop = "budget" if limit >= self.budget_ms else "duty"
-                    break
-                before = len(found)
-                self._run(p, frame, box, found)
-                extra += len(found) - before
-                spent = (self._clock() - now) * 1000.0 / max(mpx, 1e-6)
-                old = self._cost.get(p.name)
-                self._cost[p.name] = spent if old is None else 0.8 * old + 0.2 * spent
-            if stop:
+        extra = runs = zooms = 0
+        for job in jobs:
+            p, box = job.p, job.box
+            # a zoomed region's size is known only once it is read: take the last ratio's
+            mpx = box.area * (self._zoom_area if p.zoom else p.scale * p.scale) / 1e6
+            if mpx * 1e6 > _MAX_PASS_PIXELS:
+                continue
+            now = self._clock()
+            expected = self._cost.get(p.name, 0.0) * mpx
+            if limit <= 0 or (now - fast_end) * 1000.0 + expected > limit:
+                stop = "budget" if limit >= self.budget_ms else "duty"
                 break
-        return stop, extra
+            before = len(found)
+            zoomed: list[int] = []
+            self._run(p, frame, box, found, zoom, zoomed)
+            extra += len(found) - before
+            runs += 1
+            if zoomed:
+                zooms += 1
+                mpx = zoomed[0] / 1e6
+                self._zoom_area = zoomed[0] / max(box.area, 1)
+            spent = (self._clock() - now) * 1000.0 / max(mpx, 1e-6)
+            old = self._cost.get(p.name)
+            self._cost[p.name] = spent if old is None else 0.8 * old + 0.2 * spent
+        return stop, extra, runs, zooms
 
     def _run(
-        self, p: _Pass, frame: Grey, box: _Box, found: dict[tuple[str, bytes], Symbol]
+        self,
+        p: _Pass,
+        frame: Grey,
+        box: _Box,
+        found: dict[tuple[str, bytes], Symbol],
+        zoom: Zoom | None,
+        zoomed: list[int] | None = None,
     ) -> list[tuple[str, _Box]]:
         """Run one pass on a region, add its symbols to `found`.
 
         Returns the symbology and box (with a margin, in frame pixels) of each
-        symbol it detected but could not decode.
+        symbol it detected but could not decode. A zoom pass reads the region
+        from `zoom` (its pixel count is appended to `zoomed`); without one, or
+        when it gives nothing usable, the region is upscaled as a fitted pass would.
         """
         region = frame[box.y0 : box.y1, box.x0 : box.x1]
-        prepared = _prepare(region, p)
+        prepared: Grey | None = None
+        if p.zoom and zoom is not None:
+            prepared = _zoomed(zoom, box, region)
+            if prepared is not None and zoomed is not None:
+                zoomed.append(prepared.size)
+        if prepared is None:
+            if p.zoom:  # no main stream: the frame's own pixels, upscaled
+                p = _Pass(p.name, p.formats, scale=_FIT_SCALE[1] / 1.5, downscale=False)
+            prepared = _prepare(region, p)
         # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
         # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
         try:
@@ -337,6 +421,8 @@ class Decoder:
         duty_stop: bool = False,
         extra: int = 0,
         blank: bool = False,
+        runs: int = 0,
+        zooms: int = 0,
     ) -> None:
         with self._lock:
             self._frames += 1
@@ -348,6 +434,8 @@ class Decoder:
             self._duty_stops += duty_stop
             self._extra += extra
             self._blank += blank
+            self._passes += runs
+            self._zooms += zooms
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -363,6 +451,8 @@ class Decoder:
                 self._extra,
                 self._blank,
                 self._duty_stops,
+                self._passes,
+                self._zooms,
             )
 
 
@@ -373,6 +463,43 @@ def _prepare(frame: Grey, p: _Pass) -> Grey:
     img = Image.fromarray(frame)  # copies a strided view once
     size = (max(1, round(img.width * p.scale)), max(1, round(img.height * p.scale)))
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR))
+
+
+def _zoomed(zoom: Zoom, box: _Box, region: Grey) -> Grey | None:
+    """The box from the main stream: a grey image larger than the region, else None."""
+    got = zoom(box.x0, box.y0, box.x1, box.y1)
+    if got is None:
+        return None
+    try:
+        image = _check(got)
+    except DecodeError:
+        return None  # a misbehaving zoom must not cost the frame: the upscaled pass instead
+    if image is None or image.shape[0] <= region.shape[0] or image.shape[1] <= region.shape[1]:
+        return None
+    return image
+
+
+def _new_guesses(
+    frame: Grey, found: dict[tuple[str, bytes], Symbol], unread: list[_Box]
+) -> list[CodeGuess]:
+    """QR Codes the finder patterns point at, away from the symbols already read or detected."""
+    known = [_Box(*_outline(s.position)) for s in found.values()] + unread
+    out = []
+    for g in guess_codes(find_finders(frame, _FINDER_LEVELS), frame.shape):
+        cx, cy = (g.x0 + g.x1) // 2, (g.y0 + g.y1) // 2
+        centre = _Box(cx, cy, cx + 1, cy + 1)
+        if not any(k.overlaps(centre) for k in known):
+            out.append(g)
+    return out
+
+
+def _outline(corners: tuple[tuple[int, int], ...]) -> tuple[int, int, int, int]:
+    xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+    return min(xs), min(ys), max(xs) + 1, max(ys) + 1
+
+
+def _guess_box(g: CodeGuess) -> _Box:
+    return _Box(g.x0, g.y0, g.x1, g.y1)
 
 
 def _whole(frame: Grey) -> _Box:

@@ -1,0 +1,347 @@
+"""QR Code finder patterns, found by their own structure at any scale (numpy, no decoding).
+
+A QR Code has three finder patterns: a dark 3x3 square in a light ring in a
+dark ring, which any line through its centre crosses as dark, light, dark,
+light, dark runs in the proportions 1:1:3:1:1, whatever the rotation. Rows and
+columns of a binarized image are scanned for such runs, a row hit is kept when
+a column hit crosses it at the same place with the same module size, and the
+confirmed centres are grouped in threes that form the corner of a square (two
+legs of about the same length at about a right angle). Nothing here depends on
+what is around the code: a small code between lines of text is found as well
+as one alone on a counter. An image pyramid (each level half the size of the
+one before) keeps the binarizing window about the size of a finder pattern at
+every scale.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Grey = npt.NDArray[np.uint8]
+_I = npt.NDArray[np.int64]
+_F = npt.NDArray[np.float64]
+
+# Module sizes searched at each level of the pyramid, in that level's pixels: under
+# 1.2 px the runs cannot be told apart; over 5 px the next level sees them better.
+_MODULE = (1.2, 5.0)
+_BLOCK = 8  # pixels a side of the blocks whose grey-level range says "flat" (no code here)
+_MIN_RANGE = 24  # grey levels: a smaller range in a block and its neighbours is flat
+_NOISE_RANGE = 2.0  # ... or this many times the range of the frame's flattest blocks (noise)
+_SLACK = 0.75  # pixels of run-length tolerance on top of zxing's (blur at 2-3 px a module)
+_GRID = 4  # pixels a side of the cells that collect the row and column hits
+_MIN_CROSSINGS = 2  # row hits and column hits a finder centre needs, each way
+_MODULE_MATCH = 1.5  # the rows' and the columns' module sizes agree within this factor
+_MIN_LEVEL_SIDE = 48  # a pyramid level smaller than this has no room for a code
+_MAX_CENTRES = 40  # finder centres kept per frame, best confirmed first
+_MAX_HITS = 20_000  # run-length hits kept per level (a page of fine print gives many)
+# finder to finder, in modules: 14 (version 1; rows across a turned code overstate the
+# module up to 1.4x, so 9) to 50 (version 9: larger codes are the fast pass's)
+_LEG_MODULES = (9.0, 50.0)
+_PAIR_HITS = 4  # a pair (no third finder seen) is proposed only if both are well crossed
+_MAX_PAIRS = 4  # pairs of finders (third one unseen) proposed per frame, best crossed first
+
+
+@dataclass(frozen=True, slots=True)
+class Finder:
+    """One confirmed finder pattern: its centre and module size, in frame pixels."""
+
+    x: float
+    y: float
+    module: float
+    hits: int  # rows and columns that crossed it with the right proportions
+
+
+@dataclass(frozen=True, slots=True)
+class CodeGuess:
+    """Where a QR Code probably is: a box in frame pixels and its module size."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    module: float  # frame pixels per module, from the finder patterns
+    finders: int  # 3 for a full corner, 2 for a pair whose third finder was not seen
+
+
+def _binarize(img: Grey) -> npt.NDArray[np.bool_]:
+    """Dark pixels: below the mean of their 3x3 blocks, in blocks that are not flat.
+
+    The threshold is one value per block (block means, smoothed over the
+    neighbours), which costs a few reductions instead of a per-pixel window.
+    """
+    h, w = img.shape
+    bh, bw = h // _BLOCK, w // _BLOCK
+    dark = np.zeros((h, w), np.bool_)
+    if bh < 3 or bw < 3:
+        return dark
+    core = img[: bh * _BLOCK, : bw * _BLOCK].reshape(bh, _BLOCK, bw, _BLOCK)
+    hi = core.max(axis=(1, 3))
+    lo = core.min(axis=(1, 3))
+    spread = hi.astype(np.int16) - lo
+    noise = float(np.percentile(spread, 10))
+    busy = spread >= max(_MIN_RANGE, _NOISE_RANGE * noise)
+    near = _max3(busy)  # a finder may straddle a busy block and a calmer one
+    means = core.mean(axis=(1, 3), dtype=np.float32)
+    thr = _mean3(means)
+    thr[~near] = -1.0  # flat: nothing is dark there
+    dark[: bh * _BLOCK, : bw * _BLOCK] = (core < thr[:, None, :, None]).reshape(
+        bh * _BLOCK, bw * _BLOCK
+    )
+    return dark
+
+
+def _max3(a: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Each cell or any of its 8 neighbours."""
+    out = a.copy()
+    out[1:] |= a[:-1]
+    out[:-1] |= a[1:]
+    rows = out.copy()
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def _sum3(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Sum over each cell's 3x3 neighbourhood (zero outside)."""
+    out = a.copy()
+    out[1:] += a[:-1]
+    out[:-1] += a[1:]
+    rows = out.copy()
+    out[:, 1:] += rows[:, :-1]
+    out[:, :-1] += rows[:, 1:]
+    return out
+
+
+def _mean3(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    n = _sum3(np.ones_like(a))
+    out: npt.NDArray[np.float32] = _sum3(a) / n
+    return out
+
+
+def _line_hits(dark: npt.NDArray[np.bool_]) -> tuple[_I, _F, _F]:
+    """1:1:3:1:1 dark-first runs along each row: (row, centre, module) of each."""
+    change = dark[:, 1:] != dark[:, :-1]
+    rows, cols = np.nonzero(change)
+    starts = cols + 1  # a run starts right after each change
+    n = starts.size - 5
+    if n <= 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    same = rows[:n] == rows[5:]
+    first_dark = dark[rows[:n], starts[:n]]
+    lengths = np.stack([starts[k + 1 : n + k + 1] - starts[k : n + k] for k in range(5)])
+    ok = same & first_dark
+    total = lengths.sum(axis=0)
+    u = total / 7.0
+    ok &= (u >= _MODULE[0]) & (u <= _MODULE[1])
+    # zxing's tolerance (half a module, 1.5 for the centre) plus some slack for blur at small scales
+    side_tol = 0.5 * u + _SLACK
+    for k in (0, 1, 3, 4):
+        ok &= np.abs(lengths[k] - u) <= side_tol
+    ok &= np.abs(lengths[2] - 3 * u) <= 1.5 * u + _SLACK
+    idx = np.nonzero(ok)[0][:_MAX_HITS]
+    centre = starts[idx] + lengths[0, idx] + lengths[1, idx] + lengths[2, idx] / 2.0
+    return rows[idx], centre, u[idx]
+
+
+def _grid(ys: _F, xs: _F, us: _F, shape: tuple[int, int]) -> list[npt.NDArray[np.float32]]:
+    """Per grid cell, over its 3x3 cells: the hits, and the sums of their module, y and x."""
+    gy = np.minimum((ys / _GRID).astype(np.int64), shape[0] - 1)
+    gx = np.minimum((xs / _GRID).astype(np.int64), shape[1] - 1)
+    key = gy * shape[1] + gx
+    size = shape[0] * shape[1]
+    return [
+        _sum3(np.bincount(key, weights=wt, minlength=size).astype(np.float32).reshape(shape))
+        for wt in (None, us, ys, xs)
+    ]
+
+
+# Where a finder pattern's parts are, around its centre, in modules, whatever its rotation:
+# the 3x3 centre is dark within 1 module; a circle of 2.2 modules runs in the light ring
+# (between 1.5 and 2.5 modules from the centre along the axes, 1.56 to 2.2 at any angle).
+# Rows and columns cross a turned pattern slantwise and overstate its module by up to
+# 1.4x (45 degrees): the ring is also looked for on smaller circles.
+_ANGLES = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+_CENTRE = np.concatenate(
+    [[[0.0, 0.0]], 0.8 * np.stack([np.cos(_ANGLES[::2]), np.sin(_ANGLES[::2])], 1)]
+)
+_RINGS = [r * np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], 1) for r in (2.2, 1.9, 1.6)]
+_CENTRE_DARK = 0.6  # share of the centre's samples that must be dark (blur, an inexact centre)
+_RING_LIGHT = 0.6  # share of a ring's samples that must be light
+
+
+def _looks_like_finder(dark: npt.NDArray[np.bool_], x: _F, y: _F, u: _F) -> npt.NDArray[np.bool_]:
+    """A dark centre in a light ring at each (x, y) of module u (a letter's blot has no ring)."""
+    h, w = dark.shape
+
+    def share(offsets: npt.NDArray[np.float64]) -> _F:
+        sx = np.clip(np.rint(x[:, None] + offsets[None, :, 0] * u[:, None]), 0, w - 1)
+        sy = np.clip(np.rint(y[:, None] + offsets[None, :, 1] * u[:, None]), 0, h - 1)
+        got: _F = dark[sy.astype(np.int64), sx.astype(np.int64)].mean(axis=1)
+        return got
+
+    ring = np.zeros(x.shape, np.bool_)
+    for offsets in _RINGS:
+        ring |= 1 - share(offsets) >= _RING_LIGHT
+    return (share(_CENTRE) >= _CENTRE_DARK) & ring
+
+
+def _level_finders(img: Grey, scale: float) -> list[Finder]:
+    """Finder centres of one pyramid level, in frame pixels.
+
+    A centre is a grid cell crossed by at least two row hits and two column
+    hits (the 3-module centre square is crossed by about 3 modules' worth of
+    pixel rows each way) of about the same module size, the best-crossed cell
+    among its neighbours, with a dark centre in a light ring around it.
+    """
+    dark = _binarize(img)
+    ry, rx, ru = _line_hits(dark)
+    cx, cy, cu = _line_hits(np.ascontiguousarray(dark.T))  # columns: "row" is x, "centre" is y
+    if not ry.size or not cx.size:
+        return []
+    h, w = dark.shape
+    shape = (h // _GRID + 1, w // _GRID + 1)
+    rn, ru_sum, ry_sum, rx_sum = _grid(ry.astype(np.float64), rx, ru, shape)
+    cn, cu_sum, cy_sum, cx_sum = _grid(cy, cx.astype(np.float64), cu, shape)
+    both = (rn >= _MIN_CROSSINGS) & (cn >= _MIN_CROSSINGS)
+    if not both.any():
+        return []
+    score = np.where(both, np.minimum(rn, cn), 0).astype(np.float32)
+    peak = score.copy()  # the best cell of its neighbourhood
+    peak[1:] = np.maximum(peak[1:], score[:-1])
+    peak[:-1] = np.maximum(peak[:-1], score[1:])
+    rows = peak.copy()
+    peak[:, 1:] = np.maximum(peak[:, 1:], rows[:, :-1])
+    peak[:, :-1] = np.maximum(peak[:, :-1], rows[:, 1:])
+    gy, gx = np.nonzero(both & (score >= peak))
+    n_r, n_c = rn[gy, gx], cn[gy, gx]
+    ur, uc = ru_sum[gy, gx] / n_r, cu_sum[gy, gx] / n_c
+    # row hits place x exactly and column hits y; each is spread the other way
+    x = ((rx_sum[gy, gx] + cx_sum[gy, gx]) / (n_r + n_c)).astype(np.float64) + 0.5
+    y = ((ry_sum[gy, gx] + cy_sum[gy, gx]) / (n_r + n_c)).astype(np.float64) + 0.5
+    u = ((ur + uc) / 2).astype(np.float64)
+    keep = np.maximum(ur, uc) <= _MODULE_MATCH * np.minimum(ur, uc)
+    keep &= _looks_like_finder(dark, x, y, u)
+    hits = score[gy, gx].astype(np.int64)
+    return [
+        Finder(fx * scale, fy * scale, fu * scale, n)
+        for fx, fy, fu, n in zip(
+            x[keep].tolist(), y[keep].tolist(), u[keep].tolist(), hits[keep].tolist(), strict=True
+        )
+    ]
+
+
+def _pyramid(frame: Grey) -> list[tuple[Grey, float]]:
+    levels = [(frame, 1.0)]
+    img, scale = frame, 1.0
+    while min(img.shape) // 2 >= _MIN_LEVEL_SIDE and scale < 8:
+        h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
+        s = img[0:h:2, 0:w:2].astype(np.uint16) + img[1:h:2, 0:w:2]
+        s += img[0:h:2, 1:w:2]
+        s += img[1:h:2, 1:w:2]
+        img = ((s + 2) >> 2).astype(np.uint8)
+        scale *= 2
+        levels.append((img, scale))
+    return levels
+
+
+def find_finders(frame: Grey, levels: int = 3) -> list[Finder]:
+    """Finder patterns of QR Codes in a grey frame, best confirmed first."""
+    seen: list[Finder] = []
+    for img, scale in _pyramid(frame)[:levels]:
+        seen.extend(_level_finders(np.ascontiguousarray(img), scale))
+    if not seen:
+        return []
+    seen.sort(key=lambda f: -f.hits)
+    seen = seen[: _MAX_CENTRES * 4]
+    xs = np.array([f.x for f in seen])
+    ys = np.array([f.y for f in seen])
+    us = np.array([f.module for f in seen])
+    free = np.ones(len(seen), np.bool_)
+    found: list[Finder] = []
+    for i in range(len(seen)):
+        if not free[i]:
+            continue
+        found.append(seen[i])
+        if len(found) == _MAX_CENTRES:
+            break
+        # a pattern seen again (next cell, next level) is the same pattern
+        free &= (np.abs(xs - xs[i]) >= 2 * us[i]) | (np.abs(ys - ys[i]) >= 2 * us[i])
+    return found
+
+
+def guess_codes(finders: list[Finder], shape: tuple[int, int]) -> list[CodeGuess]:
+    """Boxes where finder patterns form a QR Code's corners: full corners first, then pairs."""
+    h, w = shape
+    guesses: list[tuple[float, CodeGuess]] = []
+    used: set[int] = set()
+    if len(finders) >= 3:
+        pts = np.array([(f.x, f.y) for f in finders])
+        mod = np.array([f.module for f in finders])
+        tri = np.array(list(itertools.combinations(range(len(finders)), 3)))
+        best: list[tuple[float, tuple[int, int, int]]] = []
+        for corner in range(3):  # each of the three as the right-angle corner
+            ia = tri[:, corner]
+            ib = tri[:, (corner + 1) % 3]
+            ic = tri[:, (corner + 2) % 3]
+            va, vb = pts[ib] - pts[ia], pts[ic] - pts[ia]
+            la, lb = np.hypot(*va.T), np.hypot(*vb.T)
+            um = (mod[ia] + mod[ib] + mod[ic]) / 3
+            umin = np.minimum(np.minimum(mod[ia], mod[ib]), mod[ic])
+            umax = np.maximum(np.maximum(mod[ia], mod[ib]), mod[ic])
+            cos = (va * vb).sum(axis=1) / np.maximum(la * lb, 1e-9)
+            legs = np.minimum(la, lb) / np.maximum(np.maximum(la, lb), 1e-9)
+            # perspective bends the right angle and the legs' ratio: loose bounds
+            ok = (umax <= 1.5 * umin) & (np.abs(cos) <= 0.3) & (legs >= 0.8)
+            ok &= np.minimum(la, lb) >= _LEG_MODULES[0] * um
+            ok &= np.maximum(la, lb) <= _LEG_MODULES[1] * um
+            for i in np.nonzero(ok)[0].tolist():
+                err = abs(float(cos[i])) + (1 - float(legs[i])) + float(umax[i] / umin[i]) - 1
+                best.append((err, (int(ia[i]), int(ib[i]), int(ic[i]))))
+        best.sort()
+        for err, (a, b, c) in best:
+            if {a, b, c} & used:
+                continue
+            used |= {a, b, c}
+            fa, fb, fc = finders[a], finders[b], finders[c]
+            xs = [fa.x, fb.x, fc.x, fb.x + fc.x - fa.x]
+            ys = [fa.y, fb.y, fc.y, fb.y + fc.y - fa.y]
+            u = (fa.module + fb.module + fc.module) / 3
+            guesses.append((err, _box(xs, ys, u, 8.0, 3, w, h)))
+    pairs: list[tuple[float, CodeGuess]] = []
+    for i, j in itertools.combinations(range(len(finders)), 2):
+        if guesses:
+            break  # a full corner was seen: pairs would be its leftovers or print
+        fi, fj = finders[i], finders[j]
+        if min(fi.hits, fj.hits) < _PAIR_HITS:
+            continue
+        u = (fi.module + fj.module) / 2
+        if max(fi.module, fj.module) > 1.5 * min(fi.module, fj.module):
+            continue
+        d = float(np.hypot(fi.x - fj.x, fi.y - fj.y))
+        if not 13 * u <= d <= 60 * u:  # small codes: the ones the fast pass misses
+            continue
+        # the third corner is on either side (or across, if these two are a diagonal)
+        mx, my = (fi.x + fj.x) / 2, (fi.y + fj.y) / 2
+        xs, ys = [mx - d, mx + d], [my - d, my + d]
+        pairs.append((-float(fi.hits + fj.hits), _box(xs, ys, u, 4.0, 2, w, h)))
+    pairs.sort(key=lambda p: p[0])
+    return [g for _, g in guesses] + [g for _, g in pairs[:_MAX_PAIRS]]
+
+
+def _box(
+    xs: list[float], ys: list[float], u: float, pad: float, n: int, w: int, h: int
+) -> CodeGuess:
+    """The points' bounding box, `pad` modules wider each way (finder half and quiet zone)."""
+    m = pad * u
+    return CodeGuess(
+        max(0, int(min(xs) - m)),
+        max(0, int(min(ys) - m)),
+        min(w, int(max(xs) + m) + 1),
+        min(h, int(max(ys) + m) + 1),
+        u,
+        n,
+    )

@@ -1,0 +1,205 @@
+"""Held-out frames for the benchmarks, and the tally of what a reader made of them.
+
+gen2 frames are slow to render (a physical camera model at the sensor's size), so the
+lores frames and their truth are cached under /var/cache/ordoscan-test/docscenes, keyed
+by a hash of the generator's source: any change to the generator renders them anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import zxingcpp
+from ordoscan.classifier import Classifier, Kind
+from ordoscan.config import ScanConfig
+from ordoscan.decoder import Symbol
+from ordoscan.devtools import docscenes, splits
+
+Grey = npt.NDArray[np.uint8]
+CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
+SMALL_MODULE_PX = 3.3  # a "small" code: 2-3 px per module at 1280x720 (50-60 px wide)
+# gen2 frames for the reading bench are simulated straight at the lores size by default
+# (3x cheaper than the sensor mode then the ISP's downscale, and a little noisier);
+# ORDOSCAN_BENCH_SENSOR=mode renders them at the camera's sensor mode as on a kiosk.
+SENSOR_MODE = os.environ.get("ORDOSCAN_BENCH_SENSOR", "lores")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame and its truth, whatever generator made it."""
+
+    source: str
+    name: str
+    image: Grey
+    truth: tuple[tuple[Kind, str], ...]  # codes wholly in view
+    partial: tuple[str, ...] = ()  # payloads partly in view (neither hit nor stray)
+    small: frozenset[str] = frozenset()  # payloads of small codes
+    setting: str = ""
+
+
+def _generator_hash() -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(docscenes.__file__).parent.glob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cache_dir() -> Path | None:
+    d = CACHE / "docscenes" / _generator_hash()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return d if os.access(d, os.W_OK) else None
+
+
+def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]:
+    """`n` gen2 frames of `split`, rendered or taken from the cache."""
+    if SENSOR_MODE not in ("lores", "mode"):
+        raise ValueError(f"ORDOSCAN_BENCH_SENSOR={SENSOR_MODE!r}: expected 'lores' or 'mode'")
+    sensor = docscenes.LORES if SENSOR_MODE == "lores" else None
+    cache = _cache_dir()
+    for spec in splits.gen2_specs(split, n, difficulty):
+        name = f"{spec.kind}-{spec.seed}-{difficulty}-{spec.setting.light}-" \
+               f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}"
+        path = cache / f"{name}.npz" if cache else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                image = np.ascontiguousarray(z["image"])
+                meta = json.loads(str(z["meta"]))
+        else:
+            s = docscenes.render(spec.kind, spec.seed, setting=spec.setting,
+                                 difficulty=difficulty, sensor=sensor)
+            image = s.image
+            meta = {"codes": [[c.kind.value, c.payload, c.visible, c.module_px]
+                              for c in s.codes]}
+            if path is not None:
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez_compressed(tmp, image=image, meta=json.dumps(meta))
+                tmp.replace(path)
+        codes = meta["codes"]
+        yield Frame(
+            "gen2", name, image,
+            tuple((Kind(k), p) for k, p, vis, _ in codes if vis),
+            tuple(p for _, p, vis, _ in codes if not vis),
+            frozenset(p for _, p, vis, m in codes if vis and m <= SMALL_MODULE_PX),
+            str(spec.setting),
+        )
+
+
+def gen1_frames(n: int, difficulty: str = "hard") -> Iterator[Frame]:
+    """`n` frames of gen1's held-out set."""
+    from ordoscan.devtools.scenes import scene_set
+
+    for s in scene_set(splits.gen1_set("heldout"), n, difficulty):  # type: ignore[arg-type]
+        yield Frame("gen1", f"{s.kind}-{s.seed}", s.image, s.truth)
+
+
+# -- tallies ----------------------------------------------------------------------------
+
+Reader = Callable[[Grey], list[Symbol]]
+
+
+def zxing_reader(img: Grey) -> list[Symbol]:
+    """One default zxing-cpp read_barcodes call, as Symbols."""
+    return [
+        Symbol(str(b.format), b.symbology_identifier, b.text, b.bytes, ())
+        for b in zxingcpp.read_barcodes(img)
+    ]
+
+
+_classifier = Classifier(ScanConfig())
+
+
+@dataclass
+class Tally:
+    """What one reader did on one source."""
+
+    name: str
+    ms: list[float] = field(default_factory=list)
+    ordo: int = 0  # ordonnance codes in view
+    ordo_read: int = 0
+    small: int = 0
+    small_read: int = 0
+    others: int = 0  # other codes in view
+    others_read: int = 0
+    false_ordo: int = 0  # a read classified as an ordonnance that is no ordonnance in view
+    strays: int = 0  # reads of nothing in the truth
+    missed: list[str] = field(default_factory=list)  # frame names with an unread ordonnance
+
+    def add(self, frame: Frame, symbols: list[Symbol], ms: float) -> None:
+        self.ms.append(ms)
+        got_text = {s.text for s in symbols}
+        got_raw = {s.raw for s in symbols}
+        ordo_truth = {p for k, p in frame.truth if k is Kind.ORDONNANCE}
+        for kind, payload in frame.truth:
+            hit = payload in got_text or payload.encode() in got_raw
+            if kind is Kind.ORDONNANCE:
+                self.ordo += 1
+                self.ordo_read += hit
+                if payload in frame.small:
+                    self.small += 1
+                    self.small_read += hit
+                if not hit:
+                    self.missed.append(frame.name)
+            else:
+                self.others += 1
+                self.others_read += hit
+        known = {p for _, p in frame.truth} | set(frame.partial)
+        for s in symbols:
+            c = _classifier.classify(s)
+            if c.kind is Kind.ORDONNANCE and s.text not in ordo_truth:
+                self.false_ordo += 1
+            if not (s.text in known or any(p.encode() == s.raw for p in known)
+                    or _gs1_same(s.text, known)):
+                self.strays += 1
+
+    def mean(self) -> float:
+        return statistics.fmean(self.ms) if self.ms else 0.0
+
+    def p95(self) -> float:
+        return float(np.percentile(self.ms, 95)) if self.ms else 0.0
+
+
+def _gs1_same(text: str, known: set[str]) -> bool:
+    """zxing-cpp may give a GS1 element string in its bracketed form."""
+    if not text.startswith("("):
+        return False
+    flat = text.replace("(", "").replace(")", "")
+    return any(flat == p.replace("\x1d", "") for p in known)
+
+
+HEADER = (f"{'source':<30} {'reader':<28} {'ordo read':>15} {'small':>13} {'other':>9}"
+          f" {'false ordo':>10} {'stray':>5} {'mean ms':>8} {'p95 ms':>7} {'/raw':>6}")
+
+
+def row(source: str, t: Tally, base_ms: float) -> str:
+    rate = 100 * t.ordo_read / max(t.ordo, 1)
+    small = f"{t.small_read}/{t.small}" + (f" {100 * t.small_read / t.small:3.0f}%"
+                                           if t.small else "")
+    return (f"{source:<30} {t.name:<28} {t.ordo_read:>4}/{t.ordo:<4} {rate:5.1f}%"
+            f" {small:>13} {t.others_read:>4}/{t.others:<4} {t.false_ordo:>10} {t.strays:>5}"
+            f" {t.mean():8.1f} {t.p95():7.1f} {t.mean() / base_ms:5.2f}x")
+
+
+def run(frames: list[Frame], readers: list[tuple[str, Reader]]) -> list[Tally]:
+    """Every reader on every frame, in turn (so load hits them alike)."""
+    tallies = [Tally(name) for name, _ in readers]
+    for f in frames[:3]:  # warm-up: libraries loaded, pass costs learnt
+        for _, r in readers:
+            r(f.image)
+    for f in frames:
+        for t, (_, r) in zip(tallies, readers, strict=True):
+            t0 = time.perf_counter()
+            got = r(f.image)
+            t.add(f, got, (time.perf_counter() - t0) * 1000.0)
+    return tallies

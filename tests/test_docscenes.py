@@ -1,0 +1,140 @@
+"""The second scene generator (ordoscan.devtools.docscenes) and the evaluation splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zxingcpp
+from ordoscan.classifier import Kind
+from ordoscan.devtools import docscenes as ds
+from ordoscan.devtools import splits
+from ordoscan.devtools.docscenes import camera as cm
+from ordoscan.devtools.docscenes import documents
+
+
+def _read(img: np.ndarray) -> dict[bytes, zxingcpp.Barcode]:
+    return {b.bytes: b for b in zxingcpp.read_barcodes(img)}
+
+
+def test_same_seed_same_pixels_and_truth() -> None:
+    # rendered straight at the lores size (sensor=) to keep the test short
+    a = ds.render("url", 11, difficulty="easy", sensor=ds.LORES)
+    b = ds.render("url", 11, difficulty="easy", sensor=ds.LORES)
+    c = ds.render("url", 12, difficulty="easy", sensor=ds.LORES)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.full, b.full)
+    assert a.codes == b.codes and a.params == b.params
+    assert not np.array_equal(a.image, c.image)
+    assert a.codes[0].payload != c.codes[0].payload
+
+
+def test_frames_have_the_camera_shapes() -> None:
+    s = ds.render("blank", 3, difficulty="hard", setting=ds.Setting("dim", "fixed_focus", "faded"))
+    assert s.image.shape == (720, 1280) and s.image.dtype == np.uint8
+    assert s.full.shape == (1080, 1920)  # the fixed-focus module's sensor mode
+    assert s.chroma[0].shape == s.chroma[1].shape == (360, 640)
+    assert s.truth == () and s.codes == ()
+    assert 20 < float(s.image.mean()) < 235  # auto-exposure put the counter mid-grey
+
+
+def _frontal(kind: str, seed: int, module_px: float, sensor: tuple[int, int] | None = None
+             ) -> tuple[ds.Subject, ds.DocScene]:
+    """A still, square-on, well lit picture of a document: its codes must read."""
+    setting = ds.Setting("office", "cm3", "plain")
+    rng = np.random.default_rng(seed)
+    sub = ds.subject(kind, rng, setting, small=False)
+    sub = ds.Subject(**{**sub.__dict__, "surface": cm.Surface(), "gloss": 0.0, "ink_fade": 0.0,
+                        "shadow": (0.0, 0.5, 0.5, 0.5), "_rasters": {}})
+    cam = cm.CAMERAS[setting.camera]
+    z = cm.focal_px(cam, ds.LORES[0]) * documents.module_mm(sub.doc) / module_px
+    pose = cm.Pose(0.0, 0.0, z, 0.0, 0.0, 0.0, anchor_mm=sub.anchor)
+    lo, full, chroma, codes, params = ds.shoot(sub, pose, rng, ds.AutoExposure(), sensor=sensor)
+    return sub, ds.DocScene(kind, seed, "easy", setting, lo, full, chroma, codes, params)
+
+
+@pytest.mark.parametrize("kind", ["ordonnance", "phone_light", "url"])
+def test_truth_is_what_a_clean_large_rendering_reads(kind: str) -> None:
+    # the main stream is checked once, on the ordonnance; the others render at lores size
+    _, scene = _frontal(kind, 5, 5.0, None if kind == "ordonnance" else ds.LORES)
+    assert scene.truth, "a square-on document has its main code in view"
+    got = _read(scene.image)
+    for code in scene.codes:
+        if not code.visible or code.module_px < 3:  # a small INS DataMatrix beside the QR
+            continue
+        assert code.payload.encode() in got, f"{code.kind} {code.payload!r} not read"
+        pos = got[code.payload.encode()].position
+        xs = [p.x for p in (pos.top_left, pos.top_right, pos.bottom_left, pos.bottom_right)]
+        ys = [p.y for p in (pos.top_left, pos.top_right, pos.bottom_left, pos.bottom_right)]
+        x0, y0, x1, y1 = code.box
+        assert abs(min(xs) - x0) < 4 and abs(max(xs) - x1) < 4, (xs, code.box)
+        assert abs(min(ys) - y0) < 4 and abs(max(ys) - y1) < 4, (ys, code.box)
+        assert 4.3 < code.module_px < 5.7
+    ordo = [c for c in scene.codes if c.kind is Kind.ORDONNANCE]
+    if kind == "ordonnance":
+        assert ordo and ordo[0].payload.encode() in _read(scene.full)  # the main stream too
+        assert scene.zoom_scale == pytest.approx(1.8)
+        x0, y0, x1, y1 = ordo[0].box
+        m = 4 * ordo[0].module_px  # the quiet zone
+        crop = scene.zoom(x0 - m, y0 - m, x1 + m, y1 + m)
+        assert crop.shape[1] == pytest.approx((x1 - x0 + 2 * m) * 1.8, abs=3)
+        assert ordo[0].payload.encode() in _read(crop)  # the box is where the code is
+
+
+def test_small_code_between_lines_is_small() -> None:
+    rng = np.random.default_rng(4)
+    sub = ds.subject("ordonnance", rng, ds.Setting(), small=True)
+    pose = ds.pose_for(sub, rng, "easy")
+    *_, codes, _ = ds.shoot(sub, pose, rng, ds.AutoExposure(), sensor=ds.LORES)
+    qr = next(c for c in codes if c.kind is Kind.ORDONNANCE)
+    assert 2.0 <= qr.module_px <= 3.3
+    assert 40 <= qr.box[2] - qr.box[0] <= 80
+
+
+def test_unknown_setting_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown light 'disco'"):
+        ds.Setting("disco")
+    with pytest.raises(ValueError, match="unknown difficulty"):
+        ds.render("url", 1, difficulty="insane")
+
+
+def test_splits_never_overlap() -> None:
+    # gen2: seeds and settings
+    assert set(splits.GEN2_DEV_SEEDS).isdisjoint(splits.GEN2_HELDOUT_SEEDS)
+    assert set(splits.DEV_SETTINGS).isdisjoint(splits.HELDOUT_SETTINGS)
+    held_values = set(splits.HELDOUT_LIGHTS + splits.HELDOUT_CAMERAS + splits.HELDOUT_PAPERS)
+    assert all({s.light, s.camera, s.paper} & held_values for s in splits.HELDOUT_SETTINGS)
+    assert not any({s.light, s.camera, s.paper} & held_values for s in splits.DEV_SETTINGS)
+    dev = list(splits.gen2_specs("dev", 300, "hard"))
+    seeds_h = list(splits.gen2_specs("heldout-seeds", 300, "hard"))
+    settings_h = list(splits.gen2_specs("heldout-settings", 300, "hard"))
+    assert {s.seed for s in dev}.isdisjoint({s.seed for s in seeds_h + settings_h})
+    assert {s.seed for s in seeds_h}.isdisjoint({s.seed for s in settings_h})
+    assert all(s.setting in splits.DEV_SETTINGS for s in dev + seeds_h)
+    assert all(s.setting in splits.HELDOUT_SETTINGS for s in settings_h)
+    assert {s.setting for s in settings_h} == set(splits.HELDOUT_SETTINGS)  # all are used
+    assert {s.kind for s in dev} == set(ds.KINDS)
+    # gen1: render seeds of dev sets and held-out sets (sets of up to 100_003 scenes)
+    dev_hi = (splits.GEN1_DEV_SETS.stop - 1) * 100_003 + 100_002
+    held_lo = splits.GEN1_HELDOUT_SETS.start * 100_003
+    held_hi = (splits.GEN1_HELDOUT_SETS.stop - 1) * 100_003 + 100_002
+    assert dev_hi < held_lo and held_hi < 2**32  # render masks seeds to 32 bits
+    assert splits.gen1_set("dev") in splits.GEN1_DEV_SETS
+    assert splits.gen1_set("heldout") in splits.GEN1_HELDOUT_SETS
+    with pytest.raises(ValueError, match="unknown split"):
+        next(splits.gen2_specs("test", 1, "hard"))
+
+
+def test_a_presentation_comes_in_from_outside_the_frame() -> None:
+    from ordoscan.devtools.docscenes import presentation
+
+    a = presentation.present(3, ds.Setting(), "plain", seconds=1.0)
+    b = presentation.present(3, ds.Setting(), "plain", seconds=1.0)
+    assert len(a.frames) == 15 and a.payload == b.payload
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a.frames, b.frames, strict=True))
+    assert not a.frames[0].in_view  # the hand starts outside the frame
+    first = a.first_in_view
+    assert first is not None and 1 <= first < 14
+    held = a.frames[-1]
+    assert held.in_view and 2.0 <= held.module_px <= 6.0
+    assert a.payload.encode() in _read(held.image)  # a settled plain presentation reads
+    with pytest.raises(ValueError, match="unknown presentation style"):
+        presentation.present(3, ds.Setting(), "juggled")
