@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 from ordoscan.message import ScanMessage
 
-from tests.support.brokers import ENGINES, KIOSK, Engine, TlsFiles, make_engine
+from tests.support.brokers import (
+    ENGINES,
+    KIOSK,
+    AckingSubscriber,
+    Engine,
+    TlsFiles,
+    make_engine,
+)
 from tests.support.brokers.nats import NatsEngine
 from tests.support.mosquitto import Subscriber
 from tests.support.pki import CertAuthority
@@ -68,8 +75,8 @@ def kiosk(tmp: Path, engine: Engine, device_id: str, *, protocol: str | None = N
 
 
 def subscriber(engine: Engine, device_id: str, what: str = "scan", *,
-               persistent: bool = False) -> Subscriber:
-    return Subscriber(
+               persistent: bool = False, acking: bool = False) -> Subscriber:
+    return (AckingSubscriber if acking else Subscriber)(
         engine.host, engine.port, [f"pharmacy/{SITE}/kiosk/{device_id}/{what}"],
         client_id=f"lgo-{device_id}-{what}", persistent=persistent,
         protocol=5 if engine.features.mqtt5 else 4, timeout=TIMEOUT,
@@ -119,13 +126,17 @@ def test_scans_arrive_all_and_in_order(engine: Engine, tmp_path: Path,
         sub.close()
 
 
-def test_no_scan_lost_across_a_restart(engine: Engine, tmp_path: Path,
+@pytest.mark.parametrize("delivery", ["broker", "pharmacy"])
+def test_no_scan_lost_across_a_restart(engine: Engine, tmp_path: Path, delivery: str,
                                        relays: list[InProcessRelay]) -> None:
     """The engine is stopped and started again while scans flow; the pharmacy side holds
-    a persistent session, so what the engine acknowledged is kept for it."""
-    sub = subscriber(engine, "k-restart", persistent=True)
+    a persistent session, so what the engine acknowledged is kept for it. In pharmacy
+    mode the outage is a SIGKILL, and the pharmacy side acknowledges each scan it has."""
+    device = f"k-restart-{delivery}"
+    sub = subscriber(engine, device, persistent=True, acking=delivery == "pharmacy")
     try:
-        relay = InProcessRelay(kiosk(tmp_path, engine, "k-restart"))
+        relay = InProcessRelay(kiosk(tmp_path, engine, device, delivery=delivery,
+                                     ack_timeout_s=5))
         relays.append(relay)
         relay.publisher.start()
         rows: list[Any] = []
@@ -138,15 +149,32 @@ def test_no_scan_lost_across_a_restart(engine: Engine, tmp_path: Path,
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         wait_until(lambda: len(first_arrivals(sub)[0]) >= 50, TIMEOUT, "the first scans")
-        engine.restart()
+        if delivery == "pharmacy":
+            engine.kill()
+            engine.start()
+        else:
+            engine.restart()
         producer.join(TIMEOUT)
         stop.set()
         assert len(rows) == 400
         wait_until(lambda: relay.depth() == 0, TIMEOUT * 2, f"{engine.name}: outbox drained")
-        wait_until(lambda: len(first_arrivals(sub)[0]) == 400, TIMEOUT,
-                   f"{engine.name}: every scan at the subscriber after the restart")
+        strict = delivery == "pharmacy" or engine.features.keeps_acked_across_restart
+        try:
+            wait_until(lambda: len(first_arrivals(sub)[0]) == 400, TIMEOUT if strict else 10,
+                       f"{engine.name}: every scan at the subscriber after the restart")
+        except AssertionError:
+            if strict:
+                raise
         order, _ = first_arrivals(sub)
-        assert sorted(order) == [r.seq for r in rows]
+        missing = sorted({r.seq for r in rows} - set(order))
+        if strict:
+            assert not missing, f"{engine.name} lost {len(missing)} scan(s): seq {missing[:20]}"
+        else:
+            # what the engine acknowledged and then dropped is at most one window, around
+            # the restart; delivery = "pharmacy" (the other case) loses none of it
+            print(f"\n{engine.name}, broker mode: {len(missing)} acknowledged scan(s) lost "
+                  f"across the restart: seq {missing}")
+            assert len(missing) <= 20
         assert relay.publisher.stats()["reconnects"] >= 1
     finally:
         sub.close()
@@ -227,6 +255,24 @@ def test_an_acl_refusal(engine: Engine, protocol: str, tmp_path: Path,
     finally:
         engine.deny_scans(False)
         sub.close()
+
+
+def test_check_says_what_the_engine_lacks(engine: Engine, tmp_path: Path) -> None:
+    """`ordoscan check` with the default MQTT 5 on an engine that speaks only 3.1.1 names
+    the protocol and the setting, instead of blaming the identity or the ACL."""
+    from ordoscan.security import check_broker
+
+    from tests.support.relay_proc import as_config
+
+    found = check_broker(as_config(kiosk(tmp_path, engine, "k-check", protocol="5")), 20.0)
+    if engine.features.mqtt5:
+        assert found.ok, found.message
+    else:
+        assert not found.ok
+        assert "does not speak MQTT 5" in found.message
+        assert 'protocol = "3.1.1"' in found.message
+    assert check_broker(as_config(kiosk(tmp_path, engine, "k-check", protocol="3.1.1")),
+                        20.0).ok
 
 
 def test_tls(engine: Engine, pki: TlsFiles, tmp_path: Path,

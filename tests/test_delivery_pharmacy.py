@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from ordoscan.devtools.clock import ManualClock
 from ordoscan.outbox import Outbox
-from ordoscan.publisher.service import parse_ack
+from ordoscan.publisher.delivery import parse_ack
 from ordoscan.publisher.window import DeliveryWindow
 
 from tests.support.listen_proc import Listen, printed_lines

@@ -40,7 +40,7 @@ from ordoscan.camera import CameraSource, LatestFrameReader, open_source
 from ordoscan.classifier import Classified, Classifier, Kind
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
-from ordoscan.decoder import Decoder
+from ordoscan.decoder import Decoder, Zoom
 from ordoscan.dedupe import Deduper, Read
 from ordoscan.errors import OrdoscanError, OutboxDiskError, OutboxError, OutboxFull
 from ordoscan.feedback import Feedback
@@ -292,17 +292,18 @@ class App:
                 continue
             self.last_frame_at = time.monotonic()
             try:
-                self._process(frame.image, frame.timestamp)
+                # the frame's lease is held until the next get(): its zoom is valid throughout
+                self._process(frame.image, frame.timestamp, frame.zoom)
             except Exception:  # a bug on one frame must not end the kiosk's reading
                 log.exception("frame %d could not be processed", frame.index)
 
-    def _process(self, image: Any, timestamp: float) -> None:
+    def _process(self, image: Any, timestamp: float, zoom: Zoom | None = None) -> None:
         """One frame through decode → classify → dedupe → outbox → feedback."""
         assert self._decoder is not None and self._classifier is not None
         assert self._deduper is not None
         t0 = time.perf_counter()
         try:
-            symbols = self._decoder.decode(image)
+            symbols = self._decoder.decode(image, zoom)
         except Exception as e:  # a corrupt frame must not end the loop
             self.stats.frame_error()
             self._frame_errors_in_row += 1
@@ -501,6 +502,8 @@ class App:
             "oldest_age_s": None if st is None or st.oldest_age_s is None
             else round(st.oldest_age_s, 1),
             "broker": "connected" if broker_up else "unreachable",
+            # which broker of mqtt.hosts is in use (None while unreachable)
+            "broker_host": self.publisher.stats()["host"] if self.publisher else None,
             "broker_fault": broker_fault,
             "camera": self.camera_state()["state"],
             "faults": self.faults(),

@@ -474,6 +474,15 @@ def check_broker(
         return done(*_publish_verdict(result, f"{where}: connected{how}", scan_topic,
                                       outcome.get("puback"), m.protocol))
     result.auth_ok = False
+    # Refused ("unsupported protocol version") or dropped at CONNECT: a broker that speaks
+    # only MQTT 3.1.1 (RabbitMQ 3.10's, NATS 2.9's) does either. Name that, not the identity.
+    if (m.protocol == "5" and (reason is None or reason.value == 0x84)
+            and _speaks_mqtt311(cfg, creds, timeout)):
+        return done(
+            f"{where}: the broker does not speak MQTT 5 (it accepts MQTT 3.1.1): set "
+            '[mqtt] protocol = "3.1.1"; with 3.1.1 it cannot refuse a scan visibly '
+            '(no reason codes), so prefer [mqtt] delivery = "pharmacy"'
+        )
     if reason is not None:
         return done(
             f"{where}: the broker refused the connection: {reason} "
@@ -485,6 +494,35 @@ def check_broker(
     if errors or "lost" in outcome:
         return done(explain_early_close(creds, where)[0])
     return done(f"{where}: no answer to CONNECT within {timeout:g} s")
+
+
+def _speaks_mqtt311(cfg: Config, creds: Credentials, timeout: float) -> bool:
+    """True if the broker accepts an MQTT 3.1.1 CONNECT with this identity."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answer: list[Any] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{cfg.client_id}-check",
+                         protocol=mqtt.MQTTv311)
+    apply_credentials(client, creds)
+    client.connect_timeout = timeout
+    client.on_connect = lambda _c, _u, _f, reason, _p: answer.append(reason)
+    deadline = time.monotonic() + timeout
+    try:
+        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=max(5, int(timeout)))
+        while not answer and time.monotonic() < deadline:
+            if client.loop(timeout=0.2) != mqtt.MQTT_ERR_SUCCESS:
+                break
+        if answer and not answer[0].is_failure:
+            client.disconnect()
+            client.loop(timeout=0.2)
+    except (ssl.SSLError, OSError):
+        return False
+    finally:
+        leftover = client.socket()
+        if leftover is not None:
+            leftover.close()
+    return bool(answer) and not answer[0].is_failure
 
 
 def _publish_verdict(

@@ -46,7 +46,7 @@ Grey = npt.NDArray[np.uint8]
 # The full-resolution twin of a frame: (x0, y0, x1, y1), a box of the frame in its own
 # pixels (x1, y1 excluded), gives the same region from the camera's main stream, grey, or
 # None when there is none. A real zoom: more pixels per module than the frame has.
-Zoom = Callable[[int, int, int, int], "Grey | None"]
+Zoom = Callable[[int, int, int, int], Grey | None]
 
 # zxing-cpp's "QRCode" also covers Micro QR and rMQR: only full QR Codes are read.
 _QR = zxingcpp.BarcodeFormats(

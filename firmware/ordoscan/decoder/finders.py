@@ -38,7 +38,9 @@ _MODULE_MATCH = 1.5  # the rows' and the columns' module sizes agree within this
 _MIN_LEVEL_SIDE = 48  # a pyramid level smaller than this has no room for a code
 _MAX_CENTRES = 40  # finder centres kept per frame, best confirmed first
 _MAX_HITS = 20_000  # run-length hits kept per level (a page of fine print gives many)
-_LEG_MODULES = (12.0, 50.0)  # finder to finder, in modules: 14 (version 1) to 50 (version 9)
+# finder to finder, in modules: 14 (version 1; rows across a turned code overstate the
+# module up to 1.4x, so 9) to 50 (version 9: larger codes are the fast pass's)
+_LEG_MODULES = (9.0, 50.0)
 _PAIR_HITS = 4  # a pair (no third finder seen) is proposed only if both are well crossed
 _MAX_PAIRS = 4  # pairs of finders (third one unseen) proposed per frame, best crossed first
 
@@ -160,13 +162,15 @@ def _grid(ys: _F, xs: _F, us: _F, shape: tuple[int, int]) -> list[npt.NDArray[np
 # Where a finder pattern's parts are, around its centre, in modules, whatever its rotation:
 # the 3x3 centre is dark within 1 module; a circle of 2.2 modules runs in the light ring
 # (between 1.5 and 2.5 modules from the centre along the axes, 1.56 to 2.2 at any angle).
+# Rows and columns cross a turned pattern slantwise and overstate its module by up to
+# 1.4x (45 degrees): the ring is also looked for on smaller circles.
 _ANGLES = np.linspace(0, 2 * np.pi, 16, endpoint=False)
 _CENTRE = np.concatenate(
     [[[0.0, 0.0]], 0.8 * np.stack([np.cos(_ANGLES[::2]), np.sin(_ANGLES[::2])], 1)]
 )
-_RING = 2.2 * np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], 1)
+_RINGS = [r * np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], 1) for r in (2.2, 1.9, 1.6)]
 _CENTRE_DARK = 0.6  # share of the centre's samples that must be dark (blur, an inexact centre)
-_RING_LIGHT = 0.6  # share of the ring's samples that must be light
+_RING_LIGHT = 0.6  # share of a ring's samples that must be light
 
 
 def _looks_like_finder(dark: npt.NDArray[np.bool_], x: _F, y: _F, u: _F) -> npt.NDArray[np.bool_]:
@@ -179,7 +183,10 @@ def _looks_like_finder(dark: npt.NDArray[np.bool_], x: _F, y: _F, u: _F) -> npt.
         got: _F = dark[sy.astype(np.int64), sx.astype(np.int64)].mean(axis=1)
         return got
 
-    return (share(_CENTRE) >= _CENTRE_DARK) & (1 - share(_RING) >= _RING_LIGHT)
+    ring = np.zeros(x.shape, np.bool_)
+    for offsets in _RINGS:
+        ring |= 1 - share(offsets) >= _RING_LIGHT
+    return (share(_CENTRE) >= _CENTRE_DARK) & ring
 
 
 def _level_finders(img: Grey, scale: float) -> list[Finder]:

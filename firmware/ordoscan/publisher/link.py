@@ -14,7 +14,9 @@ whereas paho's own PINGREQ timing can take twice that.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +25,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ordoscan.security import Credentials, apply_credentials
+from ordoscan.security import (
+    Credentials,
+    apply_credentials,
+    explain_early_close,
+    explain_tls_failure,
+)
 
 # CONNACK codes that mean "try again later" rather than "the installer must act".
 TRANSIENT_CONNACK = frozenset({0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F})
@@ -31,6 +38,54 @@ TRANSIENT_CONNACK = frozenset({0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F})
 # then never forwards a bigger one (a command is at most 1 KiB, an ack a few dozen bytes),
 # so a huge message on a command topic never reaches a kiosk's memory.
 MAX_INBOUND_PACKET = 8192
+
+
+class Waker:
+    """A socket pair the publisher thread's select() also waits on, so other threads can
+    wake it (a queue or an Event could not be waited on together with the network)."""
+
+    def __init__(self) -> None:
+        self.fd, self._w = socket.socketpair()
+        self.open()
+
+    def open(self) -> None:
+        if self.fd.fileno() < 0:  # closed by an earlier close()
+            self.fd, self._w = socket.socketpair()
+        self.fd.setblocking(False)
+        self._w.setblocking(False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full pipe is already a pending wake-up
+            self._w.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while self.fd.recv(4096):
+                pass
+
+    def close(self) -> None:
+        self.fd.close()
+        self._w.close()
+
+
+def explain_close(
+    paho_error: str | None, creds: Credentials | None, where: str
+) -> tuple[str, bool]:
+    """Why a connection closed without a DISCONNECT from the broker, and whether the installer
+    must act: a TLS refusal, a close before CONNACK (`creds` given), or the end of the stream."""
+    sentence = explain_tls_failure(paho_error or "")
+    if sentence:
+        return sentence, True
+    if creds is not None:
+        return explain_early_close(creds, where)
+    if paho_error is None:
+        # paho says "Unspecified error" for a plain end of stream: name what happened
+        return (
+            "the broker closed the connection without a word (the broker stopped or "
+            "restarted, or something between us cut the link)",
+            False,
+        )
+    return f"connection closed: {paho_error}", False
 
 
 class LastError(logging.Handler):

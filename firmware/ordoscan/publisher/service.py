@@ -16,12 +16,9 @@ together (a queue or an Event could not wait on the network as well).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import random
 import select
-import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -36,26 +33,24 @@ from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
 from ordoscan.errors import OutboxError
 from ordoscan.lifecycle import Service
-from ordoscan.privacy import mask
+from ordoscan.publisher.delivery import Courier
 from ordoscan.publisher.link import (
     MAX_INBOUND_PACKET,
     TRANSIENT_CONNACK,
     LastError,
     Liveness,
-    PropertiesCache,
     TakeoverWatch,
+    Waker,
     connect_properties,
+    explain_close,
     new_client,
 )
 from ordoscan.publisher.side_channel import SideChannel
-from ordoscan.publisher.window import DeliveryWindow, Sent
-from ordoscan.remote import LogThrottle, held_note
 from ordoscan.security import (
     Credentials,
     broker_notes,
     describe_connect_error,
     explain_early_close,
-    explain_tls_failure,
     load_credentials,
 )
 
@@ -66,36 +61,6 @@ log = logging.getLogger("ordoscan.publisher")
 
 IDLE_TURN_S = 1.0  # the longest select() wait: stop and wake-ups are seen at least this often
 FAULT_DUPLICATE_ID = "duplicate_id"  # another client uses our client id (same device.id)
-
-
-def shown_payload(body: bytes) -> str:
-    """The masked identifier of a queued scan's message, for its log lines."""
-    try:
-        payload = json.loads(body).get("payload")
-    except (ValueError, AttributeError):
-        payload = None
-    return mask(payload if isinstance(payload, str) else None)
-
-
-MAX_ACK_BYTES = 1024
-
-
-def parse_ack(payload: bytes) -> tuple[int, str] | str:
-    """(seq, scan_id) of a pharmacy acknowledgement, or what is wrong with it (sized first)."""
-    if len(payload) > MAX_ACK_BYTES:
-        return f"{len(payload)} bytes, over the limit of {MAX_ACK_BYTES}"
-    try:
-        data = json.loads(payload)
-    except (ValueError, RecursionError):
-        return "not JSON"
-    if not isinstance(data, dict):
-        return "not a JSON object"
-    seq, scan_id = data.get("seq"), data.get("scan_id")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        return "'seq' must be a positive integer"
-    if not isinstance(scan_id, str) or not 1 <= len(scan_id) <= 64:
-        return "'scan_id' must be a string of 1 to 64 characters"
-    return seq, scan_id
 
 
 class Publisher(Service):
@@ -121,37 +86,35 @@ class Publisher(Service):
         self._clock = clock
         m = cfg.mqtt
         self._v5 = m.protocol == "5"
-        self.topic_scan = f"{cfg.topic_prefix}/scan"
-        self.topic_ack = f"{cfg.topic_prefix}/ack"
-        self._pharmacy = m.delivery == "pharmacy"
+        # failover: tried in order, each attempt after the usual jittered back-off
+        self._brokers = m.brokers()
+        self._broker_i = 0
+        self._host_in_use: str | None = None  # "host:port" while connected
         # Never subscribed: unsubscribing it costs nothing and is always answered.
         self._probe_topic = f"{cfg.topic_prefix}/cmd/.link-check"
         self.side = SideChannel(cfg, clock, on_command=on_command, wake=self.wake)
         self._takeovers = TakeoverWatch()
         rng = rng or random.Random()
         self._reconnect = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
-        self._retry = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
+        retry = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
+        self._courier = Courier(
+            cfg, outbox, clock, retry, on_fault_change=self._report, on_error=self._note_error
+        )
+        self._window = self._courier.window
 
         self._creds: Credentials | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stop_deadline = 0.0
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
 
         # --- owned by the publisher thread ---
         self._client: mqtt.Client | None = None
         self._up = False  # CONNACK received
         self._lost_reason: tuple[str, bool] | None = None
         self._taken_over = False  # the loss in _lost_reason was a session take-over
-        self._window = DeliveryWindow(
-            m.inflight, confirm=self._pharmacy, ack_timeout_s=m.ack_timeout_s
-        )
-        self._log_acks = LogThrottle(1.0, clock=clock)
         self._live = Liveness(m.keepalive_s / 2.0)
         self._next_attempt = 0.0
-        self._props = PropertiesCache()
         # paho logs through this private logger: below WARNING nothing is even formatted
         # (an on_log callback would make paho format every packet's debug line).
         self._paho_errors = LastError()
@@ -162,17 +125,10 @@ class Publisher(Service):
         self._connected = False
         self._link_reported: bool | None = None
         self._fault_link: str | None = None
-        self._fault_delivery: str | None = None
-        self._fault_pharmacy: str | None = None  # sent, but the pharmacy does not confirm
         self._fault_reported: str | None = None
-        self._delivered = 0  # good PUBACKs
-        self._confirmed = 0  # acknowledged by the pharmacy (delivery = "pharmacy")
-        self._resent = 0  # sent again after ack_timeout_s without the pharmacy's ack
-        self._refused = 0
         self._reconnects = 0
         self._connects = 0
         self._last_error: str | None = None
-        self._last_delivery_at: float | None = None
 
     # --- public API ------------------------------------------------------------------------
 
@@ -189,18 +145,14 @@ class Publisher(Service):
             self._set_link_fault(problem)
         for note in broker_notes(self.cfg):
             log.warning("%s", note)
-        if self._wake_r.fileno() < 0:  # closed by an earlier stop()
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
+        self._waker.open()  # again, if an earlier stop() closed it
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="ordoscan-publisher", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         """A new row is in the outbox: publish it without waiting for the next tick."""
-        with contextlib.suppress(OSError):  # a full pipe is already a pending wake-up
-            self._wake_w.send(b"\0")
+        self._waker.wake()
 
     def publish_telemetry(self, data: dict[str, object]) -> None:
         """{prefix}/telemetry, QoS 0; dropped while offline."""
@@ -227,8 +179,11 @@ class Publisher(Service):
             log.warning("publisher thread did not end within %.1f s; leaving it", timeout)
             return
         self._thread = None
-        for s in (self._wake_r, self._wake_w):
-            s.close()
+        self._waker.close()
+
+    @property
+    def topic_scan(self) -> str:
+        return self._courier.topic_scan
 
     @property
     def connected(self) -> bool:
@@ -240,33 +195,24 @@ class Publisher(Service):
 
     def stats(self) -> dict[str, Any]:
         """Counters for telemetry and `ordoscan check`."""
-        w = self._window
         return {
             "connected": self._connected,
-            "delivered": self._delivered,
-            "refused": self._refused,
-            "inflight": w.scans,
-            "inflight_peak": w.peak,
-            "receive_maximum": w.receive_max,
+            **self._courier.stats(),
             "connects": self._connects,
             "reconnects": self._reconnects,
             "telemetry_dropped": self.side.telemetry_dropped,
             "replies_dropped": self.side.replies_dropped,
             "last_error": self._last_error,
             "fault": self._fault_reported,
-            "last_delivery_at": self._last_delivery_at,
             "duplicate_id": self._takeovers.active,
-            "delivery": self.cfg.mqtt.delivery,
-            # "sent to the broker" (delivered) apart from "confirmed by the pharmacy"
-            "sent_unconfirmed": len(w.unconfirmed),
-            "confirmed": self._confirmed,
-            "resent": self._resent,
+            "host": self._host_in_use,  # the broker in use (mqtt.hosts: which one)
         }
 
     # --- faults and link state (reported on change only) ---------------------------------------
 
     def _report(self) -> None:
-        fault = self._fault_link or self._fault_delivery or self._fault_pharmacy
+        c = self._courier
+        fault = self._fault_link or c.fault_refused or c.fault_pharmacy
         if fault != self._fault_reported:
             self._fault_reported = fault
             if self._on_fault:
@@ -287,9 +233,8 @@ class Publisher(Service):
         self._fault_link = text
         self._report()
 
-    def _set_delivery_fault(self, text: str | None) -> None:
-        self._fault_delivery = text
-        self._report()
+    def _note_error(self, text: str) -> None:
+        self._last_error = text
 
     def _alarm(self, name: str, active: bool) -> None:
         if self._on_alarm:
@@ -316,25 +261,25 @@ class Publisher(Service):
         except Exception:
             log.exception("publisher shutdown error")
 
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while self._wake_r.recv(4096):
-                pass
-
     def _wait_for_attempt(self) -> bool:
         """Sleep until the next connection attempt (interruptible by stop); True when due."""
         while not self._stop.is_set():
             remaining = self._next_attempt - self._clock.monotonic()
             if remaining <= 0:
                 return True
-            select.select([self._wake_r], [], [], min(remaining, IDLE_TURN_S))
-            self._drain_wake()
+            select.select([self._waker.fd], [], [], min(remaining, IDLE_TURN_S))
+            self._waker.drain()
             self.side.discard()
         return False
+
+    def _where(self) -> str:
+        host, port = self._brokers[self._broker_i]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _open(self) -> None:
         assert self._creds is not None
         m = self.cfg.mqtt
+        host, port = self._brokers[self._broker_i]
         client = new_client(
             client_id=self.cfg.client_id,
             v5=self._v5,
@@ -356,19 +301,21 @@ class Publisher(Service):
         self._client = client
         self._up = False
         try:
+            # TLS checks the certificate against this host's name
             if self._v5:
                 rc = client.connect(
-                    m.host, m.port, m.keepalive_s, clean_start=True,
+                    host, port, m.keepalive_s, clean_start=True,
                     properties=connect_properties(MAX_INBOUND_PACKET),
                 )
             else:
-                rc = client.connect(m.host, m.port, m.keepalive_s)
+                rc = client.connect(host, port, m.keepalive_s)
         except Exception as e:  # socket, TLS and name errors: explained, then retried
-            text, fault = describe_connect_error(e, m)
+            text, fault = describe_connect_error(e, m.model_copy(update={"host": host,
+                                                                          "port": port}))
             self._lose(text, fault)
             return
         if rc != mqtt.MQTT_ERR_SUCCESS:
-            self._lose(*explain_early_close(self._creds, f"{m.host}:{m.port}"))
+            self._lose(*explain_early_close(self._creds, self._where()))
             return
         self._live.connecting(self._clock.monotonic())
 
@@ -392,7 +339,12 @@ class Publisher(Service):
                     sock.close()
         self._window.closed()
         self._live.reset()
-        self._flush_acks()
+        self._host_in_use = None
+        where = self._where()
+        if len(self._brokers) > 1:  # the next broker of the list (then round again)
+            self._broker_i = (self._broker_i + 1) % len(self._brokers)
+            reason = f"{where}: {reason}; next: {self._where()}"
+        self._courier.flush()
         self.side.discard()
         delay = self._reconnect.next()
         self._next_attempt = self._clock.monotonic() + delay
@@ -432,11 +384,11 @@ class Publisher(Service):
             timeout = 0.0
         wlist = [sock] if client.want_write() else []
         try:
-            readable, writable, _ = select.select([sock, self._wake_r], wlist, [], timeout)
+            readable, writable, _ = select.select([sock, self._waker.fd], wlist, [], timeout)
         except (OSError, ValueError):
             readable, writable = [sock], []
-        if self._wake_r in readable:
-            self._drain_wake()
+        if self._waker.fd in readable:
+            self._waker.drain()
         if sock in readable or buffered:
             client.loop_read()
         if self._client is client and (writable or client.want_write()):
@@ -462,11 +414,19 @@ class Publisher(Service):
             )
             return
         if self._window.acks_due(now):
-            self._flush_acks()
+            self._courier.flush()
         if not self._up or draining:
             return
         self._send_side(client)
-        self._fill_window(client, now)
+
+        def publish(body: bytes, props: Properties | None) -> int | None:
+            info = client.publish(self._courier.topic_scan, body, qos=1, properties=props)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS or self._client is not client:
+                return None
+            return info.mid
+
+        if self._courier.fill(publish, now):
+            self._live.expect(now)
         if self._client is client and self._live.probe_due(now, self._outstanding()):
             rc, mid = client.unsubscribe(self._probe_topic)
             if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
@@ -483,17 +443,6 @@ class Publisher(Service):
         ]
         return max(0.0, min(d for d in deadlines if d is not None) - now)
 
-    def _flush_acks(self) -> None:
-        seqs = self._window.take_acks()
-        if not seqs:
-            return
-        try:
-            self._outbox.ack_many(seqs)
-        except OutboxError as e:
-            # The rows stay and are sent again after the next reconnect (same scan_id).
-            log.error("delivered scans could not be removed from the outbox: %s", e)
-            self._last_error = str(e)
-
     def _send_side(self, client: mqtt.Client) -> None:
         while self._window.room_for_others():
             item = self.side.take()
@@ -504,78 +453,6 @@ class Publisher(Service):
             if qos and info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self._window.sent_other(info.mid, kind)
                 self._live.expect(self._clock.monotonic())
-
-    def _fill_window(self, client: mqtt.Client, now: float) -> None:
-        self._check_overdue(now)
-        free = self._window.room_for_scans(now)
-        if free <= 0:
-            return
-        if self._window.restarting:
-            self._flush_acks()  # a pass from the first row: what is confirmed is gone first
-        try:
-            rows = self._outbox.pending(limit=free, after_seq=self._window.cursor)
-        except OutboxError as e:
-            log.error("cannot read the outbox: %s", e)
-            self._last_error = str(e)
-            self._window.paused_until = now + 1.0
-            return
-        wall = self._clock.wall()
-        for row in rows:
-            life = row.expires_at - wall
-            if life <= 0:
-                self._window.skipped(row.seq)
-                continue  # expired on the way: never sent, outbox.expire() counts it
-            props = self._props.get(max(1, math.ceil(life))) if self._v5 else None
-            info = client.publish(self.topic_scan, row.body, qos=1, retain=False, properties=props)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS or self._client is not client:
-                return  # the link went down while writing; on_disconnect has the reason
-            self._window.sent_scan(info.mid, row.seq, row.scan_id, shown_payload(row.body))
-            self._live.expect(now)
-
-    def _check_overdue(self, now: float) -> None:
-        late = self._window.overdue(now)
-        if not late:
-            return
-        self._resent += len(late)
-        seq, first = late[0]
-        text = (
-            f"{len(late)} scan(s) sent to the broker but not confirmed by the pharmacy within "
-            f"{self.cfg.mqtt.ack_timeout_s:g} s (first: {first.shown} seq {seq})"
-        )
-        log.warning("%s: sending them again, same scan_id, in order", text)
-        self._fault_pharmacy = text
-        self._report()
-
-    def _on_ack(self, payload: bytes) -> None:
-        """`{prefix}/ack` from the pharmacy system: `{"scan_id": "...", "seq": N}`."""
-        parsed = parse_ack(payload)
-        if isinstance(parsed, str):
-            held = self._log_acks.allow()
-            if held is not None:
-                log.warning("ignoring a message on %s: %s%s", self.topic_ack, parsed,
-                            held_note(held))
-            return
-        seq, scan_id = parsed
-        now = self._clock.monotonic()
-        entry = self._window.confirmed(seq, scan_id, now)
-        if entry is not None:
-            shown = entry.shown
-        else:  # sent on an earlier connection, or before a resend: the outbox says if it is ours
-            try:
-                rows = self._outbox.pending(limit=1, after_seq=seq - 1)
-            except OutboxError as e:
-                log.error("cannot read the outbox: %s", e)
-                return
-            if not rows or rows[0].seq != seq or rows[0].scan_id != scan_id:
-                return  # already removed (a repeated ack), or not one of ours
-            self._window.remove(seq, now)
-            shown = shown_payload(rows[0].body)
-        self._confirmed += 1
-        log.info("scan %s seq %d confirmed by the pharmacy", shown, seq)
-        if self._fault_pharmacy is not None:
-            log.info("the pharmacy confirms scans again")
-            self._fault_pharmacy = None
-            self._report()
 
     def _shutdown(self) -> None:
         client = self._client
@@ -595,8 +472,8 @@ class Publisher(Service):
                 while client.want_write() and self._clock.monotonic() < self._stop_deadline:
                     if client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                         break
-            log.info("disconnected (stopped); %d scan(s) delivered", self._delivered)
-        self._flush_acks()
+            log.info("disconnected (stopped); %d scan(s) delivered", self._courier.delivered)
+        self._courier.flush()
         client, self._client = self._client, None
         if client is not None:
             sock = client.socket()
@@ -619,7 +496,7 @@ class Publisher(Service):
             transient = reason.value in TRANSIENT_CONNACK
             hint = "" if transient else " (check the certificate / user name and the broker's ACL)"
             self._lost_reason = (
-                f"the broker {m.host}:{m.port} refused the connection: {reason}{hint}",
+                f"the broker {self._where()} refused the connection: {reason}{hint}",
                 not transient,
             )
             return
@@ -635,8 +512,8 @@ class Publisher(Service):
         # Subscribe first: the broker handles packets in order, so whoever sees "online"
         # can already send a command.
         client.subscribe(self.side.cmd_prefix + "+", qos=1)
-        if self._pharmacy:
-            client.subscribe(self.topic_ack, qos=1)
+        if self._courier.pharmacy:
+            client.subscribe(self._courier.topic_ack, qos=1)
         info = client.publish(self.side.topic_status, self.side.status("online"), 1, True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._window.sent_other(info.mid, "status")
@@ -647,10 +524,10 @@ class Publisher(Service):
         except OutboxError as e:
             log.error("outbox: %s", e)
             depth = -1
+        self._host_in_use = self._where()
         log.info(
-            "connected to %s:%d (MQTT %s, %s); %s scan(s) queued",
-            m.host,
-            m.port,
+            "connected to %s (MQTT %s, %s); %s scan(s) queued",
+            self._host_in_use,
             m.protocol,
             "TLS" if self._creds and self._creds.tls else "plaintext",
             depth if depth >= 0 else "?",
@@ -669,22 +546,9 @@ class Publisher(Service):
             extra = " (another client connected with our client id)" if self._taken_over else ""
             self._lost_reason = (f"the broker closed the connection: {reason}{extra}", False)
             return
-        detail = self._paho_errors.text
-        sentence = explain_tls_failure(detail or "")
-        if sentence:
-            self._lost_reason = (sentence, True)
-        elif not self._up and self._creds is not None:
-            m = self.cfg.mqtt
-            self._lost_reason = explain_early_close(self._creds, f"{m.host}:{m.port}")
-        elif detail is None:
-            # paho says "Unspecified error" for a plain end of stream: name what happened
-            self._lost_reason = (
-                "the broker closed the connection without a word (the broker stopped or "
-                "restarted, or something between us cut the link)",
-                False,
-            )
-        else:
-            self._lost_reason = (f"connection closed: {detail}", False)
+        self._lost_reason = explain_close(
+            self._paho_errors.text, self._creds if not self._up else None, self._where()
+        )
 
     def _handle_publish(
         self, client: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any
@@ -693,42 +557,8 @@ class Publisher(Service):
             return
         sent = self._window.answered(mid)
         self._answered()
-        if sent is None:
-            return
-        if sent.kind != "scan":
-            if reason.is_failure:
-                text = f"the broker refused our {sent.kind}: {reason} (0x{reason.value:02X})"
-                log.error("%s", text)
-                self._set_delivery_fault(text)
-            return
-        if reason.is_failure:
-            self._scan_refused(sent, reason)
-            return
-        now = self._clock.monotonic()
-        self._delivered += 1
-        self._last_delivery_at = self._clock.wall()
-        # one line per scan, so support staff can prove from the journal where a scan went
-        log.info("scan %s seq %d delivered to the broker", sent.shown, sent.seq)
-        if self._window.delivered(sent, now):
-            self._retry.reset()
-            if self._fault_delivery is not None:
-                log.info("the broker accepts scans again")
-                self._set_delivery_fault(None)
-
-    def _scan_refused(self, sent: Sent, reason: ReasonCode) -> None:
-        self._refused += 1
-        text = (
-            f"the broker refused scan seq {sent.seq} on {self.topic_scan}: {reason} "
-            f"(0x{reason.value:02X})"
-        )
-        if reason.value == 0x87:
-            text += "; its ACL must let this kiosk publish there"
-        now = self._clock.monotonic()
-        delay = self._retry.next() if self._window.paused_until <= now else 0.0
-        if self._window.refused(now, delay):
-            log.error("%s; kept in the outbox, retrying in %.1f s", text, delay)
-        self._last_error = text
-        self._set_delivery_fault(text)
+        if sent is not None:
+            self._courier.answered(sent, reason)
 
     def _handle_subscribe(
         self, client: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any
@@ -753,8 +583,8 @@ class Publisher(Service):
         if client is not self._client:
             return
         self._answered()
-        if msg.topic == self.topic_ack:
-            if self._pharmacy:
-                self._on_ack(bytes(msg.payload))
+        if msg.topic == self._courier.topic_ack:
+            if self._courier.pharmacy:
+                self._courier.pharmacy_ack(bytes(msg.payload))
             return
         self.side.command(msg.topic, bytes(msg.payload), bool(msg.retain))

@@ -15,6 +15,7 @@ the ports are free ones picked here, the RabbitMQ node has its own name and cook
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.mosquitto import free_port, wait_port
+from tests.support.mosquitto import Subscriber, free_port, wait_port
 from tests.support.pki import CertKey
 
 KIOSK = ("kiosk", "kiosk-secret")
@@ -43,6 +44,9 @@ class Features:
     # dropped), "disconnect" (the connection is closed, the scan stays queued)
     denied_v311: str
     dots_in_topics: bool  # a '.' inside a topic level is a plain character
+    # a scan it acknowledged just before a clean restart always reaches a persistent
+    # subscriber (NATS 2.9 was seen to drop one: only `delivery = "pharmacy"` covers that)
+    keeps_acked_across_restart: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,3 +196,17 @@ def make_engine(name: str, workdir: Path, *, tls: TlsFiles | None = None) -> Eng
 
 
 ENGINES = ("mosquitto", "rabbitmq", "nats")
+
+
+class AckingSubscriber(Subscriber):
+    """The pharmacy side of `delivery = "pharmacy"` in a few lines: every scan received is
+    recorded (here: in memory, in arrival order), then acknowledged on the kiosk's
+    `{prefix}/ack` with its scan_id and seq."""
+
+    def _on_message(self, _c: object, _u: object, msg: object) -> None:
+        super()._on_message(_c, _u, msg)
+        topic: str = msg.topic  # type: ignore[attr-defined]
+        if topic.endswith("/scan"):
+            body = json.loads(msg.payload)  # type: ignore[attr-defined]
+            ack = json.dumps({"scan_id": body["scan_id"], "seq": body["seq"]})
+            self.client.publish(topic[: -len("scan")] + "ack", ack, qos=1)

@@ -8,9 +8,13 @@ on subjects: the kiosk's scan topic is `pharmacy.*.kiosk.*.scan`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import signal
+import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +28,7 @@ NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 class NatsEngine(Engine):
     name = "nats"
     features = Features(mqtt5=False, retained=True, will=True, denied_v311="puback",
-                        dots_in_topics=False)
+                        dots_in_topics=False, keeps_acked_across_restart=False)
     startup_timeout = 30.0
 
     def __init__(
@@ -75,7 +79,12 @@ class NatsEngine(Engine):
             )
         mqtt = [f"listen: 127.0.0.1:{self.port}"]
         if self.replicas > 1:
-            mqtt.append(f"stream_replicas: {self.replicas}")
+            # The messages and sessions are replicated; each client's consumer (one per
+            # subscription, made and deleted at every clean-session connection) is kept
+            # on one node in memory: R3 consumers make a reconnect storm crawl (tens of
+            # connections a second on this machine).
+            mqtt += [f"stream_replicas: {self.replicas}", "consumer_replicas: 1",
+                     "consumer_memory_storage: true"]
         if self.tls is not None:
             mqtt.append(
                 f'tls {{ cert_file: "{self.tls.server.cert}", key_file: "{self.tls.server.key}" }}'
@@ -103,3 +112,133 @@ class NatsEngine(Engine):
             while (self.log().count("Reloaded server configuration") <= before
                    and time.monotonic() < deadline):
                 time.sleep(0.02)
+
+
+class NatsCluster:
+    """Three NATS servers routed together, JetStream on each, the MQTT streams and
+    sessions replicated on all three (replicas 3): any node serves any kiosk."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        routes = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsEngine(Path(workdir) / f"n{i + 1}", server_name=f"n{i + 1}", cluster=routes,
+                       cluster_port=routes[i], replicas=min(3, size))
+            for i in range(size)
+        ]
+
+    @property
+    def hosts(self) -> list[str]:
+        """The nodes' MQTT addresses, as a kiosk lists them in `mqtt.hosts`."""
+        return [f"{n.host}:{n.port}" for n in self.nodes]
+
+    def node_at(self, port: int) -> NatsEngine:
+        return next(n for n in self.nodes if n.port == port)
+
+    def start(self, timeout: float = 60.0) -> NatsCluster:
+        for n in self.nodes:  # a lone node cannot become ready (no JetStream quorum): no wait
+            if not n.running:
+                n.write_config()
+                with open(n.log_path, "ab") as log:
+                    n.proc = subprocess.Popen(
+                        n.command(), stdout=log, stderr=subprocess.STDOUT, cwd=n.workdir,
+                        start_new_session=True,
+                    )
+        deadline = time.monotonic() + timeout
+        while not all(n.running and n.ready() for n in self.nodes):
+            if time.monotonic() > deadline:
+                logs = "\n".join(n.log()[-1500:] for n in self.nodes)
+                self.kill()
+                raise RuntimeError(f"the NATS cluster did not form: {logs}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def kill(self) -> None:
+        for n in self.nodes:
+            n.kill()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class JetStreamConsumer:
+    """The pharmacy side on NATS' own protocol (NATS 2.9's MQTT has no MQTT 5 shared
+    subscriptions): a stream over every kiosk's scan subject, replicated on `replicas`
+    nodes, read by one durable pull consumer that acknowledges each message after
+    recording it. Runs its asyncio loop on its own thread."""
+
+    SUBJECT = "pharmacy.*.kiosk.*.scan"
+
+    def __init__(self, servers: list[str], *, replicas: int = 3, stream: str = "SCANS") -> None:
+        self.servers = servers
+        self.replicas = replicas
+        self.stream = stream
+        self.keys: set[str] = set()  # the scan_ids received
+        self.received = 0  # every arrival, repeats included
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="jetstream-consumer", daemon=True)
+
+    def start(self, timeout: float = 60.0) -> JetStreamConsumer:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"the JetStream consumer did not start: {self._error!r}")
+        if self._error is not None:
+            raise RuntimeError(f"the JetStream consumer failed: {self._error!r}")
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # reported by start() or close()
+            self._error = e
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import nats
+        from nats.js.api import StorageType, StreamConfig
+        from nats.js.errors import FetchTimeoutError
+
+        nc = await nats.connect(
+            servers=[f"nats://{s}" for s in self.servers], max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5, user=LGO[0], password=LGO[1],
+        )
+        js = nc.jetstream(timeout=10)
+        await js.add_stream(StreamConfig(
+            name=self.stream, subjects=[self.SUBJECT], num_replicas=self.replicas,
+            storage=StorageType.FILE,
+        ))
+        sub = await js.pull_subscribe(self.SUBJECT, durable="lgo", stream=self.stream)
+        self._ready.set()
+        while not self._stop.is_set():
+            try:
+                msgs = await sub.fetch(256, timeout=1)
+            except (FetchTimeoutError, TimeoutError):
+                continue
+            except Exception:  # the cluster is restarting: the client reconnects by itself
+                await asyncio.sleep(0.5)
+                continue
+            for m in msgs:
+                body = json.loads(m.data)
+                with self._lock:
+                    self.received += 1
+                    self.keys.add(body["scan_id"])
+                with contextlib.suppress(Exception):  # unacknowledged: redelivered, a repeat
+                    await m.ack()
+        await nc.close()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.keys)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(15)

@@ -1,0 +1,250 @@
+"""QR finder patterns as candidates, the pass fitted to a small code, and the main-stream zoom.
+
+Real zxing-cpp on real pictures: codes made by zxing-cpp's writer, drawn on a page of
+text lines at 2-3 pixels a module, blurred and noisy as a camera would give them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zxingcpp
+from ordoscan.decoder import Decoder
+from ordoscan.decoder.finders import find_finders, guess_codes
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from tests.test_decoder import TickClock
+
+EPU = "01S2TBPZ2JCNZZYGHZ"
+WORDS = [
+    "comprime",
+    "matin",
+    "soir",
+    "pendant",
+    "jours",
+    "gelule",
+    "boite",
+    "par",
+    "jour",
+    "mg",
+    "fois",
+    "repas",
+    "apres",
+]
+
+
+def modules(text: str = EPU) -> np.ndarray:
+    """The code's modules, True for dark, without a quiet zone."""
+    bc = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    return np.asarray(zxingcpp.write_barcode_to_image(bc, scale=1, add_quiet_zones=False)) < 128
+
+
+def text_page(
+    module: float, angle: float, blur: float, seed: int = 1, size: tuple[int, int] = (1280, 720)
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A page of small print filling the view, a QR Code among its lines (2 modules of quiet
+    zone), turned by `angle` about the code; blur and noise in output pixels.
+
+    Returns the grey frame and the code's centre and side in pixels.
+    """
+    rng = np.random.default_rng(seed)
+    ss = 4  # drawn 4x larger, then box-filtered down: sub-pixel module edges
+    w, h = size[0] * ss, size[1] * ss
+    m = module * ss
+    img = Image.new("L", (w, h), 225)
+    draw = ImageDraw.Draw(img)
+    px = round(3.5 * m)  # print about as tall as 3.5 modules, as on an A5 ordonnance
+    font = ImageFont.load_default(size=px)
+    y = px
+    while y < h - px:
+        draw.text(
+            (px, y),
+            " ".join(WORDS[int(i)] for i in rng.integers(len(WORDS), size=60)),
+            fill=30,
+            font=font,
+        )
+        y += round(1.4 * px)
+    qr = modules()
+    side = qr.shape[0] * m
+    cx, cy = w * 0.45, h * 0.5
+    x0, y0 = cx - side / 2, cy - side / 2
+    quiet = 2 * m
+    draw.rectangle([x0 - quiet, y0 - quiet, x0 + side + quiet, y0 + side + quiet], fill=225)
+    tile = Image.fromarray(np.where(qr, 30, 225).astype(np.uint8))
+    img.paste(
+        tile.resize((round(side), round(side)), Image.Resampling.NEAREST), (round(x0), round(y0))
+    )
+    img = img.rotate(angle, Image.Resampling.BILINEAR, center=(cx, cy), fillcolor=225)
+    img = img.reduce(ss).filter(ImageFilter.GaussianBlur(blur))
+    grey = np.asarray(img, np.float64) + rng.normal(0, 2.0, (size[1], size[0]))
+    return np.clip(grey, 0, 255).astype(np.uint8), (cx / ss, cy / ss, side / ss)
+
+
+def isolated(module: float, angle: float, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """One clean code alone on a light counter, `module` pixels a module, turned by `angle`."""
+    qr = np.pad(modules(), 4)
+    side = round(qr.shape[0] * module)
+    tile = Image.fromarray(np.where(qr, 20, 230).astype(np.uint8)).resize(
+        (side, side), Image.Resampling.BOX if module < 1 else Image.Resampling.NEAREST
+    )
+    img = Image.new("L", size, 230)
+    img.paste(tile, ((size[0] - side) // 2, (size[1] - side) // 2))
+    return np.asarray(img.rotate(angle, Image.Resampling.BILINEAR, fillcolor=230))
+
+
+@pytest.mark.parametrize(
+    ("module", "angle"),
+    [(1.6, 0.0), (2.0, 0.0), *((m, a) for m in (2.5, 4.0, 7.0, 12.0) for a in (0.0, 33.0))],
+)
+def test_finder_patterns_found_at_every_scale(module: float, angle: float) -> None:
+    """Three finder centres where the writer put them, with the module size, at any scale
+    and rotation (the pyramid's levels), grouped into one code guess that holds the code."""
+    frame = isolated(module, angle, size=(900, 900) if module > 8 else (640, 480))
+    h, w = frame.shape
+    n = modules().shape[0]
+    # the writer's finder centres, 3.5 modules in from three corners, turned about the middle
+    a = np.deg2rad(-angle)
+    want = []
+    for u, v in ((3.5, 3.5), (n - 3.5, 3.5), (3.5, n - 3.5)):
+        dx, dy = (u - n / 2) * module, (v - n / 2) * module
+        want.append(
+            (w / 2 + dx * np.cos(a) - dy * np.sin(a), h / 2 + dx * np.sin(a) + dy * np.cos(a))
+        )
+    found = find_finders(frame, levels=3)
+    for x, y in want:
+        near = [
+            f
+            for f in found
+            if abs(f.x - x) <= max(2.0, module) and abs(f.y - y) <= max(2.0, module)
+        ]
+        assert near, (module, angle, (x, y), found)
+        assert 0.7 * module <= near[0].module <= 1.5 * module, (module, near[0])
+    guesses = [g for g in guess_codes(found, frame.shape) if g.finders == 3]
+    assert guesses, found
+    g = guesses[0]
+    assert g.x0 <= min(x for x, _ in want) and g.x1 >= max(x for x, _ in want)
+    assert g.y0 <= min(y for _, y in want) and g.y1 >= max(y for _, y in want)
+    assert 0.7 * module <= g.module <= 1.5 * module
+
+
+@pytest.fixture(scope="module")
+def small_in_text() -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A small blurred code among lines of text that zxing-cpp alone does not read."""
+    frame, where = text_page(2.4, 20.0, 1.0)
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(frame)}
+    return frame, where
+
+
+def test_small_code_among_text_is_proposed_and_read(
+    small_in_text: tuple[np.ndarray, tuple[float, float, float]],
+) -> None:
+    frame, (cx, cy, side) = small_in_text
+    guesses = guess_codes(find_finders(frame, 2), frame.shape)
+    first = [g for g in guesses if g.x0 <= cx <= g.x1 and g.y0 <= cy <= g.y1]
+    assert first and first[0].finders == 3 and guesses.index(first[0]) < 3, guesses
+    assert 2.4 * 0.7 <= first[0].module <= 2.4 * 1.5
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    symbols = [s for s in decoder.decode(frame) if s.text == EPU]
+    assert len(symbols) == 1
+    # found where it is
+    xs = [x for x, _ in symbols[0].position]
+    ys = [y for _, y in symbols[0].position]
+    assert abs(np.mean(xs) - cx) < side / 4 and abs(np.mean(ys) - cy) < side / 4
+    st = decoder.stats()
+    assert st.hard_frames == 1 and st.extra_symbols == 1 and st.zooms == 0
+
+
+class Crops:
+    """A zoom: the region of a frame taken from a rendering of the same scene at twice
+    its resolution (what picamera2's main stream gives beside the lores one)."""
+
+    def __init__(self, hires: np.ndarray, factor: int) -> None:
+        self.hires = hires
+        self.factor = factor
+        self.boxes: list[tuple[int, int, int, int]] = []
+
+    def __call__(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray | None:
+        self.boxes.append((x0, y0, x1, y1))
+        f = self.factor
+        return self.hires[y0 * f : y1 * f, x0 * f : x1 * f]
+
+
+@pytest.fixture(scope="module")
+def two_resolutions() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """The page rendered at 2560x1440 with its lens blur, and the 1280x720 frame the ISP
+    makes of it (2x2 means): a code too small to read at lores, even upscaled."""
+    hires, (cx, cy, side) = text_page(4.8, 20.0, 2.1, seed=3, size=(2560, 1440))
+    lores = hires.reshape(720, 2, 1280, 2).mean(axis=(1, 3)).round().astype(np.uint8)
+    return hires, lores, (cx / 2, cy / 2, side / 2)
+
+
+def test_zoom_reads_a_small_code_from_the_main_stream(
+    two_resolutions: tuple[np.ndarray, np.ndarray, tuple[float, float, float]],
+) -> None:
+    hires, lores, (cx, cy, side) = two_resolutions
+    zoom = Crops(hires, 2)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    symbols = [s for s in decoder.decode(lores, zoom) if s.text == EPU]
+    assert len(symbols) == 1
+    assert decoder.stats().zooms >= 1
+    x0, y0, x1, y1 = zoom.boxes[0]  # the first region asked for is the code's
+    assert x0 <= cx <= x1 and y0 <= cy <= y1 and (x1 - x0) < 4 * side
+    # the position is in lores pixels, where the code is
+    assert abs(np.mean([x for x, _ in symbols[0].position]) - cx) < side / 4
+
+
+def test_no_zoom_without_a_main_stream_nor_on_an_easy_frame(
+    two_resolutions: tuple[np.ndarray, np.ndarray, tuple[float, float, float]],
+) -> None:
+    hires, lores, _ = two_resolutions
+    plain = Decoder(budget_ms=10_000, duty=None)
+    # no zoom given: the fitted pass upscales the frame's own pixels, which are too few
+    assert EPU not in {s.text for s in plain.decode(lores)}
+    assert plain.stats().zooms == 0 and plain.stats().extra_passes >= 1
+    zoom = Crops(hires, 2)
+    easy = isolated(5.0, 10.0, size=(1280, 720))
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(easy, zoom)] == [EPU]
+    assert zoom.boxes == [] and decoder.stats().zooms == 0
+
+
+def test_a_zoom_that_gives_nothing_falls_back_to_upscaling(
+    small_in_text: tuple[np.ndarray, tuple[float, float, float]],
+) -> None:
+    frame, _ = small_in_text
+    asked: list[tuple[int, int, int, int]] = []
+
+    def empty(x0: int, y0: int, x1: int, y1: int) -> np.ndarray | None:
+        asked.append((x0, y0, x1, y1))
+        return None if len(asked) % 2 else np.zeros((3, 3, 3), np.float32)  # nothing, garbage
+
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert EPU in {s.text for s in decoder.decode(frame, empty)}
+    assert asked and decoder.stats().zooms == 0
+
+
+def test_budget_and_duty_bound_the_fitted_passes(
+    small_in_text: tuple[np.ndarray, tuple[float, float, float]],
+) -> None:
+    """Counted in passes on a clock that moves 10 ms a read: the budget caps each frame,
+    the duty cycle a run of frames; budget 0 runs none."""
+    frame, _ = small_in_text
+    off = Decoder(budget_ms=0)
+    off.decode(frame)
+    assert off.stats().extra_passes == 0 and off.stats().budget_stops == 1
+    step = 10.0
+    budget = 45.0
+    capped = Decoder(budget_ms=budget, clock=TickClock(step), duty=None)
+    for i in range(3):
+        before = capped.stats().extra_passes
+        capped.decode(frame)
+        # each pass reads the clock twice (20 ms); one may start just before the budget ends
+        assert capped.stats().extra_passes - before <= budget // (2 * step) + 1, i
+    frames = 30
+    rationed = Decoder(budget_ms=budget, clock=TickClock(step), duty=0.3, fps=10)
+    for _ in range(frames):
+        rationed.decode(frame)
+    st = rationed.stats()
+    # a second's credit (300 ms) plus 30 ms a frame, 20 ms a pass, one overrun a frame
+    assert st.extra_passes <= (300 + frames * 30) / (2 * step) + frames
+    assert st.duty_stops >= frames // 3
