@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-PER_PROCESS = 250  # threads per process: a GIL shared by more makes each one wait long
+PER_PROCESS = 50  # threads per process: with more, every call that lets the GIL go waits long
 PAYLOAD_DIGITS = 12
 
 
@@ -127,7 +127,7 @@ class _Worker:
                                  symbology_id="]Q1", payload=f"01F{os.getpid() % 1000:03d}"
                                  f"{n:0{PAYLOAD_DIGITS}d}", clock_synced=True)
                 self.put_total += 1
-                keys.append(f"{outbox.device_id}:{row.seq}")
+                keys.append(row.scan_id)
             publisher.wake()
         return {"put": len(keys), "keys": keys}
 

@@ -179,7 +179,7 @@ class JetStreamConsumer:
         self.servers = servers
         self.replicas = replicas
         self.stream = stream
-        self.keys: set[str] = set()  # "device_id:seq", first arrivals
+        self.keys: set[str] = set()  # the scan_ids received
         self.received = 0  # every arrival, repeats included
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -230,7 +230,7 @@ class JetStreamConsumer:
                 body = json.loads(m.data)
                 with self._lock:
                     self.received += 1
-                    self.keys.add(f"{body['device_id']}:{body['seq']}")
+                    self.keys.add(body["scan_id"])
                 with contextlib.suppress(Exception):  # unacknowledged: redelivered, a repeat
                     await m.ack()
         await nc.close()
