@@ -4,7 +4,7 @@
 # as /usr/local/sbin/ordoscan-setup; docs/INSTALL.md is the guide.
 #
 #   install --site SITE --broker HOST [--port N] [--device-id ID]
-#           [--source DIR|WHEEL] [--ca FILE] [--username NAME] [--rewrite-config]
+#           [--source DIR|WHEEL|DEB] [--ca FILE] [--username NAME] [--rewrite-config]
 #                       apt packages, user, venv, ordoscan, config, device key
 #                       and certificate request, systemd unit, camera and
 #                       watchdog settings; starts the service once the device
@@ -45,6 +45,9 @@ PASSWORD_FILE=$CONF_DIR/mqtt.password
 STATE_DIR=/var/lib/ordoscan
 UNIT=ordoscan.service
 UNIT_FILE=/etc/systemd/system/$UNIT
+# Installed from the Debian package (ordoscan_<version>_<arch>.deb), the unit
+# and the watchdog setting are the package's, and apt removes them.
+PACKAGE_UNIT_FILE=/lib/systemd/system/$UNIT
 UNIT_DROPINS=/etc/systemd/system/$UNIT.d
 WATCHDOG_CONF=/etc/systemd/system.conf.d/ordoscan-watchdog.conf
 DATA_MOUNT=/etc/systemd/system/var-lib-ordoscan.mount
@@ -225,7 +228,11 @@ install_packages() {
     [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ] || return 0
     if [ ${#missing[@]} -gt 0 ] || ! apt_lists_present; then
         say "apt-get update"
-        apt-get update -q >/dev/null || die "apt-get update failed (network? /etc/apt/sources.list*)"
+        if ! apt-get update -q >/dev/null; then
+            # only the Raspberry Pi OS packages were wanted: they are optional off a Pi
+            [ ${#missing[@]} -eq 0 ] || die "apt-get update failed (network? /etc/apt/sources.list*)"
+            note "apt-get update failed (offline?): the optional packages are looked up in what apt already knows"
+        fi
     fi
     wanted=("${missing[@]}")
     for p in "${optional[@]}"; do
@@ -302,10 +309,52 @@ venv_ok() {
 
 ordoscan_works() { [ -x "$VENV/bin/ordoscan" ] && "$VENV/bin/ordoscan" --version >/dev/null 2>&1; }
 
+from_package() { pkg_installed ordoscan; }
+
+# No site config yet: none at all, or the package's conffile as shipped.
+config_unset() {
+    local shipped
+    [ -f "$CONF" ] || return 0
+    shipped=$(dpkg-query -W -f='${Conffiles}\n' ordoscan 2>/dev/null | awk -v f="$CONF" '$1 == f {print $2}')
+    [ -n "$shipped" ] && [ "$(md5sum <"$CONF" | cut -d' ' -f1)" = "$shipped" ]
+}
+
+# The unit in use: the package's, or the one this script installs.
+unit_file() { if from_package; then printf '%s\n' "$PACKAGE_UNIT_FILE"; else printf '%s\n' "$UNIT_FILE"; fi; }
+
+# install_deb FILE: the Debian package, through apt (it makes the venv offline
+# from the wheels it carries, the user, the folders and the unit)
+install_deb() {
+    local src=$1 want
+    want=$(dpkg-deb -f "$src" Version) || usage_error "--source $src: not a Debian package"
+    if [ "$(dpkg-query -W -f='${Status} ${Version}' ordoscan 2>/dev/null)" = "install ok installed $want" ] &&
+        ordoscan_works; then
+        return 0
+    fi
+    if [ -f "$UNIT_FILE" ]; then
+        # a kiosk installed by this script before: the package's unit takes over
+        remove "$UNIT_FILE" "$STAMP"
+        if systemd_running; then systemctl daemon-reload; fi
+    fi
+    say "installing the package $src (apt)"
+    apt-get install -y -q -o Dpkg::Options::=--force-confold "$src" >/dev/null ||
+        die "apt-get install $src failed (see the messages above)"
+    ordoscan_works || die "the package was installed but '$VENV/bin/ordoscan --version' fails"
+    changed "ordoscan $want (Debian package)"
+    PACKAGE_CHANGED=yes
+}
+
 # install_ordoscan SOURCE; sets PACKAGE_CHANGED
 install_ordoscan() {
     local src=$1 want
     PACKAGE_CHANGED=no
+    if [[ $src == *.deb ]]; then
+        install_deb "$src"
+        return 0
+    fi
+    if from_package; then
+        die "ordoscan is installed from its Debian package: give --source ordoscan_<version>_<arch>.deb, or 'apt-get remove ordoscan' first"
+    fi
     ensure_dir "$PREFIX" 755 root:root
     if ! venv_ok; then
         if [ -e "$VENV" ]; then rm -rf "$VENV"; fi
@@ -427,6 +476,16 @@ ensure_key_and_csr() {
 
 install_units() {  # sets UNITS_CHANGED, WATCHDOG_CHANGED
     local before=$CHANGES
+    UNITS_CHANGED=$PACKAGE_CHANGED
+    WATCHDOG_CHANGED=no
+    if from_package; then
+        # the package installs, reloads and enables its unit
+        if ! systemctl is-enabled --quiet "$UNIT" 2>/dev/null; then
+            systemctl enable --quiet "$UNIT" || die "systemctl enable $UNIT failed"
+            changed "$UNIT enabled (starts at boot)"
+        fi
+        return 0
+    fi
     put_file "$TOP/systemd/ordoscan.service" "$UNIT_FILE" 644 root:root
     UNITS_CHANGED=no
     if [ "$CHANGES" -ne "$before" ]; then UNITS_CHANGED=yes; fi
@@ -499,12 +558,13 @@ cmd_install() {
         if [ -d "$source" ]; then
             [ -f "$source/pyproject.toml" ] || usage_error "--source $source: no pyproject.toml there (give an ordoscan checkout)"
         elif [ -f "$source" ]; then
-            [[ $(basename "$source") == ordoscan-*.whl ]] || usage_error "--source $source: not an ordoscan wheel (ordoscan-*.whl)"
+            [[ $(basename "$source") == ordoscan-*.whl || $(basename "$source") == ordoscan_*.deb ]] ||
+                usage_error "--source $source: not an ordoscan wheel (ordoscan-*.whl) or package (ordoscan_*.deb)"
         else
             usage_error "--source $source: no such file or folder"
         fi
     fi
-    if [ ! -f "$CONF" ] || [ "$rewrite" = yes ]; then
+    if config_unset || [ "$rewrite" = yes ]; then
         if [ -z "$site" ] || [ -z "$host" ]; then
             usage_error "install: a new kiosk needs --site SITE and --broker HOST"
         fi
@@ -524,7 +584,7 @@ cmd_install() {
     ensure_dir "$CONF_DIR" 750 "root:$SERVICE_USER"
     ensure_dir "$STATE_DIR" 700 "$SERVICE_USER:$SERVICE_USER"
     local conf_before=$CHANGES
-    if [ ! -f "$CONF" ] || [ "$rewrite" = yes ]; then
+    if config_unset || [ "$rewrite" = yes ]; then
         if [ -z "$device_id" ]; then
             device_id=$(pi_serial) ||
                 usage_error "cannot read the Raspberry Pi serial number (/proc/device-tree/serial-number); give --device-id ID"
@@ -661,7 +721,7 @@ cmd_install_cert() {
         changed "$KEY replaced by the renewed key"
     fi
     say "device certificate: $(openssl x509 -in "$CERT" -noout -subject -nameopt RFC2253), $(openssl x509 -in "$CERT" -noout -enddate)"
-    if [ "$CHANGES" -ne "$before" ] && systemd_running && [ -s "$CA" ] && [ -f "$UNIT_FILE" ]; then
+    if [ "$CHANGES" -ne "$before" ] && systemd_running && [ -s "$CA" ] && [ -f "$(unit_file)" ]; then
         if systemctl is-active --quiet "$UNIT"; then start_service restart; else start_service start; fi
     fi
     summary
@@ -714,7 +774,7 @@ appliance_enable() {
     [ -n "$dev" ] || usage_error "appliance enable: give --data DEVICE, a partition or USB drive for the outbox (it must survive power cuts; the root becomes read-only)"
     need_root appliance
     refuse_on_overlay
-    [ -f "$UNIT_FILE" ] || die "run '$PROG install' first"
+    [ -f "$(unit_file)" ] || die "run '$PROG install' first"
     dev=$(readlink -f -- "$dev")
     [ -b "$dev" ] || usage_error "appliance enable: $dev is not a block device"
     local mounted
@@ -884,7 +944,7 @@ cmd_uninstall() {
         die "appliance mode is on: run '$PROG appliance disable' and reboot first"
     fi
     say "removing ordoscan"
-    if [ -f "$UNIT_FILE" ]; then
+    if [ -f "$(unit_file)" ]; then
         if systemd_running && systemctl is-active --quiet "$UNIT"; then
             systemctl stop "$UNIT"
             changed "$UNIT stopped"
@@ -897,6 +957,16 @@ cmd_uninstall() {
     if systemd_running && findmnt -n -M "$STATE_DIR" >/dev/null 2>&1; then
         systemctl stop var-lib-ordoscan.mount || umount "$STATE_DIR"
         changed "$STATE_DIR unmounted (the outbox stays on its drive)"
+    fi
+    if from_package; then
+        # apt removes the venvs and the unit; a purge also the config and the outbox
+        if [ "$purge" = yes ]; then
+            apt-get purge -y -q ordoscan >/dev/null || die "apt-get purge ordoscan failed"
+            changed "package ordoscan purged"
+        else
+            apt-get remove -y -q ordoscan >/dev/null || die "apt-get remove ordoscan failed"
+            changed "package ordoscan removed"
+        fi
     fi
     remove "$UNIT_FILE" "$UNIT_DROPINS" "$WATCHDOG_CONF" "$DATA_MOUNT" "$JOURNAL_CONF" "$LINK" "$PREFIX"
     remove_if_empty "$(dirname "$WATCHDOG_CONF")" "$(dirname "$JOURNAL_CONF")"

@@ -98,7 +98,9 @@ def test_bench_heldout() -> None:
     out = os.environ.get("ORDOSCAN_BENCH_MISSES")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        for (_, frames), (_, tallies) in zip(sources, results, strict=True):
+        for (name, frames), (_, tallies) in zip(sources, results, strict=True):
+            if name.startswith("zxing"):  # those photos are in the corpus already
+                continue
             missed = set(tallies[1].missed[:4])
             for f in frames:
                 if f.name in missed:

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Sourced by the jobs the appliance tests run in the VM (tests/appliance):
+# small helpers, and every event line goes to the host on the second serial port.
+set -euo pipefail
+
+EVENTS=${EVENTS:-/dev/ttyS1}
+export SHARE=/mnt/host
+SCENES=/run/scenes
+
+ev() { printf '%s\n' "$*" >"$EVENTS"; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+prop() { systemctl show -P "$2" "$1"; }
+
+# wait_for SECONDS COMMAND...: polls every 0.1 s
+wait_for() {
+    local limit=$1 i
+    shift
+    for ((i = 0; i < limit * 10; i++)); do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+is_active() { [ "$(systemctl is-active "$1")" = active ]; }
+pid_is_not() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" ] && is_active "$1"; }
+
+# feed FILE...: frames for the replay camera, each renamed in whole
+feed() {
+    local f name
+    for f in "$@"; do
+        name=$(basename "$f")
+        cp "$f" "$SCENES/.$name"
+        mv "$SCENES/.$name" "$SCENES/$name"
+    done
+}
+
+# The scan lines of the daemon's journal (masked identifiers), streamed to the host
+# as they come: what the outbox acknowledged before a cut is known outside the VM.
+stream_queued() {
+    journalctl -b -f -n all -o cat -u ordoscan.service |
+        grep --line-buffered -E 'queued as seq|delivered|ready$' |
+        while IFS= read -r line; do ev "journal: $line"; done &
+}

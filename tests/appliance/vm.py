@@ -1,0 +1,272 @@
+"""One virtual kiosk: qemu on the cached image (tests/appliance/image.py).
+
+The disk is a qcow2 overlay on the cached root, so the cached image stays
+clean and each test run starts from a fresh machine. `cut()` is a power cut:
+qemu is killed (SIGKILL), the guest gets no shutdown; what the guest had
+handed to its virtual disk survives (qemu's default cache=writeback), what
+sat in the guest's own page cache is lost, which is what a cut tests.
+
+Two serial ports: ttyS0 is the kernel console (console.log), ttyS1 the
+harness's event channel (events.log). A thread reads events.log and stamps
+each line with the host's monotonic clock when it first appears, so timings
+are measured outside the guest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.appliance.image import Image
+from tests.support.wait import wait_until
+
+BROKER = "10.0.2.100"  # where the guest finds the test's broker (see VM.netdev)
+QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
+
+
+def qemu_binary(arch: str) -> str | None:
+    return shutil.which(QEMU[arch])
+
+
+def kvm_runs_guests(image: Image, workdir: Path) -> bool:
+    """Whether KVM really runs a guest here: /dev/kvm may exist and still hang
+    Debian's kernel (nested KVM). The kernel is booted with no init; under a
+    working KVM it reaches the "no init" panic in seconds."""
+    if image.arch != "amd64" or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    binary = qemu_binary(image.arch)
+    if binary is None:
+        return False
+    # the answer holds until the host reboots: asked once per host boot
+    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    answer = image.kernel.with_name(f"kvm-probe-{boot_id}")
+    if answer.exists():
+        return answer.read_text().strip() == "yes"
+    for old in image.kernel.parent.glob("kvm-probe-*"):
+        old.unlink()
+    log = workdir / "kvm-probe.log"
+    cmd = [binary, "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1", "-nodefaults",
+           "-display", "none", "-no-reboot", "-serial", f"file:{log}", "-kernel", str(image.kernel),
+           "-append", "console=ttyS0 panic=-1 rdinit=/nonexistent init=/nonexistent"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    text = log.read_text(errors="replace") if log.exists() else ""
+    works = "Kernel panic" in text
+    answer.write_text("yes\n" if works else "no\n")
+    return works
+
+
+DISPATCHER = """\
+n=1
+while :; do
+    while [ ! -e /mnt/host/jobs/$n.sh ]; do sleep 0.2; done
+    echo "--- job $n" >&2
+    bash /mnt/host/jobs/$n.sh
+    echo "job-exit $n $?" >/dev/ttyS1
+    n=$((n + 1))
+done
+"""
+
+
+@dataclass
+class Event:
+    at: float  # host monotonic time the line was first seen
+    text: str
+
+
+class VM:
+    def __init__(self, image: Image, workdir: Path, *, accel: str = "tcg", memory_mb: int = 1024,
+                 cpus: int = 2, broker_port: int | None = None) -> None:
+        self.image = image
+        self.workdir = workdir
+        self.share = workdir / "share"
+        self.share.mkdir(parents=True, exist_ok=True)
+        self.disk = workdir / "disk.qcow2"
+        self.accel = accel
+        self.memory_mb = memory_mb
+        self.cpus = cpus
+        self.broker_port = broker_port
+        self.proc: subprocess.Popen[bytes] | None = None
+        # what the image's harness runs: the jobs of share/jobs/, in order, as they come
+        (self.share / "job.sh").write_text(DISPATCHER)
+        self.boots = 0
+        self.started_at = 0.0
+        self.events: list[Event] = []
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._stop_reading = threading.Event()
+        if not self.disk.exists():
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(image.root), str(self.disk)], check=True)
+        # a second, empty drive (/dev/vdb): the outbox's drive in appliance mode
+        self.data_disk = workdir / "data.raw"
+        if not self.data_disk.exists():
+            with self.data_disk.open("wb") as f:
+                f.truncate(128 * 2**20)
+
+    # --- life ---------------------------------------------------------------------
+
+    def boot(self, *, append: str = "", ro_root: bool = False) -> None:
+        """Starts the machine; the harness runs share/job.sh once it is up."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.boots += 1
+        n = self.boots
+        self.console = self.workdir / f"console-{n}.log"
+        self.events_file = self.workdir / f"events-{n}.log"
+        self.events_file.touch()
+        shutil.rmtree(self.share / "jobs", ignore_errors=True)
+        (self.share / "jobs").mkdir()
+        console = CONSOLE[self.image.arch]
+        cmdline = (f"root=/dev/vda {'ro' if ro_root else 'rw'} console={console} panic=-1 "
+                   "quiet systemd.show_status=0 ordoscan.harness " + append).strip()
+        binary = qemu_binary(self.image.arch)
+        assert binary is not None
+        if self.image.arch == "amd64":
+            machine = ["-accel", self.accel + (",thread=multi" if self.accel == "tcg" else ""),
+                       "-cpu", "max" if self.accel == "tcg" else "host"]
+            serial = ["-serial", f"file:{self.console}", "-serial", f"file:{self.events_file}"]
+        else:
+            machine = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a57"]
+            # the virt board has one PL011: the events go to a virtio console (hvc0)
+            serial = ["-serial", f"file:{self.console}", "-device", "virtio-serial-device",
+                      "-chardev", f"file,id=ev,path={self.events_file}",
+                      "-device", "virtconsole,chardev=ev"]
+        cmd = [binary, *machine, "-m", str(self.memory_mb), "-smp", str(self.cpus),
+               "-nodefaults", "-display", "none", "-no-reboot", *serial,
+               "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+               "-append", cmdline,
+               "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=writeback",
+               "-drive", f"file={self.data_disk},if=virtio,format=raw,cache=writeback",
+               "-virtfs", f"local,path={self.share},mount_tag=host,security_model=none,id=host",
+               "-netdev", self.netdev(), "-device", "virtio-net-pci,netdev=n0",
+               "-device", "virtio-rng-pci"]
+        self.qemu_log = (self.workdir / f"qemu-{n}.log").open("wb")
+        self.started_at = time.monotonic()
+        with self._lock:
+            self.events = []
+        self.proc = subprocess.Popen(cmd, stdout=self.qemu_log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self._stop_reading.clear()
+        self._reader = threading.Thread(target=self._read_events, args=(self.events_file,),
+                                        daemon=True)
+        self._reader.start()
+
+    def netdev(self) -> str:
+        """qemu's user network, closed to the world (restrict=on): the one way out is
+        the guest's BROKER address, each connection to it relayed by a socat to the
+        test's broker on this machine's loopback."""
+        spec = "user,id=n0,restrict=on"
+        if self.broker_port is not None:
+            spec += (f",guestfwd=tcp:{BROKER}:1883-cmd:socat STDIO "
+                     f"TCP:127.0.0.1:{self.broker_port}")
+        return spec
+
+    def _read_events(self, path: Path) -> None:
+        buf = b""
+        with path.open("rb") as f:
+            while True:
+                chunk = f.read()
+                now = time.monotonic()
+                if chunk:
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    with self._lock:
+                        for line in lines:
+                            text = line.decode("utf-8", "replace").strip("\r\x00 ")
+                            if text:
+                                self.events.append(Event(now, text))
+                elif self._stop_reading.is_set():
+                    return
+                else:
+                    time.sleep(0.02)
+
+    def cut(self) -> None:
+        """Power cut: qemu killed, no shutdown in the guest."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._finish()
+
+    def wait_off(self, timeout: float = 60) -> None:
+        """Waits for the guest to power off by itself (then cuts if it does not)."""
+        assert self.proc is not None
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.cut()
+            raise AssertionError(f"the VM did not power off within {timeout:g} s; "
+                                 f"console: {self.console_tail()}") from None
+        self._finish()
+
+    def _finish(self) -> None:
+        self._stop_reading.set()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.qemu_log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # --- events ---------------------------------------------------------------------
+
+    def lines(self) -> list[Event]:
+        with self._lock:
+            return list(self.events)
+
+    def find(self, pattern: str) -> Event | None:
+        rx = re.compile(pattern)
+        return next((e for e in self.lines() if rx.search(e.text)), None)
+
+    def wait_event(self, pattern: str, timeout: float) -> Event:
+        def seen() -> Event | None:
+            found = self.find(pattern)
+            if found is None and not self.running:
+                raise AssertionError(f"the VM stopped before {pattern!r}; events: "
+                                     f"{[e.text for e in self.lines()][-15:]}; "
+                                     f"console: {self.console_tail()}")
+            return found
+
+        try:
+            return wait_until(seen, timeout, f"{pattern!r} from the VM", every=0.05)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nevents: {[x.text for x in self.lines()][-20:]}\n"
+                                 f"job log: {self.job_log()[-3000:]}\n"
+                                 f"console: {self.console_tail()}") from None
+
+    def console_tail(self, n: int = 3000) -> str:
+        return self.console.read_text(errors="replace")[-n:] if self.console.exists() else ""
+
+    def job_log(self) -> str:
+        p = self.share / "job.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def submit(self, script: str) -> int:
+        """Queues a job (bash) for the running or next boot; returns its number. The
+        guest runs jobs one after the other and reports `job-exit N RC`."""
+        jobs = self.share / "jobs"
+        jobs.mkdir(exist_ok=True)
+        n = len(list(jobs.glob("*.sh"))) + 1
+        tmp = jobs / f".{n}.tmp"
+        tmp.write_text(script)
+        tmp.rename(jobs / f"{n}.sh")
+        return n
+
+    def run(self, script: str, timeout: float) -> str:
+        """Runs a job and waits for its end; returns its exit status."""
+        n = self.submit(script)
+        return self.wait_event(rf"^job-exit {n} ", timeout).text.split()[-1]
