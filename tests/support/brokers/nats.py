@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -114,12 +115,24 @@ class NatsEngine(Engine):
                 time.sleep(0.02)
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (one at a time, the kernel may hand the same one twice)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 class NatsCluster:
     """Three NATS servers routed together, JetStream on each, the MQTT streams and
     sessions replicated on all three (replicas 3): any node serves any kiosk."""
 
     def __init__(self, workdir: Path, size: int = 3) -> None:
-        routes = [free_port() for _ in range(size)]
+        routes = free_ports(size)
         self.nodes = [
             NatsEngine(Path(workdir) / f"n{i + 1}", server_name=f"n{i + 1}", cluster=routes,
                        cluster_port=routes[i], replicas=min(3, size))
