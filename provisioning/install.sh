@@ -422,7 +422,9 @@ EOF
 
 validate_config() {
     local out
-    if ! out=$(as_service_user "$VENV/bin/ordoscan" config validate --config "$CONF" 2>&1); then
+    # the certificate and the password come later (csr, install-cert, set-password): check the
+    # keys and values now; `ordoscan check` and the service check the files once they are there
+    if ! out=$(as_service_user "$VENV/bin/ordoscan" config validate --values-only --config "$CONF" 2>&1); then
         printf '%s\n' "$out" >&2
         die "$CONF is not valid (above); fix it, or rewrite it with: $PROG install --rewrite-config --site ... --broker ..."
     fi

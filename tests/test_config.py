@@ -458,3 +458,17 @@ def test_validate_refuses_what_run_would_refuse(
     assert "configuration error" in err and str(p) in err and needle in err
     assert cli_main(["run", "--config", str(p)]) == EXIT_USAGE  # refused before anything starts
     assert needle in capsys.readouterr().err
+
+
+def test_values_only_validation_leaves_the_files_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The installer writes the config before the certificate exists: --values-only checks the
+    keys and values, while a plain validate (and run) still refuses the missing file."""
+    p = write(tmp_path, f'[device]\nid = "k1"\n[mqtt]\nca_file = "{tmp_path}/later-ca.crt"\n')
+    assert cli_main(["config", "validate", "--values-only", "--config", str(p)]) == 0
+    assert "files not checked" in capsys.readouterr().out
+    assert cli_main(["config", "validate", "--config", str(p)]) == EXIT_USAGE
+    assert "no such file" in capsys.readouterr().err
+    bad = write(tmp_path, '[device]\nid = "k1\\n"\n')
+    assert cli_main(["config", "validate", "--values-only", "--config", str(bad)]) == EXIT_USAGE

@@ -14,7 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from ordoscan.classifier import Kind
-from ordoscan.decoder import EXTRA_PASSES, FAST_PASSES, Decoder, DecodeStats, Symbol, load_image
+from ordoscan.decoder import (
+    EXTRA_PASSES,
+    FAST_PASSES,
+    WHOLE_FRAME_PASS,
+    Decoder,
+    DecodeStats,
+    Symbol,
+    load_image,
+)
 from ordoscan.devtools.scenes import render
 from ordoscan.errors import DecodeError
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -545,3 +553,59 @@ def test_load_image_refuses_decompression_bombs(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # PIL's own guard, lowered
     with pytest.raises(DecodeError, match="too large"):
         load_image(tmp_path / "big.png")
+
+
+# --- the whole-frame upscaled pass: nothing read on a view that is not blank
+
+
+def busy_counter() -> np.ndarray:
+    """A counter with a patch of random blocks: code-like texture, but no code to read."""
+    frame = np.full((360, 640), 170, np.uint8)
+    rng = np.random.default_rng(3)
+    patch = np.where(rng.random((30, 30)) < 0.5, 30, 220).astype(np.uint8)
+    place(frame, np.kron(patch, np.ones((3, 3), np.uint8)), 300, 120)
+    return frame
+
+
+def whole_frame_calls(decoder: Decoder, frame: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> int:
+    """How many zxing-cpp calls of one decode() read the whole frame upscaled x1.5."""
+    shapes: list[tuple[int, ...]] = []
+    real = zxingcpp.read_barcodes
+
+    def spy(img: np.ndarray, **kw: object) -> object:
+        shapes.append(img.shape)
+        return real(img, **kw)
+
+    monkeypatch.setattr(zxingcpp, "read_barcodes", spy)
+    decoder.decode(frame)
+    monkeypatch.setattr(zxingcpp, "read_barcodes", real)
+    h, w = frame.shape
+    s = WHOLE_FRAME_PASS.scale
+    return shapes.count((round(h * s), round(w * s)))
+
+
+def test_whole_frame_pass_runs_when_nothing_was_read_on_a_busy_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoder = Decoder(budget_ms=10_000, clock=TickClock(1.0), duty=None)
+    assert whole_frame_calls(decoder, busy_counter(), monkeypatch) == 1
+    # a code read, a code detected but not read, or a blank view: no whole-frame pass
+    assert whole_frame_calls(decoder, frame_with((code(EPU), 10, 10)), monkeypatch) == 0
+    assert whole_frame_calls(decoder, unreadable(), monkeypatch) == 0
+    for name, view in counter_views().items():
+        assert whole_frame_calls(decoder, view, monkeypatch) == 0, name
+
+
+def test_whole_frame_pass_only_within_budget_and_duty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is the last pass: a budget spent on the regions' passes, or a spent duty
+    cycle, leaves it out (counted calls, not timings)."""
+    assert whole_frame_calls(Decoder(budget_ms=0), busy_counter(), monkeypatch) == 0
+    tight = Decoder(budget_ms=35, clock=TickClock(10.0), duty=None)
+    runs = [whole_frame_calls(tight, busy_counter(), monkeypatch) for _ in range(4)]
+    assert runs[1:] == [0, 0, 0]  # once the costs are learnt, the budget stops it
+    generous = Decoder(budget_ms=200, clock=TickClock(5.0), duty=None)
+    runs = [whole_frame_calls(generous, busy_counter(), monkeypatch) for _ in range(10)]
+    assert runs == [1] * 10  # this budget has room for it on every frame
+    rationed = Decoder(budget_ms=200, clock=TickClock(5.0), duty=0.05, fps=10)
+    runs = [whole_frame_calls(rationed, busy_counter(), monkeypatch) for _ in range(30)]
+    assert 0 < sum(runs) < 30 and rationed.stats().duty_stops > 0

@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="schema: the scan message schema instead of the config's",
     )
+    p.add_argument(
+        "--values-only",
+        action="store_true",
+        help="validate: the keys and values only, not the certificate, key and password files "
+        "they name (for an installer that writes the config before the certificate exists; "
+        "`run` still refuses missing files)",
+    )
     _add_config(p)
     p.set_defaults(module="config")
 
