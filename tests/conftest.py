@@ -60,12 +60,22 @@ def mock_pins() -> Iterator[object]:
         Device.pin_factory = previous
 
 
+# Suites that run only when asked for by their marker: the benchmarks (`./dev bench`) and the
+# virtual kiosk under qemu (`./dev appliance`), whose boots under software emulation do not fit
+# the test run's time budget yet.
+ON_REQUEST = {
+    "bench": "benchmark: run with ./dev bench (pytest -m bench)",
+    "appliance": "virtual kiosk under qemu: run with ./dev appliance (pytest -m appliance)",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks run only when asked for (`./dev bench` passes `-m bench`)."""
+    """Suites in ON_REQUEST run only when `-m` names them."""
     markexpr = config.getoption("-m") or ""
-    if "bench" in markexpr and "not bench" not in markexpr:
-        return
-    skip = pytest.mark.skip(reason="benchmark: run with ./dev bench (pytest -m bench)")
-    for item in items:
-        if item.get_closest_marker("bench"):
-            item.add_marker(skip)
+    for marker, reason in ON_REQUEST.items():
+        if marker in markexpr and f"not {marker}" not in markexpr:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
