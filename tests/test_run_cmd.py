@@ -159,3 +159,17 @@ def test_unusable_outbox_exits_1_with_the_reason(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr
     assert str(blocker) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_gives_back_the_signal_mask_it_took(tmp_path: Path) -> None:
+    """`run` blocks SIGTERM/SIGINT for its threads; a caller in the same process (a test, an
+    embedding) gets its mask back on every exit, or every process it starts after would
+    inherit the block and ignore SIGTERM."""
+    from ordoscan.cli import main as cli_main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[device]\nid = "k1\\n"\n')
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert cli_main(["run", "--config", str(bad)]) == 2
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+    assert signal.SIGTERM not in before

@@ -25,7 +25,19 @@ def main(args: argparse.Namespace) -> int:
     # Blocked before any thread exists, so that every thread inherits the mask: not
     # only ours but also those libraries start on import (numpy's BLAS pool), any of
     # which the kernel could otherwise pick to take SIGTERM's default action.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return _run(args)
+    finally:
+        # A stop signal that came during the stop asked for what is now done: take it, then
+        # give the caller its mask back, so that an in-process caller is not left deaf to
+        # SIGTERM and does not pass the block on to every process it starts after.
+        while signal.sigtimedwait(STOP_SIGNALS, 0) is not None:
+            pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # ConfigError: exit 2 in cli.main
     # the [mqtt] files too, before anything starts: exit 2, which systemd does not restart
     check_files(cfg, config_path(args.config))
