@@ -66,6 +66,8 @@ def mock_pins() -> Iterator[object]:
 ON_REQUEST = {
     "bench": "benchmark: run with ./dev bench (pytest -m bench)",
     "appliance": "virtual kiosk under qemu: run with ./dev appliance (pytest -m appliance)",
+    "arm64": "arm64 virtual kiosk, emulated (about an hour on a fresh machine): "
+             "run with ./dev appliance-arm64 (pytest -m arm64)",
 }
 
 

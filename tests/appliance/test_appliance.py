@@ -100,9 +100,10 @@ def kiosk_toml(relay_port: int = 1883) -> str:
     return to_toml(data)
 
 
-def build_deb(revision: int, out: Path) -> Path:
+def build_deb(revision: int, out: Path, arch: str | None = None) -> Path:
+    extra = ["--arch", arch] if arch else []
     r = subprocess.run([str(REPO / "packaging" / "build-deb.sh"), "--revision", str(revision),
-                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+                        "--out", str(out), *extra], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"build-deb.sh failed:\n{r.stdout}\n{r.stderr}"
     return Path(r.stdout.strip().splitlines()[-1])
 
@@ -122,24 +123,29 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     broker = Broker(work / "broker")
     broker.start()
     vm = VM(img, work, accel=accel, broker_port=broker.port)
-    shutil.copy2(HERE / "guest.sh", vm.share / "guest.sh")
-    # the installer as a pharmacy's IT provider copies it: provisioning/, systemd/, the guide
-    for d in ("provisioning", "systemd"):
-        shutil.copytree(REPO / d, vm.share / d)
-    shutil.copy2(REPO / "docs" / "INSTALL.md", vm.share / "INSTALL.md")
-    sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="vm-pharmacy",
-                     persistent=True)
-    (vm.share / "kiosk.toml").write_text(kiosk_toml())
-    (vm.share / "relay.service").write_text(RELAY_UNIT.format(broker=BROKER))
-    a = Appliance(vm, broker, sub, debs)
+    a = Appliance(vm, broker, stage_share(vm, broker), debs)
     a.results["accel"] = accel
     try:
         yield a
     finally:
         vm.cut()
-        sub.close()
+        a.sub.close()
         broker.kill()
         write_summary(a)
+
+
+def stage_share(vm: VM, broker: Broker) -> Subscriber:
+    """Puts in the VM's share what the jobs use (guest.sh, the installer, the site's
+    config, the broker relay); returns the pharmacy's subscriber on the broker."""
+    shutil.copy2(HERE / "guest.sh", vm.share / "guest.sh")
+    # the installer as a pharmacy's IT provider copies it: provisioning/, systemd/, the guide
+    for d in ("provisioning", "systemd"):
+        shutil.copytree(REPO / d, vm.share / d)
+    shutil.copy2(REPO / "docs" / "INSTALL.md", vm.share / "INSTALL.md")
+    (vm.share / "kiosk.toml").write_text(kiosk_toml())
+    (vm.share / "relay.service").write_text(RELAY_UNIT.format(broker=BROKER))
+    return Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="vm-pharmacy",
+                      persistent=True)
 
 
 RELAY_UNIT = """\
