@@ -152,7 +152,7 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         dips = _dips(green, cleared)
         results = source.results([p["in_view"] for p in pres])
         queued = app.stats.queued - queued0
-        decoder = app._decoder.stats() if app._decoder is not None else None
+        decoder = app.scanner._decoder.stats() if app.scanner is not None else None
     finally:
         app.stop()
     # the feedback thread's hop from the end of the committing turn to the pin (real time)
