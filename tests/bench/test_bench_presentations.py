@@ -64,7 +64,8 @@ def _frames_file() -> tuple[Path, Path]:
     from ordoscan.devtools.docscenes import LORES, camera, presentation
 
     settings = splits.presentation_settings(SPLIT)
-    plan = f"{_generator_hash()}-{N}-{SECONDS}-{settings}" + ("" if SPLIT == "heldout" else SPLIT)
+    seeds = splits.presentation_seeds(SPLIT, N)
+    plan = f"{_generator_hash()}-{seeds}-{SECONDS}-{settings}"
     key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
     data, index = folder / "frames.npy", folder / "index.json"
@@ -78,7 +79,7 @@ def _frames_file() -> tuple[Path, Path]:
     counter = camera.counter_texture(np.random.default_rng(1), LORES).mean(axis=2)
     out[0] = np.clip(np.rint(255 * (0.9 * counter) ** (1 / 2.2)), 0, 255).astype(np.uint8)
     meta: list[dict[str, Any]] = []
-    for k, p in enumerate(presentation.presentations(splits.presentation_seeds(SPLIT, N),
+    for k, p in enumerate(presentation.presentations(seeds,
                                                      settings)):
         first = 1 + k * n_frames
         for j, f in enumerate(p.frames[:n_frames]):
@@ -155,11 +156,13 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         decoder = app.scanner._decoder.stats() if app.scanner is not None else None
     finally:
         app.stop()
-    # the feedback thread's hop from the end of the committing turn to the pin (real time)
-    hops = [min((d - r["read_wall"] for d in dips if d >= r["read_wall"] - 0.05),
-                default=None) for r in results if r["read_wall"] is not None]
+    # the feedback thread's hop from the end of the committing turn to the pin (real time;
+    # one dip per committed scan, in order; negative: the pin moved before the turn ended)
+    ends = sorted(r["read_wall"] for r in results if r["read_wall"] is not None)
+    hops = ([d - e for d, e in zip(sorted(dips), ends, strict=True)]
+            if len(dips) == len(ends) else [])
     return {"times": [r["took"] for r in results], "turns": [r["turns"] for r in results],
-            "queued": queued, "dips": len(dips), "hops": [h for h in hops if h is not None],
+            "queued": queued, "dips": len(dips), "hops": hops,
             "processed": source.turns, "passed": source.frames_passed, "cpu_s": source.cpu_s,
             "decoder": None if decoder is None else {
                 "hard": decoder.hard_frames, "budget_stops": decoder.budget_stops,
