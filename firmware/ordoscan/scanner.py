@@ -66,12 +66,14 @@ class Scanner(Service):
         on_frame: Callable[[], None] | None = None,
         clock_synced: bool = False,
         clock: Clock,
+        decode_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`stop_event` is shared with the other loops of the daemon; `on_stored` is
         called once per frame that committed a scan (after the good-read signal), and
-        `on_frame` after each frame is fully handled (an observer for the demo and tests)."""
+        `on_frame` after each frame is fully handled (an observer for the demo and tests);
+        `decode_clock` is what the decoder's budget and duty cycle count in."""
         self._scan = scan
-        self._decoder = Decoder(scan.decode_budget_ms, fps=decode_fps)
+        self._decoder = Decoder(scan.decode_budget_ms, fps=decode_fps, clock=decode_clock)
         self._classifier = Classifier(scan)
         self._deduper = Deduper(scan.same_code_timeout_s, scan.repeat_window_s)
         self._reader = reader
