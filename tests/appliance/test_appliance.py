@@ -205,13 +205,7 @@ ev "installed $(dpkg-query -W -f '${{Version}}' ordoscan) $t0 $(uptime_s)"
 ev "site-config $(grep -c '^site = "{SITE}"' /etc/ordoscan/ordoscan.toml)"
 ev "unit $(systemctl show -P FragmentPath ordoscan.service) $(test -e /etc/systemd/system/ordoscan.service && echo copy || echo no-copy)"
 ev "enabled $(systemctl is-enabled ordoscan.service)"
-# the site's configuration, as ordoscan-setup would write it (here: replay camera, mock pins)
-install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
-echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
-systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
-cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
-systemctl daemon-reload
-systemctl enable --now broker-relay.service
+site_setup
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
 ev "start-to-ready $(prop ordoscan InactiveExitTimestampMonotonic) $(prop ordoscan ActiveEnterTimestampMonotonic)"

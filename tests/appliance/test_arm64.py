@@ -101,14 +101,9 @@ bash "$SHARE/provisioning/install.sh" install --source /root/{deb} --site {SITE}
 ev "installed $(dpkg-query -W -f '${{Version}} ${{Architecture}}' ordoscan) $t0 $(uptime_s)"
 ev "wheels $(cd /opt/ordoscan/venv/lib/python3*/site-packages && ls zxingcpp*.so pydantic_core/_pydantic_core*.so | xargs -n1 basename | tr '\\n' ' ')"
 ev "numpy $(/opt/ordoscan/venv/bin/python -c 'import numpy; print(numpy.__file__)')"
-install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
-echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
-systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
 mkdir -p /etc/systemd/system/ordoscan.service.d
 cp "$SHARE/slow-start.conf" /etc/systemd/system/ordoscan.service.d/emulated.conf
-cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
-systemctl daemon-reload
-systemctl enable --now broker-relay.service
+site_setup
 systemctl restart ordoscan.service
 wait_for 900 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
 ev "start-to-ready $(prop ordoscan Type) $(prop ordoscan InactiveExitTimestampMonotonic) $(prop ordoscan ActiveEnterTimestampMonotonic)"
