@@ -9,9 +9,11 @@ sign of a code the fast pass did not read:
 - when no QR Code was read, QR finder patterns found by their own structure
   (`ordoscan.decoder.finders`: 1:1:3:1:1 runs both ways, grouped in threes, on
   an image pyramid), which find a small code among lines of text as well as
-  one alone; a code under _ZOOM_BELOW pixels a module is read from the
-  camera's full-resolution stream through `zoom` when there is one, else
-  upscaled to about _FIT_MODULE pixels a module;
+  one alone, or two of them when blur hid the third; a code under ZOOM_BELOW
+  pixels a module is read from the camera's full-resolution stream through
+  `zoom` when there is one, else upscaled to about 4 pixels a module;
+- on any of those regions whose whites are clipped (an over-exposed phone
+  screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -43,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ordoscan.decoder.passes import (
+    ERODE_PASS,
     EXTRA_PASSES,
     FAST_PASSES,
     MAX_FITTED,
@@ -54,6 +57,7 @@ from ordoscan.decoder.passes import (
     Symbol,
     Zoom,
     check,
+    clipped,
     fitted,
     run_pass,
 )
@@ -189,6 +193,10 @@ class Decoder:
         # commonest false alarm on a blank counter (a few frames in ten)
         boxes = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         regions = merge_regions(boxes + unread_other, frame)
+        # a small region only: the main stream of a whole frame costs three frames' worth
+        jobs += [
+            Job(ERODE_PASS, box) for box in regions if box != whole(frame) and clipped(frame, box)
+        ]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
