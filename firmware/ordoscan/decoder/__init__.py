@@ -14,6 +14,9 @@ sign of a code the fast pass did not read:
   `zoom` when there is one, else upscaled to about 4 pixels a module;
 - on any of those regions whose whites are clipped (an over-exposed phone
   screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
+- on any of those regions that measures as motion-blurred (a page moving
+  during a long exposure), the main stream deconvolved (`deblur`), after the
+  generic passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -29,7 +32,8 @@ chosen by measurement on the synthetic counter scenes
 tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
-boxes, the statistics, the finder guesses), `finders` (QR finder patterns); the
+boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
+(motion blur measured and undone); the
 Decoder here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
@@ -45,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ordoscan.decoder.passes import (
+    DEBLUR_PASSES,
     ERODE_PASS,
     EXTRA_PASSES,
     FAST_PASSES,
@@ -59,6 +64,7 @@ from ordoscan.decoder.passes import (
     check,
     clipped,
     fitted,
+    motion_blurred,
     run_pass,
 )
 from ordoscan.decoder.regions import (
@@ -198,6 +204,8 @@ class Decoder:
             Job(ERODE_PASS, box) for box in regions if box != whole(frame) and clipped(frame, box)
         ]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        smeared = [box for box in regions if box != whole(frame) and motion_blurred(frame, box)]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither
