@@ -199,13 +199,16 @@ class Decoder:
         # commonest false alarm on a blank counter (a few frames in ten)
         boxes = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         regions = merge_regions(boxes + unread_other, frame)
-        # a small region only: the main stream of a whole frame costs three frames' worth
-        jobs += [
-            Job(ERODE_PASS, box) for box in regions if box != whole(frame) and clipped(frame, box)
-        ]
+        # A region whose look says why the fast pass failed gets the pass made for that
+        # first: the generic passes seldom read a smeared or blown-out code, and the budget
+        # may not reach past them. Small regions only: the main stream of a whole frame
+        # costs three frames' worth.
+        small = [box for box in regions if box != whole(frame)]
+        smeared = [box for box in small if motion_blurred(frame, box)]
+        jobs += [Job(DEBLUR_PASSES[0], box) for box in smeared]
+        jobs += [Job(ERODE_PASS, box) for box in small if clipped(frame, box)]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
-        smeared = [box for box in regions if box != whole(frame) and motion_blurred(frame, box)]
-        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES[1:] for box in smeared]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither
