@@ -115,6 +115,16 @@ PRESENTATION_SETTINGS = tuple(
 )
 
 
+def presentation_settings(split: str) -> tuple[Setting, ...]:
+    """The settings presentations of `split` cycle through: dev presentations only ever
+    use dev settings (they are tuned on); held-out ones mix dev and held-out settings."""
+    if split == "dev":
+        return DEV_SETTINGS
+    if split == "heldout":
+        return PRESENTATION_SETTINGS
+    raise ValueError(f"unknown presentation split {split!r}; expected 'dev' or 'heldout'")
+
+
 def presentation_seeds(split: str, n: int) -> range:
     """The first `n` presentation seeds of `split` ("dev" or "heldout")."""
     seeds = {"dev": PRESENTATION_DEV_SEEDS, "heldout": PRESENTATION_HELDOUT_SEEDS}.get(split)
