@@ -204,11 +204,12 @@ class Decoder:
         # may not reach past them. Small regions only: the main stream of a whole frame
         # costs three frames' worth.
         small = [box for box in regions if box != whole(frame)]
-        smeared = [box for box in small if motion_blurred(frame, box)]
-        jobs += [Job(DEBLUR_PASSES[0], box) for box in smeared]
+        # A blown-out region that also measures smeared is a phone screen whose clipped
+        # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(ERODE_PASS, box) for box in small if clipped(frame, box)]
+        smeared = [box for box in small if motion_blurred(frame, box)]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
-        jobs += [Job(p, box) for p in DEBLUR_PASSES[1:] for box in smeared]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

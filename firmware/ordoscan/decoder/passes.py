@@ -101,7 +101,7 @@ EXTRA_PASSES: tuple[Pass, ...] = (
 # into the dark modules and thins them until zxing-cpp's binarizer loses them; a minimum
 # filter on the main stream's pixels gives them back (on the second generator's
 # development scenes: 3 of 13 ordonnances missed until then, all phones).
-ERODE_PASS = Pass("qr-zoom-erode", QR, zoom=True, erode=True)
+ERODE_PASS = Pass("qr-zoom-erode", QR, zoom=True, erode=True, downscale=False)
 CLIPPED = 250  # grey level from which a pixel counts as clipped
 CLIPPED_SHARE = 0.01  # a region with this share of clipped pixels gets ERODE_PASS
 
@@ -110,8 +110,8 @@ CLIPPED_SHARE = 0.01  # a region with this share of clipped pixels gets ERODE_PA
 # on the second generator's dev split it read 3 of 6 such codes tried); the length as
 # measured, then a little shorter (the measure tends to overshoot by a pixel).
 DEBLUR_PASSES = (
-    Pass("qr-zoom-deblur", QR, zoom=True, deblur=1.0),
-    Pass("qr-zoom-deblur-0.9", QR, zoom=True, deblur=0.9),
+    Pass("qr-zoom-deblur", QR, zoom=True, deblur=1.0, downscale=False),
+    Pass("qr-zoom-deblur-0.9", QR, zoom=True, deblur=0.9, downscale=False),
 )
 
 # When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
