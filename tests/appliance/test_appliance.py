@@ -11,8 +11,9 @@ tmpfs, so a reboot starts with no frames); the LEDs and buzzer are on
 gpiozero's mock factory. What each boot saw is in the events the guest sends on
 its second serial port, stamped by the host.
 
-Run with `./dev appliance` (ORDOSCAN_APPLIANCE_CUTS=30); `./dev test` runs it
-with 5 power cuts. Needs root (the image is made with debootstrap) and qemu.
+`./dev appliance` (-m appliance, ORDOSCAN_APPLIANCE_CUTS=30) runs every test here;
+`./dev test` runs the short run: those not marked `appliance_full`, with 5 power
+cuts. Needs root (the image is made with debootstrap) and qemu; skips without.
 """
 
 from __future__ import annotations
@@ -624,50 +625,6 @@ feed "$SHARE/frames/{names[0]}"
         "no scan delivered after the recovered upgrade")
 
 
-# The root drive's write rate during the checkpoint cut: slow enough that the checkpoint's
-# fsync of the database file lasts seconds, so the cut, seen from outside, lands in it.
-CHECKPOINT_THROTTLE = 16 * 1024
-
-
-@pytest.mark.appliance_full
-def test_power_cut_during_a_checkpoint(appliance: Appliance) -> None:
-    """Scans queued while the broker is away are delivered, their rows deleted, and the
-    WAL checkpointed into the database file: the power is cut once that file is being
-    written and before the WAL is truncated. After the reboot SQLite finds a whole
-    outbox (integrity_check ok) and every queued scan reaches the subscriber once."""
-    a = appliance
-    if not a.vm.running:
-        boot_until_ready(a)
-    queued = queue_offline(a, 4, "k")
-    a.run('watch_checkpoints &\nev "watching"\n', 120)
-    a.vm.throttle_writes("root", CHECKPOINT_THROTTLE)
-    throttled_at = time.monotonic()
-
-    def since_throttle(pattern: str) -> Event | None:
-        # a checkpoint begun before the disk was slowed is not the one to cut
-        return next((e for e in a.vm.lines() if e.at >= throttled_at and re.search(pattern, e.text)), None)
-
-    a.submit("systemctl start broker-relay.service\n")
-    begun = wait_until(lambda: since_throttle(r"^checkpoint-write "), 600, "a checkpoint")
-    a.vm.cut()
-    cut_after_s = time.monotonic() - begun.at
-    assert since_throttle(r"^checkpoint-done$") is None, (
-        "the checkpoint ended before the cut: the cut proved nothing (slow the disk more)")
-    delivered_before = {m.seq for m in a.scans()} & set(queued)
-    boot_until_ready(a)
-    a.run("""ev "integrity $(python3 -c 'import sqlite3; c = sqlite3.connect("file:/var/lib/ordoscan/outbox.sqlite3?mode=ro", uri=True); print(c.execute("PRAGMA integrity_check").fetchone()[0])')"
-""", 300)
-    integrity = event_value(a, "integrity")
-    problems = delivered_as_queued(a, queued)
-    ids = [m.scan_id for m in a.scans() if m.seq in queued]
-    a.results["checkpoint_cut"] = {"queued": len(queued), "delivered_before_cut": len(delivered_before),
-                                   "cut_after_write_s": round(cut_after_s, 2),
-                                   "integrity": integrity, "duplicates": len(ids) - len(set(ids)),
-                                   "lost": len(problems)}
-    assert integrity == "ok", integrity
-    assert not problems, problems
-
-
 @pytest.mark.appliance_full
 def test_read_only_root(appliance: Appliance) -> None:
     """Appliance mode as a hardened kiosk runs: the root mounted read-only, the outbox
@@ -695,6 +652,54 @@ sync
     # back to a writable root for what follows (apt needs it)
     a.run("mount -o remount,rw /\nsed -i 's|^/dev/vda / ext4 ro|/dev/vda / ext4 defaults,errors=remount-ro|' /etc/fstab\nsync\n", 120)
     power_off(a)
+
+
+# The outbox drive's write rate during the checkpoint cut: slow enough that the checkpoint's
+# fsync of the database file lasts seconds, so the cut, seen from outside, lands in it.
+CHECKPOINT_THROTTLE = 16 * 1024
+DRIVES = {"/dev/vda": "root", "/dev/vdb": "data"}  # the guest's disks, by qemu's drive id
+
+
+@pytest.mark.appliance_full
+def test_power_cut_during_a_checkpoint(appliance: Appliance) -> None:
+    """Scans queued while the broker is away are delivered, their rows deleted, and the
+    WAL checkpointed into the database file: the power is cut once that file is being
+    written and before the WAL is truncated. After the reboot SQLite finds a whole
+    outbox (integrity_check ok) and every queued scan reaches the subscriber once."""
+    a = appliance
+    if not a.vm.running:
+        boot_until_ready(a)
+    queued = queue_offline(a, 4, "k")
+    a.run('watch_checkpoints &\nev "outbox-drive $(findmnt -no SOURCE -T /var/lib/ordoscan)"\n', 120)
+    # after test_read_only_root the outbox has its own drive: only its writes are slowed
+    # (on the root drive, journald's writes queue before the outbox's)
+    drive = DRIVES[event_value(a, "outbox-drive")]
+    a.vm.throttle_writes(drive, CHECKPOINT_THROTTLE)
+    throttled_at = time.monotonic()
+
+    def since_throttle(pattern: str) -> Event | None:
+        # a checkpoint begun before the disk was slowed is not the one to cut
+        return next((e for e in a.vm.lines() if e.at >= throttled_at and re.search(pattern, e.text)), None)
+
+    a.submit("systemctl start broker-relay.service\n")
+    begun = wait_until(lambda: since_throttle(r"^checkpoint-write "), 600, "a checkpoint")
+    a.vm.cut()
+    cut_after_s = time.monotonic() - begun.at
+    assert since_throttle(r"^checkpoint-done$") is None, (
+        "the checkpoint ended before the cut: the cut proved nothing (slow the disk more)")
+    delivered_before = {m.seq for m in a.scans()} & set(queued)
+    boot_until_ready(a)
+    a.run("""ev "integrity $(python3 -c 'import sqlite3; c = sqlite3.connect("file:/var/lib/ordoscan/outbox.sqlite3?mode=ro", uri=True); print(c.execute("PRAGMA integrity_check").fetchone()[0])')"
+""", 300)
+    integrity = event_value(a, "integrity")
+    problems = delivered_as_queued(a, queued)
+    ids = [m.scan_id for m in a.scans() if m.seq in queued]
+    a.results["checkpoint_cut"] = {"drive": drive, "queued": len(queued), "delivered_before_cut": len(delivered_before),
+                                   "cut_after_write_s": round(cut_after_s, 2),
+                                   "integrity": integrity, "duplicates": len(ids) - len(set(ids)),
+                                   "lost": len(problems)}
+    assert integrity == "ok", integrity
+    assert not problems, problems
 
 
 @pytest.mark.appliance_full
