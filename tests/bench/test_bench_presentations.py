@@ -138,7 +138,8 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         start=start, committed=lambda: holder[0].stats.queued if holder else 0,
         scale=spec["scale"])
     app, factory, cfg = _kiosk(spec, source, on_frame=source.on_frame,
-                               decode_clock=source.decode_clock)
+                               decode_clock=source.decode_clock,
+                               frame_waiting=source.frame_waiting)
     holder.append(app)
     try:
         assert app.feedback is not None
@@ -166,8 +167,10 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
             "queued": queued, "dips": len(dips), "hops": hops,
             "processed": source.turns, "passed": source.frames_passed, "cpu_s": source.cpu_s,
             "decoder": None if decoder is None else {
-                "hard": decoder.hard_frames, "budget_stops": decoder.budget_stops,
-                "duty_stops": decoder.duty_stops, "extra_symbols": decoder.extra_symbols}}
+                "hard": decoder.hard_frames, "blank": decoder.blank_frames,
+                "budget_stops": decoder.budget_stops, "duty_stops": decoder.duty_stops,
+                "handed_on": decoder.handed_on, "extra_passes": decoder.extra_passes,
+                "extra_symbols": decoder.extra_symbols}}
 
 
 def child_realtime(spec: dict[str, Any]) -> dict[str, Any]:
