@@ -7,7 +7,7 @@ from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder
 from ordoscan.devtools.scenes import render
 
-from tests.test_decoder import EPU, TickClock, code, counter_views, frame_with, unreadable
+from tests.test_decoder import EPU, code, counter_views, frame_with
 
 
 def hard_scene() -> tuple[np.ndarray, str]:
@@ -54,33 +54,3 @@ def test_handed_passes_are_dropped_once_a_frame_reads_or_they_have_run() -> None
         assert texts(decoder, frame, True) == []
     s = decoder.stats()
     assert s.extra_passes == passes and s.handed_on == 1
-
-
-def test_on_a_stream_the_search_is_rationed_by_the_duty_cycle() -> None:
-    """Each clock read is 30 ms: a search costs 30 ms of the 16.7 ms a frame earns. On a
-    stream only some frames are searched, and a code the fast pass reads is read on every
-    one; still images (no `newer`) are each searched."""
-    frames = [unreadable(), frame_with((code(EPU), 40, 40))] * 15
-    for newer in (True, False):
-        stream = Decoder(budget_ms=60, clock=TickClock(30.0))
-        for frame in frames:
-            got = texts(stream, frame, newer)
-            assert got == ([EPU] if frame is frames[1] else []), got
-        s = stream.stats()
-        assert 0 < s.unsearched < 15 and s.hard_frames + s.unsearched == 15
-    still = Decoder(budget_ms=60, clock=TickClock(30.0))
-    for frame in frames:
-        texts(still, frame, None)
-    assert still.stats().unsearched == 0 and still.stats().hard_frames == 15
-
-
-def test_after_a_blank_view_half_the_credit_is_kept_for_the_passes() -> None:
-    """Behind the camera on blank views, searches stop while the credit is under half."""
-    decoder = Decoder(budget_ms=60, clock=TickClock(30.0))
-    views = list(counter_views().values()) * 4
-    for frame in views:
-        texts(decoder, frame, True)
-    s = decoder.stats()
-    assert s.unsearched > 0 and s.hard_frames == 0
-    # what is left is at least half the credit minus one search (30 ms) and its reads
-    assert decoder._credit >= decoder._credit_max / 2 - 30 - 1e-6

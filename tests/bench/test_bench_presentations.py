@@ -169,8 +169,7 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
             "decoder": None if decoder is None else {
                 "hard": decoder.hard_frames, "blank": decoder.blank_frames,
                 "budget_stops": decoder.budget_stops, "duty_stops": decoder.duty_stops,
-                "handed_on": decoder.handed_on, "unsearched": decoder.unsearched,
-                "extra_passes": decoder.extra_passes,
+                "handed_on": decoder.handed_on, "extra_passes": decoder.extra_passes,
                 "extra_symbols": decoder.extra_symbols}}
 
 

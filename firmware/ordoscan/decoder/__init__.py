@@ -100,7 +100,6 @@ class DecodeStats:
     extra_passes: int = 0  # zxing-cpp calls made by extra passes (regions, fitted, zoomed)
     zooms: int = 0  # regions read from the full-resolution main stream
     handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
-    unsearched: int = 0  # stream frames left to the fast pass: the search rationed (see decode)
 
 
 class Decoder:
@@ -155,8 +154,6 @@ class Decoder:
         self._zoom_area = 4.0  # main-stream pixels per frame pixel, learnt from the zooms
         self._handed: list[Job] = []  # extra passes the last frame left to this one
         self._handed_on = 0
-        self._unsearched = 0
-        self._last_blank = False  # the last frame showed no sign of a code
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None
@@ -175,12 +172,7 @@ class Decoder:
         its own, whatever waits by then (so they are never handed on forever).
         On a slow core the search and the passes of a stale frame would
         otherwise hold back the fast pass on the frame the code became
-        readable in. On a stream the search for signs of a code (finder
-        patterns, statistics) is rationed by the duty cycle too: it is paid
-        from the same credit, and a frame gets it only while the credit lasts
-        (after a view with no sign of a code, only while half of it is left,
-        kept for the passes when a code comes); the other frames get the fast
-        pass alone, so a slow core still looks at every frame.
+        readable in.
         """
         start = self._clock()
         handed, self._handed = self._handed, []
@@ -203,10 +195,6 @@ class Decoder:
             # the last frame's search, on this newer frame: the code has moved a few pixels
             # at most, well within the regions' margins
             return self._finish(frame, handed, found, start, zoom, None)
-        if newer is not None and not self._may_search():
-            self._account((self._clock() - start) * 1000.0, unsearched=True)
-            return list(found.values())
-        searching = self._clock()
         # No QR Code read (the prescription's symbology): look for its finder patterns,
         # even beside a DataMatrix that was read (an ordonnance's INS code).
         known = [Box(*outline(s.position)) for s in found.values()] + unread_qr
@@ -228,19 +216,10 @@ class Decoder:
             # the finder patterns nor the statistics pointed (blur, glare); last, so the
             # budget and the duty cycle gate it
             jobs.append(Job(WHOLE_FRAME_PASS, whole(frame)))
-        if newer is not None:
-            self._credit -= (self._clock() - searching) * 1000.0
-        self._last_blank = not jobs and not found
         if not jobs:
             self._account((self._clock() - start) * 1000.0, blank=not found)
             return list(found.values())
         return self._finish(frame, jobs, found, start, zoom, newer)
-
-    def _may_search(self) -> bool:
-        """A stream frame's search fits the duty cycle (see decode)."""
-        if self._last_blank:
-            return self._credit >= self._credit_max / 2
-        return self._credit > 0
 
     def _finish(
         self,
@@ -327,7 +306,6 @@ class Decoder:
         runs: int = 0,
         zooms: int = 0,
         handed_on: bool = False,
-        unsearched: bool = False,
     ) -> None:
         with self._lock:
             self._frames += 1
@@ -342,7 +320,6 @@ class Decoder:
             self._passes += runs
             self._zooms += zooms
             self._handed_on += handed_on
-            self._unsearched += unsearched
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -361,5 +338,4 @@ class Decoder:
                 self._passes,
                 self._zooms,
                 self._handed_on,
-                self._unsearched,
             )
