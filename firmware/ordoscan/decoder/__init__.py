@@ -9,9 +9,14 @@ sign of a code the fast pass did not read:
 - when no QR Code was read, QR finder patterns found by their own structure
   (`ordoscan.decoder.finders`: 1:1:3:1:1 runs both ways, grouped in threes, on
   an image pyramid), which find a small code among lines of text as well as
-  one alone; a code under _ZOOM_BELOW pixels a module is read from the
-  camera's full-resolution stream through `zoom` when there is one, else
-  upscaled to about _FIT_MODULE pixels a module;
+  one alone, or two of them when blur hid the third; a code under ZOOM_BELOW
+  pixels a module is read from the camera's full-resolution stream through
+  `zoom` when there is one, else upscaled to about 4 pixels a module;
+- on any of those regions whose whites are clipped (an over-exposed phone
+  screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
+- on any of those regions that measures as motion-blurred (a page moving
+  during a long exposure), the main stream deconvolved (`deblur`), after the
+  generic passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -27,7 +32,8 @@ chosen by measurement on the synthetic counter scenes
 tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
-boxes, the statistics, the finder guesses), `finders` (QR finder patterns); the
+boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
+(motion blur measured and undone); the
 Decoder here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
@@ -43,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ordoscan.decoder.passes import (
+    DEBLUR_PASSES,
+    ERODE_PASS,
     EXTRA_PASSES,
     FAST_PASSES,
     MAX_FITTED,
@@ -54,7 +62,9 @@ from ordoscan.decoder.passes import (
     Symbol,
     Zoom,
     check,
+    clipped,
     fitted,
+    motion_blurred,
     run_pass,
 )
 from ordoscan.decoder.regions import (
@@ -209,6 +219,16 @@ class Decoder:
         # commonest false alarm on a blank counter (a few frames in ten)
         boxes = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         regions = merge_regions(boxes + unread_other, frame)
+        # A region whose look says why the fast pass failed gets the pass made for that
+        # first: the generic passes seldom read a smeared or blown-out code, and the budget
+        # may not reach past them. Small regions only: the main stream of a whole frame
+        # costs three frames' worth.
+        small = [box for box in regions if box != whole(frame)]
+        # A blown-out region that also measures smeared is a phone screen whose clipped
+        # whites fake the blur's marks: its erode pass comes first.
+        jobs += [Job(ERODE_PASS, box) for box in small if clipped(frame, box)]
+        smeared = [box for box in small if motion_blurred(frame, box)]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
