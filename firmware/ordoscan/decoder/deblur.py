@@ -26,6 +26,7 @@ _LENGTHS = (3, 24)  # blur lengths searched, in the region's pixels
 _MIN_DIP = -0.15  # the autocorrelation's dip at the blur length (normalised): deeper is blur
 _ANGLE_STEPS = (0.0, -5.0, 5.0, -10.0, 10.0)  # degrees around the structure tensor's direction
 _NSR = 0.01  # Wiener noise-to-signal ratio (8-bit sensor noise over a code's contrast)
+_MAX_SIDE = 320  # pixels a side of the patch the blur is measured on
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +45,39 @@ def _gradients(f: _F) -> tuple[_F, _F]:
     return gx, gy
 
 
+def _smooth(n: int) -> bool:
+    """Whether n's only prime factors are 2, 3 and 5: a fast FFT length (a prime length
+    costs many times more)."""
+    for p in (2, 3, 5):
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+def _fast_len(n: int) -> int:
+    """The smallest fast FFT length >= n."""
+    while not _smooth(n):
+        n += 1
+    return n
+
+
+def _fast_below(n: int) -> int:
+    """The largest fast FFT length <= n."""
+    while not _smooth(n):
+        n -= 1
+    return n
+
+
 def estimate(region: Grey) -> Motion | None:
-    """The region's motion blur, or None when it does not look motion-blurred."""
+    """The region's motion blur, or None when it does not look motion-blurred.
+
+    Measured on the region's middle, at most _MAX_SIDE pixels a side (the code is near
+    the middle of the regions proposed, and the blur is the same across a small code)."""
     if min(region.shape) < 16:
         return None
-    f = region.astype(np.float64)
+    h, w = (_fast_below(min(n, _MAX_SIDE)) for n in region.shape)
+    y0, x0 = (region.shape[0] - h) // 2, (region.shape[1] - w) // 2
+    f = region[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
     gx, gy = _gradients(f)
     gx -= gx.mean()
     gy -= gy.mean()
@@ -116,7 +145,8 @@ def deconvolve(region: Grey, m: Motion) -> Grey:
     """The region with the motion blur `m` undone (Wiener), as grey levels."""
     f = region.astype(np.float64)
     # mirrored on the right and below: the FFT's wrap-around then meets like pixels
-    big = np.pad(f, ((0, f.shape[0] // 4), (0, f.shape[1] // 4)), mode="reflect")
+    ph, pw = (_fast_len(n + n // 4) - n for n in f.shape)
+    big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
     k = _kernel(m, big.shape)
     out = np.fft.irfft2(np.fft.rfft2(big) * np.conj(k) / (np.abs(k) ** 2 + _NSR), s=big.shape)
     return np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
