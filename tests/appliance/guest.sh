@@ -52,3 +52,34 @@ stream_queued() {
         grep --line-buffered -E 'queued as seq|delivered|ready$' |
         while IFS= read -r line; do ev "journal: $line"; done &
 }
+
+# In WAL mode SQLite writes the database file itself only when it checkpoints: a change
+# of the file's mtime while the WAL holds frames is a checkpoint begun, the WAL cut to
+# nothing is one done. Polled every 0.05 s, each seen change sent to the host.
+watch_checkpoints() {
+    local db=/var/lib/ordoscan/outbox.sqlite3 last now wal
+    last=$(stat -c %y "$db")
+    while :; do
+        now=$(stat -c %y "$db" 2>/dev/null || echo gone)
+        wal=$(stat -c %s "$db-wal" 2>/dev/null || echo 0)
+        if [ "$now" != "$last" ]; then
+            ev "checkpoint-write wal=$wal"
+            last=$now
+        elif [ "$wal" = 0 ] && [ "${seen_wal:-0}" != 0 ]; then
+            ev "checkpoint-done"
+        fi
+        seen_wal=$wal
+        sleep 0.05
+    done
+}
+
+# The package's state in dpkg's database, sent to the host at each change (unpacked,
+# half-configured, installed...): the host cuts the power knowing what dpkg is doing.
+watch_dpkg() {
+    local last="" now
+    while :; do
+        now=$(dpkg-query -W -f '${Status} ${Version}' ordoscan 2>/dev/null || echo absent)
+        if [ "$now" != "$last" ]; then ev "dpkg $now"; last=$now; fi
+        sleep 0.1
+    done
+}

@@ -70,7 +70,7 @@ def test_arm64_install_ready_and_scan(tmp_path_factory: pytest.TempPathFactory) 
     broker = Broker(work / "broker")
     broker.start()
     vm = VM(img, work, broker_port=broker.port)
-    a = Appliance(vm, broker, stage_share(vm, broker), {1: deb})
+    a = Appliance(vm, broker, stage_share(vm, broker), debs={1: deb})
     (vm.share / "slow-start.conf").write_text(SLOW_START)
     try:
         _install_and_scan(a, results)
