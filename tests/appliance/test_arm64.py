@@ -99,7 +99,7 @@ cp "$SHARE/{deb}" .
 t0=$(uptime_s)
 bash "$SHARE/provisioning/install.sh" install --source /root/{deb} --site {SITE} --device-id {DEVICE} --broker 127.0.0.1 --port 1883 >"$SHARE/setup-install.log" 2>&1
 ev "installed $(dpkg-query -W -f '${{Version}} ${{Architecture}}' ordoscan) $t0 $(uptime_s)"
-ev "wheels $(cd /opt/ordoscan/venv/lib/python3*/site-packages && ls zxingcpp*.so pydantic_core/_pydantic_core*.so | xargs -n1 basename | tr '\\n' ' ')"
+ev "wheels $(cd /opt/ordoscan/venv/lib/python3*/site-packages && find zxingcpp* pydantic_core -name '*.so' -printf '%f ')"
 ev "numpy $(/opt/ordoscan/venv/bin/python -c 'import numpy; print(numpy.__file__)')"
 mkdir -p /etc/systemd/system/ordoscan.service.d
 cp "$SHARE/slow-start.conf" /etc/systemd/system/ordoscan.service.d/emulated.conf
@@ -143,17 +143,18 @@ def _one_scan(a: Appliance, label: str) -> float:
     return took
 
 
+SUMMARY_PARTS = [("image_s", "image {} s"), ("boot_to_harness_s", "boot to harness {} s"),
+                 ("install_s", "install {} s"), ("start_to_ready_s", "start-to-ready {} s"),
+                 ("scan_s", "scan delivered {} s after the feed"),
+                 ("boot_to_ready_s", "boot-to-ready {} s"),
+                 ("scan_after_reboot_s", "after the reboot {} s"), ("total_s", "total {} s")]
+
+
 def _write_summary(r: dict[str, object]) -> None:
-    if "install_s" not in r:
-        return
-    parts = [f"image {r['image_s']} s", f"boot to harness {r['boot_to_harness_s']} s",
-             f"install {r['install_s']} s", f"start-to-ready {r['start_to_ready_s']} s"]
-    if "scan_s" in r:
-        parts.append(f"scan delivered {r['scan_s']} s after the feed")
-    if "boot_to_ready_s" in r:
-        parts.append(f"boot-to-ready {r['boot_to_ready_s']} s")
-    if "total_s" in r:
-        parts.append(f"total {r['total_s']} s")
+    """One line of what was measured, as far as the run went, and the details in JSON."""
+    parts = [text.format(r[key]) for key, text in SUMMARY_PARTS if key in r]
+    if "total_s" not in r:
+        parts.append("stopped early")
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text("appliance arm64: " + "; ".join(parts) + "\n")
     SUMMARY.with_name("appliance-arm64-results.json").write_text(
