@@ -14,7 +14,11 @@ The job writes its events to the second serial port (/dev/ttyS1), which the
 host reads from a file outside the VM, so they survive a power cut; the kernel
 console is the first serial port.
 
-    python -m tests.appliance.image [--arch amd64]    builds (or finds) the image
+Another architecture (arm64, the Pi's) is built on this machine through binfmt_misc and
+qemu-user-static: debootstrap's first stage (--foreign) unpacks, its second stage and the
+configuration run in the chroot under qemu-user (see foreign.py).
+
+    python -m tests.appliance.image [--arch amd64|arm64]    builds (or finds) the image
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.appliance import foreign
 from tests.support.debian import SUITE, debian_mirror, safe_rmtree
 from tests.support.debian import arch as host_arch
 
@@ -206,7 +211,7 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         if raw.exists() and kernel.exists() and initrd.exists() and version_file.exists():
             return Image(arch, raw, kernel, initrd, version_file.read_text().strip())
         if arch != host_arch():
-            raise RuntimeError(f"building the {arch} image on {host_arch()} is not supported here")
+            foreign.require(arch)
         work = CACHE / f"build-{arch}-{os.getpid()}"
         safe_rmtree(work)
         # dpkg in the root being built skips its fsync per file (mmdebstrap does the same):
@@ -223,7 +228,11 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         debs.mkdir(exist_ok=True)
         cmd = ["debootstrap", "--variant=minbase", f"--include={include}", f"--arch={arch}"]
         cmd.append(f"--cache-dir={debs}")
+        if arch != host_arch():
+            cmd.append("--foreign")
         _run([*cmd, SUITE, str(work), debian_mirror()], "debootstrap")
+        if arch != host_arch():
+            foreign.second_stage(work, log)
         t1 = time.monotonic()
         _configure(work)
         boot = work / "boot"

@@ -119,9 +119,10 @@ def kiosk_toml(relay_port: int = 1883) -> str:
     return to_toml(data)
 
 
-def build_deb(revision: int, out: Path) -> Path:
+def build_deb(revision: int, out: Path, arch: str | None = None) -> Path:
+    extra = ["--arch", arch] if arch else []
     r = subprocess.run([str(REPO / "packaging" / "build-deb.sh"), "--revision", str(revision),
-                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+                        "--out", str(out), *extra], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"build-deb.sh failed:\n{r.stdout}\n{r.stderr}"
     return Path(r.stdout.strip().splitlines()[-1])
 
@@ -146,25 +147,30 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     broker = Broker(work / "broker")
     broker.start()
     vm = VM(img, work, accel=accel, broker_port=broker.port)
-    shutil.copy2(HERE / "guest.sh", vm.share / "guest.sh")
-    # the installer as a pharmacy's IT provider copies it: provisioning/, systemd/, the guide
-    for d in ("provisioning", "systemd"):
-        shutil.copytree(REPO / d, vm.share / d)
-    shutil.copy2(REPO / "docs" / "INSTALL.md", vm.share / "INSTALL.md")
-    sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="vm-pharmacy",
-                     persistent=True)
-    (vm.share / "kiosk.toml").write_text(kiosk_toml())
-    (vm.share / "relay.service").write_text(RELAY_UNIT.format(broker=BROKER))
-    a = Appliance(vm, broker, sub, debs={1: deb})
+    a = Appliance(vm, broker, stage_share(vm, broker), debs={1: deb})
     a.results.update(accel=accel, image_s=round(image_s, 1),
                      image_and_deb_s=round(time.monotonic() - t0, 1))
     try:
         yield a
     finally:
         vm.cut()
-        sub.close()
+        a.sub.close()
         broker.kill()
         write_summary(a)
+
+
+def stage_share(vm: VM, broker: Broker) -> Subscriber:
+    """Puts in the VM's share what the jobs use (guest.sh, the installer, the site's
+    config, the broker relay); returns the pharmacy's subscriber on the broker."""
+    shutil.copy2(HERE / "guest.sh", vm.share / "guest.sh")
+    # the installer as a pharmacy's IT provider copies it: provisioning/, systemd/, the guide
+    for d in ("provisioning", "systemd"):
+        shutil.copytree(REPO / d, vm.share / d)
+    shutil.copy2(REPO / "docs" / "INSTALL.md", vm.share / "INSTALL.md")
+    (vm.share / "kiosk.toml").write_text(kiosk_toml())
+    (vm.share / "relay.service").write_text(RELAY_UNIT.format(broker=BROKER))
+    return Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="vm-pharmacy",
+                      persistent=True)
 
 
 RELAY_UNIT = """\
@@ -238,13 +244,7 @@ ev "installed $(dpkg-query -W -f '${{Version}}' ordoscan) $t0 $(uptime_s)"
 ev "site-config $(grep -c '^site = "{SITE}"' /etc/ordoscan/ordoscan.toml)"
 ev "unit $(systemctl show -P FragmentPath ordoscan.service) $(test -e /etc/systemd/system/ordoscan.service && echo copy || echo no-copy)"
 ev "enabled $(systemctl is-enabled ordoscan.service)"
-# the site's configuration, as ordoscan-setup would write it (here: replay camera, mock pins)
-install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
-echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
-systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
-cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
-systemctl daemon-reload
-systemctl enable --now broker-relay.service
+site_setup
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
 ev "start-to-ready $(prop ordoscan InactiveExitTimestampMonotonic) $(prop ordoscan ActiveEnterTimestampMonotonic)"

@@ -144,11 +144,14 @@ class VM:
                        "-cpu", "max" if self.accel == "tcg" else "host"]
             serial = ["-serial", f"file:{self.console}", "-serial", f"file:{self.events_file}"]
         else:
+            # cortex-a57, not max: pointer authentication is slow to emulate
             machine = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a57"]
-            # the virt board has one PL011: the events go to a virtio console (hvc0)
-            serial = ["-serial", f"file:{self.console}", "-device", "virtio-serial-device",
+            # the virt board has one PL011 (ttyAMA0, the console); a two-port PCI 16550
+            # (8250_pci is built into Debian's arm64 kernel) gives ttyS0 and ttyS1 from
+            # the start, so the harness's event channel is ttyS1 as on amd64
+            serial = ["-serial", f"file:{self.console}", "-chardev", "null,id=unused",
                       "-chardev", f"file,id=ev,path={self.events_file}",
-                      "-device", "virtconsole,chardev=ev"]
+                      "-device", "pci-serial-2x,chardev1=unused,chardev2=ev"]
         cmd = [binary, *machine, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                "-nodefaults", "-display", "none", "-no-reboot", *serial,
                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
