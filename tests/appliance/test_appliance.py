@@ -17,6 +17,7 @@ with 5 power cuts. Needs root (the image is made with debootstrap) and qemu.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -92,9 +93,13 @@ class Appliance:
 
 
 def kiosk_toml(relay_port: int = 1883) -> str:
+    """The site's config: a USB camera on the image's V4L2 loopback device, the LEDs and
+    buzzer on its gpio-sim chip through lgpio, as on a Pi (see image.py)."""
     data = kiosk_data(Path("/unused"), relay_port)
     data["device"] = {"id": DEVICE, "site": SITE}
-    data["camera"] = {"source": "replay", "path": "/run/scenes", "fps": 5}
+    data["camera"] = {"source": "v4l2", "device": image_mod.CAMERA["device"],
+                      "size": list(image_mod.CAMERA["size"]), "fps": image_mod.CAMERA["fps"]}
+    data["gpio"] = {"pin_factory": "lgpio"}
     data["outbox"] = {"path": "/var/lib/ordoscan/outbox.sqlite3"}
     data["log"] = {"level": "info"}
     return to_toml(data)
@@ -107,8 +112,10 @@ def build_deb(revision: int, out: Path) -> Path:
     return Path(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+@contextlib.contextmanager
+def open_appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    """A virtual kiosk, not yet booted, with its broker and subscriber (test_drivers.py
+    opens its own)."""
     arch = host_arch()
     if qemu_binary(arch) is None:
         pytest.skip(f"{image_mod.QEMU_PACKAGE} is not installed (no {arch} qemu): "
@@ -140,6 +147,12 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
         sub.close()
         broker.kill()
         write_summary(a)
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    with open_appliance(tmp_path_factory) as a:
+        yield a
 
 
 RELAY_UNIT = """\
