@@ -8,8 +8,10 @@
 # ARCH and Python 3.11 (bookworm's), so that the kiosk installs offline: its
 # postinst makes a venv with --system-site-packages (numpy, Pillow, picamera2
 # and lgpio from apt where apt has them) and pip-installs from those wheels
-# with --no-index. It also installs the unit, the service user and its
-# folders; /etc/ordoscan/ordoscan.toml is a conffile.
+# with --no-index. The wheels are exactly those pinned, with their sha256, in
+# provisioning/constraints-kiosk.txt: a wheel whose hash is not pinned stops
+# the build, naming the package. It also installs the unit, the service user
+# and its folders; /etc/ordoscan/ordoscan.toml is a conffile.
 #
 # Wheels are downloaded once into $ORDOSCAN_WHEEL_CACHE
 # (default /var/cache/ordoscan-test/wheels/ARCH) and reused offline after.
@@ -41,18 +43,11 @@ WHEELS=${ORDOSCAN_WHEEL_CACHE:-/var/cache/ordoscan-test/wheels}/$ARCH
 
 VERSION=$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$TOP/pyproject.toml")
 PKGVER=$VERSION-$REVISION
-# ordoscan's dependencies, minus what apt provides (numpy, Pillow; on the Pi
-# also lgpio, python3-lgpio, which PyPI has no wheel of).
-mapfile -t REQS < <("$PY" - "$TOP/pyproject.toml" <<'EOF'
-import re, sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-apt = {"numpy", "pillow"}
-for req in project["dependencies"]:
-    name = re.split(r"[<>=!~ \[;]", req, maxsplit=1)[0].lower()
-    if name not in apt:
-        print(req)
-EOF
-)
+# ordoscan's dependencies at the pinned versions, minus what apt provides (numpy,
+# Pillow; on the Pi also lgpio, python3-lgpio, which PyPI has no wheel of).
+PINS=$TOP/provisioning/constraints-kiosk.txt
+mapfile -t REQS < <("$PY" "$TOP/packaging/pins.py" list "$PINS")
+[ ${#REQS[@]} -gt 0 ] || die "no pins read from $PINS"
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
@@ -65,7 +60,7 @@ mkdir -p "$WHEEL_DIR" "$OUT" "$WHEELS"
 cp "$STAGE"/own/ordoscan-*.whl "$WHEEL_DIR/"
 
 # the dependencies' wheels, for the kiosk's Python and architecture
-PLATFORM=(--only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none
+PLATFORM=(--no-deps --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none
           --platform "manylinux2014_$MACHINE" --platform "manylinux_2_17_$MACHINE"
           --platform "manylinux_2_28_$MACHINE" --platform any)
 if ! "$PY" -m pip download -q --no-index --find-links "$WHEELS" "${PLATFORM[@]}" -d "$WHEEL_DIR" "${REQS[@]}" >/dev/null 2>&1; then
@@ -74,6 +69,10 @@ if ! "$PY" -m pip download -q --no-index --find-links "$WHEELS" "${PLATFORM[@]}"
     "$PY" -m pip download -q --no-index --find-links "$WHEELS" "${PLATFORM[@]}" -d "$WHEEL_DIR" "${REQS[@]}" >/dev/null ||
         die "the wheels in $WHEELS do not cover ${REQS[*]}"
 fi
+"$PY" "$TOP/packaging/pins.py" verify "$PINS" "$WHEEL_DIR" ||
+    die "the wheels for $ARCH are not the ones pinned in $PINS (above; downloaded into $WHEELS)"
+# the postinst installs with these versions as constraints (the hashes were checked here)
+printf '%s\n' "${REQS[@]}" >"$PKG/opt/ordoscan/constraints.txt"
 
 install -D -m 0644 "$TOP/systemd/ordoscan.service" "$PKG/lib/systemd/system/ordoscan.service"
 install -D -m 0644 "$TOP/systemd/system.conf.d/ordoscan-watchdog.conf" \
@@ -83,6 +82,7 @@ install -D -m 0644 "$TOP/packaging/ordoscan.toml" "$PKG/etc/ordoscan/ordoscan.to
 SHARE=$PKG/opt/ordoscan/share
 install -D -m 0644 "$TOP/docs/INSTALL.md" "$SHARE/INSTALL.md"
 install -D -m 0755 "$TOP/provisioning/install.sh" "$SHARE/provisioning/install.sh"
+install -D -m 0644 "$PINS" "$SHARE/provisioning/constraints-kiosk.txt"
 install -D -m 0644 "$TOP/provisioning/ordoscan.toml.in" "$SHARE/provisioning/ordoscan.toml.in"
 install -D -m 0644 "$TOP/systemd/ordoscan.service" "$SHARE/systemd/ordoscan.service"
 install -D -m 0644 "$TOP/systemd/system.conf.d/ordoscan-watchdog.conf" \

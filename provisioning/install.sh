@@ -33,6 +33,8 @@ PREFIX=/opt/ordoscan
 VENV=$PREFIX/venv
 SHARE=$PREFIX/share
 STAMP=$PREFIX/installed-source.sha256
+# ordoscan's dependencies as CI tested them, with their hashes; numpy and Pillow come from apt
+PINS=$HERE/constraints-kiosk.txt
 LINK=/usr/local/sbin/ordoscan-setup
 CONF_DIR=/etc/ordoscan
 CONF=$CONF_DIR/ordoscan.toml
@@ -365,7 +367,8 @@ install_ordoscan() {
         ordoscan_works || usage_error "ordoscan is not installed yet: give --source DIR (a checkout) or --source FILE.whl"
         return 0
     fi
-    want=$(source_fingerprint "$src")
+    [ -f "$PINS" ] || die "$PINS is missing: it pins the versions ordoscan is installed with (take it from the same checkout)"
+    want="$(source_fingerprint "$src") $(sha256sum <"$PINS" | cut -d' ' -f1)"
     if [ "$(cat "$STAMP" 2>/dev/null)" = "$want" ] && ordoscan_works; then
         return 0
     fi
@@ -377,8 +380,11 @@ install_ordoscan() {
     if "$VENV/bin/python" -m pip show ordoscan >/dev/null 2>&1; then
         "$VENV/bin/python" -m pip uninstall -q -y ordoscan >/dev/null
     fi
-    "$VENV/bin/python" -m pip install -q --no-warn-script-location "$src" ||
-        die "pip install $src failed (PyPI reachable? see the messages above)"
+    # the dependencies at the pinned versions, each checked against its hash, then ordoscan alone
+    "$VENV/bin/python" -m pip install -q --no-warn-script-location --require-hashes -r "$PINS" ||
+        die "pip install -r $PINS failed (PyPI reachable? a hash that does not match is named above)"
+    "$VENV/bin/python" -m pip install -q --no-warn-script-location --no-deps "$src" ||
+        die "pip install $src failed (see the messages above)"
     ordoscan_works || die "ordoscan was installed but '$VENV/bin/ordoscan --version' fails"
     printf '%s\n' "$want" | put_text "$STAMP" 644 root:root
     changed "ordoscan $("$VENV/bin/ordoscan" --version 2>&1 | awk '{print $NF}') in $VENV"
@@ -389,6 +395,7 @@ install_ordoscan() {
 install_share() {
     local doc
     put_file "$HERE/install.sh" "$SHARE/provisioning/install.sh" 755 root:root
+    put_file "$PINS" "$SHARE/provisioning/constraints-kiosk.txt" 644 root:root
     put_file "$HERE/ordoscan.toml.in" "$SHARE/provisioning/ordoscan.toml.in" 644 root:root
     put_file "$TOP/systemd/ordoscan.service" "$SHARE/systemd/ordoscan.service" 644 root:root
     put_file "$TOP/systemd/system.conf.d/ordoscan-watchdog.conf" \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,16 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.kill()
+
+
+@pytest.fixture(autouse=True)
+def _no_relay_left_behind() -> Iterator[None]:
+    """Kills a relay child process that a failed test left running (it would hold its
+    outbox lock and its broker connection into the next tests)."""
+    yield
+    relay_proc = sys.modules.get("tests.support.relay_proc")
+    if relay_proc is not None:
+        relay_proc.RelayProcess.kill_leftovers()
 
 
 @pytest.fixture

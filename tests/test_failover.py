@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ordoscan.config import ConfigError, split_host_port
+from ordoscan.config import split_host_port
+from ordoscan.errors import ConfigError
 from ordoscan.message import ScanMessage
 
 from tests.support.mosquitto import Broker, ProvisionedBroker, Subscriber

@@ -44,6 +44,7 @@ from ordoscan.feedback import (
     Feedback,
     make_pin_factory,
 )
+from ordoscan.feedback.pins import claim
 
 from tests.support.pins import assert_timeline as timeline
 from tests.support.wait import wait_until
@@ -552,7 +553,7 @@ def test_claim_goes_by_gpiozero_exception_types(factory: MockFactory) -> None:
         raise _LibraryPinBusy("GPIO22 is held by another process")
 
     with pytest.raises(GpioError, match=r"gpio\.red = BCM pin 22: already in use \(GPIO22 is held"):
-        fb_module._claim("red", 22, taken)
+        claim("red", 22, taken)
 
 
 def test_each_signal_is_logged_at_debug(

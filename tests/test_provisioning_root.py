@@ -442,6 +442,17 @@ def test_install_on_a_fresh_root(kiosk: Kiosk) -> None:
     assert r.returncode == 0 and r.stdout.startswith("/usr/lib/python3/dist-packages/"), (
         r.stdout + r.stderr
     )
+    # Pillow is apt's too, and every other dependency is at its pin (issue 9 item 14), even
+    # where the root has another version of its own
+    pins = [line.split()[0] for line in (REPO / "provisioning/constraints-kiosk.txt")
+            .read_text().splitlines() if "==" in line and not line.startswith("#")]
+    probe = ("import sys, importlib.metadata as m, PIL; print(PIL.__file__); "
+             "print(*(f'{n}=={m.version(n)}' for n in sys.argv[1:]))")
+    r = k.run("/opt/ordoscan/venv/bin/python", "-c", probe, *(p.split("==")[0] for p in pins))
+    assert r.returncode == 0, r.stdout + r.stderr
+    pil_file, versions = r.stdout.splitlines()
+    assert pil_file.startswith("/usr/lib/python3/dist-packages/"), pil_file
+    assert versions.split() == pins
     r = k.run("ordoscan-setup", "status")
     assert r.returncode == 0 and f"{DEVICE_ID} {SITE}" in r.stdout, r.stdout + r.stderr
 

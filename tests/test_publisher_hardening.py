@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from ordoscan.publisher.service import FAULT_DUPLICATE_ID
+from ordoscan.publisher.connection import FAULT_DUPLICATE_ID
 from ordoscan.remote import Remote
 from ordoscan.security import INVISIBLE_REFUSAL
 from paho.mqtt.enums import CallbackAPIVersion

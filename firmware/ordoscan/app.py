@@ -5,25 +5,13 @@ ended by its own stop(), in the order stop() states):
 
 - camera reader (camera.LatestFrameReader): keeps only the newest frame,
   reopens a failed camera with back-off;
-- scan loop (here): decode, classify, de-duplicate, commit to the outbox, then
-  signal; it is the only writer of new scans;
+- scan loop (scanner.Scanner): decode, classify, de-duplicate, commit to the
+  outbox, then signal; it is the only writer of new scans;
 - publisher (publisher.Publisher): drains the outbox to the broker, serves
   commands;
 - feedback worker (feedback.Feedback): drives the LEDs and the buzzer;
 - housekeeping (here): amber LED, faults, expiry, telemetry, systemd status
   and the watchdog.
-
-What a frame's reads give, in order:
-
-1. an INS code is ignored: no signal, nothing kept, never logged;
-2. each new ordonnance is committed to the outbox, and only then the
-   good-read signal is given (once per frame); a repeat gets the same signal
-   and is not sent again; a full outbox or a disk error gets the fault signal;
-3. a refused code (medicine pack, 2D-Doc, URL, anything else) gets the
-   refusal signal, except while an ordonnance is in view (this frame, or seen
-   within same_code_timeout_s): the kiosk then says "got it" and nothing else,
-   since codes printed beside the prescription are no reason to alarm the
-   patient. Such refusals are still logged and counted.
 """
 
 from __future__ import annotations
@@ -32,17 +20,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from ordoscan import __version__
 from ordoscan.camera import CameraSource, LatestFrameReader, open_source
-from ordoscan.classifier import Classified, Classifier, Kind
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
-from ordoscan.decoder import Decoder, Zoom
-from ordoscan.dedupe import Deduper, Read
-from ordoscan.errors import OrdoscanError, OutboxDiskError, OutboxError, OutboxFull
+from ordoscan.errors import OrdoscanError
 from ordoscan.feedback import Feedback
 from ordoscan.health import (
     Check,
@@ -53,15 +37,14 @@ from ordoscan.health import (
     system_info,
 )
 from ordoscan.outbox import Outbox, OutboxStats
-from ordoscan.privacy import mask
 from ordoscan.publisher import Publisher
 from ordoscan.remote import Remote
+from ordoscan.scanner import FAULT_OUTBOX_FULL, Scanner
 from ordoscan.telemetry import PipelineStats, TelemetryTimer, build_telemetry
 
 log = logging.getLogger("ordoscan.app")
 
 BOOT_SHOWN_S = 1.0  # at most this long for "all on" to reach the pins at start
-FRAME_WAIT_S = 0.5  # the scan loop's longest wait for a frame (it checks stop in between)
 HOUSEKEEPING_S = 0.5  # amber, faults and status are at most this late
 EXPIRE_EVERY_S = 60.0
 CLOCK_CHECK_EVERY_S = 30.0
@@ -76,13 +59,9 @@ STOP_BUDGET_S = 4.0
 SCAN_JOIN_S = 1.5  # the frame in hand: a decode within its budget, one fsync'd write
 THREAD_JOIN_S = 1.0
 PUBLISHER_STOP_S = 2.0  # the offline status and the last PUBACKs
-FRAME_ERROR_LOG_EVERY = 100  # a bad frame is logged, then only every Nth of a run
 
-# Fault names, shown by the red LED and in telemetry / status.
+# Fault name shown by the red LED and in telemetry / status (the scan loop has its own).
 FAULT_CAMERA = "camera"
-FAULT_OUTBOX_FULL = "outbox_full"
-FAULT_DISK = "disk"
-FAULT_OUTBOX = "outbox"  # the outbox refused a scan for another reason (logged)
 
 
 class App:
@@ -97,9 +76,13 @@ class App:
         source: CameraSource | None = None,
         on_frame: Callable[[], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        decode_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.clock = clock  # the one clock, passed down to the stages that take one
+        # what the decoder's budget and duty cycle count in (seconds): elapsed time on a
+        # kiosk; a benchmark on a shared machine gives the scan thread's CPU time instead
+        self._decode_clock = decode_clock
         self.stop_event = threading.Event()
         self.stats = PipelineStats()
         self._pin_factory = pin_factory
@@ -113,26 +96,19 @@ class App:
         self._broker_up = False
         self._broker_fault: str | None = None
         self._ready = False
-        self._clock_synced = False
-        self._ordonnance_seen_at = -1e18  # frame time of the last frame holding an ordonnance
-        self._scan_beat = time.monotonic()  # the scan loop's last turn, for the watchdog
-        self.last_frame_at: float | None = None  # when the scan loop last got a frame
         # called by the scan loop after each frame is fully handled (signals posted): an
         # observer the demo and the tests attach to follow the kiosk frame by frame
         self._on_frame = on_frame
-        self._house_beat = time.monotonic()
-        self._frame_errors_in_row = 0
+        self._house_beat = clock.monotonic()
         # the stages, created by start()
         self.outbox: Outbox | None = None
         self.feedback: Feedback | None = None
         self.reader: LatestFrameReader | None = None
         self.publisher: Publisher | None = None
         self.remote: Remote | None = None
+        self.scanner: Scanner | None = None
         self.watchdog: Watchdog | None = None
-        self._decoder: Decoder | None = None
-        self._classifier: Classifier | None = None
-        self._deduper: Deduper | None = None
-        self._threads: list[threading.Thread] = []
+        self._housekeeping: threading.Thread | None = None
         self._stopped = False
 
     # -- life ------------------------------------------------------------------------------
@@ -144,10 +120,10 @@ class App:
         try:
             self._open_outbox()  # first: from here on a read has somewhere durable to go
             self._start_feedback()  # all LEDs on: booting
-            self._build_pipeline()  # decoder, classifier, de-duplication
             self._start_camera()  # reader thread; READY=1 once the camera is up
             self._start_publisher()  # drains what earlier runs left in the outbox
-            self._start_threads()  # scan loop and housekeeping
+            self._start_scanner()  # decode, classify, de-duplicate, commit, signal
+            self._start_housekeeping()  # amber, faults, expiry, telemetry
             self._start_watchdog()  # pings systemd only while every stage is alive
         except BaseException:
             self.stop()
@@ -179,15 +155,18 @@ class App:
         if self.watchdog is not None:
             self.watchdog.stop()
         self._notifier.stopping()
-        for t in self._threads:
-            if t.name == "ordoscan-scan":
-                t.join(left(SCAN_JOIN_S))
+        if self.scanner is not None:
+            self.scanner.stop(left(SCAN_JOIN_S))
         if self.reader is not None:
             self.reader.stop(left(THREAD_JOIN_S))
-        for t in self._threads:
-            t.join(left(THREAD_JOIN_S))
-            if t.is_alive():
-                log.warning("thread %s did not end in time", t.name)
+        if self.scanner is not None:
+            self.scanner.stop(left(THREAD_JOIN_S))  # a last chance once the camera is closed
+            if self.scanner.alive():
+                log.warning("the scan loop did not end in time")
+        if self._housekeeping is not None:
+            self._housekeeping.join(left(THREAD_JOIN_S))
+            if self._housekeeping.is_alive():
+                log.warning("the housekeeping loop did not end in time")
         if self.publisher is not None:
             self.publisher.stop(left(PUBLISHER_STOP_S))
         if self.feedback is not None:
@@ -234,12 +213,6 @@ class App:
         # shown before going on: a fast camera's "ready" would otherwise replace it unseen
         self.feedback.wait_idle(BOOT_SHOWN_S)
 
-    def _build_pipeline(self) -> None:
-        self._decoder = Decoder(self.cfg.scan.decode_budget_ms, fps=self.cfg.camera.fps)
-        self._classifier = Classifier(self.cfg.scan)
-        self._deduper = Deduper(self.cfg.scan.same_code_timeout_s, self.cfg.scan.repeat_window_s)
-        self._clock_synced = clock_synced()
-
     def _start_camera(self) -> None:
         source = self._source
         if source is None:
@@ -274,128 +247,31 @@ class App:
         )
         self.watchdog.start()
 
-    def _start_threads(self) -> None:
-        for name, target in (("ordoscan-scan", self._scan_loop),
-                             ("ordoscan-housekeeping", self._housekeeping_loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            self._threads.append(t)
-            t.start()
+    def _start_scanner(self) -> None:
+        assert self.reader is not None and self.outbox is not None
+        assert self.feedback is not None
+        self.scanner = Scanner(
+            self.cfg.scan, decode_fps=self.cfg.camera.fps,
+            reader=self.reader, outbox=self.outbox, feedback=self.feedback, stats=self.stats,
+            stop_event=self.stop_event, set_fault=self._set_fault, on_stored=self._on_stored,
+            on_frame=self._on_frame, clock_synced=clock_synced(), clock=self.clock,
+            decode_clock=self._decode_clock,
+        )
+        self.scanner.start()
 
-    # -- the scan loop ----------------------------------------------------------------------------
-
-    def _scan_loop(self) -> None:
-        assert self.reader is not None
-        while not self.stop_event.is_set():
-            self._scan_beat = time.monotonic()
-            frame = self.reader.get(timeout=FRAME_WAIT_S)
-            if frame is None or self.stop_event.is_set():
-                continue
-            self.last_frame_at = time.monotonic()
-            try:
-                # the frame's lease is held until the next get(): its zoom is valid throughout
-                self._process(frame.image, frame.timestamp, frame.zoom)
-            except Exception:  # a bug on one frame must not end the kiosk's reading
-                log.exception("frame %d could not be processed", frame.index)
-
-    def _process(self, image: Any, timestamp: float, zoom: Zoom | None = None) -> None:
-        """One frame through decode → classify → dedupe → outbox → feedback."""
-        assert self._decoder is not None and self._classifier is not None
-        assert self._deduper is not None
-        t0 = time.perf_counter()
-        try:
-            symbols = self._decoder.decode(image, zoom)
-        except Exception as e:  # a corrupt frame must not end the loop
-            self.stats.frame_error()
-            self._frame_errors_in_row += 1
-            if self._frame_errors_in_row % FRAME_ERROR_LOG_EVERY == 1:
-                log.warning("a frame could not be decoded (%s: %s)", type(e).__name__, e)
-            self._frame_done()
-            return
-        self._frame_errors_in_row = 0
-        self.stats.frame(time.perf_counter() - t0)
-        items: list[Classified] = [self._classifier.classify(s) for s in symbols]
-        if any(i.kind is Kind.ORDONNANCE for i in items):
-            self._ordonnance_seen_at = timestamp
-        reads = self._deduper.update(timestamp, items)
-        if reads:
-            self._act(reads, timestamp)
-        self._frame_done()
-
-    def _frame_done(self) -> None:
-        if self._on_frame is not None:
-            try:
-                self._on_frame()
-            except Exception:  # an observer's bug must not stop the reading
-                log.exception("the frame observer failed")
-
-    def _act(self, reads: list[Read], timestamp: float) -> None:
-        assert self.outbox is not None and self.feedback is not None
-        stored = repeated = refused = False
-        for r in reads:
-            item = r.item
-            if item.kind is Kind.INS:
-                self.stats.ignore(Kind.INS.value)
-                continue
-            if item.kind is not Kind.ORDONNANCE:
-                self.stats.read(item.kind.value)
-                self.stats.refused(item.kind.value)
-                why = f" ({item.reason})" if item.reason else ""
-                log.info("refused: %s in a %s%s", item.kind.value, item.format, why)
-                refused = True
-                continue
-            if r.repeat:
-                self.stats.repeat()
-                repeated = True
-                log.info("repeat of %s: signalled again, not sent again", mask(item.payload))
-                continue
-            self.stats.read(item.kind.value)
-            if self._store(item, timestamp):
-                stored = True
-        if stored:
-            self.feedback.good_read()
-            if self.publisher is not None:
-                self.publisher.wake()
-            self._update_amber()
-        elif repeated:
-            self.feedback.repeat()
-        # an ordonnance in this frame, or seen a moment ago, silences a refusal
-        in_view = timestamp - self._ordonnance_seen_at < self.cfg.scan.same_code_timeout_s
-        if refused and not in_view:
-            self.feedback.refused()
-
-    def _store(self, item: Classified, timestamp: float) -> bool:
-        """Commit one ordonnance; True once it is on disk. Failures give the fault signal."""
-        assert self.outbox is not None
-        # the frame's capture time on the wall clock
-        wall = time.time() - (time.monotonic() - timestamp)
-        try:
-            row = self.outbox.put(
-                kind=item.kind.value, symbology=item.format, symbology_id=item.symbology_id,
-                payload=item.payload, clock_synced=self._clock_synced,
-                scanned_at=datetime.fromtimestamp(wall, UTC),
-            )
-        except OutboxFull as e:
-            self.stats.outbox_refusal("full")
-            log.error("scan %s NOT taken: %s", mask(item.payload), e)
-            self._set_fault(FAULT_OUTBOX_FULL, True)
-            return False
-        except OutboxDiskError as e:
-            self.stats.outbox_refusal("disk")
-            log.error("scan %s NOT taken: %s", mask(item.payload), e)
-            self._set_fault(FAULT_DISK, True)
-            return False
-        except OutboxError as e:
-            self.stats.outbox_refusal("error")
-            log.error("scan %s NOT taken: %s", mask(item.payload), e)
-            self._set_fault(FAULT_OUTBOX, True)
-            return False
-        self.stats.stored()
-        self._set_fault(FAULT_DISK, False)  # a write went through: the disk is fine again
-        self._set_fault(FAULT_OUTBOX, False)
-        log.info("scan %s queued as seq %d (%s)", mask(item.payload), row.seq, item.format)
-        return True
+    def _start_housekeeping(self) -> None:
+        self._housekeeping = threading.Thread(
+            target=self._housekeeping_loop, name="ordoscan-housekeeping", daemon=True
+        )
+        self._housekeeping.start()
 
     # -- callbacks from the other threads ---------------------------------------------------------
+
+    def _on_stored(self) -> None:
+        """A frame committed a scan: the publisher sends it now, amber follows the queue."""
+        if self.publisher is not None:
+            self.publisher.wake()
+        self._update_amber()
 
     def _on_camera(self, ok: bool, message: str) -> None:
         with self._lock:
@@ -473,7 +349,7 @@ class App:
         if self.reader is None:
             return out | {"state": "off"}
         rs = self.reader.stats()
-        age = None if rs.last_frame_at is None else time.monotonic() - rs.last_frame_at
+        age = None if rs.last_frame_at is None else self.clock.monotonic() - rs.last_frame_at
         state = "lost" if not ok else "ok"
         quiet = age is None or age > self.cfg.camera.stall_timeout_s
         if ok and quiet and not self._camera_live():
@@ -553,7 +429,9 @@ class App:
                 self.publisher is not None and self.publisher.alive(),
                 "the publisher thread is not running",
             ),
-            "scan loop": lambda: self._beating(self._scan_beat, "scan loop"),
+            "scan loop": lambda: self._beating(
+                self.scanner.beat if self.scanner is not None else self._house_beat, "scan loop"
+            ),
             "housekeeping": lambda: self._beating(self._house_beat, "housekeeping"),
         }
         if self._camera_live():
@@ -561,12 +439,14 @@ class App:
             # loop took, so a stuck loop shows here too, and a camera that reopens
             # again and again without a frame is not taken for a working one.
             limit = CAMERA_SILENT_FACTOR * self.cfg.camera.stall_timeout_s
-            checks["camera"] = frames_arriving(lambda: self.last_frame_at, limit)
+            checks["camera"] = frames_arriving(
+                lambda: self.scanner.last_frame_at if self.scanner is not None else None, limit,
+                clock=self.clock.monotonic,
+            )
         return checks
 
-    @staticmethod
-    def _beating(beat: float, what: str) -> tuple[bool, str]:
-        stuck = time.monotonic() - beat
+    def _beating(self, beat: float, what: str) -> tuple[bool, str]:
+        stuck = self.clock.monotonic() - beat
         return stuck <= THREAD_STUCK_LIMIT_S, f"{what} stuck for {stuck:.0f} s"
 
     def _housekeeping_loop(self) -> None:
@@ -581,7 +461,7 @@ class App:
             return True
 
         while not self.stop_event.wait(HOUSEKEEPING_S):
-            self._house_beat = time.monotonic()
+            self._house_beat = self.clock.monotonic()
             try:
                 st = self._outbox_stats()
                 if st is not None:
@@ -590,8 +470,8 @@ class App:
                         self._set_fault(FAULT_OUTBOX_FULL, False)
                 if due("expire", EXPIRE_EVERY_S) and self.outbox is not None:
                     self.outbox.expire()
-                if due("clock", CLOCK_CHECK_EVERY_S):
-                    self._clock_synced = clock_synced()
+                if due("clock", CLOCK_CHECK_EVERY_S) and self.scanner is not None:
+                    self.scanner.clock_synced = clock_synced()
                 if timer.due() and self.publisher is not None:
                     self.publisher.publish_telemetry(self.telemetry())
             except Exception:  # housekeeping goes on; a stuck one is the watchdog's business

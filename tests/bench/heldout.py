@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import statistics
 import time
@@ -27,10 +28,11 @@ from ordoscan.devtools import docscenes, splits
 Grey = npt.NDArray[np.uint8]
 CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
 SMALL_MODULE_PX = 3.3  # a "small" code: 2-3 px per module at 1280x720 (50-60 px wide)
-# gen2 frames for the reading bench are simulated straight at the lores size by default
-# (3x cheaper than the sensor mode then the ISP's downscale, and a little noisier);
-# ORDOSCAN_BENCH_SENSOR=mode renders them at the camera's sensor mode as on a kiosk.
-SENSOR_MODE = os.environ.get("ORDOSCAN_BENCH_SENSOR", "lores")
+# gen2 frames are rendered at the camera's sensor mode by default, as on a kiosk: the main
+# stream (e.g. 2304x1296) and the 1280x720 lores stream as its downscale, so the decoder
+# can zoom into the main stream for a small code as it does on a Pi.
+# ORDOSCAN_BENCH_SENSOR=lores simulates the lores size only (3x cheaper, no main stream).
+SENSOR_MODE = os.environ.get("ORDOSCAN_BENCH_SENSOR", "mode")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,19 @@ class Frame:
     partial: tuple[str, ...] = ()  # payloads partly in view (neither hit nor stray)
     small: frozenset[str] = frozenset()  # payloads of small codes
     setting: str = ""
+    full: Grey | None = None  # the main stream's Y plane, when the frame was rendered with one
+
+    def zoom(self, x0: int, y0: int, x1: int, y1: int) -> Grey | None:
+        """The main-stream pixels of a frame box, as the camera's zoom gives them."""
+        if self.full is None:
+            return None
+        s = self.full.shape[1] / self.image.shape[1]
+        h, w = self.full.shape
+        a, b = max(0, int(x0 * s)), max(0, int(y0 * s))
+        c, d = min(w, math.ceil(x1 * s)), min(h, math.ceil(y1 * s))
+        if c <= a or d <= b:
+            return None
+        return np.ascontiguousarray(self.full[b:d, a:c])
 
 
 def _generator_hash() -> str:
@@ -75,16 +90,19 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]
         if path is not None and path.exists():
             with np.load(path) as z:
                 image = np.ascontiguousarray(z["image"])
+                full = np.ascontiguousarray(z["full"]) if "full" in z.files else None
                 meta = json.loads(str(z["meta"]))
         else:
             s = docscenes.render(spec.kind, spec.seed, setting=spec.setting,
                                  difficulty=difficulty, sensor=sensor)
             image = s.image
+            full = s.full if sensor is None else None
             meta = {"codes": [[c.kind.value, c.payload, c.visible, c.module_px]
                               for c in s.codes]}
             if path is not None:
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez_compressed(tmp, image=image, meta=json.dumps(meta))
+                extra = {"full": full} if full is not None else {}
+                np.savez_compressed(tmp, image=image, meta=json.dumps(meta), **extra)
                 tmp.replace(path)
         codes = meta["codes"]
         yield Frame(
@@ -93,6 +111,7 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]
             tuple(p for _, p, vis, _ in codes if not vis),
             frozenset(p for _, p, vis, m in codes if vis and m <= SMALL_MODULE_PX),
             str(spec.setting),
+            full,
         )
 
 
@@ -106,11 +125,13 @@ def gen1_frames(n: int, difficulty: str = "hard") -> Iterator[Frame]:
 
 # -- tallies ----------------------------------------------------------------------------
 
-Reader = Callable[[Grey], list[Symbol]]
+Zoom = Callable[[int, int, int, int], Grey | None]
+# a reader gets the lores frame and, when the frame has a main stream, its zoom
+Reader = Callable[[Grey, Zoom | None], list[Symbol]]
 
 
-def zxing_reader(img: Grey) -> list[Symbol]:
-    """One default zxing-cpp read_barcodes call, as Symbols."""
+def zxing_reader(img: Grey, zoom: Zoom | None = None) -> list[Symbol]:
+    """One default zxing-cpp read_barcodes call on the lores frame, as Symbols."""
     return [
         Symbol(str(b.format), b.symbology_identifier, b.text, b.bytes, ())
         for b in zxingcpp.read_barcodes(img)
@@ -191,15 +212,20 @@ def row(source: str, t: Tally, base_ms: float) -> str:
             f" {t.mean():8.1f} {t.p95():7.1f} {t.mean() / base_ms:5.2f}x")
 
 
+def _zoom_of(f: Frame) -> Zoom | None:
+    return f.zoom if f.full is not None else None
+
+
 def run(frames: list[Frame], readers: list[tuple[str, Reader]]) -> list[Tally]:
     """Every reader on every frame, in turn (so load hits them alike)."""
     tallies = [Tally(name) for name, _ in readers]
     for f in frames[:3]:  # warm-up: libraries loaded, pass costs learnt
         for _, r in readers:
-            r(f.image)
+            r(f.image, _zoom_of(f))
     for f in frames:
         for t, (_, r) in zip(tallies, readers, strict=True):
+            zoom = _zoom_of(f)
             t0 = time.perf_counter()
-            got = r(f.image)
+            got = r(f.image, zoom)
             t.add(f, got, (time.perf_counter() - t0) * 1000.0)
     return tallies

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ordoscan.config import Config, parse_config, to_toml
 
@@ -183,6 +183,19 @@ class InProcessRelay:
 class RelayProcess:
     """tests/support/relay_proc.py as a child process; its stdout lines are collected."""
 
+    # every child still running, so that a failed test does not leave one behind
+    # (tests/conftest.py kills what is left after each test)
+    live: ClassVar[set[RelayProcess]] = set()
+
+    @classmethod
+    def kill_leftovers(cls) -> int:
+        """SIGKILLs every child still running; returns how many there were."""
+        left = [r for r in cls.live if r.proc.poll() is None]
+        for r in left:
+            r.kill()
+        cls.live.clear()
+        return len(left)
+
     def __init__(self, config: Path, produce: int = 0, start: int = 0) -> None:
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": str(root)}
@@ -196,6 +209,7 @@ class RelayProcess:
         self.seen: list[str] = []  # every line, in order
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        RelayProcess.live.add(self)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

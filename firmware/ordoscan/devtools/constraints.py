@@ -10,6 +10,12 @@ the hash of every such wheel. pip then refuses anything else:
     pip install --require-hashes -r constraints.txt    # the dependencies, as tested
     pip install --no-deps ordoscan-*.whl                # then the kiosk itself
 
+It also writes provisioning/constraints-kiosk.txt, the same entries without
+numpy and Pillow: a kiosk takes those two from Debian bookworm (python3-numpy,
+python3-pil), which picamera2's compiled helpers are built against, and
+everything else at these pins (packaging/build-deb.sh ships exactly those
+wheels, provisioning/install.sh installs them with --require-hashes).
+
 `--check` only compares the pins with this venv (no download): exit 1 if stale.
 """
 
@@ -27,6 +33,9 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[3]
 OUTPUT = ROOT / "provisioning" / "constraints.txt"
+KIOSK_OUTPUT = ROOT / "provisioning" / "constraints-kiosk.txt"
+# what a kiosk takes from apt instead (bookworm: numpy 1.24, Pillow 9.4)
+FROM_APT = frozenset({"numpy", "pillow"})
 PYTHON = "3.11"  # Debian bookworm's, on the Pi and in CI
 ARCHES = ("aarch64", "x86_64")
 # bookworm's glibc is 2.36: every manylinux tag up to it
@@ -90,6 +99,25 @@ def render(wanted: dict[str, str], wheels: list[Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kiosk_render(text: str) -> str:
+    """The kiosk's file from the whole file's text: its entries, less what apt provides."""
+    lines = [
+        "# What a kiosk installs from PyPI: provisioning/constraints.txt without numpy and",
+        "# Pillow, which it takes from Debian bookworm (python3-numpy, python3-pil: picamera2's",
+        "# helpers are built against them). Written by `python -m ordoscan.devtools.constraints`;",
+        "# used by packaging/build-deb.sh and provisioning/install.sh (see docs/INSTALL.md).",
+    ]
+    keep = False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.startswith(" "):  # an entry's first line: name==version
+            keep = canonicalize_name(line.partition("==")[0]) not in FROM_APT
+        if keep:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def pinned(text: str) -> dict[str, str]:
     """name -> version of each entry of a constraints file's text."""
     out: dict[str, str] = {}
@@ -108,13 +136,19 @@ def main(argv: list[str]) -> int:
             print(f"{OUTPUT}: stale (pinned {have}, tested {wanted}); "
                   "run: python -m ordoscan.devtools.constraints", file=sys.stderr)
             return 1
+        kiosk = KIOSK_OUTPUT.read_text() if KIOSK_OUTPUT.exists() else ""
+        if kiosk != kiosk_render(OUTPUT.read_text()):
+            print(f"{KIOSK_OUTPUT}: not {OUTPUT.name} less {', '.join(sorted(FROM_APT))}; "
+                  "run: python -m ordoscan.devtools.constraints", file=sys.stderr)
+            return 1
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         for arch in ARCHES:
             _download(wanted, arch, Path(tmp) / arch)
         wheels = sorted(Path(tmp).glob("*/*.whl"))
         OUTPUT.write_text(render(wanted, wheels))
-    print(f"wrote {OUTPUT}: {len(wanted)} packages")
+    KIOSK_OUTPUT.write_text(kiosk_render(OUTPUT.read_text()))
+    print(f"wrote {OUTPUT}: {len(wanted)} packages, and {KIOSK_OUTPUT.name}")
     return 0
 
 

@@ -26,7 +26,7 @@ from itertools import product
 
 from ordoscan.devtools.docscenes import Setting
 
-HELDOUT_EPOCH = 0  # bumped when a held-out range has been looked at; moves every held-out seed
+HELDOUT_EPOCH = 1  # bumped when a held-out range has been looked at; moves every held-out seed
 
 # --- gen1: ordoscan.devtools.scenes.scene_set(seed, n, difficulty) -------------------
 # A set seed names a whole mixed set; scene i of set s has render seed s * 100_003 + i
@@ -113,6 +113,16 @@ PRESENTATION_SETTINGS = tuple(
         (i // 8) * 4 + _PATTERN[: i % 8].count(_PATTERN[i % 8])]
     for i in range(32)
 )
+
+
+def presentation_settings(split: str) -> tuple[Setting, ...]:
+    """The settings presentations of `split` cycle through: dev presentations only ever
+    use dev settings (they are tuned on); held-out ones mix dev and held-out settings."""
+    if split == "dev":
+        return DEV_SETTINGS
+    if split == "heldout":
+        return PRESENTATION_SETTINGS
+    raise ValueError(f"unknown presentation split {split!r}; expected 'dev' or 'heldout'")
 
 
 def presentation_seeds(split: str, n: int) -> range:

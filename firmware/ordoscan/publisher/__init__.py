@@ -3,7 +3,8 @@
 - `window`: the delivery window, pure bookkeeping driven by the clock;
 - `link`: one paho client per connection, and link liveness;
 - `side_channel`: status, telemetry, replies and incoming commands;
-- `service`: the `Publisher` service, whose one thread owns the link.
+- `connection`: the paho client as the publisher thread drives it, and paho's callbacks;
+- `service`: the `Publisher` service, whose one thread owns the connection.
 """
 
 from ordoscan.publisher.service import Publisher

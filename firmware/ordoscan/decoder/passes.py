@@ -1,0 +1,216 @@
+"""The zxing-cpp passes: what each one does to a region, and running one.
+
+A pass is one zxing-cpp call on a prepared version of a region of the frame (resized,
+another binarizer, or read from the camera's full-resolution main stream). The fast
+passes run on every frame; the extra passes only where there is a sign of a code the
+fast pass did not read (see ordoscan.decoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import zxingcpp
+from PIL import Image
+
+from ordoscan.decoder.finders import CodeGuess
+from ordoscan.decoder.regions import Box, Grey, pad
+from ordoscan.errors import DecodeError
+
+# The full-resolution twin of a frame: (x0, y0, x1, y1), a box of the frame in its own
+# pixels (x1, y1 excluded), gives the same region from the camera's main stream, grey, or
+# None when there is none. A real zoom: more pixels per module than the frame has.
+Zoom = Callable[[int, int, int, int], Grey | None]
+
+# zxing-cpp's "QRCode" also covers Micro QR and rMQR: only full QR Codes are read.
+QR = zxingcpp.BarcodeFormats(
+    [zxingcpp.BarcodeFormat.QRCodeModel1, zxingcpp.BarcodeFormat.QRCodeModel2]
+)
+DM = zxingcpp.BarcodeFormats([zxingcpp.BarcodeFormat.DataMatrix])
+_MAX_SIDE = 16384  # larger arrays are refused rather than risk zxing-cpp's int sizes
+MIN_SIDE = 8  # nothing decodable fits in fewer pixels
+MAX_PASS_PIXELS = 16_000_000  # an upscaled pass larger than this is skipped (memory, time)
+
+# Small codes found by their finder patterns (ordoscan.decoder.finders).
+SMALL_MODULE = 3.5  # px per module: below this a found code gets a pass fitted to its size
+ZOOM_BELOW = 3.0  # px per module: below this the main stream's region is asked for
+_FIT_MODULE = 4.0  # px per module the fitted pass scales a small code to (zxing reads it well)
+FIT_SCALE = (1.5, 3.0)  # ... within these factors
+MAX_FITTED = 4  # small-code guesses given a fitted pass per frame, best first
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """One decoded symbol, before classification."""
+
+    format: str  # "QRCode", "DataMatrix", ... (zxing-cpp format name)
+    symbology_id: str  # ISO/IEC 15424 identifier, e.g. "]Q1", "]d2"
+    text: str  # decoded text (GS1: with the GS separators)
+    raw: bytes  # the symbol's bytes
+    position: tuple[tuple[int, int], ...]  # corners, clockwise from top-left
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    """One zxing-cpp call on a prepared version of the frame."""
+
+    name: str
+    formats: zxingcpp.BarcodeFormats
+    scale: float = 1.0  # resize factor applied to the frame first
+    invert: bool = True  # also try light-on-dark symbols (phones in dark mode)
+    downscale: bool = True  # let zxing-cpp also try smaller versions
+    binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
+    zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One extra pass on one region."""
+
+    p: Pass
+    box: Box
+
+
+# The fast pass: QR Codes first (cheap, and the prescription's symbology), then
+# DataMatrix without the inverted try (printed packs and documents are dark on
+# light, and the inverted try doubles the DataMatrix cost).
+FAST_PASSES: tuple[Pass, ...] = (
+    Pass("qr", QR),
+    Pass("datamatrix", DM, invert=False),
+)
+# Extra passes on hard frames, most useful first (measured, see the module doc):
+# small and blurred codes read once upscaled (x1.5 reads most of them, x2.5 a
+# few more); global-histogram binarizing saves photos of codes with large even
+# areas (ZXing's corpus); DataMatrix gets the same upscaling. Tried and dropped
+# for earning nothing on top of these: x2, x0.75, sharpening, smoothing,
+# histogram equalisation, contrast stretching, inverted DataMatrix.
+EXTRA_PASSES: tuple[Pass, ...] = (
+    Pass("qr-x1.5", QR, scale=1.5, downscale=False),
+    Pass("qr-histogram", QR, binarizer=zxingcpp.Binarizer.GlobalHistogram),
+    Pass("datamatrix-x1.5", DM, scale=1.5, invert=False, downscale=False),
+    Pass("qr-x2.5", QR, scale=2.5, downscale=False),
+)
+
+
+# When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
+WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
+
+
+def fitted(guess: CodeGuess, zoom: bool) -> Pass:
+    """The pass for a small code whose module size the finder patterns gave."""
+    if zoom:
+        return Pass("qr-zoom", QR, zoom=True)
+    scale = min(max(_FIT_MODULE / guess.module, FIT_SCALE[0]), FIT_SCALE[1])
+    return Pass("qr-fit", QR, scale=round(scale, 1), downscale=False)
+
+
+def check(image: object) -> Grey | None:
+    """The frame as a 2-D uint8 view (no copy); None if empty; DecodeError if corrupt."""
+    if not isinstance(image, np.ndarray):
+        raise DecodeError(f"frame is a {type(image).__name__}, expected a 2-D numpy uint8 array")
+    if image.dtype != np.uint8:
+        raise DecodeError(f"frame has dtype {image.dtype}, expected uint8 (grey levels)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim != 2:
+        raise DecodeError(f"frame has shape {image.shape}, expected (height, width) grey pixels")
+    h, w = image.shape
+    if h > _MAX_SIDE or w > _MAX_SIDE:
+        raise DecodeError(f"frame of {w}x{h} pixels is too large (at most {_MAX_SIDE} a side)")
+    if h < MIN_SIDE or w < MIN_SIDE:
+        return None
+    return image
+
+
+def run_pass(
+    p: Pass,
+    frame: Grey,
+    box: Box,
+    found: dict[tuple[str, bytes], Symbol],
+    zoom: Zoom | None,
+    zoomed: list[int] | None = None,
+) -> list[tuple[str, Box]]:
+    """Run one pass on a region, add its symbols to `found`.
+
+    Returns the symbology and box (with a margin, in frame pixels) of each
+    symbol it detected but could not decode. A zoom pass reads the region
+    from `zoom` (its pixel count is appended to `zoomed`); without one, or
+    when it gives nothing usable, the region is upscaled as a fitted pass would.
+    """
+    region = frame[box.y0 : box.y1, box.x0 : box.x1]
+    prepared: Grey | None = None
+    if p.zoom and zoom is not None:
+        prepared = from_main_stream(zoom, box, region)
+        if prepared is not None and zoomed is not None:
+            zoomed.append(prepared.size)
+    if prepared is None:
+        if p.zoom:  # no main stream: the frame's own pixels, upscaled
+            p = Pass(p.name, p.formats, scale=FIT_SCALE[1] / 1.5, downscale=False)
+        prepared = prepare(region, p)
+    # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
+    # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
+    try:
+        results = zxingcpp.read_barcodes(
+            prepared,
+            formats=p.formats,
+            try_rotate=True,
+            try_downscale=p.downscale,
+            try_invert=p.invert,
+            text_mode=zxingcpp.TextMode.Plain,
+            binarizer=p.binarizer,
+            return_errors=True,
+        )
+    except (ValueError, TypeError, RuntimeError) as e:  # zxing-cpp refused the buffer
+        raise DecodeError(f"frame of shape {frame.shape} could not be decoded: {e}") from None
+    unread: list[tuple[str, Box]] = []
+    sx = region.shape[1] / prepared.shape[1]
+    sy = region.shape[0] / prepared.shape[0]
+    for r in results:
+        pos = r.position
+        corners = tuple(
+            (round(c.x * sx) + box.x0, round(c.y * sy) + box.y0)
+            for c in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
+        )
+        if not r.valid or r.error is not None:
+            xs, ys = [c[0] for c in corners], [c[1] for c in corners]
+            # some failures come without a position (all corners at 0): nowhere to look
+            if max(xs) - min(xs) >= MIN_SIDE and max(ys) - min(ys) >= MIN_SIDE:
+                box_seen = Box(min(xs), min(ys), max(xs) + 1, max(ys) + 1)
+                unread.append((r.symbology.name, pad(box_seen, frame)))
+            continue
+        key = (r.symbology.name, r.bytes)
+        if key in found:
+            continue
+        found[key] = Symbol(
+            format=r.symbology.name,
+            symbology_id=r.symbology_identifier,
+            text=r.text,
+            raw=r.bytes,
+            position=corners,
+        )
+    return unread
+
+
+def prepare(frame: Grey, p: Pass) -> Grey:
+    """The frame as the pass wants it: the view itself when nothing is to be done."""
+    if p.scale == 1.0:
+        return frame
+    img = Image.fromarray(frame)  # copies a strided view once
+    size = (max(1, round(img.width * p.scale)), max(1, round(img.height * p.scale)))
+    return np.asarray(img.resize(size, Image.Resampling.BILINEAR))
+
+
+def from_main_stream(zoom: Zoom, box: Box, region: Grey) -> Grey | None:
+    """The box from the main stream: a grey image larger than the region, else None."""
+    got = zoom(box.x0, box.y0, box.x1, box.y1)
+    if got is None:
+        return None
+    try:
+        image = check(got)
+    except DecodeError:
+        return None  # a misbehaving zoom must not cost the frame: the upscaled pass instead
+    if image is None or image.shape[0] <= region.shape[0] or image.shape[1] <= region.shape[1]:
+        return None
+    return image

@@ -1,0 +1,196 @@
+"""A camera on a virtual 15 fps timeline, in lockstep with the App's scan loop.
+
+A real-time replay on a shared machine measures the machine's load as much as the
+kiosk: the scan loop gets a share of a core, falls behind the camera and skips frames
+a kiosk would have analysed. Here time is virtual:
+
+- frame n is captured at v0 + n / fps (v0: the monotonic time at open);
+- the scan loop takes a frame when it is free, at max(free, capture time): the newest
+  frame captured by then, never one it has already had (the kiosk's slot of one);
+- each turn of the scan loop (decode, classify, de-duplicate, commit, signal) advances
+  virtual time by the CPU time the scan thread really spent on it (time.thread_time),
+  times `scale` (1: this machine's core, unloaded; >1: a slower core);
+- the decoder's budget and duty cycle count in the same time (`decode_clock()`), so
+  what it spends and what the timeline charges are one quantity.
+
+Only one frame is out at a time: the source hands the next one over once the scan loop
+has finished the last (`on_frame`, the App's hook, called on the scan thread). The rest
+of the App (feedback, outbox, publisher, housekeeping) runs on the system clock, for
+real. Not in the virtual time: the disk's wait in the outbox commit (fsync, not CPU)
+and the feedback thread's hop to the pins; both are measured apart, in real time.
+
+A timeline is a list of presentations (frame ids, each followed by `gap` frames of the
+empty counter, id 0); once a presentation's code is read (the App committed a scan)
+the hand takes it away: the gap starts at the next frame, as a patient leaves after
+the beep. The frames after a read would change nothing measured: the de-duplication
+reads a code once per appearance, and a gap of 1 s refills the duty cycle's credit.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from ordoscan.camera import CameraSource, Frame
+
+
+@dataclass
+class Shown:
+    """One presentation on the timeline: what happened to it."""
+
+    frames: Sequence[int]  # frame ids, in order
+    start: int = -1  # global frame number of its first frame
+    read_frame: int | None = None  # global number of the frame whose turn committed a scan
+    read_at: float | None = None  # virtual time that turn ended (the good-read signal)
+    read_wall: float | None = None  # time.monotonic() when that turn ended
+    turns: int = 0  # frames of it the scan loop analysed
+
+
+class LockstepCamera(CameraSource):
+    """Frames on a virtual timeline, one turn of the scan loop at a time."""
+
+    live = False  # no wall-clock stall: a slow turn on a loaded machine is not a lost camera
+
+    def __init__(
+        self,
+        frames: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]],
+        presentations: Sequence[Sequence[int]],
+        *,
+        gap: int,
+        fps: float,
+        start: threading.Event,
+        committed: Callable[[], int],
+        scale: float = 1.0,
+    ) -> None:
+        self._frames = frames
+        self.shown = [Shown(list(p)) for p in presentations]
+        self._gap = gap
+        self._fps = fps
+        self._start = start
+        self._committed = committed  # how many scans the App has committed so far
+        self._scale = scale
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False  # a frame is out with the scan loop
+        self._v0 = 0.0
+        self._n = -1  # global number of the last frame handed over
+        self._taken_at = 0.0  # virtual time the scan loop took it
+        self._free = 0.0  # virtual time the scan loop is free again
+        self._cpu: float | None = None  # the scan thread's CPU time at the end of its last turn
+        self._seen = 0  # scans committed, as of the last turn
+        self._k = -1  # presentation on the timeline (-1: warm-up, before start)
+        self._end = 0  # global frame number at which the current presentation's gap ends
+        self.handled = 0  # turns of the scan loop, warm-up included
+        self.turns = 0  # turns while the timeline ran
+        self.cpu_s = 0.0  # the scan thread's CPU time over the turns, unscaled
+        self.finished = threading.Event()
+
+    @property
+    def name(self) -> str:
+        return "lockstep replay"
+
+    def open(self) -> None:
+        with self._cond:
+            self._closing = False
+            self._v0 = self._free = time.monotonic()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    def decode_clock(self) -> float:
+        """The decoder's clock: the calling (scan) thread's CPU time, scaled."""
+        return time.thread_time() * self._scale
+
+    def capture_time(self, n: int) -> float:
+        return self._v0 + n / self._fps
+
+    # -- the timeline ------------------------------------------------------------------------
+
+    def _frame_id(self, n: int) -> tuple[int, int]:
+        """(frame id, presentation index or -1) of global frame n; moves the timeline on."""
+        if self._k < 0:
+            if not self._start.is_set():
+                return 0, -1
+            self._begin(0, n)
+        while self._k < len(self.shown):
+            p = self.shown[self._k]
+            offset = n - p.start
+            if p.read_frame is None and offset < len(p.frames):
+                return p.frames[offset], self._k
+            if n < self._end:
+                return 0, -1  # the empty counter between two presentations
+            self._begin(self._k + 1, self._end)
+        self.finished.set()
+        return 0, -1
+
+    def _begin(self, k: int, n: int) -> None:
+        self._k = k
+        if k < len(self.shown):
+            p = self.shown[k]
+            p.start = n
+            self._end = n + len(p.frames) + self._gap
+
+    # -- the camera side (reader thread) -----------------------------------------------------
+
+    def read(self, timeout: float) -> Frame | None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._busy or self._closing, timeout):
+                return None
+            if self._closing or self.finished.is_set():
+                return None
+            # the newest frame captured once the scan loop is free, never one it has had
+            n = max(self._n + 1, math.floor((self._free - self._v0) * self._fps + 1e-9))
+            fid, k = self._frame_id(n)
+            if self.finished.is_set():
+                return None
+            self._n = n
+            self._taken_at = max(self._free, self.capture_time(n))
+            self._busy = True
+            if k >= 0:
+                self.shown[k].turns += 1
+            return Frame(self._frames[fid], self.capture_time(n), n)
+
+    # -- the scan loop's side (App on_frame hook, scan thread) -------------------------------
+
+    def on_frame(self) -> None:
+        cpu = time.thread_time()
+        with self._cond:
+            spent = 0.0 if self._cpu is None else cpu - self._cpu
+            self.handled += 1
+            if self._k >= 0 and not self.finished.is_set():
+                self.turns += 1
+                self.cpu_s += spent
+            self._free = self._taken_at + spent * self._scale
+            committed = self._committed()
+            if committed > self._seen and 0 <= self._k < len(self.shown):
+                p = self.shown[self._k]
+                if p.read_frame is None and self._n >= p.start:
+                    p.read_frame, p.read_at, p.read_wall = self._n, self._free, time.monotonic()
+                    # the hand goes away after the beep: the gap starts at the next frame
+                    self._end = self._n + 1 + self._gap
+            self._seen = committed
+            self._busy = False
+            self._cond.notify_all()
+        self._cpu = time.thread_time()  # this hook's own work is no turn's
+
+    @property
+    def frames_passed(self) -> int:
+        """Frames the camera captured while the timeline ran (analysed or not)."""
+        return 0 if not self.shown or self.shown[0].start < 0 else self._n - self.shown[0].start + 1
+
+    def results(self, in_view: Sequence[int | None]) -> list[dict[str, Any]]:
+        """Per presentation: time from its first frame wholly in view to the read (s)."""
+        out = []
+        for p, first in zip(self.shown, in_view, strict=True):
+            t_in = None if first is None or p.start < 0 else self.capture_time(p.start + first)
+            took = None if t_in is None or p.read_at is None else p.read_at - t_in
+            out.append({"took": took, "turns": p.turns, "read_wall": p.read_wall})
+        return out
