@@ -160,7 +160,7 @@ PINWATCH_UNIT = """\
 [Unit]
 Description=test rig: the LED and buzzer lines, as the kernel holds them, streamed to the host
 Requires=kiosk-board.service
-After=kiosk-board.service
+After=kiosk-board.service sys-kernel-tracing.mount
 Before=ordoscan.service
 
 [Service]

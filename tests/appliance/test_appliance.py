@@ -101,6 +101,8 @@ def kiosk_toml(relay_port: int = 1883) -> str:
     data["camera"] = {"source": "v4l2", "device": image_mod.CAMERA["device"],
                       "size": list(image_mod.CAMERA["size"]), "fps": image_mod.CAMERA["fps"]}
     data["gpio"] = {"pin_factory": "lgpio"}
+    # the kiosk's own repeat rule: a frame read slowly under emulation is one good read
+    data.pop("scan", None)
     data["outbox"] = {"path": "/var/lib/ordoscan/outbox.sqlite3"}
     data["log"] = {"level": "info"}
     return to_toml(data)

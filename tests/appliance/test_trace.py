@@ -82,3 +82,22 @@ def test_a_boot_without_a_watcher_line_gives_nothing() -> None:
     silent = Boot(1, started_at=0.0, ended_at=10.0, cut=True)
     silent.trace.append(Event(1.0, "pinwatch gpiochip0 17,27,22,18"))
     assert Trace(FakeVM([silent])).changes() == []
+
+
+def test_the_outputs_of_one_state_written_slowly_are_one_state() -> None:
+    """A starved guest took 25 ms to write "booting" (green, amber, then red): still the
+    kiosk booting, then ready, not green coming up alone."""
+    boot = Lines(1, offset=100.0, seed=3)
+    boot.at(0, green=0, amber=0, red=0, buzzer=0)
+    boot.at(2.0, green=1, amber=1)
+    boot.at(0.025, red=1)
+    boot.at(7.0, amber=0, red=0, buzzer=1)
+    for _ in range(2):
+        boot.at(0.12, buzzer=0)
+        boot.at(0.06, buzzer=1)
+    boot.at(0.12, buzzer=0)
+    boot.good_read()
+    trace = Trace(FakeVM([boot.boot]))
+    assert trace.tokens() == ["ready(3)", "good_read(1)"]
+    # the raw levels keep their own times
+    assert [round(length, 3) for _, length in trace.runs("green", False)] == [0.15]

@@ -1,10 +1,11 @@
 """The kiosk's LEDs and buzzer as the kernel's GPIO lines showed them, seen from the host.
 
 In the VM the daemon drives a gpio-sim chip through lgpio; the pin watcher
-(drivers/pinwatch.py) polls the four output lines and writes each change to a
-serial port, `pins <guest monotonic> <bcm>=<level> ...`. qemu writes that port
-to a file on this machine, one per boot (vm.py), so what was shown before a
-power cut is kept whatever the guest loses.
+(drivers/pinwatch.py) follows gpiolib's tracepoint for the four output lines
+and writes each change to a virtio serial port,
+`pins <guest monotonic> <bcm>=<level> ...`. qemu writes that port to a file on
+this machine, one per boot (vm.py), so what was shown before a power cut is
+kept whatever the guest loses.
 
 The host stamps each line as it reads it; the guest's own stamp is exact but on
 the guest's clock. Each boot's guest times are placed on the host's clock by the
@@ -33,6 +34,9 @@ from tests.hil.signals import Change
 
 # BCM pin -> the decoder's channel, in the order of KIOSK_PINS
 CHANNEL = dict(zip((int(p) for p in KIOSK_PINS.split(",")), signals.CHANNELS, strict=True))
+# Changes on different channels this close are one state written (feedback's shortest
+# step between two states is 60 ms, a ready note's gap)
+GROUP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,23 @@ def boot_levels(boot: Boot) -> list[Level]:
             for _, guest, pairs in parsed for bcm, on in pairs if bcm in CHANNEL]
 
 
+def written_together(levels: list[Level]) -> list[tuple[float, Level]]:
+    """Each change with the time of the state it belongs to. The feedback worker writes
+    one state's outputs one after the other; a starved emulated guest may take tens of
+    ms over it, where the decoder expects them within signals.WRITE_GROUP_S (the three
+    LEDs of "booting" would read as green coming up alone). A change on a channel not
+    yet changed in the current group, within GROUP_S of its start, takes its time."""
+    out: list[tuple[float, Level]] = []
+    start, channels = -1.0, set[str]()
+    for lv in levels:
+        if lv.t - start <= GROUP_S and lv.channel not in channels:
+            channels.add(lv.channel)
+        else:
+            start, channels = lv.t, {lv.channel}
+        out.append((start, lv))
+    return out
+
+
 class Machine(Protocol):
     def boots_seen(self) -> list[Boot]: ...
 
@@ -85,7 +106,7 @@ class Trace:
             if not levels:
                 continue
             out.append(Change.marker(min(lv.t for lv in levels) - 1e-3, "start"))
-            out.extend(Change(lv.t, lv.channel, lv.on) for lv in levels)
+            out.extend(Change(t, lv.channel, lv.on) for t, lv in written_together(levels))
             if b.cut and b.ended_at is not None:
                 # the guest's stamps may land a few ms past the kill (the lag estimate)
                 out.append(Change.marker(max(b.ended_at, levels[-1].t + 1e-3), "reset"))

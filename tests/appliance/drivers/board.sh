@@ -37,5 +37,10 @@ mkdir -p /run/kiosk-board
     printf 'Hardware\t: BCM2835\nRevision\t: %s\nSerial\t\t: 100000000000c0de\n' "$REVISION"
     printf 'Model\t\t: Raspberry Pi 4 Model B Rev 1.4\n'
 } >/run/kiosk-board/cpuinfo
-echo "$chip $(cat "$cfg/dev_name")" >/run/kiosk-board/gpiochip
+# the global number of line 0, as gpiolib's tracepoints print lines (pinwatch.py)
+base=-1
+for d in /sys/class/gpio/gpiochip*; do
+    [ "$(cat "$d/label")" = "$LABEL" ] && base=$(cat "$d/base")
+done
+echo "$chip $(cat "$cfg/dev_name") $base" >/run/kiosk-board/gpiochip
 echo "kiosk-board: $chip ($LABEL, $LINES lines) on $(cat "$cfg/dev_name"), revision $REVISION"
