@@ -133,6 +133,17 @@ def test_only_the_newest_frame_is_kept_and_stale_ones_are_released_and_counted()
         assert (stats.frames, stats.dropped, stats.ok) == (5, 4, True)
 
 
+def test_waiting_says_whether_a_newer_frame_is_in_the_slot() -> None:
+    source = ScriptedSource()
+    with make_reader(source) as reader:
+        assert not reader.waiting()
+        source.push()
+        wait_until(reader.waiting)
+        assert reader.get(1) is not None and not reader.waiting()  # taken: none newer
+        source.push()
+        wait_until(reader.waiting)
+
+
 def test_get_waits_for_a_frame_and_gives_none_after_its_timeout() -> None:
     source = ScriptedSource()
     with make_reader(source) as reader:

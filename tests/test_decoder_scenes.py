@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import zxingcpp
 from ordoscan.classifier import Classifier, Kind
@@ -117,3 +118,28 @@ def test_nothing_is_mistaken_for_an_ordonnance(hard: list[Decoded], easy: list[D
     # the check above means something only if every other kind was actually read
     for kind in (Kind.INS, Kind.MEDICINE_PACK, Kind.DOC_2D, Kind.URL, Kind.ORDONNANCE):
         assert seen[kind] > 0, kind
+
+
+def test_an_over_exposed_phone_screen_is_read_from_the_main_stream_eroded() -> None:
+    """The second generator's phone in a dim room (a development scene): auto-exposure
+    metered on the dark counter blows the screen out and its modules thin out; raw zxing-cpp,
+    and the main stream as it is, read nothing; the erode pass on the main stream reads it."""
+    from ordoscan.devtools import docscenes
+
+    scene = docscenes.render("phone_dark", 12, setting=docscenes.Setting("dim", "cm3", "plain"),
+                             difficulty="hard")
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert epu not in {r.text for r in zxingcpp.read_barcodes(scene.image)}
+    assert epu not in {r.text for r in zxingcpp.read_barcodes(scene.full)}
+    asked: list[tuple[int, int, int, int]] = []
+
+    def zoom(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        asked.append((x0, y0, x1, y1))
+        return scene.zoom(x0, y0, x1, y1)
+
+    decoder = Decoder(budget_ms=ALL_PASSES, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, zoom)}
+    assert decoder.stats().zooms >= 2  # the fitted zoom, then the eroded one
+    (box,) = [c.box for c in scene.codes if c.payload == epu]
+    x0, y0, x1, y1 = asked[-1]
+    assert x0 <= box[0] and y0 <= box[1] and x1 >= box[2] and y1 >= box[3]

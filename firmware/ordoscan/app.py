@@ -77,12 +77,16 @@ class App:
         on_frame: Callable[[], None] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         decode_clock: Callable[[], float] = time.monotonic,
+        frame_waiting: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock  # the one clock, passed down to the stages that take one
         # what the decoder's budget and duty cycle count in (seconds): elapsed time on a
         # kiosk; a benchmark on a shared machine gives the scan thread's CPU time instead
         self._decode_clock = decode_clock
+        # whether a newer frame waits for the scan loop (None: the camera reader's slot); a
+        # benchmark's camera on a virtual timeline says it itself
+        self._frame_waiting = frame_waiting
         self.stop_event = threading.Event()
         self.stats = PipelineStats()
         self._pin_factory = pin_factory
@@ -255,7 +259,7 @@ class App:
             reader=self.reader, outbox=self.outbox, feedback=self.feedback, stats=self.stats,
             stop_event=self.stop_event, set_fault=self._set_fault, on_stored=self._on_stored,
             on_frame=self._on_frame, clock_synced=clock_synced(), clock=self.clock,
-            decode_clock=self._decode_clock,
+            decode_clock=self._decode_clock, frame_waiting=self._frame_waiting,
         )
         self.scanner.start()
 

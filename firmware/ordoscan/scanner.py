@@ -67,16 +67,20 @@ class Scanner(Service):
         clock_synced: bool = False,
         clock: Clock,
         decode_clock: Callable[[], float] = time.monotonic,
+        frame_waiting: Callable[[], bool] | None = None,
     ) -> None:
         """`stop_event` is shared with the other loops of the daemon; `on_stored` is
         called once per frame that committed a scan (after the good-read signal), and
         `on_frame` after each frame is fully handled (an observer for the demo and tests);
-        `decode_clock` is what the decoder's budget and duty cycle count in."""
+        `decode_clock` is what the decoder's budget and duty cycle count in;
+        `frame_waiting` says whether a newer frame waits (default: the reader's), so that
+        the decoder gives its extra passes to the newest frame."""
         self._scan = scan
         self._decoder = Decoder(scan.decode_budget_ms, fps=decode_fps, clock=decode_clock)
         self._classifier = Classifier(scan)
         self._deduper = Deduper(scan.same_code_timeout_s, scan.repeat_window_s)
         self._reader = reader
+        self._frame_waiting = frame_waiting if frame_waiting is not None else reader.waiting
         self._outbox = outbox
         self._feedback = feedback
         self._stats = stats
@@ -132,7 +136,7 @@ class Scanner(Service):
         """One frame through decode → classify → dedupe → outbox → feedback."""
         t0 = time.perf_counter()
         try:
-            symbols = self._decoder.decode(image, zoom)
+            symbols = self._decoder.decode(image, zoom, self._frame_waiting)
         except Exception as e:  # a corrupt frame must not end the loop
             self._stats.frame_error()
             self._frame_errors_in_row += 1

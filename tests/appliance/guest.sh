@@ -24,6 +24,17 @@ wait_for() {
 is_active() { [ "$(systemctl is-active "$1")" = active ]; }
 pid_is_not() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" ] && is_active "$1"; }
 
+# site_setup: the site's configuration, as ordoscan-setup would write it (here: replay
+# camera, mock pins), and the relay to the host's broker
+site_setup() {
+    install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
+    echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
+    systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
+    cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
+    systemctl daemon-reload
+    systemctl enable --now broker-relay.service
+}
+
 # feed FILE...: frames for the replay camera, each renamed in whole
 feed() {
     local f name
@@ -40,4 +51,35 @@ stream_queued() {
     journalctl -b -f -n all -o cat -u ordoscan.service |
         grep --line-buffered -E 'queued as seq|delivered|ready$' |
         while IFS= read -r line; do ev "journal: $line"; done &
+}
+
+# In WAL mode SQLite writes the database file itself only when it checkpoints: a change
+# of the file's mtime while the WAL holds frames is a checkpoint begun, the WAL cut to
+# nothing is one done. Polled every 0.05 s, each seen change sent to the host.
+watch_checkpoints() {
+    local db=/var/lib/ordoscan/outbox.sqlite3 last now wal
+    last=$(stat -c %y "$db")
+    while :; do
+        now=$(stat -c %y "$db" 2>/dev/null || echo gone)
+        wal=$(stat -c %s "$db-wal" 2>/dev/null || echo 0)
+        if [ "$now" != "$last" ]; then
+            ev "checkpoint-write wal=$wal"
+            last=$now
+        elif [ "$wal" = 0 ] && [ "${seen_wal:-0}" != 0 ]; then
+            ev "checkpoint-done"
+        fi
+        seen_wal=$wal
+        sleep 0.05
+    done
+}
+
+# The package's state in dpkg's database, sent to the host at each change (unpacked,
+# half-configured, installed...): the host cuts the power knowing what dpkg is doing.
+watch_dpkg() {
+    local last="" now
+    while :; do
+        now=$(dpkg-query -W -f '${Status} ${Version}' ordoscan 2>/dev/null || echo absent)
+        if [ "$now" != "$last" ]; then ev "dpkg $now"; last=$now; fi
+        sleep 0.1
+    done
 }

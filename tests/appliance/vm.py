@@ -20,10 +20,12 @@ ended in a cut.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -35,6 +37,7 @@ from tests.support.wait import wait_until
 
 BROKER = "10.0.2.100"  # where the guest finds the test's broker (see VM.netdev)
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+QEMU_PACKAGE = {"amd64": "qemu-system-x86", "arm64": "qemu-system-arm"}  # Debian's, with QEMU[arch]
 CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
 
 
@@ -64,7 +67,8 @@ def kvm_runs_guests(image: Image, workdir: Path) -> bool:
            "-append", "console=ttyS0 panic=-1 rdinit=/nonexistent init=/nonexistent"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        p.wait(timeout=30)
+        # a working KVM panics in a second or two; nested KVM hangs: no need to wait long
+        p.wait(timeout=10)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
@@ -119,6 +123,7 @@ class VM:
         # what the image's harness runs: the jobs of share/jobs/, in order, as they come
         (self.share / "job.sh").write_text(DISPATCHER)
         self.boots = 0
+        self.qmp_socket = workdir / "qmp.sock"
         self.started_at = 0.0
         self.events: list[Event] = []
         self.lives: list[Boot] = []
@@ -156,26 +161,31 @@ class VM:
         if self.image.arch == "amd64":
             machine = ["-accel", self.accel + (",thread=multi" if self.accel == "tcg" else ""),
                        "-cpu", "max" if self.accel == "tcg" else "host"]
-            serial = ["-serial", f"file:{self.console}", "-serial", f"file:{self.events_file}",
-                      "-device", "virtio-serial-pci"]
+            serial = ["-serial", f"file:{self.console}", "-serial", f"file:{self.events_file}"]
         else:
+            # cortex-a57, not max: pointer authentication is slow to emulate
             machine = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a57"]
-            # the virt board has one PL011: the events go to a virtio console (hvc0)
-            serial = ["-serial", f"file:{self.console}", "-device", "virtio-serial-device",
+            # the virt board has one PL011 (ttyAMA0, the console); a two-port PCI 16550
+            # (8250_pci is built into Debian's arm64 kernel) gives ttyS0 and ttyS1 from
+            # the start, so the harness's event channel is ttyS1 as on amd64
+            serial = ["-serial", f"file:{self.console}", "-chardev", "null,id=unused",
                       "-chardev", f"file,id=ev,path={self.events_file}",
-                      "-device", "virtconsole,chardev=ev"]
+                      "-device", "pci-serial-2x,chardev1=unused,chardev2=ev"]
         # the pin watcher's port, by name (/dev/virtio-ports/NAME in the guest)
-        serial += ["-chardev", f"file,id=trace,path={self.trace_file}",
+        serial += ["-device", "virtio-serial-pci",
+                   "-chardev", f"file,id=trace,path={self.trace_file}",
                    "-device", f"virtserialport,chardev=trace,name={TRACE_PORT_NAME}"]
         cmd = [binary, *machine, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                "-nodefaults", "-display", "none", "-no-reboot", *serial,
                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
                "-append", cmdline,
-               "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=writeback",
-               "-drive", f"file={self.data_disk},if=virtio,format=raw,cache=writeback",
+               "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=writeback,id=root",
+               "-drive", f"file={self.data_disk},if=virtio,format=raw,cache=writeback,id=data",
+               "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
                "-virtfs", f"local,path={self.share},mount_tag=host,security_model=none,id=host",
                "-netdev", self.netdev(), "-device", "virtio-net-pci,netdev=n0",
                "-device", "virtio-rng-pci"]
+        self.qmp_socket.unlink(missing_ok=True)
         self.qemu_log = (self.workdir / f"qemu-{n}.log").open("wb")
         self.started_at = time.monotonic()
         life = Boot(n, self.started_at)
@@ -232,6 +242,41 @@ class VM:
             self.proc.wait()
             self._ended(cut=True)
         self._finish()
+
+    def qmp(self, command: str, **arguments: object) -> object:
+        """One command on qemu's monitor (QMP); returns its answer's `return`."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(str(self.qmp_socket))
+            stream = s.makefile("rwb")
+
+            def reply() -> dict[str, object]:
+                # asynchronous events may come first: the answer has `return` or `error`
+                while True:
+                    line = stream.readline()
+                    if not line:
+                        raise AssertionError(f"qemu closed its monitor during {command}")
+                    msg: dict[str, object] = json.loads(line)
+                    if "return" in msg or "error" in msg or "QMP" in msg:
+                        return msg
+
+            def execute(name: str, args: dict[str, object]) -> object:
+                stream.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+                stream.flush()
+                msg = reply()
+                if "error" in msg:
+                    raise AssertionError(f"QMP {name} {args}: {msg['error']}")
+                return msg["return"]
+
+            reply()  # the greeting
+            execute("qmp_capabilities", {})
+            return execute(command, dict(arguments))
+
+    def throttle_writes(self, drive: str, bytes_per_s: int) -> None:
+        """Slows the guest's writes to `drive` (root or data) from now on; 0 lifts it. A slow
+        disk stretches a short operation (a checkpoint's fsync) so a cut can land inside it."""
+        limits = {k: 0 for k in ("bps", "bps_rd", "iops", "iops_rd", "iops_wr")}
+        self.qmp("block_set_io_throttle", device=drive, bps_wr=bytes_per_s, **limits)
 
     def wait_off(self, timeout: float = 60) -> None:
         """Waits for the guest to power off by itself (then cuts if it does not)."""

@@ -13,7 +13,9 @@ a kiosk would have analysed. Here time is virtual:
 - the decoder's budget and duty cycle count in the same time (`decode_clock()`), so
   what it spends and what the timeline charges are one quantity.
 
-Only one frame is out at a time: the source hands the next one over once the scan loop
+While a turn runs, `frame_waiting()` (on the scan thread) says whether the next frame has
+been captured by now on that timeline, as the reader's slot does on a kiosk. Only one
+frame is out at a time: the source hands the next one over once the scan loop
 has finished the last (`on_frame`, the App's hook, called on the scan thread). The rest
 of the App (feedback, outbox, publisher, housekeeping) runs on the system clock, for
 real. Not in the virtual time: the disk's wait in the outbox commit (fsync, not CPU)
@@ -89,6 +91,9 @@ class LockstepCamera(CameraSource):
         self.handled = 0  # turns of the scan loop, warm-up included
         self.turns = 0  # turns while the timeline ran
         self.cpu_s = 0.0  # the scan thread's CPU time over the turns, unscaled
+        # per turn on the timeline: (frame number, frame id, taken at, turn length), virtual s
+        self.trace: list[tuple[int, int, float, float]] = []
+        self._fid = 0
         self.finished = threading.Event()
 
     @property
@@ -108,6 +113,14 @@ class LockstepCamera(CameraSource):
     def decode_clock(self) -> float:
         """The decoder's clock: the calling (scan) thread's CPU time, scaled."""
         return time.thread_time() * self._scale
+
+    def frame_waiting(self) -> bool:
+        """On the scan thread, during a turn: has the next frame been captured by now?"""
+        with self._cond:
+            if not self._busy or self._cpu is None:
+                return False
+            now = self._taken_at + (time.thread_time() - self._cpu) * self._scale
+            return now >= self.capture_time(self._n + 1)
 
     def capture_time(self, n: int) -> float:
         return self._v0 + n / self._fps
@@ -151,7 +164,7 @@ class LockstepCamera(CameraSource):
             fid, k = self._frame_id(n)
             if self.finished.is_set():
                 return None
-            self._n = n
+            self._n, self._fid = n, fid
             self._taken_at = max(self._free, self.capture_time(n))
             self._busy = True
             if k >= 0:
@@ -168,6 +181,7 @@ class LockstepCamera(CameraSource):
             if self._k >= 0 and not self.finished.is_set():
                 self.turns += 1
                 self.cpu_s += spent
+                self.trace.append((self._n, self._fid, self._taken_at, spent * self._scale))
             self._free = self._taken_at + spent * self._scale
             committed = self._committed()
             if committed > self._seen and 0 <= self._k < len(self.shown):

@@ -42,13 +42,18 @@ def child(spec: dict[str, object]) -> None:
     import zxingcpp
     from ordoscan.decoder import Decoder
 
-    frames = list(np.load(str(spec["frames"]))["frames"])
+    data = np.load(str(spec["frames"]))
+    frames = list(data["frames"])
+    # the main stream of each frame, when rendered with one: the Decoder zooms into it
+    fulls = list(data["fulls"]) if "fulls" in data.files else [None] * len(frames)
+    zooms = {id(f): _zoom(f, full) for f, full in zip(frames, fulls, strict=True)}
     slow = float(spec.get("slowdown", 1.0))  # type: ignore[arg-type]
     t0 = time.monotonic()
     deployed = Decoder(clock=lambda: t0 + (time.monotonic() - t0) / slow)
     every = Decoder(budget_ms=10_000, duty=None)
-    readers = {"raw": zxingcpp.read_barcodes, "deployed": deployed.decode,
-               "every": every.decode}
+    readers = {"raw": zxingcpp.read_barcodes,
+               "deployed": lambda f: deployed.decode(f, zooms[id(f)]),
+               "every": lambda f: every.decode(f, zooms[id(f)])}
     for f in frames[:2]:  # warm-up: libraries loaded, pass costs learnt
         for r in readers.values():
             r(f)
@@ -56,6 +61,12 @@ def child(spec: dict[str, object]) -> None:
     t = time.perf_counter()
     functools.reduce(lambda acc, f: (read(f), acc)[1], frames, 0)
     print(json.dumps({"seconds": time.perf_counter() - t}))
+
+
+def _zoom(frame: np.ndarray, full: np.ndarray | None) -> ho.Zoom | None:
+    if full is None:
+        return None
+    return ho.Frame("gen2", "", frame, (), full=full).zoom
 
 
 def _collected(stderr: str) -> int:
@@ -92,7 +103,11 @@ def test_bench_callgrind(tmp_path: Path) -> None:
     blank = [f for f in frames if not f.truth][:1]
     chosen = (with_code + blank + frames)[:FRAMES]
     path = tmp_path / "frames.npz"
-    np.savez(path, frames=np.stack([f.image for f in chosen]))
+    fulls = [f.full for f in chosen]
+    if all(full is not None for full in fulls):
+        np.savez(path, frames=np.stack([f.image for f in chosen]), fulls=np.stack(fulls))
+    else:
+        np.savez(path, frames=np.stack([f.image for f in chosen]))
     # valgrind's slowdown on the raw call, to slow the deployed decoder's clock alike
     native = []
     for f in chosen:

@@ -79,7 +79,9 @@ def test_bench_heldout() -> None:
         results.append((name, ho.run(frames, readers)))
     fp_tallies = ho.run(corpus_fp, readers) if corpus_fp else []
 
-    print(f"\n\nHeld-out reading, 1280x720 lores frames (frames made or loaded in {made:.0f} s;"
+    stream = (" (gen2: rendered at the sensor mode, the Decoder zooms into its main stream)"
+              if ho.SENSOR_MODE == "mode" else "")
+    print(f"\n\nHeld-out reading, 1280x720 lores frames{stream} (made or loaded in {made:.0f} s;"
           f" gen2 frames cached under {ho.CACHE}/docscenes)")
     for name, frames in sources:
         n_ordo = sum(k is ho.Kind.ORDONNANCE for f in frames for k, _ in f.truth)

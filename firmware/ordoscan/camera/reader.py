@@ -104,6 +104,10 @@ class LatestFrameReader(Service):
             self._cond.notify_all()  # the reader may be waiting for the consumer to let go
             return frame
 
+    def waiting(self) -> bool:
+        """A frame newer than the one the analysis holds waits in the slot (any thread)."""
+        return self._slot is not None
+
     def _drop_slot(self) -> None:
         # a helper, so that no local name keeps the frame alive after the source is closed
         frame, self._slot = self._slot, None

@@ -9,9 +9,14 @@ sign of a code the fast pass did not read:
 - when no QR Code was read, QR finder patterns found by their own structure
   (`ordoscan.decoder.finders`: 1:1:3:1:1 runs both ways, grouped in threes, on
   an image pyramid), which find a small code among lines of text as well as
-  one alone; a code under _ZOOM_BELOW pixels a module is read from the
-  camera's full-resolution stream through `zoom` when there is one, else
-  upscaled to about _FIT_MODULE pixels a module;
+  one alone, or two of them when blur hid the third; a code under ZOOM_BELOW
+  pixels a module is read from the camera's full-resolution stream through
+  `zoom` when there is one, else upscaled to about 4 pixels a module;
+- on any of those regions whose whites are clipped (an over-exposed phone
+  screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
+- on any of those regions that measures as motion-blurred (a page moving
+  during a long exposure), the main stream deconvolved (`deblur`), after the
+  generic passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -21,13 +26,15 @@ sign of a code the fast pass did not read:
   development scenes it read 1 more of 32 ordonnances, no stray read).
 They run on those regions (the last one on the whole frame), within a
 per-frame time budget and a duty cycle (a share of the frame interval,
-averaged over a second). The passes were
+averaged over a second); on a camera stream, the passes a newer frame
+overtakes are handed on to it (see Decoder.decode). The passes were
 chosen by measurement on the synthetic counter scenes
 (`ordoscan.devtools.scenes`) and ZXing's black-box corpus (see
 tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
-boxes, the statistics, the finder guesses), `finders` (QR finder patterns); the
+boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
+(motion blur measured and undone); the
 Decoder here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
@@ -43,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ordoscan.decoder.passes import (
+    DEBLUR_PASSES,
+    ERODE_PASS,
     EXTRA_PASSES,
     FAST_PASSES,
     MAX_FITTED,
@@ -54,7 +63,9 @@ from ordoscan.decoder.passes import (
     Symbol,
     Zoom,
     check,
+    clipped,
     fitted,
+    motion_blurred,
     run_pass,
 )
 from ordoscan.decoder.regions import (
@@ -99,6 +110,7 @@ class DecodeStats:
     duty_stops: int = 0  # hard frames whose extra passes were cut by the duty cycle
     extra_passes: int = 0  # zxing-cpp calls made by extra passes (regions, fitted, zoomed)
     zooms: int = 0  # regions read from the full-resolution main stream
+    handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
 
 
 class Decoder:
@@ -151,15 +163,30 @@ class Decoder:
         self._passes = 0
         self._zooms = 0
         self._zoom_area = 4.0  # main-stream pixels per frame pixel, learnt from the zooms
+        self._handed: list[Job] = []  # extra passes the last frame left to this one
+        self._handed_on = 0
 
-    def decode(self, image: Grey, zoom: Zoom | None = None) -> list[Symbol]:
+    def decode(
+        self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None
+    ) -> list[Symbol]:
         """The QR Codes and DataMatrix symbols of a grey frame, each once.
 
         `zoom`, when given, reads a region of the frame from the camera's
         full-resolution stream: a QR Code found too small to read here (under
         ZOOM_BELOW pixels a module) is read there instead of upscaled.
+
+        `newer`, when given (a camera stream), says whether a newer frame is
+        waiting. The extra passes then go to the newest frame: once a newer one
+        waits, this frame's remaining passes are handed on to the next call,
+        which runs its own fast pass first (the code may read at once there)
+        and then the handed passes on its own pixels, in place of a search of
+        its own, whatever waits by then (so they are never handed on forever).
+        On a slow core the search and the passes of a stale frame would
+        otherwise hold back the fast pass on the frame the code became
+        readable in.
         """
         start = self._clock()
+        handed, self._handed = self._handed, []
         frame = check(image)
         self._credit = min(self._credit + self._credit_step, self._credit_max)
         if frame is None:
@@ -175,6 +202,11 @@ class Decoder:
         if qr_read and not unread_qr and not unread_other:
             self._account((self._clock() - start) * 1000.0)
             return list(found.values())
+        if handed and not qr_read:
+            # the last frame's search, on this newer frame: the code has moved a few pixels
+            # at most, well within the regions' margins (a symbol detected here again is
+            # among them: searching anew would hand the passes on again, for ever)
+            return self._finish(frame, handed, found, start, zoom, None)
         # No QR Code read (the prescription's symbology): look for its finder patterns,
         # even beside a DataMatrix that was read (an ordonnance's INS code).
         known = [Box(*outline(s.position)) for s in found.values()] + unread_qr
@@ -189,6 +221,16 @@ class Decoder:
         # commonest false alarm on a blank counter (a few frames in ten)
         boxes = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         regions = merge_regions(boxes + unread_other, frame)
+        # A region whose look says why the fast pass failed gets the pass made for that
+        # first: the generic passes seldom read a smeared or blown-out code, and the budget
+        # may not reach past them. Small regions only: the main stream of a whole frame
+        # costs three frames' worth.
+        small = [box for box in regions if box != whole(frame)]
+        # A blown-out region that also measures smeared is a phone screen whose clipped
+        # whites fake the blur's marks: its erode pass comes first.
+        jobs += [Job(ERODE_PASS, box) for box in small if clipped(frame, box)]
+        smeared = [box for box in small if motion_blurred(frame, box)]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
@@ -199,8 +241,20 @@ class Decoder:
         if not jobs:
             self._account((self._clock() - start) * 1000.0, blank=not found)
             return list(found.values())
+        return self._finish(frame, jobs, found, start, zoom, newer)
+
+    def _finish(
+        self,
+        frame: Grey,
+        jobs: list[Job],
+        found: dict[tuple[str, bytes], Symbol],
+        start: float,
+        zoom: Zoom | None,
+        newer: Callable[[], bool] | None,
+    ) -> list[Symbol]:
+        """Run the extra passes (or hand them on to a newer frame) and account the frame."""
         fast_end = self._clock()
-        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom)
+        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer)
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
         self._account(
@@ -208,6 +262,7 @@ class Decoder:
             hard=True,
             budget_stop=stop == "budget",
             duty_stop=stop == "duty",
+            handed_on=stop == "newer",
             extra=extra,
             runs=runs,
             zooms=zooms,
@@ -221,17 +276,22 @@ class Decoder:
         found: dict[tuple[str, bytes], Symbol],
         fast_end: float,
         zoom: Zoom | None,
+        newer: Callable[[], bool] | None = None,
     ) -> tuple[str, int, int, int]:
         """Run the jobs in order (each generic pass on every region before the next pass).
 
-        Returns what stopped them ("budget", "duty" or ""), how many symbols
-        they added, how many zxing-cpp calls they made and how many of those
-        read the main stream.
+        Returns what stopped them ("budget", "duty", "newer": handed on to the
+        next frame, or ""), how many symbols they added, how many zxing-cpp
+        calls they made and how many of those read the main stream.
         """
         limit = min(self.budget_ms, self._credit)
         stop = ""
         extra = runs = zooms = 0
-        for job in jobs:
+        for i, job in enumerate(jobs):
+            if newer is not None and not found and newer():
+                self._handed = jobs[i:]
+                stop = "newer"
+                break
             p, box = job.p, job.box
             # a zoomed region's size is known only once it is read: take the last ratio's
             mpx = box.area * (self._zoom_area if p.zoom else p.scale * p.scale) / 1e6
@@ -267,6 +327,7 @@ class Decoder:
         blank: bool = False,
         runs: int = 0,
         zooms: int = 0,
+        handed_on: bool = False,
     ) -> None:
         with self._lock:
             self._frames += 1
@@ -280,6 +341,7 @@ class Decoder:
             self._blank += blank
             self._passes += runs
             self._zooms += zooms
+            self._handed_on += handed_on
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -297,4 +359,5 @@ class Decoder:
                 self._duty_stops,
                 self._passes,
                 self._zooms,
+                self._handed_on,
             )

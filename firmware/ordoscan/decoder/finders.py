@@ -322,7 +322,9 @@ def guess_codes(finders: list[Finder], shape: tuple[int, int]) -> list[CodeGuess
         if max(fi.module, fj.module) > 1.5 * min(fi.module, fj.module):
             continue
         d = float(np.hypot(fi.x - fj.x, fi.y - fj.y))
-        if not 13 * u <= d <= 60 * u:  # small codes: the ones the fast pass misses
+        # small codes (the ones the fast pass misses); rows across a turned, blurred code
+        # overstate its module as for a full corner, hence the same lower bound
+        if not _LEG_MODULES[0] * u <= d <= 60 * u:
             continue
         # the third corner is on either side (or across, if these two are a diagonal)
         mx, my = (fi.x + fj.x) / 2, (fi.y + fj.y) / 2

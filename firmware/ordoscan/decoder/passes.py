@@ -9,12 +9,13 @@ fast pass did not read (see ordoscan.decoder).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import zxingcpp
-from PIL import Image
+from PIL import Image, ImageFilter
 
+from ordoscan.decoder import deblur
 from ordoscan.decoder.finders import CodeGuess
 from ordoscan.decoder.regions import Box, Grey, pad
 from ordoscan.errors import DecodeError
@@ -63,6 +64,8 @@ class Pass:
     downscale: bool = True  # let zxing-cpp also try smaller versions
     binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
     zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
+    erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
+    deblur: float = 0.0  # undo the region's motion blur first, this times its measured length
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,23 @@ EXTRA_PASSES: tuple[Pass, ...] = (
 )
 
 
+# On a region with clipped whites (a phone screen or glare, over-exposed): light bleeds
+# into the dark modules and thins them until zxing-cpp's binarizer loses them; a minimum
+# filter on the main stream's pixels gives them back (on the second generator's
+# development scenes: 3 of 13 ordonnances missed until then, all phones).
+ERODE_PASS = Pass("qr-zoom-erode", QR, zoom=True, erode=True, downscale=False)
+CLIPPED = 250  # grey level from which a pixel counts as clipped
+CLIPPED_SHARE = 0.01  # a region with this share of clipped pixels gets ERODE_PASS
+
+# A page moving during a long exposure (dim light) smears the modules together: on a
+# region whose blur measures as linear motion, the main stream deconvolved (see deblur.py;
+# on the second generator's dev split it read 3 of 6 such codes tried); the length as
+# measured, then a little shorter (the measure tends to overshoot by a pixel).
+DEBLUR_PASSES = (
+    Pass("qr-zoom-deblur", QR, zoom=True, deblur=1.0, downscale=False),
+    Pass("qr-zoom-deblur-0.9", QR, zoom=True, deblur=0.9, downscale=False),
+)
+
 # When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
 WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
 
@@ -104,6 +124,19 @@ def fitted(guess: CodeGuess, zoom: bool) -> Pass:
         return Pass("qr-zoom", QR, zoom=True)
     scale = min(max(_FIT_MODULE / guess.module, FIT_SCALE[0]), FIT_SCALE[1])
     return Pass("qr-fit", QR, scale=round(scale, 1), downscale=False)
+
+
+def clipped(frame: Grey, box: Box) -> bool:
+    """Whether the region's whites are clipped (over-exposed) enough for ERODE_PASS."""
+    region = frame[box.y0 : box.y1, box.x0 : box.x1]
+    return bool(region.size) and bool(
+        np.count_nonzero(region >= CLIPPED) >= CLIPPED_SHARE * region.size
+    )
+
+
+def motion_blurred(frame: Grey, box: Box) -> bool:
+    """Whether the region measures as motion-blurred (DEBLUR_PASSES are then due)."""
+    return deblur.estimate(frame[box.y0 : box.y1, box.x0 : box.x1]) is not None
 
 
 def check(image: object) -> Grey | None:
@@ -147,8 +180,15 @@ def run_pass(
             zoomed.append(prepared.size)
     if prepared is None:
         if p.zoom:  # no main stream: the frame's own pixels, upscaled
-            p = Pass(p.name, p.formats, scale=FIT_SCALE[1] / 1.5, downscale=False)
+            p = replace(p, zoom=False, scale=FIT_SCALE[1] / 1.5, downscale=False)
         prepared = prepare(region, p)
+    if p.erode:
+        prepared = np.asarray(Image.fromarray(prepared).filter(ImageFilter.MinFilter(3)))
+    if p.deblur:
+        motion = deblur.estimate(prepared)
+        if motion is None:
+            return []
+        prepared = deblur.deconvolve(prepared, replace(motion, length=motion.length * p.deblur))
     # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
     # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
     try:

@@ -18,6 +18,8 @@ cfg=/sys/kernel/config/gpio-sim/kiosk
 modprobe configfs
 mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
 modprobe gpio-sim
+# gpiolib's tracepoints, which the pin watcher follows (the image masks the mount unit)
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || true
 if [ ! -d "$cfg" ]; then
     mkdir "$cfg" "$cfg/bank0"
     echo "$LINES" >"$cfg/bank0/num_lines"

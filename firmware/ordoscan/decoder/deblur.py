@@ -1,0 +1,152 @@
+"""Motion blur: its direction and length, measured on a region, and a Wiener deconvolution.
+
+A page moving during a long exposure (dim light: 30 ms and more) smears each module
+along the motion by several modules: no binarizer separates them. Linear motion blur is
+a convolution with a short line segment, which leaves two marks a deconvolution can use:
+- along the motion the image has the least gradient energy (the structure tensor's
+  direction of smallest change);
+- the derivative along the motion is the difference of two copies of the sharp image
+  one blur length apart, so its autocorrelation dips to a minimum at that length.
+Both are measured on the region itself (numpy, two FFTs); no model of the scene.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Grey = npt.NDArray[np.uint8]
+_F = npt.NDArray[np.float64]
+
+MIN_ANISOTROPY = 0.4  # structure tensor (l1 - l2) / (l1 + l2): a sharp code's is ~0.1-0.3
+_LENGTHS = (3, 24)  # blur lengths searched, in the region's pixels
+_MIN_DIP = -0.15  # the autocorrelation's dip at the blur length (normalised): deeper is blur
+_ANGLE_STEPS = (0.0, -5.0, 5.0, -10.0, 10.0)  # degrees around the structure tensor's direction
+_NSR = 0.01  # Wiener noise-to-signal ratio (8-bit sensor noise over a code's contrast)
+_MAX_SIDE = 320  # pixels a side of the patch the blur is measured on
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    """A linear motion blur: direction in degrees (image axes, y down) and length in pixels."""
+
+    angle: float
+    length: float
+
+
+def _gradients(f: _F) -> tuple[_F, _F]:
+    gx = np.zeros_like(f)
+    gy = np.zeros_like(f)
+    gx[:, 1:-1] = (f[:, 2:] - f[:, :-2]) / 2
+    gy[1:-1] = (f[2:] - f[:-2]) / 2
+    return gx, gy
+
+
+def _smooth(n: int) -> bool:
+    """Whether n's only prime factors are 2, 3 and 5: a fast FFT length (a prime length
+    costs many times more)."""
+    for p in (2, 3, 5):
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+def _fast_len(n: int) -> int:
+    """The smallest fast FFT length >= n."""
+    while not _smooth(n):
+        n += 1
+    return n
+
+
+def _fast_below(n: int) -> int:
+    """The largest fast FFT length <= n."""
+    while not _smooth(n):
+        n -= 1
+    return n
+
+
+def estimate(region: Grey) -> Motion | None:
+    """The region's motion blur, or None when it does not look motion-blurred.
+
+    Measured on the region's middle, at most _MAX_SIDE pixels a side (the code is near
+    the middle of the regions proposed, and the blur is the same across a small code)."""
+    if min(region.shape) < 16:
+        return None
+    h, w = (_fast_below(min(n, _MAX_SIDE)) for n in region.shape)
+    y0, x0 = (region.shape[0] - h) // 2, (region.shape[1] - w) // 2
+    f = region[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
+    gx, gy = _gradients(f)
+    gx -= gx.mean()
+    gy -= gy.mean()
+    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+    if jxx + jyy <= 0:
+        return None
+    if math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) < MIN_ANISOTROPY:
+        return None
+    theta0 = 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2  # least change: the motion
+    # the derivative along any direction (c, s) is c gx + s gy: its autocorrelation is a
+    # mix of these three, so nearby directions are tried without more FFTs
+    fx, fy = np.fft.rfft2(gx), np.fft.rfft2(gy)
+    axx = np.fft.irfft2(fx * np.conj(fx), s=f.shape)
+    ayy = np.fft.irfft2(fy * np.conj(fy), s=f.shape)
+    axy = np.fft.irfft2(fx * np.conj(fy), s=f.shape)
+    h, w = f.shape
+    top = min(_LENGTHS[1], min(h, w) // 3)
+    best: tuple[float, float, float] = (_MIN_DIP, 0.0, 0.0)  # dip, angle, length
+    for da in _ANGLE_STEPS:
+        theta = theta0 + math.radians(da)
+        c, s = math.cos(theta), math.sin(theta)
+        zero = c * c * axx[0, 0] + s * s * ayy[0, 0] + 2 * c * s * axy[0, 0]
+        if zero <= 0:
+            continue
+        n = np.arange(_LENGTHS[0] - 1, top + 2)
+        iy, ix = np.rint(n * s).astype(np.int64) % h, np.rint(n * c).astype(np.int64) % w
+        curve = (
+            c * c * axx[iy, ix]
+            + s * s * ayy[iy, ix]
+            + c * s * (axy[iy, ix] + axy[-iy % h, -ix % w])
+        ) / zero
+        k = int(np.argmin(curve[1:-1])) + 1
+        if curve[k] < best[0]:
+            # the dip's bottom between whole pixels (a parabola through three samples)
+            a, b, e = curve[k - 1], curve[k], curve[k + 1]
+            off = 0.5 * (a - e) / (a - 2 * b + e) if a - 2 * b + e > 0 else 0.0
+            best = (float(b), math.degrees(theta) % 180.0, float(n[k] + off))
+    if best[2] == 0.0:
+        return None
+    return Motion(best[1], best[2])
+
+
+def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
+    """The blur's transfer function for an image of `shape`: a centred line segment, its
+    samples spread over their four nearest pixels (an even weight at any angle)."""
+    h, w = shape
+    k = np.zeros(shape)
+    a = math.radians(m.angle)
+    t = np.linspace(-m.length / 2, m.length / 2, round(4 * m.length) + 1)
+    x, y = t * math.cos(a), t * math.sin(a)
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    for dx, dy, wt in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        np.add.at(k, ((y0 + dy).astype(np.int64) % h, (x0 + dx).astype(np.int64) % w), wt)
+    k /= k.sum()
+    return np.fft.rfft2(k)
+
+
+def deconvolve(region: Grey, m: Motion) -> Grey:
+    """The region with the motion blur `m` undone (Wiener), as grey levels."""
+    f = region.astype(np.float64)
+    # mirrored on the right and below: the FFT's wrap-around then meets like pixels
+    ph, pw = (_fast_len(n + n // 4) - n for n in f.shape)
+    big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
+    k = _kernel(m, big.shape)
+    out = np.fft.irfft2(np.fft.rfft2(big) * np.conj(k) / (np.abs(k) ** 2 + _NSR), s=big.shape)
+    return np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)

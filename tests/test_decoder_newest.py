@@ -1,0 +1,66 @@
+"""The decoder on a camera stream: extra passes go to the newest frame (Decoder.decode's newer)."""
+
+from __future__ import annotations
+
+import numpy as np
+from ordoscan.classifier import Kind
+from ordoscan.decoder import Decoder
+from ordoscan.devtools.scenes import render
+
+from tests.test_decoder import EPU, code, counter_views, frame_with, unreadable
+
+
+def hard_scene() -> tuple[np.ndarray, str]:
+    """A small blurred ordonnance only the extra passes read (see test_decoder)."""
+    scene = render("ordonnance", 700151, difficulty="hard")
+    return scene.image, next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+
+
+def texts(decoder: Decoder, frame: np.ndarray, newer: bool | None) -> list[str]:
+    waits = None if newer is None else (lambda: newer)
+    return [s.text for s in decoder.decode(frame, newer=waits)]
+
+
+def test_with_no_newer_frame_the_passes_run_on_the_frame_itself() -> None:
+    image, epu = hard_scene()
+    for newer in (None, False):
+        decoder = Decoder(budget_ms=10_000)
+        assert epu in texts(decoder, image, newer)
+        s = decoder.stats()
+        assert s.handed_on == 0 and s.extra_passes > 0
+
+
+def test_a_newer_frame_waiting_gets_the_passes_after_its_own_fast_pass() -> None:
+    image, epu = hard_scene()
+    decoder = Decoder(budget_ms=10_000)
+    assert texts(decoder, image, True) == []  # a newer frame waits: nothing run here
+    s = decoder.stats()
+    assert (s.hard_frames, s.handed_on, s.extra_passes) == (1, 1, 0)
+    # the next (newer) frame runs the handed passes, whatever waits by then
+    assert epu in texts(decoder, image, True)
+    s = decoder.stats()
+    assert (s.hard_frames, s.handed_on) == (2, 1) and s.extra_passes > 0
+
+
+def test_handed_passes_are_dropped_once_a_frame_reads_or_they_have_run() -> None:
+    image, _ = hard_scene()
+    easy = frame_with((code(EPU), 40, 40))
+    decoder = Decoder(budget_ms=10_000)
+    texts(decoder, image, True)
+    assert texts(decoder, easy, True) == [EPU]  # read by its fast pass: nothing else runs
+    passes = decoder.stats().extra_passes
+    assert passes == 0
+    for frame in counter_views().values():  # blank views after it: no pass left over
+        assert texts(decoder, frame, True) == []
+    s = decoder.stats()
+    assert s.extra_passes == passes and s.handed_on == 1
+
+
+def test_a_code_detected_on_every_frame_still_gets_its_passes_when_always_behind() -> None:
+    """A symbol zxing-cpp detects but cannot decode, a newer frame always waiting: every
+    other frame runs the passes the one before handed on, never a search of its own."""
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    for _ in range(6):
+        texts(decoder, unreadable(), True)
+    s = decoder.stats()
+    assert (s.hard_frames, s.handed_on) == (6, 3) and s.extra_passes > 0
