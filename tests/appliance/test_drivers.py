@@ -42,7 +42,10 @@ from tests.appliance.trace import Trace
 from tests.hil.signals import summary
 from tests.support.wait import wait_until
 
-pytestmark = [pytest.mark.appliance, pytest.mark.timeout(3600)]
+# A VM of its own: in the full suite only. The short run of every test run already has
+# its kiosk on the same drivers (test_appliance.py: v4l2 camera, lgpio on gpio-sim, the
+# power cuts' beeps counted from the lines).
+pytestmark = [pytest.mark.appliance, pytest.mark.appliance_full, pytest.mark.timeout(3600)]
 
 RESULTS = REPO / "build" / "appliance-drivers.json"
 # The guest stamps each change as gpiolib takes it; an emulated guest on a loaded
