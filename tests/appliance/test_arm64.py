@@ -5,8 +5,9 @@ kernel, direct kernel boot).
 What it shows: the arm64 package (aarch64 wheels, apt's arm64 numpy and Pillow) installs
 with the installer as on a Pi, the service reaches READY under systemd (Type=notify),
 one scan goes through to the pharmacy's subscriber on this machine, and, after a
-reboot, boot to READY and one more scan. The camera is the replay source: v4l2loopback
-is not built for the arm64 image.
+reboot, boot to READY and one more scan. The site's config is the amd64 suite's
+(kiosk_toml: the v4l2 source on v4l2loopback, lgpio on gpio-sim), whose modules image.py
+builds for the arm64 kernel in the emulated chroot.
 
 Slow (the image's second stage and every guest program run emulated): run on its own,
 `./dev appliance-arm64` (pytest -m arm64); it writes build/appliance-arm64-summary.txt.
