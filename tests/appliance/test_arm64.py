@@ -140,7 +140,7 @@ def _one_scan(a: Appliance, label: str) -> float:
     took = round(time.monotonic() - t0, 1)
     got = a.scans()[before:]
     assert [m.payload for m in got] == [a.fed[-1]], "not the ordonnance fed"
-    a.vm.wait_event(rf"^journal: scan \S+{re.escape(a.fed[-1][-4:])} queued as seq ", 120)
+    a.vm.wait_event(rf"^journal: .*scan \S+{re.escape(a.fed[-1][-4:])} queued as seq ", 120)
     return took
 
 
