@@ -74,11 +74,14 @@ def mock_pins() -> Iterator[object]:
 
 # Suites that run only when `-m` names the word given: the benchmarks (`./dev bench`), and
 # the parts of the virtual kiosk suite that only `./dev appliance` (-m appliance) runs. The
-# rest of that suite (boot, systemd, the package, 5 power cuts) is in every test run.
+# rest of that suite (boot, systemd, the package, 5 power cuts) is in every test run. The
+# arm64 kiosk (`./dev appliance-arm64`) is emulated end to end: far too slow for a test run.
 ON_REQUEST = {
     "bench": ("bench", "benchmark: run with ./dev bench (pytest -m bench)"),
     "appliance_full": ("appliance", "virtual kiosk, full suite only: run with ./dev appliance "
                                     "(pytest -m appliance)"),
+    "arm64": ("arm64", "arm64 virtual kiosk, emulated (its first image build alone takes "
+                       "over 20 min): run with ./dev appliance-arm64 (pytest -m arm64)"),
 }
 
 

@@ -7,7 +7,7 @@ from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder
 from ordoscan.devtools.scenes import render
 
-from tests.test_decoder import EPU, code, counter_views, frame_with
+from tests.test_decoder import EPU, code, counter_views, frame_with, unreadable
 
 
 def hard_scene() -> tuple[np.ndarray, str]:
@@ -54,3 +54,13 @@ def test_handed_passes_are_dropped_once_a_frame_reads_or_they_have_run() -> None
         assert texts(decoder, frame, True) == []
     s = decoder.stats()
     assert s.extra_passes == passes and s.handed_on == 1
+
+
+def test_a_code_detected_on_every_frame_still_gets_its_passes_when_always_behind() -> None:
+    """A symbol zxing-cpp detects but cannot decode, a newer frame always waiting: every
+    other frame runs the passes the one before handed on, never a search of its own."""
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    for _ in range(6):
+        texts(decoder, unreadable(), True)
+    s = decoder.stats()
+    assert (s.hard_frames, s.handed_on) == (6, 3) and s.extra_passes > 0

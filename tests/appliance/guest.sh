@@ -24,6 +24,17 @@ wait_for() {
 is_active() { [ "$(systemctl is-active "$1")" = active ]; }
 pid_is_not() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" ] && is_active "$1"; }
 
+# site_setup: the site's configuration, as ordoscan-setup would write it (the test's
+# kiosk.toml), and the relay to the host's broker
+site_setup() {
+    install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
+    echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
+    systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
+    cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
+    systemctl daemon-reload
+    systemctl enable --now broker-relay.service
+}
+
 # feed FILE...: frames for the replay camera, each renamed in whole
 feed() {
     local f name

@@ -14,7 +14,29 @@ The job writes its events to the second serial port (/dev/ttyS1), which the
 host reads from a file outside the VM, so they survive a power cut; the kernel
 console is the first serial port.
 
-    python -m tests.appliance.image [--arch amd64]    builds (or finds) the image
+Real drivers for the kiosk's devices (tests/appliance/drivers/):
+- GPIO: `gpio-sim`, which Debian's kernels do not build, is built out of tree
+  from `linux-source-6.1` at the image kernel's exact version, with its
+  headers, in a throw-away copy of the root (build.sh); `kiosk-board.service`
+  loads it at boot and makes, through configfs, a 58-line chip labelled as a
+  Pi 4's (board.sh). The daemon drives it with gpiozero's lgpio factory (the
+  lgpio wheel in /usr/local, where Raspberry Pi OS has python3-lgpio).
+- The LED and buzzer lines as the kernel holds them are streamed to the host
+  by `kiosk-pinwatch.service` (pinwatch.py) on a named virtio serial port,
+  see tests/appliance/trace.py.
+- Camera: `v4l2loopback` from Debian's DKMS package, built for the image's
+  kernel in the same copy; `kiosk-camfeed.service` (camfeed.py) plays the PNG
+  pictures dropped into /run/scenes into /dev/video0 as a USB camera streams.
+  OpenCV for the kiosk's v4l2 source is the opencv-python-headless wheel in
+  /usr/local (Raspberry Pi OS would give python3-opencv, 150 packages more).
+The modules are cached by kernel version (`drivers-<arch>-<kernel>-<key>/`),
+so a rebuilt image with the same kernel does not build them again.
+
+Another architecture (arm64, the Pi's) is built on this machine through binfmt_misc and
+qemu-user-static: debootstrap's first stage (--foreign) unpacks, its second stage and the
+configuration run in the chroot under qemu-user (see foreign.py).
+
+    python -m tests.appliance.image [--arch amd64|arm64]    builds (or finds) the image
 """
 
 from __future__ import annotations
@@ -32,6 +54,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.appliance import foreign
 from tests.support.debian import SUITE, debian_mirror, safe_rmtree
 from tests.support.debian import arch as host_arch
 
@@ -55,6 +78,17 @@ PACKAGES = [
     "procps",
 ]
 KERNEL_PACKAGE = {"amd64": "linux-image-amd64", "arm64": "linux-image-arm64"}
+DRIVERS = Path(__file__).resolve().with_name("drivers")
+RIG = "/usr/local/lib/kiosk-rig"  # where the image keeps the drivers' helpers
+# Python modules the kiosk takes from the system (its venv has --system-site-packages):
+# on Raspberry Pi OS python3-lgpio and python3-opencv; here the wheels, installed once.
+SYSTEM_WHEELS = ["lgpio==0.2.2.0", "opencv-python-headless==4.10.0.84"]
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+# The virtio serial port the pin watcher writes to (vm.py gives it to qemu by this name).
+TRACE_PORT_NAME = "org.ordoscan.pintrace"
+KIOSK_PINS = "17,27,22,18"  # green, amber, red, buzzer: the kiosk's default BCM pins
+CAMERA = {"device": "/dev/video0", "size": (1280, 720), "fps": 8}
+FEED_HOLD_S, FEED_GAP_S = 1.5, 0.3  # each picture in view for this long, then the counter
 # qemu's user network: the guest is 10.0.2.15, the host's loopback answers at 10.0.2.2.
 NETWORK = """\
 [Match]
@@ -129,6 +163,69 @@ MASKED = [
     "systemd-sysusers.service",
 ]
 FSTAB = "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n"
+BOARD_UNIT = f"""\
+[Unit]
+Description=test rig: the Raspberry Pi's GPIO as a gpio-sim chip, and its board revision
+After=systemd-udevd.service systemd-modules-load.service
+Before=ordoscan.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={RIG}/board.sh
+
+[Install]
+WantedBy=multi-user.target
+"""
+PINWATCH_UNIT = """\
+[Unit]
+Description=test rig: the LED and buzzer lines, as the kernel holds them, streamed to the host
+Requires=kiosk-board.service
+After=kiosk-board.service
+Before=ordoscan.service
+
+[Service]
+Type=notify
+NotifyAccess=all
+ExecStart=/usr/bin/python3 {rig}/pinwatch.py {port} {pins}
+Restart=always
+RestartSec=0.2
+
+[Install]
+WantedBy=multi-user.target
+"""
+CAMFEED_UNIT = f"""\
+[Unit]
+Description=test rig: scene pictures played into a V4L2 loopback camera
+After=systemd-udevd.service
+Before=ordoscan.service
+
+[Service]
+Type=notify
+NotifyAccess=all
+# exclusive_caps: the device says "capture" once a writer streams, as OpenCV wants
+ExecStartPre=/sbin/modprobe v4l2loopback devices=1 video_nr=0 exclusive_caps=1 \\
+    card_label=kiosk-camera
+ExecStart=/usr/bin/python3 {RIG}/camfeed.py {CAMERA['device']} /run/scenes \\
+    {CAMERA['size'][0]} {CAMERA['size'][1]} {CAMERA['fps']} {FEED_HOLD_S} {FEED_GAP_S}
+Restart=always
+RestartSec=0.5
+
+[Install]
+WantedBy=multi-user.target
+"""
+# ordoscan.service (from the package, once installed) starts after the rig; the board
+# revision gpiozero reads is bound over /proc/cpuinfo in its namespace only (board.sh).
+KIOSK_DROPIN = """\
+[Unit]
+Wants=kiosk-board.service kiosk-pinwatch.service kiosk-camfeed.service
+After=kiosk-board.service kiosk-pinwatch.service kiosk-camfeed.service
+
+[Service]
+BindReadOnlyPaths=/run/kiosk-board/cpuinfo:/proc/cpuinfo
+"""
+# Raspberry Pi OS gives /dev/gpiochip* to the gpio group (raspberrypi-sys-mods)
+GPIO_UDEV = 'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"\n'
 UNSAFE_IO = "etc/dpkg/dpkg.cfg.d/build-unsafe-io"
 # The initramfs holds only what finds the root on qemu's virtio disk: a small
 # initramfs unpacks and probes in a fraction of the time of MODULES=most.
@@ -148,7 +245,9 @@ def recipe_key(arch: str) -> str:
     """What the image is made of and how: a change to any of it builds a new image."""
     recipe = [SUITE, IMAGE_SIZE, PACKAGES, KERNEL_PACKAGE[arch], NETWORK, HARNESS_UNIT, HARNESS,
               MASKED, FSTAB, INITRAMFS_MODULES, inspect.getsource(_configure), arch,
-              debian_mirror()]
+              debian_mirror(), SYSTEM_WHEELS, TRACE_PORT_NAME, KIOSK_PINS, BOARD_UNIT,
+              PINWATCH_UNIT, CAMFEED_UNIT, KIOSK_DROPIN, GPIO_UDEV, _drivers_key(),
+              inspect.getsource(_install_rig)]
     return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
 
 
@@ -159,11 +258,11 @@ def _run(cmd: list[str], what: str, timeout: float = 1500) -> None:
             f"{what} failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
 
 
-def _chroot(root: Path, script: str) -> None:
+def _chroot(root: Path, script: str, timeout: float = 900) -> None:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
            "DEBIAN_FRONTEND": "noninteractive"}
     r = subprocess.run(["chroot", str(root), "/bin/sh", "-ec", script], capture_output=True,
-                       text=True, env=env, timeout=900)
+                       text=True, env=env, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"in the image root: {script}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
@@ -193,6 +292,95 @@ def _configure(root: Path) -> None:
     (root / UNSAFE_IO).unlink()
 
 
+def _drivers_key() -> str:
+    """What the rig's files are: a change to any of them builds a new image (and, for
+    build.sh, new modules)."""
+    digest = hashlib.sha256()
+    for f in sorted(f for f in DRIVERS.glob("*") if f.is_file()):
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def build_drivers(root: Path, arch: str, kernel: str, log: object = sys.stderr) -> Path:
+    """gpio-sim.ko and v4l2loopback.ko for `kernel`, from the cache or built in a copy of
+    `root` (the compiler, the headers and the kernel source never reach the image)."""
+    script = (DRIVERS / "build.sh").read_bytes()
+    out = CACHE / f"drivers-{arch}-{kernel}-{hashlib.sha256(script).hexdigest()[:12]}"
+    if (out / "gpio-sim.ko").exists() and list(out.glob("v4l2loopback.ko*")):
+        return out
+    t0 = time.monotonic()
+    work = CACHE / f"drivers-build-{arch}-{os.getpid()}"
+    safe_rmtree(work)
+    _run(["cp", "-a", "--reflink=auto", str(root), str(work)], "copying the root for the build")
+    debs = CACHE / f"debs-{arch}"  # the downloads (linux-source is 140 MB) are kept
+    mounts = [(debs, work / "var/cache/apt/archives"), (Path("/proc"), work / "proc")]
+    try:
+        for src, dst in mounts:
+            dst.mkdir(parents=True, exist_ok=True)
+            _run(["mount", "--bind", str(src), str(dst)], f"mount --bind {src}")
+        shutil.copy2(DRIVERS / "build.sh", work / "root/build-drivers.sh")
+        # another architecture's compiler runs under qemu-user: many times slower
+        _chroot(work, f"bash /root/build-drivers.sh {kernel} /root/drivers-out",
+                timeout=900 if arch == host_arch() else 7200)
+        tmp = out.with_suffix(".tmp")
+        safe_rmtree(tmp)
+        shutil.copytree(work / "root/drivers-out", tmp)
+        tmp.rename(out)
+    finally:
+        safe_rmtree(work)
+    print(f"appliance image: drivers for {kernel} built in {time.monotonic() - t0:.0f} s: "
+          f"{sorted(f.name for f in out.iterdir())}", file=log, flush=True)
+    return out
+
+
+def _system_wheels(root: Path, arch: str) -> None:
+    """SYSTEM_WHEELS into the image's /usr/local, for its Python 3.11 and architecture,
+    downloaded once into the wheel cache."""
+    wheels = CACHE.parent / "wheels" / f"system-{arch}"
+    wheels.mkdir(parents=True, exist_ok=True)
+    target = root / "usr/local/lib/python3.11/dist-packages"
+    platform = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+                "--abi", "cp311", "--abi", "abi3", "--abi", "none"]
+    for tag in ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux_2_34"):
+        platform += ["--platform", f"{tag}_{MACHINE[arch]}"]
+    pip = [sys.executable, "-m", "pip"]
+    found = subprocess.run([*pip, "download", "-q", "--no-deps", "--no-index", "--find-links",
+                            str(wheels), *platform, "-d", str(wheels), *SYSTEM_WHEELS],
+                           capture_output=True)
+    if found.returncode != 0:
+        _run([*pip, "download", "-q", "--no-deps", *platform, "-d", str(wheels), *SYSTEM_WHEELS],
+             "pip download of the system wheels")
+    # numpy stays apt's (python3-numpy), as on the Pi: no dependencies pulled
+    _run([*pip, "install", "-q", "--no-deps", "--no-index", "--find-links", str(wheels),
+          *platform, "--target", str(target), *SYSTEM_WHEELS], "pip install of the system wheels")
+
+
+def _install_rig(root: Path, arch: str, kernel: str, modules: Path) -> None:
+    """The drivers and the rig's units into the image."""
+    extra = root / "lib/modules" / kernel / "updates/kiosk-rig"
+    extra.mkdir(parents=True, exist_ok=True)
+    for ko in modules.glob("*.ko*"):
+        shutil.copy2(ko, extra / ko.name)
+    _chroot(root, f"depmod -a {kernel}")
+    rig = root / RIG.lstrip("/")
+    rig.mkdir(parents=True, exist_ok=True)
+    for name in ("board.sh", "pinwatch.py", "camfeed.py"):
+        shutil.copy2(DRIVERS / name, rig / name)
+        (rig / name).chmod(0o755)
+    units = root / "etc/systemd/system"
+    (units / "kiosk-board.service").write_text(BOARD_UNIT)
+    (units / "kiosk-pinwatch.service").write_text(
+        PINWATCH_UNIT.format(rig=RIG, port=f"/dev/virtio-ports/{TRACE_PORT_NAME}", pins=KIOSK_PINS))
+    (units / "kiosk-camfeed.service").write_text(CAMFEED_UNIT)
+    (units / "ordoscan.service.d").mkdir(exist_ok=True)
+    (units / "ordoscan.service.d/kiosk-rig.conf").write_text(KIOSK_DROPIN)
+    (root / "etc/udev/rules.d/60-kiosk-gpiochip.rules").write_text(GPIO_UDEV)
+    _chroot(root, "systemctl enable kiosk-board.service kiosk-pinwatch.service "
+                  "kiosk-camfeed.service")
+    _system_wheels(root, arch)
+    _chroot(root, "python3 -c 'import cv2, lgpio, numpy'")
+
+
 def build(arch: str, log: object = sys.stderr) -> Image:
     """The cached image for `arch`, built first if absent (about 3 min here)."""
     key = recipe_key(arch)
@@ -206,7 +394,7 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         if raw.exists() and kernel.exists() and initrd.exists() and version_file.exists():
             return Image(arch, raw, kernel, initrd, version_file.read_text().strip())
         if arch != host_arch():
-            raise RuntimeError(f"building the {arch} image on {host_arch()} is not supported here")
+            foreign.require(arch)
         work = CACHE / f"build-{arch}-{os.getpid()}"
         safe_rmtree(work)
         # dpkg in the root being built skips its fsync per file (mmdebstrap does the same):
@@ -223,7 +411,11 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         debs.mkdir(exist_ok=True)
         cmd = ["debootstrap", "--variant=minbase", f"--include={include}", f"--arch={arch}"]
         cmd.append(f"--cache-dir={debs}")
+        if arch != host_arch():
+            cmd.append("--foreign")
         _run([*cmd, SUITE, str(work), debian_mirror()], "debootstrap")
+        if arch != host_arch():
+            foreign.second_stage(work, log)
         t1 = time.monotonic()
         _configure(work)
         boot = work / "boot"
@@ -231,6 +423,7 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         if not kernels:
             raise RuntimeError(f"no kernel in {boot}")
         version = kernels[-1].name.removeprefix("vmlinuz-")
+        _install_rig(work, arch, version, build_drivers(work, arch, version, log))
         shutil.copyfile(kernels[-1], kernel.with_suffix(".tmp"))
         shutil.copyfile(boot / f"initrd.img-{version}", initrd.with_suffix(".tmp"))
         tmp_raw = raw.with_suffix(".tmp")
@@ -242,8 +435,10 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         tmp_raw.rename(raw)
         version_file.write_text(version + "\n")
         safe_rmtree(work)
+        # other recipes' images go once a day old: a run on another branch may still boot one
         for old in CACHE.glob(f"*-{arch}-*"):
-            if old.is_file() and key not in old.name and not old.name.startswith("debs-"):
+            if (old.is_file() and key not in old.name and not old.name.startswith("debs-")
+                    and time.time() - old.stat().st_mtime > 86400):
                 old.unlink()
         print(f"appliance image: built in {time.monotonic() - t0:.0f} s "
               f"(debootstrap {t1 - t0:.0f} s), kernel {version}", file=log, flush=True)

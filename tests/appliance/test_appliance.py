@@ -18,6 +18,7 @@ cuts. Needs root (the image is made with debootstrap) and qemu; skips without.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,7 @@ from ordoscan.config import to_toml
 from ordoscan.message import ScanMessage
 
 from tests.appliance import image as image_mod
+from tests.appliance.trace import Trace
 from tests.appliance.vm import (
     BROKER,
     QEMU,
@@ -111,23 +113,32 @@ class Appliance:
 
 
 def kiosk_toml(relay_port: int = 1883) -> str:
+    """The site's config: a USB camera on the image's V4L2 loopback device, the LEDs and
+    buzzer on its gpio-sim chip through lgpio, as on a Pi (see image.py)."""
     data = kiosk_data(Path("/unused"), relay_port)
     data["device"] = {"id": DEVICE, "site": SITE}
-    data["camera"] = {"source": "replay", "path": "/run/scenes", "fps": 5}
+    data["camera"] = {"source": "v4l2", "device": image_mod.CAMERA["device"],
+                      "size": list(image_mod.CAMERA["size"]), "fps": image_mod.CAMERA["fps"]}
+    data["gpio"] = {"pin_factory": "lgpio"}
+    # the kiosk's own repeat rule: a frame read slowly under emulation is one good read
+    data.pop("scan", None)
     data["outbox"] = {"path": "/var/lib/ordoscan/outbox.sqlite3"}
     data["log"] = {"level": "info"}
     return to_toml(data)
 
 
-def build_deb(revision: int, out: Path) -> Path:
+def build_deb(revision: int, out: Path, arch: str | None = None) -> Path:
+    extra = ["--arch", arch] if arch else []
     r = subprocess.run([str(REPO / "packaging" / "build-deb.sh"), "--revision", str(revision),
-                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+                        "--out", str(out), *extra], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f"build-deb.sh failed:\n{r.stdout}\n{r.stderr}"
     return Path(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+@contextlib.contextmanager
+def open_appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    """A virtual kiosk, not yet booted, with its broker and subscriber (test_drivers.py
+    opens its own)."""
     arch = host_arch()
     if qemu_binary(arch) is None:
         pytest.skip(f"{QEMU[arch]} not found: the virtual kiosk needs the package "
@@ -146,25 +157,36 @@ def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     broker = Broker(work / "broker")
     broker.start()
     vm = VM(img, work, accel=accel, broker_port=broker.port)
-    shutil.copy2(HERE / "guest.sh", vm.share / "guest.sh")
-    # the installer as a pharmacy's IT provider copies it: provisioning/, systemd/, the guide
-    for d in ("provisioning", "systemd"):
-        shutil.copytree(REPO / d, vm.share / d)
-    shutil.copy2(REPO / "docs" / "INSTALL.md", vm.share / "INSTALL.md")
-    sub = Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="vm-pharmacy",
-                     persistent=True)
-    (vm.share / "kiosk.toml").write_text(kiosk_toml())
-    (vm.share / "relay.service").write_text(RELAY_UNIT.format(broker=BROKER))
-    a = Appliance(vm, broker, sub, debs={1: deb})
+    a = Appliance(vm, broker, stage_share(vm, broker), debs={1: deb})
     a.results.update(accel=accel, image_s=round(image_s, 1),
                      image_and_deb_s=round(time.monotonic() - t0, 1))
     try:
         yield a
     finally:
         vm.cut()
-        sub.close()
+        a.sub.close()
         broker.kill()
         write_summary(a)
+
+
+def stage_share(vm: VM, broker: Broker) -> Subscriber:
+    """Puts in the VM's share what the jobs use (guest.sh, the installer, the site's
+    config, the broker relay); returns the pharmacy's subscriber on the broker."""
+    shutil.copy2(HERE / "guest.sh", vm.share / "guest.sh")
+    # the installer as a pharmacy's IT provider copies it: provisioning/, systemd/, the guide
+    for d in ("provisioning", "systemd"):
+        shutil.copytree(REPO / d, vm.share / d)
+    shutil.copy2(REPO / "docs" / "INSTALL.md", vm.share / "INSTALL.md")
+    (vm.share / "kiosk.toml").write_text(kiosk_toml())
+    (vm.share / "relay.service").write_text(RELAY_UNIT.format(broker=BROKER))
+    return Subscriber(broker.host, broker.port, [f"{PREFIX}/#"], client_id="vm-pharmacy",
+                      persistent=True)
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
+    with open_appliance(tmp_path_factory) as a:
+        yield a
 
 
 RELAY_UNIT = """\
@@ -238,13 +260,7 @@ ev "installed $(dpkg-query -W -f '${{Version}}' ordoscan) $t0 $(uptime_s)"
 ev "site-config $(grep -c '^site = "{SITE}"' /etc/ordoscan/ordoscan.toml)"
 ev "unit $(systemctl show -P FragmentPath ordoscan.service) $(test -e /etc/systemd/system/ordoscan.service && echo copy || echo no-copy)"
 ev "enabled $(systemctl is-enabled ordoscan.service)"
-# the site's configuration, as ordoscan-setup would write it (here: replay camera, mock pins)
-install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
-echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
-systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
-cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
-systemctl daemon-reload
-systemctl enable --now broker-relay.service
+site_setup
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
 ev "start-to-ready $(prop ordoscan InactiveExitTimestampMonotonic) $(prop ordoscan ActiveEnterTimestampMonotonic)"
@@ -456,8 +472,12 @@ def queued_lines(a: Appliance) -> list[tuple[str, int]]:
 
 def test_power_cuts_lose_nothing(appliance: Appliance) -> None:
     """Scans flow while the VM's power is cut at random points, CUTS times; every scan
-    the outbox acknowledged before a cut reaches the subscriber after the reboots."""
+    the outbox acknowledged before a cut reaches the subscriber after the reboots, and
+    there are as many new scans delivered as good-read beeps the buzzer line gave
+    before the cuts (the pin trace, kept on this machine: trace.py)."""
     a = appliance
+    trace = Trace(a.vm)
+    started = time.monotonic()
     rng = random.Random(int(os.environ.get("ORDOSCAN_APPLIANCE_SEED", "12")))
     acknowledged: dict[int, str] = {}  # seq -> masked identifier, as the journal said
     renumbered: list[str] = []
@@ -504,8 +524,15 @@ def test_power_cuts_lose_nothing(appliance: Appliance) -> None:
     wrong = [f"seq {s}: journal {mask}, delivered …{delivered_seqs[s].payload[-4:]}"
              for s, mask in acknowledged.items()
              if s in delivered_seqs and mask[-4:] != delivered_seqs[s].payload[-4:]]
-    a.results.update(cuts=CUTS, shown=shown, beeps=len(acknowledged), delivered=len(by_id),
-                     duplicates=duplicates, lost=len(lost))
+    # each frame holds a new ordonnance: one good read each, never a repeat
+    beeps = sum(1 for b in a.vm.boots_seen() if b.cut
+                for e in trace.good_reads(b.n) if e.t >= started)
+    a.results.update(cuts=CUTS, shown=shown, beeps=beeps, acknowledged=len(acknowledged),
+                     delivered=len(by_id), duplicates=duplicates, lost=len(lost))
+    delivered_ids = {m.payload for m in received}
+    assert len(delivered_ids) >= beeps, (
+        f"{beeps} good-read beeps on the buzzer line before the cuts, "
+        f"{len(delivered_ids)} new scans delivered")
     assert not lost, f"acknowledged before a cut, never delivered: seq {lost}"
     assert not renumbered, renumbered
     assert not wrong, wrong

@@ -7,9 +7,14 @@ handed to its virtual disk survives (qemu's default cache=writeback), what
 sat in the guest's own page cache is lost, which is what a cut tests.
 
 Two serial ports: ttyS0 is the kernel console (console.log), ttyS1 the
-harness's event channel (events.log). A thread reads events.log and stamps
-each line with the host's monotonic clock when it first appears, so timings
-are measured outside the guest.
+harness's event channel (events.log); a named virtio serial port carries the
+pin watcher's trace of the LED and buzzer lines (trace.log, see trace.py). (A
+third 16550 would share its interrupt with ttyS0 and stall between console
+writes.) A thread reads events.log and
+trace.log and stamps each line with the host's monotonic clock when it first
+appears, so timings are measured outside the guest. The trace lines of every
+boot are kept (`boots_seen()`), with when each boot began and ended and whether it
+ended in a cut.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.appliance.image import Image
+from tests.appliance.image import TRACE_PORT_NAME, Image
 from tests.support.wait import wait_until
 
 BROKER = "10.0.2.100"  # where the guest finds the test's broker (see VM.netdev)
@@ -91,6 +96,17 @@ class Event:
     text: str
 
 
+@dataclass
+class Boot:
+    """One life of the machine, as the host saw it."""
+
+    n: int
+    started_at: float  # host monotonic time qemu was started
+    ended_at: float | None = None  # when qemu was killed or powered off
+    cut: bool = False  # ended by a power cut
+    trace: list[Event] = field(default_factory=list)  # the pin watcher's lines
+
+
 class VM:
     def __init__(self, image: Image, workdir: Path, *, accel: str = "tcg", memory_mb: int = 1024,
                  cpus: int = 2, broker_port: int | None = None) -> None:
@@ -110,6 +126,7 @@ class VM:
         self.qmp_socket = workdir / "qmp.sock"
         self.started_at = 0.0
         self.events: list[Event] = []
+        self.lives: list[Boot] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
         self._stop_reading = threading.Event()
@@ -132,6 +149,8 @@ class VM:
         self.console = self.workdir / f"console-{n}.log"
         self.events_file = self.workdir / f"events-{n}.log"
         self.events_file.touch()
+        self.trace_file = self.workdir / f"trace-{n}.log"
+        self.trace_file.touch()
         shutil.rmtree(self.share / "jobs", ignore_errors=True)
         (self.share / "jobs").mkdir()
         console = CONSOLE[self.image.arch]
@@ -144,11 +163,18 @@ class VM:
                        "-cpu", "max" if self.accel == "tcg" else "host"]
             serial = ["-serial", f"file:{self.console}", "-serial", f"file:{self.events_file}"]
         else:
+            # cortex-a57, not max: pointer authentication is slow to emulate
             machine = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "cortex-a57"]
-            # the virt board has one PL011: the events go to a virtio console (hvc0)
-            serial = ["-serial", f"file:{self.console}", "-device", "virtio-serial-device",
+            # the virt board has one PL011 (ttyAMA0, the console); a two-port PCI 16550
+            # (8250_pci is built into Debian's arm64 kernel) gives ttyS0 and ttyS1 from
+            # the start, so the harness's event channel is ttyS1 as on amd64
+            serial = ["-serial", f"file:{self.console}", "-chardev", "null,id=unused",
                       "-chardev", f"file,id=ev,path={self.events_file}",
-                      "-device", "virtconsole,chardev=ev"]
+                      "-device", "pci-serial-2x,chardev1=unused,chardev2=ev"]
+        # the pin watcher's port, by name (/dev/virtio-ports/NAME in the guest)
+        serial += ["-device", "virtio-serial-pci",
+                   "-chardev", f"file,id=trace,path={self.trace_file}",
+                   "-device", f"virtserialport,chardev=trace,name={TRACE_PORT_NAME}"]
         cmd = [binary, *machine, "-m", str(self.memory_mb), "-smp", str(self.cpus),
                "-nodefaults", "-display", "none", "-no-reboot", *serial,
                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
@@ -162,13 +188,15 @@ class VM:
         self.qmp_socket.unlink(missing_ok=True)
         self.qemu_log = (self.workdir / f"qemu-{n}.log").open("wb")
         self.started_at = time.monotonic()
+        life = Boot(n, self.started_at)
         with self._lock:
             self.events = []
+            self.lives.append(life)
         self.proc = subprocess.Popen(cmd, stdout=self.qemu_log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         self._stop_reading.clear()
-        self._reader = threading.Thread(target=self._read_events, args=(self.events_file,),
-                                        daemon=True)
+        sources = [(self.events_file, self.events), (self.trace_file, life.trace)]
+        self._reader = threading.Thread(target=self._read_events, args=(sources,), daemon=True)
         self._reader.start()
 
     def netdev(self) -> str:
@@ -181,30 +209,38 @@ class VM:
                      f"TCP:127.0.0.1:{self.broker_port}")
         return spec
 
-    def _read_events(self, path: Path) -> None:
-        buf = b""
-        with path.open("rb") as f:
+    def _read_events(self, sources: list[tuple[Path, list[Event]]]) -> None:
+        """Follows each file, appending its lines to its list, until told to stop and
+        nothing new came (a last pass after a cut takes what qemu had written)."""
+        with contextlib.ExitStack() as stack:
+            files = [(stack.enter_context(path.open("rb")), sink) for path, sink in sources]
+            bufs = [b""] * len(files)
             while True:
-                chunk = f.read()
-                now = time.monotonic()
-                if chunk:
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
+                stopping = self._stop_reading.is_set()
+                got = False
+                for i, (f, sink) in enumerate(files):
+                    chunk = f.read()
+                    now = time.monotonic()
+                    if not chunk:
+                        continue
+                    got = True
+                    *lines, bufs[i] = (bufs[i] + chunk).split(b"\n")
                     with self._lock:
                         for line in lines:
                             text = line.decode("utf-8", "replace").strip("\r\x00 ")
                             if text:
-                                self.events.append(Event(now, text))
-                elif self._stop_reading.is_set():
+                                sink.append(Event(now, text))
+                if stopping and not got:
                     return
-                else:
-                    time.sleep(0.02)
+                if not got:
+                    time.sleep(0.01)
 
     def cut(self) -> None:
         """Power cut: qemu killed, no shutdown in the guest."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+            self._ended(cut=True)
         self._finish()
 
     def qmp(self, command: str, **arguments: object) -> object:
@@ -251,7 +287,14 @@ class VM:
             self.cut()
             raise AssertionError(f"the VM did not power off within {timeout:g} s; "
                                  f"console: {self.console_tail()}") from None
+        self._ended(cut=False)
         self._finish()
+
+    def _ended(self, *, cut: bool) -> None:
+        with self._lock:
+            if self.lives and self.lives[-1].ended_at is None:
+                self.lives[-1].ended_at = time.monotonic()
+                self.lives[-1].cut = cut
 
     def _finish(self) -> None:
         self._stop_reading.set()
@@ -269,6 +312,11 @@ class VM:
     def lines(self) -> list[Event]:
         with self._lock:
             return list(self.events)
+
+    def boots_seen(self) -> list[Boot]:
+        """Every boot so far, with its trace lines (copies)."""
+        with self._lock:
+            return [Boot(b.n, b.started_at, b.ended_at, b.cut, list(b.trace)) for b in self.lives]
 
     def find(self, pattern: str) -> Event | None:
         rx = re.compile(pattern)

@@ -26,7 +26,8 @@ sign of a code the fast pass did not read:
   development scenes it read 1 more of 32 ordonnances, no stray read).
 They run on those regions (the last one on the whole frame), within a
 per-frame time budget and a duty cycle (a share of the frame interval,
-averaged over a second). The passes were
+averaged over a second); on a camera stream, the passes a newer frame
+overtakes are handed on to it (see Decoder.decode). The passes were
 chosen by measurement on the synthetic counter scenes
 (`ordoscan.devtools.scenes`) and ZXing's black-box corpus (see
 tests/bench/test_bench_decoder.py).
@@ -201,9 +202,10 @@ class Decoder:
         if qr_read and not unread_qr and not unread_other:
             self._account((self._clock() - start) * 1000.0)
             return list(found.values())
-        if handed and not qr_read and not unread_qr and not unread_other:
+        if handed and not qr_read:
             # the last frame's search, on this newer frame: the code has moved a few pixels
-            # at most, well within the regions' margins
+            # at most, well within the regions' margins (a symbol detected here again is
+            # among them: searching anew would hand the passes on again, for ever)
             return self._finish(frame, handed, found, start, zoom, None)
         # No QR Code read (the prescription's symbology): look for its finder patterns,
         # even beside a DataMatrix that was read (an ordonnance's INS code).
