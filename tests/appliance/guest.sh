@@ -24,8 +24,8 @@ wait_for() {
 is_active() { [ "$(systemctl is-active "$1")" = active ]; }
 pid_is_not() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" ] && is_active "$1"; }
 
-# site_setup: the site's configuration, as ordoscan-setup would write it (here: replay
-# camera, mock pins), and the relay to the host's broker
+# site_setup: the site's configuration, as ordoscan-setup would write it (the test's
+# kiosk.toml), and the relay to the host's broker
 site_setup() {
     install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
     echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
