@@ -258,11 +258,11 @@ def _run(cmd: list[str], what: str, timeout: float = 1500) -> None:
             f"{what} failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
 
 
-def _chroot(root: Path, script: str) -> None:
+def _chroot(root: Path, script: str, timeout: float = 900) -> None:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
            "DEBIAN_FRONTEND": "noninteractive"}
     r = subprocess.run(["chroot", str(root), "/bin/sh", "-ec", script], capture_output=True,
-                       text=True, env=env, timeout=900)
+                       text=True, env=env, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"in the image root: {script}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
 
@@ -319,7 +319,9 @@ def build_drivers(root: Path, arch: str, kernel: str, log: object = sys.stderr) 
             dst.mkdir(parents=True, exist_ok=True)
             _run(["mount", "--bind", str(src), str(dst)], f"mount --bind {src}")
         shutil.copy2(DRIVERS / "build.sh", work / "root/build-drivers.sh")
-        _chroot(work, f"bash /root/build-drivers.sh {kernel} /root/drivers-out")
+        # another architecture's compiler runs under qemu-user: many times slower
+        _chroot(work, f"bash /root/build-drivers.sh {kernel} /root/drivers-out",
+                timeout=900 if arch == host_arch() else 7200)
         tmp = out.with_suffix(".tmp")
         safe_rmtree(tmp)
         shutil.copytree(work / "root/drivers-out", tmp)
