@@ -35,6 +35,7 @@ from tests.appliance.test_appliance import (
     Appliance,
     boot_until_ready,
     event_value,
+    kiosk_toml,
     open_appliance,
     power_off,
 )
@@ -69,6 +70,7 @@ def within(measured: float, nominal: float) -> bool:
 def test_kiosk_starts_on_the_kernel_drivers(kiosk: tuple[Appliance, Trace]) -> None:
     a, trace = kiosk
     deb = a.debs[1].name
+    (a.vm.share / "kiosk.toml").write_text(kiosk_toml(camera="v4l2"))
     a.vm.boot()
     a.run(f"""
 cp "$SHARE/{deb}" /root/
