@@ -14,9 +14,6 @@ sign of a code the fast pass did not read:
   `zoom` when there is one, else upscaled to about 4 pixels a module;
 - on any of those regions whose whites are clipped (an over-exposed phone
   screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
-- on any of those regions, after the generic passes, the main stream with its
-  local contrast normalised and a 3x3 minimum (NORMALISE_PASS: a dim or washed-out
-  phone screen that neither clips nor smears);
 - on any of those regions that measures as motion-blurred (a page moving
   during a long exposure), the main stream deconvolved (`deblur`), after the
   generic passes;
@@ -59,7 +56,6 @@ from ordoscan.decoder.passes import (
     FAST_PASSES,
     MAX_FITTED,
     MAX_PASS_PIXELS,
-    NORMALISE_PASS,
     SMALL_MODULE,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
@@ -236,7 +232,6 @@ class Decoder:
         smeared = [box for box in small if motion_blurred(frame, box)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
-        jobs += [Job(NORMALISE_PASS, box) for box in small]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

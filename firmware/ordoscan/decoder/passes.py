@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import numpy.typing as npt
 import zxingcpp
 from PIL import Image, ImageFilter
 
@@ -67,7 +66,6 @@ class Pass:
     zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
     deblur: float = 0.0  # undo the region's motion blur first, this times its measured length
-    normalise: bool = False  # local contrast normalisation first (before erode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,15 +104,6 @@ EXTRA_PASSES: tuple[Pass, ...] = (
 ERODE_PASS = Pass("qr-zoom-erode", QR, zoom=True, erode=True, downscale=False)
 CLIPPED = 250  # grey level from which a pixel counts as clipped
 CLIPPED_SHARE = 0.01  # a region with this share of clipped pixels gets ERODE_PASS
-
-# On any small region, last of the region passes: local contrast normalisation (each pixel
-# against its neighbourhood's mean and spread, so a dim, uneven or washed-out region gets
-# the full range zxing-cpp's binarizer wants), then the 3x3 minimum, on the main stream's
-# pixels. Phones whose screen neither clips nor measures as smeared (second generator's
-# dev split: 2 of the 8 codes no other pass read).
-NORMALISE_PASS = Pass("qr-zoom-normalise", QR, zoom=True, normalise=True, erode=True,
-                      downscale=False)
-NORMALISE_WINDOW = 8  # the neighbourhood: this share of the region's shorter side (about 9 modules)
 
 # A page moving during a long exposure (dim light) smears the modules together: on a
 # region whose blur measures as linear motion, the main stream deconvolved (see deblur.py;
@@ -193,8 +182,6 @@ def run_pass(
         if p.zoom:  # no main stream: the frame's own pixels, upscaled
             p = replace(p, zoom=False, scale=FIT_SCALE[1] / 1.5, downscale=False)
         prepared = prepare(region, p)
-    if p.normalise:
-        prepared = normalise(prepared)
     if p.erode:
         prepared = np.asarray(Image.fromarray(prepared).filter(ImageFilter.MinFilter(3)))
     if p.deblur:
@@ -244,26 +231,6 @@ def run_pass(
             position=corners,
         )
     return unread
-
-
-def normalise(region: Grey) -> Grey:
-    """The region with local contrast normalised: (pixel - local mean) / local spread,
-    over a square of a NORMALISE_WINDOW-th of the shorter side (summed-area tables)."""
-    h, w = region.shape
-    r = max(3, min(h, w) // (2 * NORMALISE_WINDOW))
-    f = region.astype(np.float64)
-
-    def local_mean(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        s = np.pad(a, ((r + 1, r), (r + 1, r)), mode="reflect").cumsum(0).cumsum(1)
-        k = 2 * r + 1
-        out: npt.NDArray[np.float64] = (s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]) / (
-            k * k
-        )
-        return out
-
-    mean = local_mean(f)
-    spread = np.sqrt(np.maximum(local_mean(f * f) - mean * mean, 4.0))
-    return np.clip(128.0 + 48.0 * (f - mean) / spread, 0, 255).astype(np.uint8)
 
 
 def prepare(frame: Grey, p: Pass) -> Grey:
