@@ -115,7 +115,14 @@ fix_attrs() {
     fi
 }
 
-# put_file SRC DEST MODE OWNER:GROUP: copy, atomically, if content differs
+# commit TMP DEST: TMP's data on disk, then renamed over DEST, then the rename on disk;
+# a power cut at any point leaves the old DEST or the new one, never an empty file
+# (ext4 writes data back up to 30 s late, and a kiosk's power is pulled, not shut down)
+commit() {
+    sync "$1" && mv -f "$1" "$2" && sync "$(dirname "$2")"
+}
+
+# put_file SRC DEST MODE OWNER:GROUP: copy, atomically and durably, if content differs
 put_file() {
     local src=$1 dest=$2 mode=$3 owner=$4 tmp
     if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$src" "$dest"; then
@@ -124,7 +131,7 @@ put_file() {
     fi
     mkdir -p "$(dirname "$dest")"
     tmp=$(mktemp "$(dirname "$dest")/.$PROG.XXXXXX")
-    if ! { cat "$src" >"$tmp" && chown "$owner" "$tmp" && chmod "$mode" "$tmp" && mv -f "$tmp" "$dest"; }; then
+    if ! { cat "$src" >"$tmp" && chown "$owner" "$tmp" && chmod "$mode" "$tmp" && commit "$tmp" "$dest"; }; then
         rm -f "$tmp"
         die "could not write $dest"
     fi
@@ -453,7 +460,7 @@ new_key() {
     fi
     chown "$SERVICE_USER:$SERVICE_USER" "$tmp"
     chmod 600 "$tmp"
-    mv -f "$tmp" "$1"
+    commit "$tmp" "$1" || die "could not write $1"
     changed "$1 (new private key, never leaves this kiosk)"
 }
 
@@ -726,7 +733,7 @@ cmd_install_cert() {
     local before=$CHANGES
     put_file "$cert" "$CERT" 644 root:root
     if [ "$key_used" = "$NEW_KEY" ]; then
-        mv -f "$NEW_KEY" "$KEY"
+        commit "$NEW_KEY" "$KEY" || die "could not write $KEY"
         changed "$KEY replaced by the renewed key"
     fi
     say "device certificate: $(openssl x509 -in "$CERT" -noout -subject -nameopt RFC2253), $(openssl x509 -in "$CERT" -noout -enddate)"

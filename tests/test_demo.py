@@ -131,7 +131,7 @@ def test_the_demo_reads_committed_samples_that_the_generator_draws() -> None:
     for s in SAMPLES:
         with Image.open(s.path) as img:
             committed = np.asarray(img.convert("L"))
-        # refresh with `python -m ordoscan.devtools.demo_samples` after a change to scenes.py
+        # refresh with `python -m ordoscan.devtools.demo_samples` after a change to devtools/scenes
         assert np.array_equal(committed, scene(s.kind, s.seed).image), s.path.name
 
 

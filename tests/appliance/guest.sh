@@ -53,24 +53,26 @@ stream_queued() {
         while IFS= read -r line; do ev "journal: $line"; done &
 }
 
-# In WAL mode SQLite writes the database file itself only when it checkpoints: a change
-# of the file's mtime while the WAL holds frames is a checkpoint begun, the WAL cut to
-# nothing is one done. Polled every 0.05 s, each seen change sent to the host.
+# In WAL mode SQLite writes the database file itself only when it checkpoints: the file's
+# mtime changing is a checkpoint begun. Polled every 2 ms; on the change the daemon is
+# frozen (SIGSTOP) where it is, inside the checkpoint, and the WAL's size sent to the host,
+# which then cuts the power: a WAL not yet truncated means the checkpoint had not ended.
 watch_checkpoints() {
-    local db=/var/lib/ordoscan/outbox.sqlite3 last now wal
-    last=$(stat -c %y "$db")
-    while :; do
-        now=$(stat -c %y "$db" 2>/dev/null || echo gone)
-        wal=$(stat -c %s "$db-wal" 2>/dev/null || echo 0)
-        if [ "$now" != "$last" ]; then
-            ev "checkpoint-write wal=$wal"
-            last=$now
-        elif [ "$wal" = 0 ] && [ "${seen_wal:-0}" != 0 ]; then
-            ev "checkpoint-done"
-        fi
-        seen_wal=$wal
-        sleep 0.05
-    done
+    python3 - "$(prop ordoscan MainPID)" "$EVENTS" <<'PY' &
+import os, signal, sys, time
+pid, events = int(sys.argv[1]), sys.argv[2]
+db = "/var/lib/ordoscan/outbox.sqlite3"
+last = os.stat(db).st_mtime_ns
+while os.stat(db).st_mtime_ns == last:
+    time.sleep(0.002)
+os.kill(pid, signal.SIGSTOP)
+try:
+    wal = os.path.getsize(db + "-wal")
+except OSError:
+    wal = 0
+with open(events, "w") as f:
+    f.write(f"checkpoint-frozen wal={wal}\n")
+PY
 }
 
 # The package's state in dpkg's database, sent to the host at each change (unpacked,

@@ -112,13 +112,18 @@ class Appliance:
         assert rc == "0", f"job failed (exit {rc}):\n{self.vm.job_log()[-4000:]}"
 
 
-def kiosk_toml(relay_port: int = 1883) -> str:
-    """The site's config: a USB camera on the image's V4L2 loopback device, the LEDs and
-    buzzer on its gpio-sim chip through lgpio, as on a Pi (see image.py)."""
+def kiosk_toml(relay_port: int = 1883, *, camera: str = "replay") -> str:
+    """The site's config: the LEDs and buzzer on the image's gpio-sim chip through lgpio,
+    as on a Pi (see image.py); the camera the replay source on /run/scenes, or with
+    camera="v4l2" the V4L2 loopback device the image's feeder plays /run/scenes into
+    (test_drivers.py only: Debian's v4l2loopback 0.12.7 can panic the kernel while a
+    reader streams, upstream issue #532, seen once in five boots here)."""
     data = kiosk_data(Path("/unused"), relay_port)
     data["device"] = {"id": DEVICE, "site": SITE}
-    data["camera"] = {"source": "v4l2", "device": image_mod.CAMERA["device"],
-                      "size": list(image_mod.CAMERA["size"]), "fps": image_mod.CAMERA["fps"]}
+    data["camera"] = {"source": "replay", "path": "/run/scenes", "fps": 5}
+    if camera == "v4l2":
+        data["camera"] = {"source": "v4l2", "device": image_mod.CAMERA["device"],
+                          "size": list(image_mod.CAMERA["size"]), "fps": image_mod.CAMERA["fps"]}
     data["gpio"] = {"pin_factory": "lgpio"}
     # the kiosk's own repeat rule: a frame read slowly under emulation is one good read
     data.pop("scan", None)
@@ -226,9 +231,9 @@ def write_summary(a: Appliance) -> None:
                      f"{u['cut_into_postinst_s']} s into the postinst): {u['queued']} queued, "
                      f"recovered by {u['recovery']}, lost {u['lost']}")
     if isinstance(c := r.get("checkpoint_cut"), dict):
-        lines.append(f"appliance: cut during a checkpoint ({c['cut_after_write_s']} s after it "
-                     f"began writing the database): {c['queued']} queued, integrity "
-                     f"{c['integrity']}, duplicates {c['duplicates']}, lost {c['lost']}")
+        lines.append(f"appliance: cut during a checkpoint (database file written, WAL of "
+                     f"{c['wal_bytes_at_cut']} bytes not yet truncated): {c['queued']} queued, "
+                     f"integrity {c['integrity']}, duplicates {c['duplicates']}, lost {c['lost']}")
     lines.append("appliance: " + "; ".join(parts))
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text("\n".join(lines) + "\n")
@@ -706,9 +711,10 @@ DRIVES = {"/dev/vda": "root", "/dev/vdb": "data"}  # the guest's disks, by qemu'
 @pytest.mark.appliance_full
 def test_power_cut_during_a_checkpoint(appliance: Appliance) -> None:
     """Scans queued while the broker is away are delivered, their rows deleted, and the
-    WAL checkpointed into the database file: the power is cut once that file is being
-    written and before the WAL is truncated. After the reboot SQLite finds a whole
-    outbox (integrity_check ok) and every queued scan reaches the subscriber once."""
+    WAL checkpointed into the database file: the daemon is frozen as soon as that file
+    is written, before the WAL is truncated, and the power cut. After the reboot SQLite
+    finds a whole outbox (integrity_check ok) and every queued scan reaches the
+    subscriber once."""
     a = appliance
     if not a.vm.running:
         boot_until_ready(a)
@@ -725,11 +731,10 @@ def test_power_cut_during_a_checkpoint(appliance: Appliance) -> None:
         return next((e for e in a.vm.lines() if e.at >= throttled_at and re.search(pattern, e.text)), None)
 
     a.submit("systemctl start broker-relay.service\n")
-    begun = wait_until(lambda: since_throttle(r"^checkpoint-write "), 600, "a checkpoint")
+    frozen = wait_until(lambda: since_throttle(r"^checkpoint-frozen "), 600, "a checkpoint")
     a.vm.cut()
-    cut_after_s = time.monotonic() - begun.at
-    assert since_throttle(r"^checkpoint-done$") is None, (
-        "the checkpoint ended before the cut: the cut proved nothing (slow the disk more)")
+    wal = int(frozen.text.split("wal=")[1])
+    assert wal > 0, "the WAL was already truncated when the daemon was frozen: the checkpoint had ended"
     delivered_before = {m.seq for m in a.scans()} & set(queued)
     boot_until_ready(a)
     a.run("""ev "integrity $(python3 -c 'import sqlite3; c = sqlite3.connect("file:/var/lib/ordoscan/outbox.sqlite3?mode=ro", uri=True); print(c.execute("PRAGMA integrity_check").fetchone()[0])')"
@@ -738,7 +743,7 @@ def test_power_cut_during_a_checkpoint(appliance: Appliance) -> None:
     problems = delivered_as_queued(a, queued)
     ids = [m.scan_id for m in a.scans() if m.seq in queued]
     a.results["checkpoint_cut"] = {"drive": drive, "queued": len(queued), "delivered_before_cut": len(delivered_before),
-                                   "cut_after_write_s": round(cut_after_s, 2),
+                                   "wal_bytes_at_cut": wal,
                                    "integrity": integrity, "duplicates": len(ids) - len(set(ids)),
                                    "lost": len(problems)}
     assert integrity == "ok", integrity

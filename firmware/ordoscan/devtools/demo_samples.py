@@ -1,7 +1,7 @@
 """The demo's sample scenes: committed PNGs under `samples/`, rendered once by the scene generator.
 
 The demo reads the files (no rendering at start). After a change to
-`scenes.py`, refresh them with `python -m ordoscan.devtools.demo_samples`
+`devtools/scenes`, refresh them with `python -m ordoscan.devtools.demo_samples`
 and commit the PNGs; `tests/test_demo.py` checks that they are what the
 generator draws.
 """
