@@ -17,6 +17,9 @@ sign of a code the fast pass did not read:
 - on any of those regions that measures as motion-blurred (a page moving
   during a long exposure), the main stream deconvolved (`deblur`), after the
   generic passes;
+- on a QR Code detected but unread, after the generic passes, the symbol
+  resampled on its own module grid (`warp`): a code on cloth or on a curled
+  or creased page, whose modules drift off zxing-cpp's perspective grid;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -34,7 +37,7 @@ tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
 boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
-(motion blur measured and undone); the
+(motion blur measured and undone), `warp` (a symbol on an uneven surface flattened); the
 Decoder here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
@@ -54,6 +57,7 @@ from ordoscan.decoder.passes import (
     ERODE_PASS,
     EXTRA_PASSES,
     FAST_PASSES,
+    FLATTEN_PASS,
     MAX_FITTED,
     MAX_PASS_PIXELS,
     SMALL_MODULE,
@@ -232,6 +236,9 @@ class Decoder:
         smeared = [box for box in small if motion_blurred(frame, box)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        # a QR Code detected but unread may lie on a surface that is not flat: last, as the
+        # generic passes read most detected codes
+        jobs += [Job(FLATTEN_PASS, box) for box in unread_qr]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

@@ -15,7 +15,7 @@ import numpy as np
 import zxingcpp
 from PIL import Image, ImageFilter
 
-from ordoscan.decoder import deblur
+from ordoscan.decoder import deblur, warp
 from ordoscan.decoder.finders import CodeGuess
 from ordoscan.decoder.regions import Box, Grey, pad
 from ordoscan.errors import DecodeError
@@ -66,6 +66,7 @@ class Pass:
     zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
     deblur: float = 0.0  # undo the region's motion blur first, this times its measured length
+    flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,13 @@ DEBLUR_PASSES = (
     Pass("qr-zoom-deblur", QR, zoom=True, deblur=1.0, downscale=False),
     Pass("qr-zoom-deblur-0.9", QR, zoom=True, deblur=0.9, downscale=False),
 )
+
+# A QR Code detected but unread (a checksum error) on a surface that is not flat (cloth,
+# a curled or creased page): its modules drift off zxing-cpp's one perspective grid;
+# warp.py measures the drift and resamples the symbol on its own grid. Last on the
+# regions of detected QR Codes only (on ZXing's photos of codes printed on cloth it read
+# 5 of the 8 such symbols no other pass read).
+FLATTEN_PASS = Pass("qr-flatten", QR, downscale=False, flatten=True)
 
 # When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
 WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
@@ -207,12 +215,11 @@ def run_pass(
     unread: list[tuple[str, Box]] = []
     sx = region.shape[1] / prepared.shape[1]
     sy = region.shape[0] / prepared.shape[0]
-    for r in results:
-        pos = r.position
-        corners = tuple(
-            (round(c.x * sx) + box.x0, round(c.y * sy) + box.y0)
-            for c in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
-        )
+    seen = [(r, _corners(r)) for r in results]
+    if p.flatten:
+        seen = _flattened(prepared, seen, p)
+    for r, at in seen:
+        corners = tuple((round(x * sx) + box.x0, round(y * sy) + box.y0) for x, y in at)
         if not r.valid or r.error is not None:
             xs, ys = [c[0] for c in corners], [c[1] for c in corners]
             # some failures come without a position (all corners at 0): nowhere to look
@@ -231,6 +238,46 @@ def run_pass(
             position=corners,
         )
     return unread
+
+
+Corners = list[tuple[float, float]]  # top-left, top-right, bottom-right, bottom-left
+
+
+def _corners(r: zxingcpp.Barcode) -> Corners:
+    pos = r.position
+    return [(c.x, c.y) for c in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)]
+
+
+def _flattened(
+    prepared: Grey, seen: list[tuple[zxingcpp.Barcode, Corners]], p: Pass
+) -> list[tuple[zxingcpp.Barcode, Corners]]:
+    """The symbols of a flatten pass: each QR Code detected but unread, read once flattened
+    (its corners taken back to the prepared region's), or as it was."""
+    out: list[tuple[zxingcpp.Barcode, Corners]] = []
+    for r, corners in seen:
+        dim = None if r.valid else warp.dimension(r.extra.get("Version"))
+        again = []
+        if dim is not None:
+            try:
+                flat, back = warp.flatten(prepared, corners, dim)
+            except np.linalg.LinAlgError:  # degenerate corners: nothing to resample
+                flat = None
+            if flat is not None:
+                again = zxingcpp.read_barcodes(
+                    flat,
+                    formats=p.formats,
+                    try_downscale=False,
+                    try_invert=p.invert,
+                    text_mode=zxingcpp.TextMode.Plain,
+                    binarizer=p.binarizer,
+                )
+        if not again:
+            out.append((r, corners))
+        for a in again:
+            xs, ys = zip(*_corners(a), strict=True)
+            bx, by = warp.project(back, np.array(xs), np.array(ys))
+            out.append((a, list(zip(bx.tolist(), by.tolist(), strict=True))))
+    return out
 
 
 def prepare(frame: Grey, p: Pass) -> Grey:
