@@ -66,7 +66,7 @@ def _frames_file() -> tuple[Path, Path]:
 
     settings = splits.presentation_settings(SPLIT)
     seeds = splits.presentation_seeds(SPLIT, N)
-    plan = f"{_generator_hash()}-{seeds}-{SECONDS}-{settings}"
+    plan = f"{_generator_hash(presentations=True)}-{seeds}-{SECONDS}-{settings}"
     key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
     data, index = folder / "frames.npy", folder / "index.json"
