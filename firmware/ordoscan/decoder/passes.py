@@ -255,7 +255,8 @@ def _flattened(
     (its corners taken back to the prepared region's), or as it was."""
     out: list[tuple[zxingcpp.Barcode, Corners]] = []
     for r, corners in seen:
-        dim = None if r.valid else warp.dimension(r.extra.get("Version"))
+        extra = r.extra if isinstance(r.extra, dict) else {}  # None on some failures
+        dim = None if r.valid else warp.dimension(extra.get("Version"))
         again = []
         if dim is not None:
             try:

@@ -29,7 +29,8 @@ PPM = 8  # pixels a module of the flattened image
 SIGMA = 2.0  # modules: the window the local drift is measured over
 ROUNDS = 2  # measure-and-move rounds
 QUIET = 4  # modules of quiet zone around the flattened symbol
-MAX_VERSION = 10  # larger symbols (57+ modules) are left alone: time and memory
+MAX_VERSION = 6  # larger symbols (45+ modules) are left alone: their time (about 35 ms
+# at 41 modules on one x86 core) would take a frame's budget
 
 
 def dimension(version: str | None) -> int | None:
@@ -63,33 +64,55 @@ def _bilinear(img: _F, x: _F, y: _F) -> _F:
     x0 = x.astype(np.intp)
     y0 = y.astype(np.intp)
     fx, fy = x - x0, y - y0
-    top = img[y0, x0] * (1 - fx) + img[y0, x0 + 1] * fx
-    bottom = img[y0 + 1, x0] * (1 - fx) + img[y0 + 1, x0 + 1] * fx
+    flat = img.ravel()
+    i = y0 * wid + x0
+    top = flat.take(i) * (1 - fx) + flat.take(i + 1) * fx
+    bottom = flat.take(i + wid) * (1 - fx) + flat.take(i + wid + 1) * fx
     out: _F = top * (1 - fy) + bottom * fy
     return out
 
 
-def _gauss_matrix(n: int, sigma: float) -> _F:
-    """Rows: a Gaussian window at each pixel, normalised (so the edges are not darkened)."""
-    d = np.arange(n)[:, None] - np.arange(n)[None, :]
-    g: _F = np.exp(-0.5 * (d / sigma) ** 2)
-    return g / g.sum(axis=1, keepdims=True)
+def _window(dim: int) -> _F:
+    """Per module, the Gaussian window (SIGMA modules) over the module centres, rows
+    normalised (so the symbol's edges are not darkened)."""
+    d = np.arange(dim)[:, None] - np.arange(dim)[None, :]
+    g: _F = np.exp(-0.5 * (d / SIGMA) ** 2)
+    out: _F = g / g.sum(axis=1, keepdims=True)
+    return out
+
+
+def _smooth(g: _F, a: npt.NDArray[np.complex128]) -> npt.NDArray[np.complex128]:
+    """g @ a @ g.T without BLAS (its threads cost more than these small products)."""
+    rows = (g[:, :, None] * a[None, :, :]).sum(axis=1)
+    out: npt.NDArray[np.complex128] = (rows[:, None, :] * g[None, :, :]).sum(axis=2)
+    return out
+
+
+def _upsample(a: _F, n: int) -> _F:
+    """A per-module field at every pixel, interpolated linearly between module centres."""
+    dim = a.shape[0]
+    at = np.clip((np.arange(n) + 0.5) / PPM - 0.5, 0, dim - 1)
+    lo = np.minimum(at.astype(np.intp), dim - 2)
+    f = at - lo
+    rows = a[lo] * (1 - f)[:, None] + a[lo + 1] * f[:, None]
+    out: _F = rows[:, lo] * (1 - f)[None, :] + rows[:, lo + 1] * f[None, :]
+    return out
 
 
 def _drift(r: _F, axis: int, g: _F) -> _F:
-    """How far (pixels) the module boundaries along `axis` sit from the grid's, at each pixel."""
+    """How far (pixels) the module boundaries along `axis` sit from the grid's, at each pixel.
+
+    The phasor of each edge pixel is summed per module and averaged over the window
+    `g`; the drift is slow, so it is measured per module and interpolated."""
     n = r.shape[axis]
-    edges = np.zeros_like(r)
-    if axis == 1:
-        edges[:, 1:] = np.abs(np.diff(r, axis=1))  # column k: the edge between k-1 and k
-        phasor = np.exp(-2j * math.pi * np.arange(n) / PPM)[None, :]
-    else:
-        edges[1:, :] = np.abs(np.diff(r, axis=0))
-        phasor = np.exp(-2j * math.pi * np.arange(n) / PPM)[:, None]
-    c = edges * phasor
-    local = g @ c @ g.T  # the Gaussian window, both ways
-    out: _F = -np.angle(local) / (2 * math.pi) * PPM
-    return out
+    dim = n // PPM
+    edges = np.abs(np.diff(r, axis=axis))  # index k: the edge between pixels k and k+1
+    phasor = np.exp(-2j * math.pi * (np.arange(n - 1) + 1) / PPM)
+    c = edges * (phasor[None, :] if axis == 1 else phasor[:, None])
+    pad = ((0, 0), (0, 1)) if axis == 1 else ((0, 1), (0, 0))
+    per_module = np.pad(c, pad).reshape(dim, PPM, dim, PPM).sum(axis=(1, 3))
+    shift = -np.angle(_smooth(g, per_module)) / (2 * math.pi) * PPM
+    return _upsample(shift, n)
 
 
 def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
@@ -107,7 +130,7 @@ def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     u, v = np.meshgrid(centres, centres)
     du = np.zeros_like(u)
     dv = np.zeros_like(v)
-    g = _gauss_matrix(n, SIGMA * PPM)
+    g = _window(dim)
     for _ in range(ROUNDS):
         r = _bilinear(img, *project(h, u + du, v + dv))
         du += _drift(r, 1, g) / PPM
