@@ -115,6 +115,7 @@ class DecodeStats:
     extra_passes: int = 0  # zxing-cpp calls made by extra passes (regions, fitted, zoomed)
     zooms: int = 0  # regions read from the full-resolution main stream
     handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
+    searches_handed_on: int = 0  # frames whose search for signs of a code went to a newer one
 
 
 class Decoder:
@@ -169,6 +170,8 @@ class Decoder:
         self._zoom_area = 4.0  # main-stream pixels per frame pixel, learnt from the zooms
         self._handed: list[Job] = []  # extra passes the last frame left to this one
         self._handed_on = 0
+        self._search_handed = False  # the last frame left its search to this one
+        self._searches_handed_on = 0
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None
@@ -187,7 +190,12 @@ class Decoder:
         its own, whatever waits by then (so they are never handed on forever).
         On a slow core the search and the passes of a stale frame would
         otherwise hold back the fast pass on the frame the code became
-        readable in.
+        readable in. For the same reason, when a newer frame already waits
+        once the fast pass is done and it read or detected no QR Code, the
+        search for signs of a code (QR finder patterns, the region
+        statistics: the dearest part of a frame after the fast pass) is left
+        to that frame too; never twice in a row, so that a slow core still
+        searches at least every other frame.
         """
         start = self._clock()
         handed, self._handed = self._handed, []
@@ -204,7 +212,15 @@ class Decoder:
                 (unread_qr if symbology == "QRCode" else unread_other).append(box)
         qr_read = any(s.format == "QRCode" for s in found.values())
         if qr_read and not unread_qr and not unread_other:
+            self._search_handed = False
             self._account((self._clock() - start) * 1000.0)
+            return list(found.values())
+        search_handed, self._search_handed = self._search_handed, False
+        if (newer is not None and not handed and not qr_read and not unread_qr
+                and not search_handed and newer()):
+            # a newer frame waits: it gets the search (after its own fast pass)
+            self._search_handed = True
+            self._account((self._clock() - start) * 1000.0, search_handed_on=True)
             return list(found.values())
         if handed and not qr_read:
             # the last frame's search, on this newer frame: the code has moved a few pixels
@@ -335,6 +351,7 @@ class Decoder:
         runs: int = 0,
         zooms: int = 0,
         handed_on: bool = False,
+        search_handed_on: bool = False,
     ) -> None:
         with self._lock:
             self._frames += 1
@@ -349,6 +366,7 @@ class Decoder:
             self._passes += runs
             self._zooms += zooms
             self._handed_on += handed_on
+            self._searches_handed_on += search_handed_on
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -367,4 +385,5 @@ class Decoder:
                 self._passes,
                 self._zooms,
                 self._handed_on,
+                self._searches_handed_on,
             )
