@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from ordoscan.classifier import Kind
 from ordoscan.decoder import (
+    DEFOCUS_PASSES,
     EXTRA_PASSES,
     FAST_PASSES,
     WHOLE_FRAME_PASS,
@@ -340,8 +341,8 @@ def test_duty_cycle_rations_a_run_of_hard_frames() -> None:
     a burst of hard frames gets every pass, a long run is rationed, blank frames earn it back."""
     step = 5.0
     # start to end, in clock reads: two per pass (the generic ones, then the flatten pass
-    # on the detected code)
-    every_pass = (2 + 2 * (len(EXTRA_PASSES) + 1)) * step
+    # and the defocus pass on the detected code)
+    every_pass = (2 + 2 * (len(EXTRA_PASSES) + 1 + len(DEFOCUS_PASSES))) * step
     budget = every_pass - 2 * step  # every pass of one frame fits
     decoder = Decoder(budget_ms=budget, clock=TickClock(step), duty=0.3, fps=10)
     frames = 40

@@ -13,13 +13,18 @@ sign of a code the fast pass did not read:
   pixels a module is read from the camera's full-resolution stream through
   `zoom` when there is one, else upscaled to about 4 pixels a module;
 - on any of those regions whose whites are clipped (an over-exposed phone
-  screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
+  screen), the main stream's pixels with a 3x3 minimum, then split at a grey
+  level just under the clipped white and eroded (ERODE_PASSES);
 - on any of those regions that measures as motion-blurred (a page moving
   during a long exposure), the main stream deconvolved (`deblur`), after the
   generic passes;
 - on a QR Code detected but unread, after the generic passes, the symbol
   resampled on its own module grid (`warp`): a code on cloth or on a curled
   or creased page, whose modules drift off zxing-cpp's perspective grid;
+- on any of those small regions with a sign of a QR Code still unread after
+  the generic passes, a defocus disc measured on the main stream and undone
+  (`deblur`; nothing is done where the region measures in focus);
+- a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -54,12 +59,14 @@ from dataclasses import dataclass
 
 from ordoscan.decoder.passes import (
     DEBLUR_PASSES,
-    ERODE_PASS,
+    DEFOCUS_PASSES,
+    ERODE_PASSES,
     EXTRA_PASSES,
     FAST_PASSES,
     FLATTEN_PASS,
     MAX_FITTED,
     MAX_PASS_PIXELS,
+    QR,
     SMALL_MODULE,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
@@ -87,6 +94,7 @@ from ordoscan.errors import DecodeError
 from ordoscan.images import load_image as load_image  # the image loader lives in images.py
 
 __all__ = [
+    "DEFOCUS_PASSES",
     "EXTRA_PASSES",
     "FAST_PASSES",
     "WHOLE_FRAME_PASS",
@@ -116,6 +124,17 @@ class DecodeStats:
     zooms: int = 0  # regions read from the full-resolution main stream
     handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
     searches_handed_on: int = 0  # frames whose search for signs of a code went to a newer one
+
+
+def _qr_read_in(found: dict[tuple[str, bytes], Symbol], box: Box) -> bool:
+    """Whether a QR Code read already has its centre in the box."""
+    for s in found.values():
+        if s.format == "QRCode" and s.position:
+            cx = sum(c[0] for c in s.position) / len(s.position)
+            cy = sum(c[1] for c in s.position) / len(s.position)
+            if box.x0 <= cx < box.x1 and box.y0 <= cy < box.y1:
+                return True
+    return False
 
 
 class Decoder:
@@ -248,13 +267,18 @@ class Decoder:
         small = [box for box in regions if box != whole(frame)]
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
-        jobs += [Job(ERODE_PASS, box) for box in small if clipped(frame, box)]
+        jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
         smeared = [box for box in small if motion_blurred(frame, box)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         # a QR Code detected but unread may lie on a surface that is not flat: last, as the
         # generic passes read most detected codes
         jobs += [Job(FLATTEN_PASS, box) for box in unread_qr]
+        # a code still unread after the generic passes may be out of focus (the main stream's
+        # pixels say: the pass does nothing on a region that measures in focus)
+        qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]]
+        jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in small
+                 if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither
@@ -316,6 +340,8 @@ class Decoder:
                 stop = "newer"
                 break
             p, box = job.p, job.box
+            if p.formats is QR and box != whole(frame) and _qr_read_in(found, box):
+                continue  # this region's QR Code is read: its other QR passes would cost only
             # a zoomed region's size is known only once it is read: take the last ratio's
             mpx = box.area * (self._zoom_area if p.zoom else p.scale * p.scale) / 1e6
             if mpx * 1e6 > MAX_PASS_PIXELS:
