@@ -17,7 +17,6 @@ import io
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -321,20 +320,34 @@ def test_tonal_buzzer_needs_a_pwm_pin() -> None:
     LED(cfg.green, pin_factory=factory).close()  # what was claimed before the failure is released
 
 
-def test_calls_never_block_while_a_sequence_plays(factory: MockFactory, fb: Feedback) -> None:
-    pins = pins_of(factory)
-    boot(fb, pins)
-    fb.refused()  # a 1 s sequence starts
-    started = time.monotonic()
-    # A caller that waited for the refusal (or for any sequence it queues) would take at
-    # least REFUSED_RED_S here; enqueueing a hundred events takes microseconds, even loaded.
-    for _ in range(20):
-        fb.good_read()
-        fb.repeat()
-        fb.set_queued(True)
-        fb.identify(0)
-        fb.snapshot()
-    assert time.monotonic() - started < fb_module.REFUSED_RED_S
+def test_calls_never_block_while_a_sequence_plays(factory: MockFactory) -> None:
+    """On the feedback's clock, held still: the refusal cannot end, so a call that waited for
+    it (or for any sequence it queues) would never return; enqueueing returns at once."""
+    clock = ManualClock(monotonic=3000.0)
+    red = pins_of(factory)["red"]
+    with Feedback(CFG, pin_factory=factory, clock=clock) as fb:
+        fb.ready()
+        wait_for(lambda: fb.snapshot()["buzzer"], "the chime")
+        clock.advance(1.0)  # past the chime
+        assert fb.wait_idle(WAIT)
+        fb.refused()  # a 1 s sequence starts, and lasts while the clock stands still
+        wait_for(lambda: red.state, "the refusal")
+        finished = threading.Event()
+
+        def burst() -> None:
+            for _ in range(20):
+                fb.good_read()
+                fb.repeat()
+                fb.set_queued(True)
+                fb.identify(0)
+                fb.snapshot()
+            finished.set()
+
+        threading.Thread(target=burst, daemon=True).start()
+        assert finished.wait(WAIT), "a caller waited for the sequence to end"
+        assert red.state and not fb.wait_idle(0.0), "the refusal is still playing"
+        clock.advance(fb_module.REFUSED_RED_S)  # then it ends and the calls are shown
+        wait_for(lambda: not red.state, "the refusal to end")
 
 
 class GatedPin(MockPin):
