@@ -53,6 +53,26 @@ stream_queued() {
         while IFS= read -r line; do ev "journal: $line"; done &
 }
 
+# lag_probe SECONDS: how late this guest wakes a sleeping process, for SECONDS in the
+# background. An emulated CPU on a loaded host is descheduled for whole stretches, and
+# every timed step of the kiosk (a good read's 150 ms dip, its 80 ms beep) ends that
+# much late. Every 0.5 s the largest overshoot of a 10 ms sleep: "lag <uptime s> <ms>".
+lag_probe() {
+    python3 - "$1" "$EVENTS" <<'PY' &
+import sys, time
+end = time.monotonic() + float(sys.argv[1])
+with open(sys.argv[2], "w") as events:
+    while time.monotonic() < end:
+        worst, until = 0.0, time.monotonic() + 0.5
+        while time.monotonic() < until:
+            t = time.monotonic()
+            time.sleep(0.01)
+            worst = max(worst, time.monotonic() - t - 0.01)
+        events.write(f"lag {time.monotonic():.3f} {worst * 1000:.0f}\n")
+        events.flush()
+PY
+}
+
 # In WAL mode SQLite writes the database file itself only when it checkpoints: the file's
 # mtime changing is a checkpoint begun. Polled every 2 ms; on the change the daemon is
 # frozen (SIGSTOP) where it is, inside the checkpoint, and the WAL's size sent to the host,
