@@ -45,6 +45,36 @@ feed() {
     done
 }
 
+# show FILE...: each picture held up to the camera as a patient holds the paper until
+# the kiosk beeps. The feeder shows a picture for 1.5 s and the kiosk, starved under
+# emulation, may skip every frame of it (its decoder's duty cycle): so while the
+# daemon's journal has no new scan, the picture is shown again (a copy under a new
+# name; 3 s allowed for the journal to catch up after each showing), at most 10 times.
+queued_more() { [ "$(grep -c 'queued as seq' "$1")" -gt "$2" ]; }
+show() {
+    local f name before i log=/run/show-journal.log jpid
+    journalctl -b -f -n 0 -o cat -u ordoscan.service >"$log" 2>/dev/null &
+    jpid=$!
+    sleep 1
+    for f in "$@"; do
+        name=$(basename "$f" .png)
+        before=$(grep -c 'queued as seq' "$log" || true)
+        for ((i = 1; ; i++)); do
+            if [ "$i" -gt 10 ]; then
+                kill "$jpid" 2>/dev/null || true
+                echo "show: $name not read in 10 showings" >&2
+                return 1
+            fi
+            cp "$f" "$SCENES/.$name-$i.png"
+            mv "$SCENES/.$name-$i.png" "$SCENES/$name-$i.png"
+            wait_for 60 [ ! -e "$SCENES/$name-$i.png" ] || true
+            if wait_for 3 queued_more "$log" "$before"; then break; fi
+        done
+        ev "showings $name $i"
+    done
+    kill "$jpid" 2>/dev/null || true
+}
+
 # The scan lines of the daemon's journal (masked identifiers), streamed to the host
 # as they come: what the outbox acknowledged before a cut is known outside the VM.
 stream_queued() {

@@ -271,7 +271,7 @@ site_setup
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
 ev "start-to-ready $(prop ordoscan InactiveExitTimestampMonotonic) $(prop ordoscan ActiveEnterTimestampMonotonic)"
-for f in {' '.join(names)}; do feed "$SHARE/frames/$f"; sleep 1; done
+for f in {' '.join(names)}; do show "$SHARE/frames/$f"; done
 """, BOOT_TIMEOUT + 900)
     version, t0, t1 = event_value(a, "installed").split()
     assert version == "0.1.0-1"
@@ -599,7 +599,7 @@ def queue_offline(a: Appliance, n: int, label: str) -> dict[int, str]:
     names = a.frames_for(n, label)
     before = len(queued_lines(a))
     a.run("systemctl stop broker-relay.service\n" + "".join(
-        f'feed "$SHARE/frames/{f}"; sleep 0.7\n' for f in names), 300)
+        f'show "$SHARE/frames/{f}"\n' for f in names), 900)
     wait_until(lambda: len(queued_lines(a)) >= before + n, 180, f"{n} scans queued")
     return {seq: mask for mask, seq in queued_lines(a)[before:]}
 
@@ -699,7 +699,7 @@ fi
 wait_for 300 is_active ordoscan.service
 ev "recovered $how $(dpkg-query -W -f '${{Status}} ${{Version}}' ordoscan) $(readlink /opt/ordoscan/venv) $(ls -d /opt/ordoscan/venv-* | wc -l)"
 stream_queued
-feed "$SHARE/frames/{names[0]}"
+show "$SHARE/frames/{names[0]}"
 """, BOOT_TIMEOUT + 900)
     after_cut = event_value(a, "after-cut")
     how, *state = event_value(a, "recovered").split()
@@ -734,7 +734,7 @@ sync
     a.run("wait_for 300 is_active ordoscan.service\n"
           'ev "ro-root $(findmnt -no OPTIONS / | cut -d, -f1) $(findmnt -no SOURCE /var/lib/ordoscan)"\n'
           'if touch /etc/ordoscan-probe 2>/dev/null; then ev "root-writable"; else ev "root-refuses"; fi\n'
-          + "".join(f'feed "$SHARE/frames/{f}"; sleep 1\n' for f in names), BOOT_TIMEOUT + 300)
+          + "".join(f'show "$SHARE/frames/{f}"\n' for f in names), BOOT_TIMEOUT + 600)
     assert event_value(a, "ro-root").split() == ["ro", "/dev/vdb"]
     assert a.vm.find(r"^root-refuses$") is not None
     assert a.sub.wait_for(lambda s: {m.payload for m in a.scans()} >= set(a.fed[-2:]), 180), (

@@ -134,7 +134,7 @@ def test_scan_through_v4l2_and_its_good_read_on_the_lines(kiosk: tuple[Appliance
     boot = a.vm.boots
     names = a.frames_for(1, "v4l2")
     fed_at = time.monotonic()
-    a.run(f'lag_probe {PROBE_S}\nfeed "$SHARE/frames/{names[0]}"\n', 120)
+    a.run(f'lag_probe {PROBE_S}\nshow "$SHARE/frames/{names[0]}"\n', 600)
     assert a.sub.wait_for(lambda s: a.fed[-1] in {m.payload for m in a.scans()}, 180), (
         f"the scan fed through /dev/video0 was not delivered; job log:\n{a.vm.job_log()[-2000:]}")
 
@@ -154,8 +154,12 @@ def test_scan_through_v4l2_and_its_good_read_on_the_lines(kiosk: tuple[Appliance
     tokens = judged.tokens(boot)
     a.results.update(drivers_tokens=summary(tokens), guest_late_s=late,
                      drivers_tokens_without_lateness=summary(trace.tokens(boot)))
-    assert [t for t in tokens if not t.startswith("ready")] == ["good_read(1)"], (
-        f"{summary(tokens)} (guest {late * 1000:.0f} ms late at worst)")
+    # one good read; one more for each time the picture was shown again after it was read
+    # (guest.sh show: a read whose journal line came late), signalled as a repeat
+    showings = int(event_value(a, f"showings {names[0].removesuffix('.png')}"))
+    reads = [t for t in tokens if not t.startswith("ready")]
+    assert reads and set(reads) == {"good_read(1)"} and len(reads) <= showings, (
+        f"{summary(tokens)} after {showings} showing(s) (guest {late * 1000:.0f} ms late at worst)")
     read = judged.good_reads(boot)[-1]
     dips = [length for start, length in trace.runs("green", False, boot) if start >= read.t - 0.01]
     beeps = [length for start, length in trace.runs("buzzer", True, boot) if start >= read.t - 0.05]
@@ -177,7 +181,9 @@ def test_good_reads_before_a_cut_are_delivered(kiosk: tuple[Appliance, Trace]) -
     boot = a.vm.boots
     fed_at = time.monotonic()  # the earlier tests' reads in this boot came before
     names = a.frames_for(3, "cut")
-    a.run(f"lag_probe {PROBE_S}\n" + "".join(f'feed "$SHARE/frames/{f}"\n' for f in names), 120)
+    # two read for sure, the third in view at the cut
+    a.run(f'lag_probe {PROBE_S}\nshow "$SHARE/frames/{names[0]}" "$SHARE/frames/{names[1]}"\n'
+          f'feed "$SHARE/frames/{names[2]}"\n', 900)
 
     def good_reads() -> int:
         """This test's good reads, with the guest's worst lateness of this boot allowed."""
