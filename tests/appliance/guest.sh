@@ -28,6 +28,12 @@ pid_is_not() { local p; p=$(prop "$1" MainPID); [ "$p" != 0 ] && [ "$p" != "$2" 
 # kiosk.toml), and the relay to the host's broker
 site_setup() {
     install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
+    # this emulated machine only: at boot, on a loaded host, the daemon's start (OpenCV's
+    # libraries read and linked for the v4l2 source) took 88 s and more, past the unit's
+    # 90 s sized for a Pi, so systemd killed it twice per boot before a third start made it
+    mkdir -p /etc/systemd/system/ordoscan.service.d
+    printf '[Service]\n# emulated x86 (qemu TCG) on a shared host: a Pi starts in seconds\nTimeoutStartSec=600\n' \
+        >/etc/systemd/system/ordoscan.service.d/emulated.conf
     echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
     systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
     cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
