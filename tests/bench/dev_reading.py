@@ -1,7 +1,7 @@
 """Reading on the development splits only: the tool to study misses and tune the decoder.
 
-    .venv/bin/python -m tests.bench.dev_reading [--gen2 0:160] [--gen1 3,11] [--corpus]
-                                                [--misses DIR]
+    .venv/bin/python -m tests.bench.dev_reading [--gen2 0:160 ...] [--gen1 3,11] [--corpus]
+                                                [--misses DIR] [--cached]
 
 Readers: one default zxing-cpp call, the Decoder as deployed (its budget and duty cycle on
 the thread's CPU time times ORDOSCAN_BENCH_CPU_SCALE: heldout.cpu_clock, as the held-out
@@ -49,10 +49,12 @@ def _gen1(sets: list[int]) -> list[ho.Frame]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gen2", type=_span, default=None, help="dev seeds START:END")
+    ap.add_argument("--gen2", type=_span, action="append", default=[],
+                    help="dev seeds START:END (may be given more than once)")
     ap.add_argument("--gen1", default="", help="dev sets, comma-separated (e.g. 3,11)")
     ap.add_argument("--corpus", action="store_true", help="ZXing's photos, false positives")
     ap.add_argument("--misses", type=Path, default=None, help="write gen2 misses here")
+    ap.add_argument("--cached", action="store_true", help="gen2: cached frames only")
     args = ap.parse_args(argv)
 
     def readers() -> list[tuple[str, ho.Reader]]:
@@ -63,9 +65,8 @@ def main(argv: list[str] | None = None) -> None:
                 ("Decoder every pass due", every.decode)]
 
     sources: list[tuple[str, list[ho.Frame]]] = []
-    if args.gen2:
-        a, b = args.gen2
-        frames = list(ho.gen2_frames("dev", b - a, offset=a))
+    for a, b in args.gen2:
+        frames = list(ho.gen2_frames("dev", b - a, offset=a, cached_only=args.cached))
         sources.append((f"gen2 dev {a}-{b - 1}, hard", frames))
     if args.gen1:
         sets = [int(x) for x in args.gen1.split(",")]

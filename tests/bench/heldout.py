@@ -110,8 +110,10 @@ def _cache_dir() -> Path | None:
     return d if os.access(d, os.W_OK) else None
 
 
-def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0) -> Iterator[Frame]:
-    """`n` gen2 frames of `split` from its `offset`-th seed, rendered or taken from the cache."""
+def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
+                cached_only: bool = False) -> Iterator[Frame]:
+    """`n` gen2 frames of `split` from its `offset`-th seed, rendered or taken from the cache
+    (`cached_only`: the cached ones only, none rendered)."""
     if SENSOR_MODE not in ("lores", "mode"):
         raise ValueError(f"ORDOSCAN_BENCH_SENSOR={SENSOR_MODE!r}: expected 'lores' or 'mode'")
     sensor = docscenes.LORES if SENSOR_MODE == "lores" else None
@@ -125,6 +127,8 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0) -
                 image = np.ascontiguousarray(z["image"])
                 full = np.ascontiguousarray(z["full"]) if "full" in z.files else None
                 meta = json.loads(str(z["meta"]))
+        elif cached_only:
+            continue
         else:
             s = docscenes.render(spec.kind, spec.seed, setting=spec.setting,
                                  difficulty=difficulty, sensor=sensor)

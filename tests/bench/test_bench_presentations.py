@@ -238,7 +238,7 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
                 "hard": decoder.hard_frames, "blank": decoder.blank_frames,
                 "budget_stops": decoder.budget_stops, "duty_stops": decoder.duty_stops,
                 "handed_on": decoder.handed_on, "extra_passes": decoder.extra_passes,
-                "zooms": decoder.zooms,
+                "zooms": decoder.zooms, "searches_handed_on": decoder.searches_handed_on,
                 "extra_symbols": decoder.extra_symbols}}
 
 
