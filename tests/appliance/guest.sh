@@ -31,9 +31,11 @@ site_setup() {
     # this emulated machine only: at boot, on a loaded host, the daemon's start (OpenCV's
     # libraries read and linked for the v4l2 source) took 88 s and more, past the unit's
     # 90 s sized for a Pi, so systemd killed it twice per boot before a third start made it
+    # (kept if the run already wrote its own: arm64's is longer)
     mkdir -p /etc/systemd/system/ordoscan.service.d
-    printf '[Service]\n# emulated x86 (qemu TCG) on a shared host: a Pi starts in seconds\nTimeoutStartSec=600\n' \
-        >/etc/systemd/system/ordoscan.service.d/emulated.conf
+    [ -e /etc/systemd/system/ordoscan.service.d/emulated.conf ] ||
+        printf '[Service]\n# emulated (qemu TCG) on a shared host: a Pi starts in seconds\nTimeoutStartSec=600\n' \
+            >/etc/systemd/system/ordoscan.service.d/emulated.conf
     echo 'd /run/scenes 0755 root root -' >/etc/tmpfiles.d/ordoscan-scenes.conf
     systemd-tmpfiles --create /etc/tmpfiles.d/ordoscan-scenes.conf
     cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
