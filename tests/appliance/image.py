@@ -251,6 +251,15 @@ def recipe_key(arch: str) -> str:
     return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
 
 
+def base_key(arch: str) -> str:
+    """What the configured root is made of, before the rig (drivers, units, wheels): a
+    change to the rig alone reuses it (for arm64, 20 minutes of emulated second stage)."""
+    recipe = [SUITE, PACKAGES, KERNEL_PACKAGE[arch], NETWORK, HARNESS_UNIT, HARNESS, MASKED,
+              FSTAB, INITRAMFS_MODULES, inspect.getsource(_configure), arch, debian_mirror(),
+              inspect.getsource(foreign.second_stage)]
+    return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+
+
 def _run(cmd: list[str], what: str, timeout: float = 1500) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
@@ -393,31 +402,11 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if raw.exists() and kernel.exists() and initrd.exists() and version_file.exists():
             return Image(arch, raw, kernel, initrd, version_file.read_text().strip())
-        if arch != host_arch():
-            foreign.require(arch)
+        t0 = time.monotonic()
+        base = _base_root(arch, log)
         work = CACHE / f"build-{arch}-{os.getpid()}"
         safe_rmtree(work)
-        # dpkg in the root being built skips its fsync per file (mmdebstrap does the same):
-        # thousands of fsyncs on a shared disk, for files that mkfs.ext4 -d reads from the
-        # page cache anyway; removed again in _configure
-        unsafe_io = work / UNSAFE_IO
-        unsafe_io.parent.mkdir(parents=True)
-        unsafe_io.write_text("force-unsafe-io\n")
-        t0 = time.monotonic()
-        print(f"appliance image: debootstrap {SUITE} {arch} into {work}", file=log, flush=True)
-        include = ",".join([*PACKAGES, KERNEL_PACKAGE[arch]])
-        # debootstrap downloads into the root's apt cache: give it the cached .debs
-        debs = CACHE / f"debs-{arch}"
-        debs.mkdir(exist_ok=True)
-        cmd = ["debootstrap", "--variant=minbase", f"--include={include}", f"--arch={arch}"]
-        cmd.append(f"--cache-dir={debs}")
-        if arch != host_arch():
-            cmd.append("--foreign")
-        _run([*cmd, SUITE, str(work), debian_mirror()], "debootstrap")
-        if arch != host_arch():
-            foreign.second_stage(work, log)
-        t1 = time.monotonic()
-        _configure(work)
+        _run(["cp", "-a", "--reflink=auto", str(base), str(work)], "copying the base root")
         boot = work / "boot"
         kernels = sorted(boot.glob("vmlinuz-*"))
         if not kernels:
@@ -440,9 +429,51 @@ def build(arch: str, log: object = sys.stderr) -> Image:
             if (old.is_file() and key not in old.name and not old.name.startswith("debs-")
                     and time.time() - old.stat().st_mtime > 86400):
                 old.unlink()
-        print(f"appliance image: built in {time.monotonic() - t0:.0f} s "
-              f"(debootstrap {t1 - t0:.0f} s), kernel {version}", file=log, flush=True)
+        print(f"appliance image: built in {time.monotonic() - t0:.0f} s, kernel {version}",
+              file=log, flush=True)
         return Image(arch, raw, kernel, initrd, version)
+
+
+def _base_root(arch: str, log: object) -> Path:
+    """The configured root before the rig (debootstrap, second stage, _configure), cached
+    as a folder `base-<arch>-<key>/`; the caller holds the architecture's lock."""
+    base = CACHE / f"base-{arch}-{base_key(arch)}"
+    if (base / "etc/hostname").exists():
+        return base
+    if arch != host_arch():
+        foreign.require(arch)
+    work = CACHE / f"base-build-{arch}-{os.getpid()}"
+    safe_rmtree(work)
+    # dpkg in the root being built skips its fsync per file (mmdebstrap does the same):
+    # thousands of fsyncs on a shared disk, for files that mkfs.ext4 -d reads from the
+    # page cache anyway; removed again in _configure
+    unsafe_io = work / UNSAFE_IO
+    unsafe_io.parent.mkdir(parents=True)
+    unsafe_io.write_text("force-unsafe-io\n")
+    t0 = time.monotonic()
+    print(f"appliance image: debootstrap {SUITE} {arch} into {work}", file=log, flush=True)
+    include = ",".join([*PACKAGES, KERNEL_PACKAGE[arch]])
+    # debootstrap downloads into the root's apt cache: give it the cached .debs
+    debs = CACHE / f"debs-{arch}"
+    debs.mkdir(exist_ok=True)
+    cmd = ["debootstrap", "--variant=minbase", f"--include={include}", f"--arch={arch}"]
+    cmd.append(f"--cache-dir={debs}")
+    if arch != host_arch():
+        cmd.append("--foreign")
+    _run([*cmd, SUITE, str(work), debian_mirror()], "debootstrap")
+    if arch != host_arch():
+        foreign.second_stage(work, log)
+    t1 = time.monotonic()
+    _configure(work)
+    # other recipes' roots go once a day old, as the images do
+    for old in CACHE.glob(f"base-{arch}-*"):
+        if old.is_dir() and time.time() - old.stat().st_mtime > 86400:
+            safe_rmtree(old)
+    work.rename(base)
+    print(f"appliance image: base root in {time.monotonic() - t0:.0f} s "
+          f"(debootstrap {t1 - t0:.0f} s, configured {time.monotonic() - t1:.0f} s)",
+          file=log, flush=True)
+    return base
 
 
 def main() -> None:
