@@ -54,7 +54,8 @@ def test_qr_images(corpus: Path) -> None:
     total, ours, raw, lost = _compare(folders)
     print(f"\nZXing QR images: {total}; ordoscan Decoder {ours}, zxing-cpp read_barcodes {raw}")
     assert ours >= raw, f"read by zxing-cpp but not by us: {lost}"
-    assert ours > 0.8 * total
+    # the reading issue's target for these photos (seen before: a check, not a measure)
+    assert ours >= 172, f"{ours}/{total} QR images read, fewer than 172"
 
 
 def test_datamatrix_images(corpus: Path) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from ordoscan.classifier import Kind
 from ordoscan.decoder import (
+    DEFOCUS_PASSES,
     EXTRA_PASSES,
     FAST_PASSES,
     WHOLE_FRAME_PASS,
@@ -22,7 +23,9 @@ from ordoscan.decoder import (
     DecodeStats,
     Symbol,
     load_image,
+    warp,
 )
+from ordoscan.decoder.passes import FLATTEN_PASS
 from ordoscan.devtools.scenes import render
 from ordoscan.errors import DecodeError
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -236,11 +239,16 @@ def test_unreadable_code_gets_extra_passes_on_its_region(monkeypatch: pytest.Mon
     assert (s.hard_frames, s.blank_frames, s.budget_stops, s.duty_stops) == (1, 0, 0, 0)
     assert shapes[: len(FAST_PASSES)] == [frame.shape] * len(FAST_PASSES)
     extra = shapes[len(FAST_PASSES) :]
-    assert len(extra) == len(EXTRA_PASSES)  # every extra pass, on one region
+    # every extra pass, on one region, then the flatten pass on the detected code: the
+    # region, then each symbol it detects there resampled on its own grid
+    k = len(EXTRA_PASSES)
+    assert len(extra) >= k + 1
     side = code(OTHER_EPU).shape[0]  # the code with its quiet zone
-    for shape, p in zip(extra, EXTRA_PASSES, strict=True):
+    for shape, p in zip(extra[: k + 1], (*EXTRA_PASSES, FLATTEN_PASS), strict=True):
         h, w = (round(n / p.scale) for n in shape)
         assert side * 0.7 <= h <= side * 1.3 and side * 0.7 <= w <= side * 1.3, (p.name, shape)
+    for shape in extra[k + 1 :]:  # square, PPM pixels a module with a quiet zone
+        assert shape[0] == shape[1] and shape[0] % warp.PPM == 0, shape
 
 
 def test_code_only_the_region_finder_saw_is_read_where_it_is() -> None:
@@ -332,8 +340,11 @@ def test_duty_cycle_rations_a_run_of_hard_frames() -> None:
     """Each frame earns 30 ms of extra passes (0.3 of a 100 ms interval), saved up to 300 ms:
     a burst of hard frames gets every pass, a long run is rationed, blank frames earn it back."""
     step = 5.0
-    decoder = Decoder(budget_ms=40, clock=TickClock(step), duty=0.3, fps=10)
-    every_pass = (2 + 2 * len(EXTRA_PASSES)) * step  # start to end, in clock reads
+    # start to end, in clock reads: two per pass (the generic ones, then the flatten pass
+    # and the defocus pass on the detected code)
+    every_pass = (2 + 2 * (len(EXTRA_PASSES) + 1 + len(DEFOCUS_PASSES))) * step
+    budget = every_pass - 2 * step  # every pass of one frame fits
+    decoder = Decoder(budget_ms=budget, clock=TickClock(step), duty=0.3, fps=10)
     frames = 40
     extra_ms = 0.0
     for i in range(frames):
@@ -355,7 +366,7 @@ def test_duty_cycle_rations_a_run_of_hard_frames() -> None:
     assert decoder.stats().last_ms == pytest.approx(every_pass)
     assert decoder.stats().duty_stops == s.duty_stops
 
-    unrationed = Decoder(budget_ms=40, clock=TickClock(step), duty=None)
+    unrationed = Decoder(budget_ms=budget, clock=TickClock(step), duty=None)
     for _ in range(frames):
         unrationed.decode(unreadable())
         assert unrationed.stats().last_ms == pytest.approx(every_pass)

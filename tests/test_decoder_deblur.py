@@ -7,6 +7,7 @@ import math
 
 import cv2
 import numpy as np
+import ordoscan.decoder as decoder_module
 import pytest
 import zxingcpp
 from ordoscan.decoder import Decoder, deblur
@@ -57,3 +58,74 @@ def test_a_smeared_code_is_read_once_the_motion_is_undone(angle: float) -> None:
     decoder = Decoder(budget_ms=10_000, duty=None)
     assert [s.text for s in decoder.decode(frame)] == [EPU]
     assert decoder.stats().extra_symbols == 1
+
+
+# -- defocus --------------------------------------------------------------------------
+
+
+def defocused(radius: float, module: int = 5, seed: int = 0) -> np.ndarray:
+    """A `module` px/module code on paper, blurred by a defocus disc of `radius` pixels (an
+    OpenCV anti-aliased filled circle, drawn apart from the decoder's own), with noise."""
+    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
+    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
+    page = np.full((480, 640), 255, np.uint8)
+    page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
+    out = (30 + page.astype(np.float32) * 0.7).astype(np.float32)
+    if radius > 0:
+        s, n = 8, (math.ceil(radius) + 1) * 2 + 1
+        big = np.zeros((n * s, n * s), np.float32)
+        cv2.circle(big, (n * s // 2, n * s // 2), round(radius * s), 1.0, -1, cv2.LINE_AA)
+        k = cv2.resize(big, (n, n), interpolation=cv2.INTER_AREA)
+        out = cv2.filter2D(out, -1, k / k.sum(), borderType=cv2.BORDER_REPLICATE)
+    out += np.random.default_rng(seed).normal(0, 2.0, out.shape).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("module", "radius"), [(4, 4), (5, 4), (5, 5), (6, 6)])
+def test_defocus_is_measured_on_the_region(module: int, radius: float) -> None:
+    r = deblur.defocus(defocused(radius, module)[100:360, 180:440])
+    assert r is not None
+    # the measure reads 0.7-0.9 of the disc (DEFOCUS_PASSES undo it at 1.15 and 1.3 that)
+    assert 0.65 * radius <= r <= 0.95 * radius, r
+
+
+@pytest.mark.parametrize("module", [4, 6])
+def test_an_in_focus_code_measures_no_defocus(module: int) -> None:
+    assert deblur.defocus(defocused(0, module)[100:360, 180:440]) is None
+    assert deblur.defocus(defocused(1, module)[100:360, 180:440]) is None
+
+
+def test_a_smeared_code_measures_a_motion_not_a_defocus() -> None:
+    assert deblur.defocus(smeared(0, 12)[100:300, 150:350]) is None
+
+
+@pytest.mark.parametrize(("module", "radius"), [(4, 4), (5, 5), (6, 6)])
+def test_a_code_blurred_by_a_disc_as_wide_as_its_modules_is_read(
+    module: int, radius: float
+) -> None:
+    frame = defocused(radius, module)
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(frame)}
+    # every other pass fails on it too: the decoder's read is the defocus pass's
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(frame)] == [EPU]
+    assert decoder.stats().extra_symbols == 1
+
+
+def test_the_defocus_pass_reads_from_the_main_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a kiosk the region comes from the main stream (a real zoom, 1.8x the frame): the
+    disc is measured and undone there."""
+    full = defocused(8, 8)  # 8 px modules, an 8 px disc: the main stream of a 4.4 px frame
+    frame = np.asarray(cv2.resize(full, (356, 267), interpolation=cv2.INTER_AREA))
+    s = full.shape[1] / frame.shape[1]
+
+    def zoom(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return np.ascontiguousarray(full[round(y0 * s) : round(y1 * s),
+                                         round(x0 * s) : round(x1 * s)])
+
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(frame)}
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(frame, zoom)] == [EPU]
+    assert decoder.stats().zooms >= 1
+    # the same decoder without the defocus passes: nothing read
+    monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", ())
+    assert Decoder(budget_ms=10_000, duty=None).decode(frame, zoom) == []

@@ -248,3 +248,33 @@ def test_budget_and_duty_bound_the_fitted_passes(
     # a second's credit (300 ms) plus 30 ms a frame, 20 ms a pass, one overrun a frame
     assert st.extra_passes <= (300 + frames * 30) / (2 * step) + frames
     assert st.duty_stops >= frames // 3
+
+
+@pytest.mark.parametrize("shape", [(720, 1280), (61, 83), (16, 24)])
+def test_block_statistics_are_numpys_reductions(shape: tuple[int, int]) -> None:
+    from ordoscan.decoder.finders import _BLOCK, _block_stats
+
+    img = np.random.default_rng(shape[0]).integers(0, 256, shape, dtype=np.uint8)
+    bh, bw = shape[0] // _BLOCK, shape[1] // _BLOCK
+    area = img[: bh * _BLOCK, : bw * _BLOCK]
+    core = area.reshape(bh, _BLOCK, bw, _BLOCK)
+    hi, lo, total = _block_stats(area)
+    assert np.array_equal(hi, core.max(axis=(1, 3)))
+    assert np.array_equal(lo, core.min(axis=(1, 3)))
+    assert np.array_equal(total, core.sum(axis=(1, 3)))
+
+
+def test_finder_runs_do_not_wrap_from_one_row_to_the_next() -> None:
+    from ordoscan.decoder.finders import _line_hits
+
+    row = np.zeros(40, np.bool_)
+    row[10:14], row[18:30], row[34:38] = 1, 1, 1  # 4:4:12:4:4, a finder's row
+    assert _line_hits(row[None, :])[0].size == 1
+    # the same run against the row's end: its last dark run has no end in this row (the
+    # next row's first, light pixel does not close it)
+    end = np.zeros((2, 40), np.bool_)
+    end[0, 12:16], end[0, 20:32], end[0, 36:40] = 1, 1, 1
+    assert _line_hits(end)[0].size == 0
+    end[0, 36:39] = 1
+    end[0, 39] = 0  # closed inside the row: found
+    assert _line_hits(end)[0].size == 1

@@ -33,13 +33,25 @@ def test_with_no_newer_frame_the_passes_run_on_the_frame_itself() -> None:
 def test_a_newer_frame_waiting_gets_the_passes_after_its_own_fast_pass() -> None:
     image, epu = hard_scene()
     decoder = Decoder(budget_ms=10_000)
-    assert texts(decoder, image, True) == []  # a newer frame waits: nothing run here
+    assert texts(decoder, image, True) == []  # a newer frame waits: no search, no pass here
     s = decoder.stats()
-    assert (s.hard_frames, s.handed_on, s.extra_passes) == (1, 1, 0)
+    assert (s.hard_frames, s.handed_on, s.searches_handed_on, s.extra_passes) == (0, 0, 1, 0)
+    # the next frame searches (never two searches in a row left to a newer frame), and
+    # hands its passes on
+    assert texts(decoder, image, True) == []
+    s = decoder.stats()
+    assert (s.hard_frames, s.handed_on, s.searches_handed_on, s.extra_passes) == (1, 1, 1, 0)
     # the next (newer) frame runs the handed passes, whatever waits by then
     assert epu in texts(decoder, image, True)
     s = decoder.stats()
     assert (s.hard_frames, s.handed_on) == (2, 1) and s.extra_passes > 0
+
+
+def test_without_a_newer_frame_waiting_every_frame_searches() -> None:
+    image, epu = hard_scene()
+    decoder = Decoder(budget_ms=10_000)
+    assert epu in texts(decoder, image, False)
+    assert decoder.stats().searches_handed_on == 0
 
 
 def test_handed_passes_are_dropped_once_a_frame_reads_or_they_have_run() -> None:
@@ -53,7 +65,10 @@ def test_handed_passes_are_dropped_once_a_frame_reads_or_they_have_run() -> None
     for frame in counter_views().values():  # blank views after it: no pass left over
         assert texts(decoder, frame, True) == []
     s = decoder.stats()
-    assert s.extra_passes == passes and s.handed_on == 1
+    assert s.extra_passes == passes and s.handed_on == 0
+    # a newer frame always waiting: the first frame left its search on, then every other
+    # blank view searches (the read in between searched nothing)
+    assert s.searches_handed_on == 1 + (len(counter_views()) + 1) // 2
 
 
 def test_a_code_detected_on_every_frame_still_gets_its_passes_when_always_behind() -> None:

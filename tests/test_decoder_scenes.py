@@ -143,3 +143,29 @@ def test_an_over_exposed_phone_screen_is_read_from_the_main_stream_eroded() -> N
     (box,) = [c.box for c in scene.codes if c.payload == epu]
     x0, y0, x1, y1 = asked[-1]
     assert x0 <= box[0] and y0 <= box[1] and x1 >= box[2] and y1 >= box[3]
+
+
+@pytest.mark.parametrize(
+    ("kind", "seed", "setting"),
+    [("phone_light", 11, ("dim", "cm3", "glossy")),
+     ("phone_dark", 99, ("dim", "cm3_wide", "plain"))],
+)
+def test_a_blown_out_phone_is_read_from_the_main_stream_split_at_the_clip_level(
+    kind: str, seed: int, setting: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phones of the second generator's development split (hard, dim room) so blown out
+    that the erode pass alone reads nothing: blooming lifts the dark modules towards white,
+    short of the clipped white around them. The main stream split at CLIP_LEVEL, then
+    eroded, reads them; without that pass the decoder (every pass due) reads nothing."""
+    import ordoscan.decoder as decoder_module
+    from ordoscan.decoder.passes import ERODE_PASS
+    from ordoscan.devtools import docscenes
+
+    scene = docscenes.render(kind, seed, setting=docscenes.Setting(*setting), difficulty="hard")
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert epu not in {r.text for r in zxingcpp.read_barcodes(scene.image)}
+    decoder = Decoder(budget_ms=ALL_PASSES, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(decoder_module, "ERODE_PASSES", (ERODE_PASS,))
+    without = Decoder(budget_ms=ALL_PASSES, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}

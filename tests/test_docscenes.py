@@ -138,3 +138,32 @@ def test_a_presentation_comes_in_from_outside_the_frame() -> None:
     assert a.payload.encode() in _read(held.image)  # a settled plain presentation reads
     with pytest.raises(ValueError, match="unknown presentation style"):
         presentation.present(3, ds.Setting(), "juggled")
+
+
+def test_a_presentation_frame_has_a_main_stream_to_zoom_into() -> None:
+    import cv2
+    from ordoscan.camera.base import zoom_box
+    from ordoscan.devtools.docscenes import presentation
+
+    a = presentation.present(3, ds.Setting(), "plain", seconds=1.0)
+    sc = presentation.scene(3, ds.Setting(), "plain", seconds=1.0)
+    j = len(a.frames) - 1
+    held = a.frames[j]
+    assert held.shot is not None and sc.payload == a.payload
+    p = _read(held.image)[a.payload.encode()].position
+    xs = [c.x for c in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)]
+    ys = [c.y for c in (p.top_left, p.top_right, p.bottom_right, p.bottom_left)]
+    box = (min(xs) - 20, min(ys) - 20, max(xs) + 20, max(ys) + 20)
+    main = zoom_box(box, ds.LORES, sc.main_size)
+    assert main is not None and sc.main_size == (2304, 1296)
+    crop = sc.main_crop(j, held.shot, main)
+    assert crop.shape == (main[3] - main[1], main[2] - main[0])  # 1.8x the lores box
+    assert np.array_equal(crop, sc.main_crop(j, held.shot, main))  # reproducible
+    # the same scene as the lores frame (its downscale), with more pixels per module
+    lores = held.image[box[1] : box[3], box[0] : box[2]].astype(np.float64)
+    down = cv2.resize(crop, (lores.shape[1], lores.shape[0]), interpolation=cv2.INTER_AREA)
+    assert np.corrcoef(lores.ravel(), down.astype(np.float64).ravel())[0, 1] > 0.9
+    assert abs(float(down.mean()) - float(lores.mean())) < 3
+    assert a.payload.encode() in _read(crop)
+    with pytest.raises(ValueError, match="not inside"):
+        sc.main_crop(j, held.shot, (2200, 1200, 2400, 1300))

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import zxingcpp
 from ordoscan.classifier import Classifier, Kind
 from ordoscan.config import ScanConfig
-from ordoscan.decoder import Symbol
+from ordoscan.decoder import Symbol, load_image
 from ordoscan.devtools import docscenes, splits
 
 Grey = npt.NDArray[np.uint8]
@@ -33,6 +33,32 @@ SMALL_MODULE_PX = 3.3  # a "small" code: 2-3 px per module at 1280x720 (50-60 px
 # can zoom into the main stream for a small code as it does on a Pi.
 # ORDOSCAN_BENCH_SENSOR=lores simulates the lores size only (3x cheaper, no main stream).
 SENSOR_MODE = os.environ.get("ORDOSCAN_BENCH_SENSOR", "mode")
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "zxing-blackbox"
+
+
+def cpu_scale() -> float:
+    """ORDOSCAN_BENCH_CPU_SCALE: how many times this machine's CPU time a core is charged
+    (1: one unloaded core of this machine; 5.9: a Pi 4, 2.7: a Pi 5, docs/EVALUATION.md)."""
+    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = math.nan
+    if not 0 < scale < 1000:  # also refuses NaN
+        raise ValueError(f"ORDOSCAN_BENCH_CPU_SCALE={text!r}: expected a factor in (0, 1000)")
+    return scale
+
+
+def cpu_clock(scale: float | None = None) -> Callable[[], float]:
+    """A Decoder clock that counts the calling thread's CPU time (time.thread_time), times
+    `scale` (default: cpu_scale()), in seconds.
+
+    The deployed Decoder's budget and duty cycle are in milliseconds of this clock: on a
+    wall clock a loaded machine would cut its extra passes and read fewer codes than a
+    kiosk, whose scan thread has its core. The Decoder must be called from one thread.
+    """
+    k = cpu_scale() if scale is None else scale
+    return lambda: time.thread_time() * k
 
 
 @dataclass(frozen=True)
@@ -61,10 +87,17 @@ class Frame:
         return np.ascontiguousarray(self.full[b:d, a:c])
 
 
-def _generator_hash() -> str:
+# the presentations' own model: not part of a gen2 scene (its cache key leaves it out)
+PRESENTATION_MODULES = frozenset({"presentation.py"})
+
+
+def _generator_hash(presentations: bool = False) -> str:
+    """A hash of the generator's source: gen2 scenes' (docscenes without the presentation
+    model), or with `presentations` the presentations' (all of docscenes)."""
     h = hashlib.sha256()
     for p in sorted(Path(docscenes.__file__).parent.glob("*.py")):
-        h.update(p.read_bytes())
+        if presentations or p.name not in PRESENTATION_MODULES:
+            h.update(p.read_bytes())
     return h.hexdigest()[:12]
 
 
@@ -77,13 +110,15 @@ def _cache_dir() -> Path | None:
     return d if os.access(d, os.W_OK) else None
 
 
-def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]:
-    """`n` gen2 frames of `split`, rendered or taken from the cache."""
+def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
+                cached_only: bool = False) -> Iterator[Frame]:
+    """`n` gen2 frames of `split` from its `offset`-th seed, rendered or taken from the cache
+    (`cached_only`: the cached ones only, none rendered)."""
     if SENSOR_MODE not in ("lores", "mode"):
         raise ValueError(f"ORDOSCAN_BENCH_SENSOR={SENSOR_MODE!r}: expected 'lores' or 'mode'")
     sensor = docscenes.LORES if SENSOR_MODE == "lores" else None
     cache = _cache_dir()
-    for spec in splits.gen2_specs(split, n, difficulty):
+    for spec in splits.gen2_specs(split, n, difficulty, offset):
         name = f"{spec.kind}-{spec.seed}-{difficulty}-{spec.setting.light}-" \
                f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}"
         path = cache / f"{name}.npz" if cache else None
@@ -92,6 +127,8 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard") -> Iterator[Frame]
                 image = np.ascontiguousarray(z["image"])
                 full = np.ascontiguousarray(z["full"]) if "full" in z.files else None
                 meta = json.loads(str(z["meta"]))
+        elif cached_only:
+            continue
         else:
             s = docscenes.render(spec.kind, spec.seed, setting=spec.setting,
                                  difficulty=difficulty, sensor=sensor)
@@ -121,6 +158,25 @@ def gen1_frames(n: int, difficulty: str = "hard") -> Iterator[Frame]:
 
     for s in scene_set(splits.gen1_set("heldout"), n, difficulty):  # type: ignore[arg-type]
         yield Frame("gen1", f"{s.kind}-{s.seed}", s.image, s.truth)
+
+
+def corpus_frames() -> tuple[list[Frame], list[Frame]]:
+    """ZXing's QR photos (their payloads scored as ordonnances) and false-positive images."""
+    qr: list[Frame] = []
+    for folder in sorted(CORPUS.glob("qrcode-*")):
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() not in {".png", ".jpg", ".jpeg", ".gif", ".bmp"}:
+                continue
+            txt, binary = p.with_suffix(".txt"), p.with_suffix(".bin")
+            want = (txt.read_bytes().decode("utf-8") if txt.exists()
+                    else binary.read_bytes().decode("latin-1"))
+            # the photos' payloads are whatever ZXing's authors encoded: scored as codes
+            qr.append(Frame("zxing", f"{folder.name}/{p.name}", load_image(p),
+                            ((Kind.ORDONNANCE, want),)))
+    fp = [Frame("zxing-fp", f"{name}/{p.name}", load_image(p), ())
+          for name in ("falsepositives", "falsepositives-2")
+          for p in sorted((CORPUS / name).iterdir()) if p.suffix.lower() in {".png", ".jpg"}]
+    return qr, fp
 
 
 # -- tallies ----------------------------------------------------------------------------
@@ -217,7 +273,10 @@ def _zoom_of(f: Frame) -> Zoom | None:
 
 
 def run(frames: list[Frame], readers: list[tuple[str, Reader]]) -> list[Tally]:
-    """Every reader on every frame, in turn (so load hits them alike)."""
+    """Every reader on every frame, in turn; the milliseconds are the calling thread's CPU
+    time times cpu_scale(), the clock the deployed Decoder is given (cpu_clock), so neither
+    the figures nor the reads depend on the machine's load."""
+    clock = cpu_clock()
     tallies = [Tally(name) for name, _ in readers]
     for f in frames[:3]:  # warm-up: libraries loaded, pass costs learnt
         for _, r in readers:
@@ -225,7 +284,7 @@ def run(frames: list[Frame], readers: list[tuple[str, Reader]]) -> list[Tally]:
     for f in frames:
         for t, (_, r) in zip(tallies, readers, strict=True):
             zoom = _zoom_of(f)
-            t0 = time.perf_counter()
+            t0 = clock()
             got = r(f.image, zoom)
-            t.add(f, got, (time.perf_counter() - t0) * 1000.0)
+            t.add(f, got, (clock() - t0) * 1000.0)
     return tallies

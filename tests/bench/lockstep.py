@@ -18,8 +18,10 @@ been captured by now on that timeline, as the reader's slot does on a kiosk. Onl
 frame is out at a time: the source hands the next one over once the scan loop
 has finished the last (`on_frame`, the App's hook, called on the scan thread). The rest
 of the App (feedback, outbox, publisher, housekeeping) runs on the system clock, for
-real. Not in the virtual time: the disk's wait in the outbox commit (fsync, not CPU)
-and the feedback thread's hop to the pins; both are measured apart, in real time.
+real. A frame's zoom (its main stream, `zoom`) is the caller's: what it costs the scan
+thread counts, what another thread spends while the scan thread waits for it does not.
+Not in the virtual time: the disk's wait in the outbox commit (fsync, not CPU) and the
+feedback thread's hop to the pins; both are measured apart, in real time.
 
 A timeline is a list of presentations (frame ids, each followed by `gap` frames of the
 empty counter, id 0); once a presentation's code is read (the App committed a scan)
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from ordoscan.camera import CameraSource, Frame
+from ordoscan.camera import CameraSource, Frame, Zoom
 
 
 @dataclass
@@ -69,8 +71,11 @@ class LockstepCamera(CameraSource):
         start: threading.Event,
         committed: Callable[[], int],
         scale: float = 1.0,
+        zoom: Callable[[int], Zoom | None] | None = None,
     ) -> None:
+        """`zoom`, when given, gives a frame id's Frame.zoom (its main stream), or None."""
         self._frames = frames
+        self._zoom = zoom
         self.shown = [Shown(list(p)) for p in presentations]
         self._gap = gap
         self._fps = fps
@@ -169,7 +174,8 @@ class LockstepCamera(CameraSource):
             self._busy = True
             if k >= 0:
                 self.shown[k].turns += 1
-            return Frame(self._frames[fid], self.capture_time(n), n)
+            zoom = None if self._zoom is None else self._zoom(fid)
+            return Frame(self._frames[fid], self.capture_time(n), n, zoom)
 
     # -- the scan loop's side (App on_frame hook, scan thread) -------------------------------
 

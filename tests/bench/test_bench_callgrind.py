@@ -5,8 +5,9 @@ x86: docs/EVALUATION.md turns them into a budget for a Pi 4 (Cortex-A72) and a P
 (Cortex-A76). A few held-out frames (gen2 heldout-seeds, hard: frames with an ordonnance
 and frames without) are decoded in a child Python under callgrind by: one default
 zxing-cpp read_barcodes call, ordoscan's Decoder as deployed (its 60 ms budget and duty
-cycle; its clock is slowed by valgrind's own slowdown, measured in the same run on the raw
-call, so the budget buys what it would natively), and the Decoder with every pass due.
+cycle, on the thread's CPU time; that clock is slowed by valgrind's own slowdown, measured
+in the same run on the raw call, so the budget buys what it would natively), and the
+Decoder with every pass due.
 
 Only the measured decodes are counted: they run inside one functools.reduce call, and
 callgrind collects from its entry to its exit (--collect-atstart=no
@@ -36,7 +37,7 @@ VALGRIND = shutil.which("valgrind")
 
 def child(spec: dict[str, object]) -> None:
     """Load frames, warm up every reader, then decode the measured frames with one (inside
-    functools.reduce, the window callgrind counts); prints that window's wall time."""
+    functools.reduce, the window callgrind counts); prints that window's thread CPU time."""
     import functools
 
     import zxingcpp
@@ -48,8 +49,8 @@ def child(spec: dict[str, object]) -> None:
     fulls = list(data["fulls"]) if "fulls" in data.files else [None] * len(frames)
     zooms = {id(f): _zoom(f, full) for f, full in zip(frames, fulls, strict=True)}
     slow = float(spec.get("slowdown", 1.0))  # type: ignore[arg-type]
-    t0 = time.monotonic()
-    deployed = Decoder(clock=lambda: t0 + (time.monotonic() - t0) / slow)
+    # the thread's CPU time, as in the held-out bench (ho.cpu_clock), slowed back to native
+    deployed = Decoder(clock=ho.cpu_clock(1.0 / slow))
     every = Decoder(budget_ms=10_000, duty=None)
     readers = {"raw": zxingcpp.read_barcodes,
                "deployed": lambda f: deployed.decode(f, zooms[id(f)]),
@@ -58,9 +59,9 @@ def child(spec: dict[str, object]) -> None:
         for r in readers.values():
             r(f)
     read = readers[str(spec["reader"])]
-    t = time.perf_counter()
+    t = time.thread_time()
     functools.reduce(lambda acc, f: (read(f), acc)[1], frames, 0)
-    print(json.dumps({"seconds": time.perf_counter() - t}))
+    print(json.dumps({"seconds": time.thread_time() - t}))
 
 
 def _zoom(frame: np.ndarray, full: np.ndarray | None) -> ho.Zoom | None:
@@ -77,7 +78,7 @@ def _collected(stderr: str) -> int:
 
 
 def _run(spec: dict[str, object], out: Path) -> tuple[int, float]:
-    """(instructions counted, wall seconds of the counted window under valgrind)."""
+    """(instructions counted, CPU seconds of the counted window under valgrind)."""
     assert VALGRIND is not None
     r = subprocess.run(
         [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no",
@@ -111,9 +112,9 @@ def test_bench_callgrind(tmp_path: Path) -> None:
     # valgrind's slowdown on the raw call, to slow the deployed decoder's clock alike
     native = []
     for f in chosen:
-        t = time.perf_counter()
+        t = time.thread_time()
         zxingcpp.read_barcodes(f.image)
-        native.append(time.perf_counter() - t)
+        native.append(time.thread_time() - t)
     base_spec = {"frames": str(path)}
     raw, raw_s = _run({**base_spec, "reader": "raw"}, tmp_path / "raw.out")
     slowdown = max(raw_s / max(sum(native), 1e-6), 1.0)

@@ -98,6 +98,11 @@ class Rig(abc.ABC):
     def tokens(self, since: float = 0.0) -> list[str]:
         return [e.token for e in self.events(since)]
 
+    def lateness(self) -> float:
+        """The longest delay seen between a signal's instant and its pin write (a starved
+        feedback worker); reported beside the signals, never part of their decoding."""
+        return max((c.late for c in self.signals()), default=0.0)
+
     @abc.abstractmethod
     def messages(self) -> list[ScanMessage]: ...
 
@@ -263,8 +268,10 @@ class DaemonRig(Rig):
             lambda: not self.running or "ready(3)" in self.tokens(started), READY_TIMEOUT_S, 0.1
         )
         if not ok or not self.running:
+            seen = " > ".join(self.tokens(started)) or "-"
             raise RuntimeError(
                 f"the daemon did not come up (ready signal) within {READY_TIMEOUT_S:.0f} s; "
+                f"signals seen: {seen} (pin writes up to {self.lateness():.2f} s late); "
                 f"its log ends with:\n{self.log_tail()}"
             )
 

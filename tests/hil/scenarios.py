@@ -339,7 +339,8 @@ def run(rig: Rig, scenario: Scenario) -> tuple[Row, list[str]]:
     rig.wait_messages(scenario.messages, 10)
     time.sleep(0.5)  # a message too many would arrive about now
     got = len(rig.messages())
-    check(matches(scenario.signals, seen), "signals differ from the expectation")
+    check(matches(scenario.signals, seen),
+          f"signals differ from the expectation (pin writes up to {rig.lateness():.2f} s late)")
     check(got == scenario.messages, f"{got} scan messages, expected {scenario.messages}")
     if rig.running:
         check(rig.stop_daemon() == 0, "the daemon did not stop cleanly on SIGTERM")

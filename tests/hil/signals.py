@@ -1,7 +1,10 @@
 """One decoder of LED and buzzer traces into the events of SPEC §4, for every rig.
 
 A rig records level changes of the four outputs (green, amber, red, buzzer)
-with their time.monotonic() stamps, plus two markers of its own: `start`
+with their time.monotonic() stamps (on the virtual rig the instant each
+level belongs to, as the daemon's feedback worker recorded it, so that a
+worker starved by a loaded machine does not stretch or squeeze a signal;
+how late the writes came is kept apart in `Change.late`), plus two markers of its own: `start`
 (a daemon is being launched) and `reset` (the daemon was killed: every
 output is taken as off from there; a good-read dip under way counts, since
 the scan was on disk before it began, a red light cut short does not). The
@@ -55,6 +58,7 @@ class Change:
     channel: str
     on: bool = False
     mark: str = ""  # "start" or "reset" when channel is ""
+    late: float = 0.0  # how long after `t` the pin was actually written (a starved worker)
 
     @staticmethod
     def marker(t: float, mark: str) -> Change:

@@ -7,7 +7,9 @@
   frames never pile up, and frames older than 1.5 s are pruned. Unplugging the camera
   renames the folder away: the source can no longer list it (CameraLost).
 - LEDs and buzzer: gpio.pin_factory = "mock" and ORDOSCAN_PIN_TRACE, so the
-  daemon's mock pins append their changes to a file this rig reads.
+  daemon's mock pins append their changes to a file this rig reads. Each change
+  is taken at the instant the feedback worker meant it for (`due`), not when a
+  starved worker got round to the write; the lateness is kept apart.
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ READ_FPS = 20.0  # the daemon's replay pace: faster, so a backlog (after a resta
 # too): what the daemon sees is never more than this old.
 KEEP_FRAMES = 15
 SCENE_SIZE = (960, 540)  # codes, INS DataMatrix included, read reliably at this size
+_BY_BCM = {pin: name for name, pin in OUTPUT_PINS.items()}
+
+
+def trace_change(rec: dict[str, Any]) -> Change | None:
+    """One line of the pin trace as a change of an output (None: some other pin).
+
+    Its time is the instant the level belongs to when the daemon recorded it (`due`, see
+    ordoscan.devtools.pintrace), so a write that a loaded machine delayed keeps the lengths
+    of the signal; how late it was written is kept apart."""
+    channel = _BY_BCM.get(int(rec["bcm"]))
+    if channel is None:
+        return None
+    written = float(rec["t"])
+    t = float(rec.get("due", written))
+    return Change(t, channel, float(rec["value"]) > 0, late=max(0.0, written - t))
 
 
 class FolderCamera:
@@ -120,7 +137,6 @@ class VirtualRig(DaemonRig):
         super().__init__(workdir)
         self.trace_path = self.workdir / "pins.jsonl"
         self.trace_path.touch()
-        self._by_bcm = {pin: name for name, pin in OUTPUT_PINS.items()}
         self._changes: list[Change] = []
         self._offset = 0
         self._partial = b""
@@ -163,10 +179,9 @@ class VirtualRig(DaemonRig):
             for line in lines:
                 if not line.strip():
                     continue
-                rec = json.loads(line)
-                channel = self._by_bcm.get(int(rec["bcm"]))
-                if channel is not None:
-                    self._changes.append(Change(float(rec["t"]), channel, float(rec["value"]) > 0))
+                change = trace_change(json.loads(line))
+                if change is not None:
+                    self._changes.append(change)
             return sorted([*self._changes, *self._markers], key=lambda c: c.t)
 
     # -- camera faults

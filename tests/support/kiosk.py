@@ -31,6 +31,7 @@ from ordoscan.devtools.scenes import Scene, render
 from ordoscan.feedback import BEEP_S, GOOD_READ_DIP_S, REFUSED_GAP_S, REFUSED_RED_S
 from PIL import Image
 
+from tests.support.pins import InstantPin
 from tests.support.pins import assert_timeline as timeline
 from tests.support.wait import wait_until
 
@@ -254,7 +255,7 @@ class Kiosk:
 
 
 def start_kiosk(tmp: Path, port: int, **sections: dict[str, Any]) -> Kiosk:
-    factory = MockFactory()
+    factory = MockFactory(pin_class=InstantPin)
     cfg = kiosk_config(tmp, port, **sections)
     frames = FrameCounter()
     app = App(cfg, pin_factory=factory, on_frame=frames)

@@ -13,10 +13,18 @@ sign of a code the fast pass did not read:
   pixels a module is read from the camera's full-resolution stream through
   `zoom` when there is one, else upscaled to about 4 pixels a module;
 - on any of those regions whose whites are clipped (an over-exposed phone
-  screen), the main stream's pixels with a 3x3 minimum (ERODE_PASS);
+  screen), the main stream's pixels with a 3x3 minimum, then split at a grey
+  level just under the clipped white and eroded (ERODE_PASSES);
 - on any of those regions that measures as motion-blurred (a page moving
   during a long exposure), the main stream deconvolved (`deblur`), after the
   generic passes;
+- on a QR Code detected but unread, after the generic passes, the symbol
+  resampled on its own module grid (`warp`): a code on cloth or on a curled
+  or creased page, whose modules drift off zxing-cpp's perspective grid;
+- on any of those small regions with a sign of a QR Code still unread after
+  the generic passes, a defocus disc measured on the main stream and undone
+  (`deblur`; nothing is done where the region measures in focus);
+- a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
   which also covers DataMatrix symbols;
@@ -34,7 +42,7 @@ tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
 boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
-(motion blur measured and undone); the
+(motion blur measured and undone), `warp` (a symbol on an uneven surface flattened); the
 Decoder here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
@@ -51,11 +59,14 @@ from dataclasses import dataclass
 
 from ordoscan.decoder.passes import (
     DEBLUR_PASSES,
-    ERODE_PASS,
+    DEFOCUS_PASSES,
+    ERODE_PASSES,
     EXTRA_PASSES,
     FAST_PASSES,
+    FLATTEN_PASS,
     MAX_FITTED,
     MAX_PASS_PIXELS,
+    QR,
     SMALL_MODULE,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
@@ -83,6 +94,7 @@ from ordoscan.errors import DecodeError
 from ordoscan.images import load_image as load_image  # the image loader lives in images.py
 
 __all__ = [
+    "DEFOCUS_PASSES",
     "EXTRA_PASSES",
     "FAST_PASSES",
     "WHOLE_FRAME_PASS",
@@ -111,6 +123,18 @@ class DecodeStats:
     extra_passes: int = 0  # zxing-cpp calls made by extra passes (regions, fitted, zoomed)
     zooms: int = 0  # regions read from the full-resolution main stream
     handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
+    searches_handed_on: int = 0  # frames whose search for signs of a code went to a newer one
+
+
+def _qr_read_in(found: dict[tuple[str, bytes], Symbol], box: Box) -> bool:
+    """Whether a QR Code read already has its centre in the box."""
+    for s in found.values():
+        if s.format == "QRCode" and s.position:
+            cx = sum(c[0] for c in s.position) / len(s.position)
+            cy = sum(c[1] for c in s.position) / len(s.position)
+            if box.x0 <= cx < box.x1 and box.y0 <= cy < box.y1:
+                return True
+    return False
 
 
 class Decoder:
@@ -165,6 +189,8 @@ class Decoder:
         self._zoom_area = 4.0  # main-stream pixels per frame pixel, learnt from the zooms
         self._handed: list[Job] = []  # extra passes the last frame left to this one
         self._handed_on = 0
+        self._search_handed = False  # the last frame left its search to this one
+        self._searches_handed_on = 0
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None
@@ -183,7 +209,12 @@ class Decoder:
         its own, whatever waits by then (so they are never handed on forever).
         On a slow core the search and the passes of a stale frame would
         otherwise hold back the fast pass on the frame the code became
-        readable in.
+        readable in. For the same reason, when a newer frame already waits
+        once the fast pass is done and it read or detected no QR Code, the
+        search for signs of a code (QR finder patterns, the region
+        statistics: the dearest part of a frame after the fast pass) is left
+        to that frame too; never twice in a row, so that a slow core still
+        searches at least every other frame.
         """
         start = self._clock()
         handed, self._handed = self._handed, []
@@ -200,7 +231,15 @@ class Decoder:
                 (unread_qr if symbology == "QRCode" else unread_other).append(box)
         qr_read = any(s.format == "QRCode" for s in found.values())
         if qr_read and not unread_qr and not unread_other:
+            self._search_handed = False
             self._account((self._clock() - start) * 1000.0)
+            return list(found.values())
+        search_handed, self._search_handed = self._search_handed, False
+        if (newer is not None and not handed and not qr_read and not unread_qr
+                and not search_handed and newer()):
+            # a newer frame waits: it gets the search (after its own fast pass)
+            self._search_handed = True
+            self._account((self._clock() - start) * 1000.0, search_handed_on=True)
             return list(found.values())
         if handed and not qr_read:
             # the last frame's search, on this newer frame: the code has moved a few pixels
@@ -228,10 +267,18 @@ class Decoder:
         small = [box for box in regions if box != whole(frame)]
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
-        jobs += [Job(ERODE_PASS, box) for box in small if clipped(frame, box)]
+        jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
         smeared = [box for box in small if motion_blurred(frame, box)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        # a QR Code detected but unread may lie on a surface that is not flat: last, as the
+        # generic passes read most detected codes
+        jobs += [Job(FLATTEN_PASS, box) for box in unread_qr]
+        # a code still unread after the generic passes may be out of focus (the main stream's
+        # pixels say: the pass does nothing on a region that measures in focus)
+        qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]]
+        jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in small
+                 if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither
@@ -293,6 +340,8 @@ class Decoder:
                 stop = "newer"
                 break
             p, box = job.p, job.box
+            if p.formats is QR and box != whole(frame) and _qr_read_in(found, box):
+                continue  # this region's QR Code is read: its other QR passes would cost only
             # a zoomed region's size is known only once it is read: take the last ratio's
             mpx = box.area * (self._zoom_area if p.zoom else p.scale * p.scale) / 1e6
             if mpx * 1e6 > MAX_PASS_PIXELS:
@@ -328,6 +377,7 @@ class Decoder:
         runs: int = 0,
         zooms: int = 0,
         handed_on: bool = False,
+        search_handed_on: bool = False,
     ) -> None:
         with self._lock:
             self._frames += 1
@@ -342,6 +392,7 @@ class Decoder:
             self._passes += runs
             self._zooms += zooms
             self._handed_on += handed_on
+            self._searches_handed_on += search_handed_on
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -360,4 +411,5 @@ class Decoder:
                 self._passes,
                 self._zooms,
                 self._handed_on,
+                self._searches_handed_on,
             )

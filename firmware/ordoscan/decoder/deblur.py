@@ -1,4 +1,4 @@
-"""Motion blur: its direction and length, measured on a region, and a Wiener deconvolution.
+"""Motion blur and defocus: measured on a region, and undone (Wiener deconvolution).
 
 A page moving during a long exposure (dim light: 30 ms and more) smears each module
 along the motion by several modules: no binarizer separates them. Linear motion blur is
@@ -13,6 +13,7 @@ Both are measured on the region itself (numpy, two FFTs); no model of the scene.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -143,10 +144,80 @@ def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
 
 def deconvolve(region: Grey, m: Motion) -> Grey:
     """The region with the motion blur `m` undone (Wiener), as grey levels."""
+    return _wiener(region, lambda shape: _kernel(m, shape), _NSR)
+
+
+def _wiener(
+    region: Grey, kernel: Callable[[tuple[int, int]], npt.NDArray[np.complex128]], nsr: float
+) -> Grey:
+    """The region deconvolved (Wiener) by the transfer function `kernel(shape)` gives."""
     f = region.astype(np.float64)
     # mirrored on the right and below: the FFT's wrap-around then meets like pixels
     ph, pw = (_fast_len(n + n // 4) - n for n in f.shape)
     big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
-    k = _kernel(m, big.shape)
-    out = np.fft.irfft2(np.fft.rfft2(big) * np.conj(k) / (np.abs(k) ** 2 + _NSR), s=big.shape)
+    k = kernel((big.shape[0], big.shape[1]))
+    out = np.fft.irfft2(np.fft.rfft2(big) * np.conj(k) / (np.abs(k) ** 2 + nsr), s=big.shape)
     return np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
+
+
+# -- defocus: a lens focused in front of or behind the page blurs each point into a disc --
+#
+# A step edge blurred by a disc of radius R has its steepest slope, contrast * 2 / (pi R),
+# on the edge (the disc's line spread function at its centre): the radius follows from the
+# region's contrast (2nd to 98th percentile of its grey levels) and the steep part of its
+# edges (the 95th percentile of the gradients above a tenth of that contrast: the flat
+# paper around a code does not count). Over a code's modules the measure reads 0.7 to
+# 0.9 R for discs of 3-6 px (a disc as wide as a module never reaches the full contrast):
+# DEFOCUS_PASSES undo it at more than one multiple. Under MIN_DEFOCUS the region is in
+# focus for zxing-cpp (or the blur is the lens's own and the ISP's): nothing is undone.
+MIN_DEFOCUS = 2.0  # px, as measured: a smaller disc leaves modules of 4 px and more readable
+MAX_DEFOCUS = 12.0  # px: a larger disc has wiped out any module the main stream has
+_DEFOCUS_NSR = 0.02
+
+
+def defocus(region: Grey) -> float | None:
+    """The radius in pixels of the region's defocus disc as measured (see above), or None
+    when it looks in focus, or blurred one way (a motion: deconvolve that instead).
+
+    Measured on the region's middle, at most _MAX_SIDE pixels a side."""
+    if min(region.shape) < 16:
+        return None
+    h, w = (min(n, _MAX_SIDE) for n in region.shape)
+    y0, x0 = (region.shape[0] - h) // 2, (region.shape[1] - w) // 2
+    f = region[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
+    f = (f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4  # 2x2 mean against the noise
+    gx, gy = f[:-1, 1:] - f[:-1, :-1], f[1:, :-1] - f[:-1, :-1]
+    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+    if jxx + jyy <= 0 or math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) >= MIN_ANISOTROPY:
+        return None  # flat, or blurred one way: a motion
+    lo, hi = np.percentile(f, (2, 98))
+    contrast = float(hi - lo)
+    if contrast < 16:
+        return None
+    g = np.hypot(gx, gy)
+    edges = g[g > 0.1 * contrast]
+    if edges.size < 64:
+        return None
+    radius = 2 * contrast / (math.pi * float(np.percentile(edges, 95)))
+    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS else None
+
+
+def _disc(radius: float, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
+    """A defocus disc's transfer function for an image of `shape`: each pixel weighted by
+    the share of it the disc covers (4x4 samples a pixel), centred on pixel (0, 0)."""
+    r = math.ceil(radius) + 1
+    sub = (np.arange(4) + 0.5) / 4 - 0.5
+    d = np.arange(-r, r + 1)
+    ys = (d[:, None, None, None] + sub[None, None, :, None])
+    xs = (d[None, :, None, None] + sub[None, None, None, :])
+    cover = (xs * xs + ys * ys <= radius * radius).mean(axis=(2, 3))
+    k = np.zeros(shape)
+    iy, ix = np.nonzero(cover)
+    np.add.at(k, ((iy - r) % shape[0], (ix - r) % shape[1]), cover[iy, ix])
+    k /= k.sum()
+    return np.fft.rfft2(k)
+
+
+def undo_defocus(region: Grey, radius: float) -> Grey:
+    """The region with a defocus disc of `radius` pixels undone (Wiener), as grey levels."""
+    return _wiener(region, lambda shape: _disc(radius, shape), _DEFOCUS_NSR)

@@ -79,19 +79,43 @@ def _binarize(img: Grey) -> npt.NDArray[np.bool_]:
     if bh < 3 or bw < 3:
         return dark
     core = img[: bh * _BLOCK, : bw * _BLOCK].reshape(bh, _BLOCK, bw, _BLOCK)
-    hi = core.max(axis=(1, 3))
-    lo = core.min(axis=(1, 3))
+    hi, lo, sums = _block_stats(img[: bh * _BLOCK, : bw * _BLOCK])
     spread = hi.astype(np.int16) - lo
     noise = float(np.percentile(spread, 10))
     busy = spread >= max(_MIN_RANGE, _NOISE_RANGE * noise)
     near = _max3(busy)  # a finder may straddle a busy block and a calmer one
-    means = core.mean(axis=(1, 3), dtype=np.float32)
+    means = sums.astype(np.float32) / np.float32(_BLOCK * _BLOCK)  # exact: sums < 2**24
     thr = _mean3(means)
-    thr[~near] = -1.0  # flat: nothing is dark there
-    dark[: bh * _BLOCK, : bw * _BLOCK] = (core < thr[:, None, :, None]).reshape(
+    # for whole grey levels, p < thr is p < ceil(thr): one uint8 comparison per pixel
+    # (thr <= 255, a mean's); a flat block's 0 makes nothing dark there
+    limit = np.ceil(thr).astype(np.uint8)
+    limit[~near] = 0
+    dark[: bh * _BLOCK, : bw * _BLOCK] = (core < limit[:, None, :, None]).reshape(
         bh * _BLOCK, bw * _BLOCK
     )
     return dark
+
+
+def _block_stats(img: Grey) -> tuple[Grey, Grey, npt.NDArray[np.uint16]]:
+    """Max, min and sum of each _BLOCK x _BLOCK block (the image a whole number of blocks).
+
+    Element-wise over strided columns, then rows: several times cheaper than numpy's
+    reductions over the axes of a (rows, _BLOCK, columns, _BLOCK) view, which walk
+    8-pixel runs one at a time."""
+    hi = img[:, 0::_BLOCK].copy()
+    lo = hi.copy()
+    total = hi.astype(np.uint16)  # at most 64 x 255: no overflow
+    for k in range(1, _BLOCK):
+        col = img[:, k::_BLOCK]
+        np.maximum(hi, col, out=hi)
+        np.minimum(lo, col, out=lo)
+        total += col
+    bhi, blo, btotal = hi[0::_BLOCK].copy(), lo[0::_BLOCK].copy(), total[0::_BLOCK].copy()
+    for k in range(1, _BLOCK):
+        np.maximum(bhi, hi[k::_BLOCK], out=bhi)
+        np.minimum(blo, lo[k::_BLOCK], out=blo)
+        btotal += total[k::_BLOCK]
+    return bhi, blo, btotal
 
 
 def _max3(a: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -124,8 +148,13 @@ def _mean3(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 
 def _line_hits(dark: npt.NDArray[np.bool_]) -> tuple[_I, _F, _F]:
     """1:1:3:1:1 dark-first runs along each row: (row, centre, module) of each."""
-    change = dark[:, 1:] != dark[:, :-1]
-    rows, cols = np.nonzero(change)
+    # where a row changes colour: on the flattened image (one 1-D scan, several times
+    # cheaper than a 2-D nonzero), leaving out each row's last pixel against the next row's
+    w = dark.shape[1]
+    flat = dark.view(np.uint8).ravel()
+    at = np.flatnonzero(flat[1:] != flat[:-1])
+    at = at[at % w != w - 1]
+    rows, cols = at // w, at % w
     starts = cols + 1  # a run starts right after each change
     n = starts.size - 5
     if n <= 0:
@@ -234,10 +263,11 @@ def _level_finders(img: Grey, scale: float) -> list[Finder]:
     ]
 
 
-def _pyramid(frame: Grey) -> list[tuple[Grey, float]]:
+def _pyramid(frame: Grey, n: int = 4) -> list[tuple[Grey, float]]:
+    """The frame and up to n - 1 halvings of it, each with its scale."""
     levels = [(frame, 1.0)]
     img, scale = frame, 1.0
-    while min(img.shape) // 2 >= _MIN_LEVEL_SIDE and scale < 8:
+    while min(img.shape) // 2 >= _MIN_LEVEL_SIDE and len(levels) < n:
         h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
         s = img[0:h:2, 0:w:2].astype(np.uint16) + img[1:h:2, 0:w:2]
         s += img[0:h:2, 1:w:2]
@@ -251,7 +281,7 @@ def _pyramid(frame: Grey) -> list[tuple[Grey, float]]:
 def find_finders(frame: Grey, levels: int = 3) -> list[Finder]:
     """Finder patterns of QR Codes in a grey frame, best confirmed first."""
     seen: list[Finder] = []
-    for img, scale in _pyramid(frame)[:levels]:
+    for img, scale in _pyramid(frame, levels):
         seen.extend(_level_finders(np.ascontiguousarray(img), scale))
     if not seen:
         return []

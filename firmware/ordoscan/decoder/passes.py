@@ -15,7 +15,7 @@ import numpy as np
 import zxingcpp
 from PIL import Image, ImageFilter
 
-from ordoscan.decoder import deblur
+from ordoscan.decoder import deblur, warp
 from ordoscan.decoder.finders import CodeGuess
 from ordoscan.decoder.regions import Box, Grey, pad
 from ordoscan.errors import DecodeError
@@ -65,7 +65,11 @@ class Pass:
     binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
     zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
+    clip_level: int = 0  # grey levels under this turned black, the rest white, first (0: not)
     deblur: float = 0.0  # undo the region's motion blur first, this times its measured length
+    # undo the region's defocus disc first, these times its measured radius in turn
+    defocus: tuple[float, ...] = ()
+    flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,18 @@ EXTRA_PASSES: tuple[Pass, ...] = (
 # development scenes: 3 of 13 ordonnances missed until then, all phones).
 ERODE_PASS = Pass("qr-zoom-erode", QR, zoom=True, erode=True, downscale=False)
 CLIPPED = 250  # grey level from which a pixel counts as clipped
-CLIPPED_SHARE = 0.01  # a region with this share of clipped pixels gets ERODE_PASS
+CLIPPED_SHARE = 0.005  # a region with this share of clipped pixels gets ERODE_PASSES
+# Blooming lifts a dark module's edges and small modules towards white, but short of the
+# clipped white around them: every pixel under CLIP_LEVEL is ink, whatever its grey (a
+# binarizer's local mean, pulled up by the clipped whites, calls it white). The main
+# stream split at that level, then a 3x3 minimum, reads blown-out phones that the erode
+# pass alone does not (on the second generator's dev split, seeds 0-159: 5 of the 6
+# phones, blown out in a dim room or in dark mode, that every pass missed).
+CLIP_LEVEL = 240
+ERODE_PASSES = (
+    ERODE_PASS,
+    Pass("qr-zoom-clip", QR, zoom=True, erode=True, clip_level=CLIP_LEVEL, downscale=False),
+)
 
 # A page moving during a long exposure (dim light) smears the modules together: on a
 # region whose blur measures as linear motion, the main stream deconvolved (see deblur.py;
@@ -113,6 +128,20 @@ DEBLUR_PASSES = (
     Pass("qr-zoom-deblur", QR, zoom=True, deblur=1.0, downscale=False),
     Pass("qr-zoom-deblur-0.9", QR, zoom=True, deblur=0.9, downscale=False),
 )
+
+# A page nearer or farther than the lens is focused (autofocus hunting or lagging, or a
+# fixed-focus lens) blurs each module into a disc: on a region whose steepest edges
+# measure a disc of MIN_DEFOCUS px or more in the main stream (and no motion), the disc
+# deconvolved (see deblur.py). It reads codes blurred by discs as wide as their modules,
+# which no binarizer separates (tests/test_decoder_deblur.py).
+DEFOCUS_PASSES = (Pass("qr-zoom-defocus", QR, zoom=True, defocus=(1.15, 1.3), downscale=False),)
+
+# A QR Code detected but unread (a checksum error) on a surface that is not flat (cloth,
+# a curled or creased page): its modules drift off zxing-cpp's one perspective grid;
+# warp.py measures the drift and resamples the symbol on its own grid. Last on the
+# regions of detected QR Codes only (on ZXing's photos of codes printed on cloth it read
+# 5 of the 8 such symbols no other pass read).
+FLATTEN_PASS = Pass("qr-flatten", QR, downscale=False, flatten=True)
 
 # When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
 WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
@@ -179,9 +208,12 @@ def run_pass(
         if prepared is not None and zoomed is not None:
             zoomed.append(prepared.size)
     if prepared is None:
-        if p.zoom:  # no main stream: the frame's own pixels, upscaled
-            p = replace(p, zoom=False, scale=FIT_SCALE[1] / 1.5, downscale=False)
+        if p.zoom:  # no main stream: the frame's own pixels, upscaled (a disc undone as is)
+            p = replace(p, zoom=False, scale=1.0 if p.defocus else FIT_SCALE[1] / 1.5,
+                        downscale=False)
         prepared = prepare(region, p)
+    if p.clip_level:
+        prepared = np.where(prepared >= p.clip_level, 255, 0).astype(np.uint8)
     if p.erode:
         prepared = np.asarray(Image.fromarray(prepared).filter(ImageFilter.MinFilter(3)))
     if p.deblur:
@@ -189,6 +221,26 @@ def run_pass(
         if motion is None:
             return []
         prepared = deblur.deconvolve(prepared, replace(motion, length=motion.length * p.deblur))
+    if p.defocus:
+        radius = deblur.defocus(prepared)
+        if radius is None:
+            return []
+        # the measure once, each multiple of it undone in turn until one reads
+        unread: list[tuple[str, Box]] = []
+        for k in p.defocus:
+            before = len(found)
+            unread = _read(p, deblur.undo_defocus(prepared, radius * k), frame, box, found)
+            if len(found) > before:
+                break
+        return unread
+    return _read(p, prepared, frame, box, found)
+
+
+def _read(
+    p: Pass, prepared: Grey, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol]
+) -> list[tuple[str, Box]]:
+    """One zxing-cpp call on the prepared region (see run_pass)."""
+    region_h, region_w = box.y1 - box.y0, box.x1 - box.x0
     # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
     # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
     try:
@@ -205,14 +257,13 @@ def run_pass(
     except (ValueError, TypeError, RuntimeError) as e:  # zxing-cpp refused the buffer
         raise DecodeError(f"frame of shape {frame.shape} could not be decoded: {e}") from None
     unread: list[tuple[str, Box]] = []
-    sx = region.shape[1] / prepared.shape[1]
-    sy = region.shape[0] / prepared.shape[0]
-    for r in results:
-        pos = r.position
-        corners = tuple(
-            (round(c.x * sx) + box.x0, round(c.y * sy) + box.y0)
-            for c in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)
-        )
+    sx = region_w / prepared.shape[1]
+    sy = region_h / prepared.shape[0]
+    seen = [(r, _corners(r)) for r in results]
+    if p.flatten:
+        seen = _flattened(prepared, seen, p)
+    for r, at in seen:
+        corners = tuple((round(x * sx) + box.x0, round(y * sy) + box.y0) for x, y in at)
         if not r.valid or r.error is not None:
             xs, ys = [c[0] for c in corners], [c[1] for c in corners]
             # some failures come without a position (all corners at 0): nowhere to look
@@ -231,6 +282,47 @@ def run_pass(
             position=corners,
         )
     return unread
+
+
+Corners = list[tuple[float, float]]  # top-left, top-right, bottom-right, bottom-left
+
+
+def _corners(r: zxingcpp.Barcode) -> Corners:
+    pos = r.position
+    return [(c.x, c.y) for c in (pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left)]
+
+
+def _flattened(
+    prepared: Grey, seen: list[tuple[zxingcpp.Barcode, Corners]], p: Pass
+) -> list[tuple[zxingcpp.Barcode, Corners]]:
+    """The symbols of a flatten pass: each QR Code detected but unread, read once flattened
+    (its corners taken back to the prepared region's), or as it was."""
+    out: list[tuple[zxingcpp.Barcode, Corners]] = []
+    for r, corners in seen:
+        extra = r.extra if isinstance(r.extra, dict) else {}  # None on some failures
+        dim = None if r.valid else warp.dimension(extra.get("Version"))
+        again = []
+        if dim is not None:
+            try:
+                flat, back = warp.flatten(prepared, corners, dim)
+            except np.linalg.LinAlgError:  # degenerate corners: nothing to resample
+                flat = None
+            if flat is not None:
+                again = zxingcpp.read_barcodes(
+                    flat,
+                    formats=p.formats,
+                    try_downscale=False,
+                    try_invert=p.invert,
+                    text_mode=zxingcpp.TextMode.Plain,
+                    binarizer=p.binarizer,
+                )
+        if not again:
+            out.append((r, corners))
+        for a in again:
+            xs, ys = zip(*_corners(a), strict=True)
+            bx, by = warp.project(back, np.array(xs), np.array(ys))
+            out.append((a, list(zip(bx.tolist(), by.tolist(), strict=True))))
+    return out
 
 
 def prepare(frame: Grey, p: Pass) -> Grey:

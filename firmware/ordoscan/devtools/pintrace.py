@@ -5,11 +5,16 @@ daemon's process, out of sight. When the environment variable
 ORDOSCAN_PIN_TRACE names a file, the mock pins append each change of level
 to it, one JSON object a line:
 
-    {"t": 12345.678901, "pid": 4242, "bcm": 17, "value": 1}
+    {"t": 12345.678901, "pid": 4242, "bcm": 17, "value": 1, "due": 12345.5}
 
-`t` is time.monotonic() (one clock for every process of the machine, so a
-test can line the changes up with its own actions), `value` is the pin
-level (0 or 1; a PWM level between them for a tonal buzzer). Each line is one
+`t` is time.monotonic() when the pin was written (one clock for every process
+of the machine, so a test can line the changes up with its own actions),
+`value` is the pin level (0 or 1; a PWM level between them for a tonal
+buzzer). `due`, on the writes of the feedback worker, is the instant these
+levels belong to (ordoscan.feedback.service.write_time): the same as `t` give
+or take a scheduling delay, but on a starved worker the write comes late
+(`t` - `due`), and the edges it missed are written one after the other, so
+only `due` keeps the lengths the kiosk meant (a 150 ms dip, 0.5 s blinks). Each line is one
 O_APPEND write, so lines from successive daemons never interleave and a line
 written before a SIGKILL is kept. Real pin factories are never traced.
 """
@@ -24,6 +29,8 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin
 
+from ordoscan.feedback.service import write_time
+
 PIN_TRACE_ENV = "ORDOSCAN_PIN_TRACE"
 
 
@@ -36,7 +43,12 @@ class _Trace:
 
     def record(self, bcm: int, value: float) -> None:
         level: float = int(value) if float(value) in (0.0, 1.0) else round(float(value), 4)
-        line = {"t": round(time.monotonic(), 6), "pid": self.pid, "bcm": bcm, "value": level}
+        line: dict[str, float] = {
+            "t": round(time.monotonic(), 6), "pid": self.pid, "bcm": bcm, "value": level,
+        }
+        due = write_time()
+        if due is not None:
+            line["due"] = round(due, 6)
         # a full disk must not stop the lights: the trace is a desk aid only
         with contextlib.suppress(OSError):
             os.write(self.fd, (json.dumps(line) + "\n").encode())

@@ -39,6 +39,17 @@ POLL_S = 0.5  # the worker's longest wait (it wakes at once for an event or clos
 MAX_CATCH_UP = 16  # missed edges shown after a late wake-up; further back they are dropped
 CLOSE_TIMEOUT_S = 2.0
 
+_writing = threading.local()  # the instant the worker's pin writes belong to (see write_time)
+
+
+def write_time() -> float | None:
+    """While the feedback worker writes the pins: the instant, on the feedback's clock, that
+    these levels belong to (the edge it woke for; on a loaded machine the write itself comes
+    later, and missed edges are written one after the other). None outside such a write.
+    A pin trace records it beside the time of the write (ordoscan.devtools.pintrace)."""
+    at: float | None = getattr(_writing, "at", None)
+    return at
+
 
 @dataclass(frozen=True, slots=True)
 class _Event:
@@ -237,7 +248,7 @@ class Feedback(Service):
             if thread.is_alive():
                 log.warning("feedback: the worker is stuck on a pin write; "
                             "releasing the pins anyway")
-        self._write(Outputs())
+        self._write(Outputs(), None)
         self._release()
 
     # -- inside ---------------------------------------------------------------
@@ -264,7 +275,7 @@ class Feedback(Service):
                     event.apply(self._machine, now)
                 except Exception:  # a bug here must not take the lights down for good
                     log.exception("feedback: an event could not be applied")
-            self._write(self._machine.outputs(now))
+            self._write(self._machine.outputs(now), now)
             due = self._machine.next_change(now)
             if due is None:
                 self._queue.mark_idle(self._idle)
@@ -278,13 +289,22 @@ class Feedback(Service):
         for _ in range(MAX_CATCH_UP):
             if edge >= now - LOOKAHEAD_S:
                 return
-            self._write(self._machine.outputs(edge))
+            self._write(self._machine.outputs(edge), edge)
             after = self._machine.next_change(edge)
             if after is None or after <= edge:
                 return
             edge = after
 
-    def _write(self, out: Outputs) -> None:
+    def _write(self, out: Outputs, at: float | None) -> None:
+        """Drive the pins to `out`, the levels of the instant `at` (None: no instant, e.g.
+        all off at stop)."""
+        _writing.at = at
+        try:
+            self._write_pins(out)
+        finally:
+            _writing.at = None
+
+    def _write_pins(self, out: Outputs) -> None:
         wanted: dict[str, object] = {"green": out.green, "amber": out.amber, "red": out.red}
         wanted["buzzer"] = out.tone if self._tonal else out.tone is not None
         for name, value in wanted.items():

@@ -1,0 +1,143 @@
+"""A QR Code on a surface that is not flat (cloth, a curled or creased page), flattened.
+
+zxing-cpp samples a QR Code through one perspective transform (from its finder and
+alignment patterns). On a curved or wrinkled surface the modules drift off that grid by
+a fraction of a module here and there: the symbol is found, its format and version read,
+then too many codewords come out wrong (a checksum error). The drift is slow across
+the symbol, so it can be measured locally:
+- the region is resampled through zxing-cpp's own transform, PPM pixels a module;
+- on that image, module boundaries are periodic with period PPM both ways; the phase of
+  the gradient's component at that period, averaged over a Gaussian window a few modules
+  wide, says locally how far the boundaries sit from the grid's (less than half a module);
+- the sampling grid is moved by that much and the measure repeated (ROUNDS times);
+- the flattened image, with a quiet zone, goes back to zxing-cpp's detector.
+numpy only; no model of the scene.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+Grey = npt.NDArray[np.uint8]
+_F = npt.NDArray[np.float64]
+Point = tuple[float, float]
+
+PPM = 8  # pixels a module of the flattened image
+SIGMA = 2.0  # modules: the window the local drift is measured over
+ROUNDS = 2  # measure-and-move rounds
+QUIET = 4  # modules of quiet zone around the flattened symbol
+MAX_VERSION = 6  # larger symbols (45+ modules) are left alone: their time (about 35 ms
+# at 41 modules on one x86 core) would take a frame's budget
+
+
+def dimension(version: str | None) -> int | None:
+    """Modules a side of a QR Code of this version ("1".."40"), None when unknown or too large."""
+    if version is None or not version.isdigit() or not 1 <= int(version) <= MAX_VERSION:
+        return None
+    return 17 + 4 * int(version)
+
+
+def homography(src: list[Point], dst: list[Point]) -> _F:
+    """The 3x3 projective transform taking the four `src` points to the four `dst` points."""
+    a = np.zeros((8, 8))
+    b = np.zeros(8)
+    for i, ((u, v), (x, y)) in enumerate(zip(src, dst, strict=True)):
+        a[2 * i] = (u, v, 1, 0, 0, 0, -x * u, -x * v)
+        a[2 * i + 1] = (0, 0, 0, u, v, 1, -y * u, -y * v)
+        b[2 * i], b[2 * i + 1] = x, y
+    h = np.linalg.solve(a, b)  # LinAlgError when three corners are in line
+    return np.append(h, 1.0).reshape(3, 3)
+
+
+def project(h: _F, u: _F, v: _F) -> tuple[_F, _F]:
+    w = h[2, 0] * u + h[2, 1] * v + h[2, 2]
+    return (h[0, 0] * u + h[0, 1] * v + h[0, 2]) / w, (h[1, 0] * u + h[1, 1] * v + h[1, 2]) / w
+
+
+def _bilinear(img: _F, x: _F, y: _F) -> _F:
+    hgt, wid = img.shape
+    x = np.clip(x, 0, wid - 1.001)
+    y = np.clip(y, 0, hgt - 1.001)
+    x0 = x.astype(np.intp)
+    y0 = y.astype(np.intp)
+    fx, fy = x - x0, y - y0
+    flat = img.ravel()
+    i = y0 * wid + x0
+    top = flat.take(i) * (1 - fx) + flat.take(i + 1) * fx
+    bottom = flat.take(i + wid) * (1 - fx) + flat.take(i + wid + 1) * fx
+    out: _F = top * (1 - fy) + bottom * fy
+    return out
+
+
+def _window(dim: int) -> _F:
+    """Per module, the Gaussian window (SIGMA modules) over the module centres, rows
+    normalised (so the symbol's edges are not darkened)."""
+    d = np.arange(dim)[:, None] - np.arange(dim)[None, :]
+    g: _F = np.exp(-0.5 * (d / SIGMA) ** 2)
+    out: _F = g / g.sum(axis=1, keepdims=True)
+    return out
+
+
+def _smooth(g: _F, a: npt.NDArray[np.complex128]) -> npt.NDArray[np.complex128]:
+    """g @ a @ g.T without BLAS (its threads cost more than these small products)."""
+    rows = (g[:, :, None] * a[None, :, :]).sum(axis=1)
+    out: npt.NDArray[np.complex128] = (rows[:, None, :] * g[None, :, :]).sum(axis=2)
+    return out
+
+
+def _upsample(a: _F, n: int) -> _F:
+    """A per-module field at every pixel, interpolated linearly between module centres."""
+    dim = a.shape[0]
+    at = np.clip((np.arange(n) + 0.5) / PPM - 0.5, 0, dim - 1)
+    lo = np.minimum(at.astype(np.intp), dim - 2)
+    f = at - lo
+    rows = a[lo] * (1 - f)[:, None] + a[lo + 1] * f[:, None]
+    out: _F = rows[:, lo] * (1 - f)[None, :] + rows[:, lo + 1] * f[None, :]
+    return out
+
+
+def _drift(r: _F, axis: int, g: _F) -> _F:
+    """How far (pixels) the module boundaries along `axis` sit from the grid's, at each pixel.
+
+    The phasor of each edge pixel is summed per module and averaged over the window
+    `g`; the drift is slow, so it is measured per module and interpolated."""
+    n = r.shape[axis]
+    dim = n // PPM
+    edges = np.abs(np.diff(r, axis=axis))  # index k: the edge between pixels k and k+1
+    phasor = np.exp(-2j * math.pi * (np.arange(n - 1) + 1) / PPM)
+    c = edges * (phasor[None, :] if axis == 1 else phasor[:, None])
+    pad = ((0, 0), (0, 1)) if axis == 1 else ((0, 1), (0, 0))
+    per_module = np.pad(c, pad).reshape(dim, PPM, dim, PPM).sum(axis=(1, 3))
+    shift = -np.angle(_smooth(g, per_module)) / (2 * math.pi) * PPM
+    return _upsample(shift, n)
+
+
+def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
+    """The symbol resampled on its own module grid, with a quiet zone.
+
+    `corners`: the symbol's outer corners in the region (top-left, top-right,
+    bottom-right, bottom-left, as zxing-cpp gives them); `dim`: modules a side.
+    Returns the flattened image and the transform from its pixels back to the
+    region's (for the symbol's position). LinAlgError when the corners are degenerate.
+    """
+    h = homography([(0.0, 0.0), (dim, 0.0), (dim, dim), (0.0, dim)], corners)
+    img = region.astype(np.float64)
+    n = dim * PPM
+    centres = (np.arange(n) + 0.5) / PPM
+    u, v = np.meshgrid(centres, centres)
+    du = np.zeros_like(u)
+    dv = np.zeros_like(v)
+    g = _window(dim)
+    for _ in range(ROUNDS):
+        r = _bilinear(img, *project(h, u + du, v + dv))
+        du += _drift(r, 1, g) / PPM
+        dv += _drift(r, 0, g) / PPM
+    r = _bilinear(img, *project(h, u + du, v + dv))
+    light = float(r.max())
+    flat = np.pad(r, QUIET * PPM, constant_values=light)
+    # flattened pixels (x, y) -> module units (x / PPM - QUIET) -> region pixels
+    back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
+    return np.clip(flat, 0, 255).astype(np.uint8), back
