@@ -7,11 +7,27 @@
 #                 Debian's v4l2loopback-dkms package of the release pinned below
 # Nothing here depends on the architecture: the kernel version names it, and the
 # v4l2loopback package is "Architecture: all" (the same file for amd64 and arm64).
-# Usage (in the chroot): build.sh KERNEL_VERSION OUT_DIR
+# Usage (in the chroot): build.sh KERNEL_VERSION OUT_DIR [--sources]
+# With --sources nothing is compiled: each module's prepared source folder is left in
+# OUT_DIR/src/, and the host compiles it with a cross compiler against this root's
+# headers (image.py, for another architecture than the host's: an emulated compiler is
+# many times slower).
 set -euo pipefail
 kver=$1
 out=$2
+mode=${3:-}
 mkdir -p "$out"
+
+# kbuild DIR: the module in DIR (its Kbuild file), for $kver, into $out
+kbuild() {
+    if [ "$mode" = --sources ]; then
+        mkdir -p "$out/src"
+        cp -r "$1" "$out/src/"
+        return
+    fi
+    make -s -C "/lib/modules/$kver/build" M="$1" modules
+    cp "$1"/*.ko "$out/"
+}
 
 # v4l2loopback: bookworm's 0.12.7 can corrupt its outbufs list while a writer streams
 # and a reader dequeues (kernel panic "list_del corruption" in buffer_written,
@@ -44,8 +60,7 @@ mv "/root/v4l2loopback-deb/usr/src/v4l2loopback-$V4L2LOOPBACK" "$v4l"
 # the fix itself: buffer_written() moves the buffer under the list's own lock
 grep -q 'spin_lock_bh(&dev->list_lock)' "$v4l/v4l2loopback.c"
 grep -q "^PACKAGE_VERSION=\"\?$V4L2LOOPBACK\"\?$" "$v4l/dkms.conf"
-make -s -C "/lib/modules/$kver/build" M="$v4l" modules
-cp "$v4l/v4l2loopback.ko" "$out/"
+kbuild "$v4l"
 
 # gpio-sim, with the parts of the kernel it needs that Debian leaves out
 src=/root/gpio-sim
@@ -56,10 +71,10 @@ tar -xJf /usr/src/linux-source-6.1.tar.xz linux-source-6.1/drivers/gpio/gpio-sim
     linux-source-6.1/drivers/gpio/gpiolib.h linux-source-6.1/kernel/irq/irq_sim.c
 mv linux-source-6.1/drivers/gpio/gpio-sim.c gpio-sim-core.c
 mv linux-source-6.1/drivers/gpio/gpiolib.h linux-source-6.1/kernel/irq/irq_sim.c .
+rm -r linux-source-6.1
 # irq_to_desc is not exported to modules; generic_handle_irq does the same lookup
 grep -q 'handle_simple_irq(irq_to_desc(irqnum))' irq_sim.c
 sed -i 's/handle_simple_irq(irq_to_desc(irqnum))/generic_handle_irq(irqnum)/' irq_sim.c
 printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-core.o irq_sim.o\n' >Kbuild
-make -s -C "/lib/modules/$kver/build" M="$src" modules
-cp gpio-sim.ko "$out/"
+kbuild "$src"
 echo "built for $kver: $(cd "$out" && ls)"
