@@ -63,6 +63,30 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Appliance,
         RESULTS.write_text(json.dumps(a.results, indent=2, default=str) + "\n")
 
 
+# What the running kiosk is on, sent to the host (a job's lines, after READY): the modules,
+# the chip and its group, the camera, and the daemon's journal into the share.
+SHOW_DRIVERS = """
+ev "modules $(lsmod | awk '$1 == "gpio_sim" || $1 == "v4l2loopback" {print $1}' | sort | tr '\\n' ' ')"
+ev "chip $(cat /run/kiosk-board/gpiochip) $(stat -c '%G:%a' /dev/$(cut -d' ' -f1 /run/kiosk-board/gpiochip))"
+ev "video $(cat /sys/class/video4linux/video0/name) $(stat -c '%G' /dev/video0)"
+journalctl -u ordoscan -o cat --no-pager >"$SHARE/drivers-journal.txt"
+"""
+
+
+def check_drivers(a: Appliance) -> str:
+    """After SHOW_DRIVERS: gpio-sim and v4l2loopback loaded, the chip the gpio group's, the
+    loopback camera the video group's, and the daemon reading it through its v4l2 source.
+    Returns the chip's name (gpiochipN)."""
+    assert event_value(a, "modules").split() == ["gpio_sim", "v4l2loopback"]
+    chip, dev, _first_line, owner = event_value(a, "chip").split()
+    assert re.fullmatch(r"gpiochip\d+", chip) and dev.startswith("gpio-sim."), (chip, dev)
+    assert owner == "gpio:660", owner
+    assert event_value(a, "video").split() == ["kiosk-camera", "video"]
+    journal = (a.vm.share / "drivers-journal.txt").read_text()
+    assert "v4l2 /dev/video0 open: YUYV 1280x720" in journal, journal[-3000:]
+    return chip
+
+
 def within(measured: float, nominal: float) -> bool:
     return nominal - EARLY_S <= measured <= nominal + LATE_S
 
@@ -81,18 +105,8 @@ systemctl daemon-reload
 systemctl enable --now broker-relay.service
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
-ev "modules $(lsmod | awk '$1 == "gpio_sim" || $1 == "v4l2loopback" {{print $1}}' | sort | tr '\\n' ' ')"
-ev "chip $(cat /run/kiosk-board/gpiochip) $(stat -c '%G:%a' /dev/$(cut -d' ' -f1 /run/kiosk-board/gpiochip))"
-ev "video $(cat /sys/class/video4linux/video0/name) $(stat -c '%G' /dev/video0)"
-journalctl -u ordoscan -o cat --no-pager >"$SHARE/drivers-journal.txt"
-""", 1800)
-    assert event_value(a, "modules").split() == ["gpio_sim", "v4l2loopback"]
-    chip, dev, _first_line, owner = event_value(a, "chip").split()
-    assert re.fullmatch(r"gpiochip\d+", chip) and dev.startswith("gpio-sim."), (chip, dev)
-    assert owner == "gpio:660", owner
-    assert event_value(a, "video").split() == ["kiosk-camera", "video"]
-    journal = (a.vm.share / "drivers-journal.txt").read_text()
-    assert "v4l2 /dev/video0 open: YUYV 1280x720" in journal, journal[-3000:]
+""" + SHOW_DRIVERS, 1800)
+    check_drivers(a)
     # the kiosk came up on the chip (it was started more than once in this boot: the
     # package's own start, then the site's config)
     wait_until(lambda: "ready(3)" in trace.tokens(a.vm.boots), 60,

@@ -3,25 +3,43 @@
 # throw-away copy of the image root (the image itself gets no compiler):
 #   gpio-sim      a real gpiochip; Debian's kernels do not build it, so it is built
 #                 out of tree from linux-source-6.1 at the kernel's exact version
-#   v4l2loopback  a real V4L2 capture device, through Debian's DKMS package
-# Usage (in the chroot): build.sh KERNEL_VERSION OUT_DIR
+#   v4l2loopback  a real V4L2 capture device, built out of tree from the source in
+#                 Debian's v4l2loopback-dkms package
+# Usage (in the chroot): build.sh KERNEL_VERSION OUT_DIR [--sources]
+# With --sources nothing is compiled: each module's prepared source folder is left in
+# OUT_DIR/src/, and the host compiles it with a cross compiler against this root's
+# headers (image.py, for another architecture than the host's: an emulated compiler is
+# many times slower).
 set -euo pipefail
 kver=$1
 out=$2
+mode=${3:-}
 mkdir -p "$out"
+
+# kbuild DIR: the module in DIR (its Kbuild file), for $kver, into $out
+kbuild() {
+    if [ "$mode" = --sources ]; then
+        mkdir -p "$out/src"
+        cp -r "$1" "$out/src/"
+        return
+    fi
+    make -s -C "/lib/modules/$kver/build" M="$1" modules
+    cp "$1"/*.ko "$out/"
+}
+
 # the source must be the kernel's own version, not the newest one
 version=$(dpkg-query -W -f '${Version}' "linux-image-$kver")
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "linux-headers-$kver" "linux-source-6.1=$version" \
-    make xz-utils dkms v4l2loopback-dkms >/dev/null
+    make xz-utils >/dev/null
 
-# v4l2loopback: DKMS may already have built it while installing; if not, for this kernel
-v4l=$(dpkg-query -W -f '${Version}' v4l2loopback-dkms)
-v4l=${v4l%-*}
-if ! find "/var/lib/dkms/v4l2loopback/$v4l/$kver" -name 'v4l2loopback.ko*' 2>/dev/null | grep -q .; then
-    dkms build -m v4l2loopback -v "$v4l" -k "$kver"
-fi
-find "/var/lib/dkms/v4l2loopback/$v4l/$kver" -name 'v4l2loopback.ko*' -exec cp {} "$out/" \;
+# v4l2loopback: the source DKMS would build, taken out of its package
+(cd /root && apt-get download -qq v4l2loopback-dkms)
+v4l=/root/v4l2loopback
+rm -rf "$v4l" /root/v4l2loopback-deb
+dpkg-deb -x /root/v4l2loopback-dkms_*.deb /root/v4l2loopback-deb
+mv /root/v4l2loopback-deb/usr/src/v4l2loopback-* "$v4l"
+kbuild "$v4l"
 
 # gpio-sim, with the parts of the kernel it needs that Debian leaves out
 src=/root/gpio-sim
@@ -32,10 +50,10 @@ tar -xJf /usr/src/linux-source-6.1.tar.xz linux-source-6.1/drivers/gpio/gpio-sim
     linux-source-6.1/drivers/gpio/gpiolib.h linux-source-6.1/kernel/irq/irq_sim.c
 mv linux-source-6.1/drivers/gpio/gpio-sim.c gpio-sim-core.c
 mv linux-source-6.1/drivers/gpio/gpiolib.h linux-source-6.1/kernel/irq/irq_sim.c .
+rm -r linux-source-6.1
 # irq_to_desc is not exported to modules; generic_handle_irq does the same lookup
 grep -q 'handle_simple_irq(irq_to_desc(irqnum))' irq_sim.c
 sed -i 's/handle_simple_irq(irq_to_desc(irqnum))/generic_handle_irq(irqnum)/' irq_sim.c
 printf 'obj-m := gpio-sim.o\ngpio-sim-y := gpio-sim-core.o irq_sim.o\n' >Kbuild
-make -s -C "/lib/modules/$kver/build" M="$src" modules
-cp gpio-sim.ko "$out/"
+kbuild "$src"
 echo "built for $kver: $(cd "$out" && ls)"
