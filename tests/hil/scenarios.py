@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 
 from ordoscan.classifier import Classifier, Kind
 from ordoscan.config import ScanConfig
@@ -82,6 +82,10 @@ def other_code(rig: Rig, kind: str, seed: int) -> Scene:
         if scene.truth and len(_kinds_read(scene)) == len(scene.truth):
             return scene
     raise RuntimeError(f"no readable {kind} scene in seeds {seed}..{seed + MAX_SCENE_TRIES}")
+
+
+def _delivered(rig: Rig, payload: str) -> bool:
+    return any(m.payload == payload for m in rig.messages())
 
 
 def epu(scene: Scene) -> str:
@@ -187,18 +191,18 @@ def fifty_patients(rig: Rig, check: Check) -> None:
             return pool.submit(patient, rig, kinds[i % 3], 1000 + 50 * i)
 
         coming = next_scene(0)
-        since = rig.now()
         for i in range(50):
             scene = coming.result()
             if i < 49:
                 coming = next_scene(i + 1)
             rig.show(scene.image)
             shown.append(epu(scene))
-            # at least 0.7 s, and until the kiosk signals the read, as a patient at the counter
-            # does: the pace is the kiosk's, so a starved daemon makes the queue slower, not
-            # shorter (a read that never comes fails below, after PATIENT_WAIT_S)
+            # at least 0.7 s, and until the kiosk has taken this code (its scan reached the
+            # broker; a count of good-read signals would be fooled by a repeat): the pace is
+            # the kiosk's, so a starved daemon makes the queue slower, not shorter (a read
+            # that never comes fails below, after PATIENT_WAIT_S)
             time.sleep(0.7)
-            wait_for(rig, since, "good_read(1)", i + 1, timeout=PATIENT_WAIT_S)
+            wait_until(partial(_delivered, rig, shown[-1]), PATIENT_WAIT_S, 0.1)
             rig.blank()
             time.sleep(0.3)
     if check(rig.wait_messages(50, 60), f"{len(rig.messages())} of 50 scans reached the broker"):
