@@ -24,8 +24,9 @@ Real drivers for the kiosk's devices (tests/appliance/drivers/):
 - The LED and buzzer lines as the kernel holds them are streamed to the host
   by `kiosk-pinwatch.service` (pinwatch.py) on a named virtio serial port,
   see tests/appliance/trace.py.
-- Camera: `v4l2loopback`, the source of Debian's DKMS package built out of tree
-  for the image's kernel in the same copy; `kiosk-camfeed.service` (camfeed.py) plays the PNG
+- Camera: `v4l2loopback` 0.13.2 (the source of bookworm-backports'
+  v4l2loopback-dkms, pinned by version and sha256 in build.sh), built for the
+  image's kernel in the same copy; `kiosk-camfeed.service` (camfeed.py) plays the PNG
   pictures dropped into /run/scenes into /dev/video0 as a USB camera streams.
   OpenCV for the kiosk's v4l2 source is the opencv-python-headless wheel in
   /usr/local (Raspberry Pi OS would give python3-opencv, 150 packages more).
