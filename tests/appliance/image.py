@@ -24,8 +24,9 @@ Real drivers for the kiosk's devices (tests/appliance/drivers/):
 - The LED and buzzer lines as the kernel holds them are streamed to the host
   by `kiosk-pinwatch.service` (pinwatch.py) on a named virtio serial port,
   see tests/appliance/trace.py.
-- Camera: `v4l2loopback` from Debian's DKMS package, built for the image's
-  kernel in the same copy; `kiosk-camfeed.service` (camfeed.py) plays the PNG
+- Camera: `v4l2loopback` 0.13.2 (the source of bookworm-backports'
+  v4l2loopback-dkms, pinned by version and sha256 in build.sh), built for the
+  image's kernel in the same copy; `kiosk-camfeed.service` (camfeed.py) plays the PNG
   pictures dropped into /run/scenes into /dev/video0 as a USB camera streams.
   OpenCV for the kiosk's v4l2 source is the opencv-python-headless wheel in
   /usr/local (Raspberry Pi OS would give python3-opencv, 150 packages more).
@@ -34,7 +35,13 @@ so a rebuilt image with the same kernel does not build them again.
 
 Another architecture (arm64, the Pi's) is built on this machine through binfmt_misc and
 qemu-user-static: debootstrap's first stage (--foreign) unpacks, its second stage and the
-configuration run in the chroot under qemu-user (see foreign.py).
+configuration run in the chroot under qemu-user (see foreign.py). Its kernel modules are
+prepared in the chroot (build.sh --sources: apt, the sources) and compiled on this machine
+by Debian's cross compiler against the chroot's headers (_cross_compile).
+
+The configured root (debootstrap and _configure, before the rig) is cached too, as a
+folder `base-<arch>-<key>/`: a change to the rig (drivers, units, wheels) makes a new
+image from it without running debootstrap again.
 
     python -m tests.appliance.image [--arch amd64|arm64]    builds (or finds) the image
 """
@@ -84,6 +91,9 @@ RIG = "/usr/local/lib/kiosk-rig"  # where the image keeps the drivers' helpers
 # on Raspberry Pi OS python3-lgpio and python3-opencv; here the wheels, installed once.
 SYSTEM_WHEELS = ["lgpio==0.2.2.0", "opencv-python-headless==4.10.0.84"]
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+# the kernel modules of another architecture's image are cross-compiled (_cross_compile)
+CROSS_COMPILE = {"arm64": "aarch64-linux-gnu-"}
+CROSS_PACKAGE = {"arm64": "gcc-aarch64-linux-gnu"}
 # The virtio serial port the pin watcher writes to (vm.py gives it to qemu by this name).
 TRACE_PORT_NAME = "org.ordoscan.pintrace"
 KIOSK_PINS = "17,27,22,18"  # green, amber, red, buzzer: the kiosk's default BCM pins
@@ -251,6 +261,15 @@ def recipe_key(arch: str) -> str:
     return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
 
 
+def base_key(arch: str) -> str:
+    """What the configured root is made of, before the rig (drivers, units, wheels): a
+    change to the rig alone reuses it (for arm64, 20 minutes of emulated second stage)."""
+    recipe = [SUITE, PACKAGES, KERNEL_PACKAGE[arch], NETWORK, HARNESS_UNIT, HARNESS, MASKED,
+              FSTAB, INITRAMFS_MODULES, inspect.getsource(_configure), arch, debian_mirror(),
+              inspect.getsource(foreign.second_stage)]
+    return hashlib.sha256(repr(recipe).encode()).hexdigest()[:12]
+
+
 def _run(cmd: list[str], what: str, timeout: float = 1500) -> None:
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
@@ -303,8 +322,13 @@ def _drivers_key() -> str:
 
 def build_drivers(root: Path, arch: str, kernel: str, log: object = sys.stderr) -> Path:
     """gpio-sim.ko and v4l2loopback.ko for `kernel`, from the cache or built in a copy of
-    `root` (the compiler, the headers and the kernel source never reach the image)."""
+    `root` (the compiler, the headers and the kernel source never reach the image). For
+    another architecture the copy only prepares the sources (its apt, under qemu-user)
+    and this machine compiles them (_cross_compile)."""
     script = (DRIVERS / "build.sh").read_bytes()
+    cross = arch != host_arch()
+    if cross:
+        script += inspect.getsource(_cross_compile).encode()
     out = CACHE / f"drivers-{arch}-{kernel}-{hashlib.sha256(script).hexdigest()[:12]}"
     if (out / "gpio-sim.ko").exists() and list(out.glob("v4l2loopback.ko*")):
         return out
@@ -319,9 +343,10 @@ def build_drivers(root: Path, arch: str, kernel: str, log: object = sys.stderr) 
             dst.mkdir(parents=True, exist_ok=True)
             _run(["mount", "--bind", str(src), str(dst)], f"mount --bind {src}")
         shutil.copy2(DRIVERS / "build.sh", work / "root/build-drivers.sh")
-        # another architecture's compiler runs under qemu-user: many times slower
-        _chroot(work, f"bash /root/build-drivers.sh {kernel} /root/drivers-out",
-                timeout=900 if arch == host_arch() else 7200)
+        _chroot(work, f"bash /root/build-drivers.sh {kernel} /root/drivers-out"
+                      + (" --sources" if cross else ""), timeout=900 if not cross else 3600)
+        if cross:
+            _cross_compile(work, arch, kernel, work / "root/drivers-out")
         tmp = out.with_suffix(".tmp")
         safe_rmtree(tmp)
         shutil.copytree(work / "root/drivers-out", tmp)
@@ -331,6 +356,35 @@ def build_drivers(root: Path, arch: str, kernel: str, log: object = sys.stderr) 
     print(f"appliance image: drivers for {kernel} built in {time.monotonic() - t0:.0f} s: "
           f"{sorted(f.name for f in out.iterdir())}", file=log, flush=True)
     return out
+
+
+def _cross_compile(root: Path, arch: str, kernel: str, out: Path) -> None:
+    """Compiles the module sources build.sh --sources left in out/src/ for `kernel` with
+    Debian's cross compiler (gcc-aarch64-linux-gnu), against the headers installed in
+    `root` (a copy of the image's root). Measured here: about a minute, where the same
+    build under qemu-user took far longer (docs/HIL.md)."""
+    prefix = CROSS_COMPILE[arch]
+    if shutil.which(f"{prefix}gcc-12") is None:
+        raise RuntimeError(f"no {prefix}gcc-12 to build the {arch} kernel modules: "
+                           f"apt-get install {CROSS_PACKAGE[arch]} (./dev setup installs it)")
+    headers = root / "usr/src" / f"linux-headers-{kernel}"
+    makefile = headers / "Makefile"
+    # Debian's headers include their common half by its absolute path: the copy's here
+    text = makefile.read_text()
+    makefile.write_text(text.replace("include /usr/src/", f"include {root}/usr/src/"))
+    # kbuild's own helpers (fixdep, modpost) are the root's arm64 programs: binfmt_misc
+    # runs them under qemu-user, with the cross toolchain's C library
+    env = {**os.environ, "QEMU_LD_PREFIX": f"/usr/{prefix.rstrip('-')}"}
+    for src in sorted((out / "src").iterdir()):
+        r = subprocess.run(["make", "-s", "-C", str(headers), f"ARCH={arch}",
+                            f"CROSS_COMPILE={prefix}", f"M={src}", "modules"],
+                           capture_output=True, text=True, env=env, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"cross-compiling {src.name} for {kernel} failed:\n"
+                               f"{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+        for ko in src.glob("*.ko"):
+            shutil.copy2(ko, out / ko.name)
+    shutil.rmtree(out / "src")
 
 
 def _system_wheels(root: Path, arch: str) -> None:
@@ -393,31 +447,11 @@ def build(arch: str, log: object = sys.stderr) -> Image:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if raw.exists() and kernel.exists() and initrd.exists() and version_file.exists():
             return Image(arch, raw, kernel, initrd, version_file.read_text().strip())
-        if arch != host_arch():
-            foreign.require(arch)
+        t0 = time.monotonic()
+        base = _base_root(arch, log)
         work = CACHE / f"build-{arch}-{os.getpid()}"
         safe_rmtree(work)
-        # dpkg in the root being built skips its fsync per file (mmdebstrap does the same):
-        # thousands of fsyncs on a shared disk, for files that mkfs.ext4 -d reads from the
-        # page cache anyway; removed again in _configure
-        unsafe_io = work / UNSAFE_IO
-        unsafe_io.parent.mkdir(parents=True)
-        unsafe_io.write_text("force-unsafe-io\n")
-        t0 = time.monotonic()
-        print(f"appliance image: debootstrap {SUITE} {arch} into {work}", file=log, flush=True)
-        include = ",".join([*PACKAGES, KERNEL_PACKAGE[arch]])
-        # debootstrap downloads into the root's apt cache: give it the cached .debs
-        debs = CACHE / f"debs-{arch}"
-        debs.mkdir(exist_ok=True)
-        cmd = ["debootstrap", "--variant=minbase", f"--include={include}", f"--arch={arch}"]
-        cmd.append(f"--cache-dir={debs}")
-        if arch != host_arch():
-            cmd.append("--foreign")
-        _run([*cmd, SUITE, str(work), debian_mirror()], "debootstrap")
-        if arch != host_arch():
-            foreign.second_stage(work, log)
-        t1 = time.monotonic()
-        _configure(work)
+        _run(["cp", "-a", "--reflink=auto", str(base), str(work)], "copying the base root")
         boot = work / "boot"
         kernels = sorted(boot.glob("vmlinuz-*"))
         if not kernels:
@@ -440,9 +474,51 @@ def build(arch: str, log: object = sys.stderr) -> Image:
             if (old.is_file() and key not in old.name and not old.name.startswith("debs-")
                     and time.time() - old.stat().st_mtime > 86400):
                 old.unlink()
-        print(f"appliance image: built in {time.monotonic() - t0:.0f} s "
-              f"(debootstrap {t1 - t0:.0f} s), kernel {version}", file=log, flush=True)
+        print(f"appliance image: built in {time.monotonic() - t0:.0f} s, kernel {version}",
+              file=log, flush=True)
         return Image(arch, raw, kernel, initrd, version)
+
+
+def _base_root(arch: str, log: object) -> Path:
+    """The configured root before the rig (debootstrap, second stage, _configure), cached
+    as a folder `base-<arch>-<key>/`; the caller holds the architecture's lock."""
+    base = CACHE / f"base-{arch}-{base_key(arch)}"
+    if (base / "etc/hostname").exists():
+        return base
+    if arch != host_arch():
+        foreign.require(arch)
+    work = CACHE / f"base-build-{arch}-{os.getpid()}"
+    safe_rmtree(work)
+    # dpkg in the root being built skips its fsync per file (mmdebstrap does the same):
+    # thousands of fsyncs on a shared disk, for files that mkfs.ext4 -d reads from the
+    # page cache anyway; removed again in _configure
+    unsafe_io = work / UNSAFE_IO
+    unsafe_io.parent.mkdir(parents=True)
+    unsafe_io.write_text("force-unsafe-io\n")
+    t0 = time.monotonic()
+    print(f"appliance image: debootstrap {SUITE} {arch} into {work}", file=log, flush=True)
+    include = ",".join([*PACKAGES, KERNEL_PACKAGE[arch]])
+    # debootstrap downloads into the root's apt cache: give it the cached .debs
+    debs = CACHE / f"debs-{arch}"
+    debs.mkdir(exist_ok=True)
+    cmd = ["debootstrap", "--variant=minbase", f"--include={include}", f"--arch={arch}"]
+    cmd.append(f"--cache-dir={debs}")
+    if arch != host_arch():
+        cmd.append("--foreign")
+    _run([*cmd, SUITE, str(work), debian_mirror()], "debootstrap")
+    if arch != host_arch():
+        foreign.second_stage(work, log)
+    t1 = time.monotonic()
+    _configure(work)
+    # other recipes' roots go once a day old, as the images do
+    for old in CACHE.glob(f"base-{arch}-*"):
+        if old.is_dir() and time.time() - old.stat().st_mtime > 86400:
+            safe_rmtree(old)
+    work.rename(base)
+    print(f"appliance image: base root in {time.monotonic() - t0:.0f} s "
+          f"(debootstrap {t1 - t0:.0f} s, configured {time.monotonic() - t1:.0f} s)",
+          file=log, flush=True)
+    return base
 
 
 def main() -> None:

@@ -10,6 +10,15 @@ this machine on a virtio serial port of the VM (trace.py) and are decoded by the
 SPEC §4 decoder of the rigs: the good read must show as a green dip with one
 beep, with SPEC §4's timings within a tolerance for an emulated machine.
 
+An emulated guest on a loaded 2-core host is descheduled for whole stretches, and
+each timed step of the kiosk then ends late by as much (a 150 ms dip was seen at
+619 ms, which the decoder's 600 ms bound took for a stray green blink and a stray
+beep). So while a scan is judged, a probe in the guest (guest.sh `lag_probe`)
+measures how late the guest wakes a sleeping process, and the decoder and the timing
+checks allow that much more on their late bounds (never on the early ones, and never
+more than MAX_LATE_S): a dip or beep too short, too long for the lateness measured at
+that moment, missing or doubled still fails.
+
 gpiozero's lgpio factory wants a Raspberry Pi board revision: the image's
 `kiosk-board.service` (drivers/board.sh) writes a copy of /proc/cpuinfo with a Pi
 4's `Revision` line, and a drop-in of the test image binds it over /proc/cpuinfo
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -30,16 +40,19 @@ from ordoscan import feedback
 
 from tests.appliance.test_appliance import (
     DEVICE,
+    MAX_LATE_S,
     REPO,
     SITE,
     Appliance,
     boot_until_ready,
     event_value,
     kiosk_toml,
+    lateness,
     open_appliance,
     power_off,
 )
 from tests.appliance.trace import Trace
+from tests.hil import signals
 from tests.hil.signals import summary
 from tests.support.wait import wait_until
 
@@ -53,6 +66,7 @@ RESULTS = REPO / "build" / "appliance-drivers.json"
 # machine wakes the daemon's feedback worker late, never early: a wide margin above,
 # a small one below.
 EARLY_S, LATE_S = 0.03, 0.3
+PROBE_S = 240  # how long the guest's lag probe runs for one scan's judgement
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +77,38 @@ def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Appliance,
         RESULTS.write_text(json.dumps(a.results, indent=2, default=str) + "\n")
 
 
-def within(measured: float, nominal: float) -> bool:
-    return nominal - EARLY_S <= measured <= nominal + LATE_S
+# What the running kiosk is on, sent to the host (a job's lines, after READY): the modules,
+# the chip and its group, the camera, and the daemon's journal into the share.
+SHOW_DRIVERS = """
+ev "modules $(lsmod | awk '$1 == "gpio_sim" || $1 == "v4l2loopback" {print $1}' | sort | tr '\\n' ' ')"
+ev "chip $(cat /run/kiosk-board/gpiochip) $(stat -c '%G:%a' /dev/$(cut -d' ' -f1 /run/kiosk-board/gpiochip))"
+ev "video $(cat /sys/class/video4linux/video0/name) $(stat -c '%G' /dev/video0)"
+journalctl -u ordoscan -o cat --no-pager >"$SHARE/drivers-journal.txt"
+"""
+
+
+def check_drivers(a: Appliance) -> str:
+    """After SHOW_DRIVERS: gpio-sim and v4l2loopback loaded, the chip the gpio group's, the
+    loopback camera the video group's, and the daemon reading it through its v4l2 source.
+    Returns the chip's name (gpiochipN)."""
+    assert event_value(a, "modules").split() == ["gpio_sim", "v4l2loopback"]
+    chip, dev, _first_line, owner = event_value(a, "chip").split()
+    assert re.fullmatch(r"gpiochip\d+", chip) and dev.startswith("gpio-sim."), (chip, dev)
+    assert owner == "gpio:660", owner
+    assert event_value(a, "video").split() == ["kiosk-camera", "video"]
+    journal = (a.vm.share / "drivers-journal.txt").read_text()
+    assert "v4l2 /dev/video0 open: YUYV 1280x720" in journal, journal[-3000:]
+    return chip
+
+
+def within(measured: float, nominal: float, late: float) -> bool:
+    return nominal - EARLY_S <= measured <= nominal + LATE_S + late
 
 
 def test_kiosk_starts_on_the_kernel_drivers(kiosk: tuple[Appliance, Trace]) -> None:
     a, trace = kiosk
     deb = a.debs[1].name
-    (a.vm.share / "kiosk.toml").write_text(kiosk_toml(camera="v4l2"))
+    (a.vm.share / "kiosk.toml").write_text(kiosk_toml())
     a.vm.boot()
     a.run(f"""
 cp "$SHARE/{deb}" /root/
@@ -81,18 +119,8 @@ systemctl daemon-reload
 systemctl enable --now broker-relay.service
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
-ev "modules $(lsmod | awk '$1 == "gpio_sim" || $1 == "v4l2loopback" {{print $1}}' | sort | tr '\\n' ' ')"
-ev "chip $(cat /run/kiosk-board/gpiochip) $(stat -c '%G:%a' /dev/$(cut -d' ' -f1 /run/kiosk-board/gpiochip))"
-ev "video $(cat /sys/class/video4linux/video0/name) $(stat -c '%G' /dev/video0)"
-journalctl -u ordoscan -o cat --no-pager >"$SHARE/drivers-journal.txt"
-""", 1800)
-    assert event_value(a, "modules").split() == ["gpio_sim", "v4l2loopback"]
-    chip, dev, _first_line, owner = event_value(a, "chip").split()
-    assert re.fullmatch(r"gpiochip\d+", chip) and dev.startswith("gpio-sim."), (chip, dev)
-    assert owner == "gpio:660", owner
-    assert event_value(a, "video").split() == ["kiosk-camera", "video"]
-    journal = (a.vm.share / "drivers-journal.txt").read_text()
-    assert "v4l2 /dev/video0 open: YUYV 1280x720" in journal, journal[-3000:]
+""" + SHOW_DRIVERS, 1800)
+    check_drivers(a)
     # the kiosk came up on the chip (it was started more than once in this boot: the
     # package's own start, then the site's config)
     wait_until(lambda: "ready(3)" in trace.tokens(a.vm.boots), 60,
@@ -118,26 +146,43 @@ def test_scan_through_v4l2_and_its_good_read_on_the_lines(kiosk: tuple[Appliance
     SPEC §4 says (green off 150 ms, one 80 ms beep)."""
     a, trace = kiosk
     boot = a.vm.boots
-    before = len(trace.good_reads(boot))
     names = a.frames_for(1, "v4l2")
-    a.run(f'feed "$SHARE/frames/{names[0]}"\n', 120)
+    fed_at = time.monotonic()
+    a.run(f'lag_probe {PROBE_S}\nshow "$SHARE/frames/{names[0]}"\n', 600)
     assert a.sub.wait_for(lambda s: a.fed[-1] in {m.payload for m in a.scans()}, 180), (
         f"the scan fed through /dev/video0 was not delivered; job log:\n{a.vm.job_log()[-2000:]}")
 
-    def signalled() -> bool:
-        return len(trace.good_reads(boot)) > before
+    def signalled() -> list[signals.Event]:
+        judged = Trace(a.vm, lateness(a, fed_at))
+        return [e for e in judged.good_reads(boot) if e.t >= fed_at]
 
-    wait_until(signalled, 30, f"a good read on the lines; seen {trace.tokens(boot)}")
-    tokens = trace.tokens(boot)
-    a.results["drivers_tokens"] = summary(tokens)
-    assert [t for t in tokens if not t.startswith("ready")] == ["good_read(1)"], summary(tokens)
-    read = trace.good_reads(boot)[-1]
+    found = wait_until(signalled, 30, f"a good read on the lines; seen {trace.tokens(boot)}",
+                       every=0.5)[0]
+    # judged again with the lateness of the read's own moment only, not of the whole wait
+    window_end = found.t + feedback.GOOD_READ_DIP_S + LATE_S + MAX_LATE_S
+    wait_until(lambda: any(e.text.startswith("lag ") and e.at > window_end + 0.5
+                           for e in a.vm.lines()), 30, "the lag probe's reports past the read",
+               every=0.5)
+    late = lateness(a, found.t - 0.5, window_end)
+    judged = Trace(a.vm, late)
+    tokens = judged.tokens(boot)
+    a.results.update(drivers_tokens=summary(tokens), guest_late_s=late,
+                     drivers_tokens_without_lateness=summary(trace.tokens(boot)))
+    # one good read; one more for each time the picture was shown again after it was read
+    # (guest.sh show: a read whose journal line came late), signalled as a repeat
+    showings = int(event_value(a, f"showings {names[0].removesuffix('.png')}"))
+    reads = [t for t in tokens if not t.startswith("ready")]
+    assert reads and set(reads) == {"good_read(1)"} and len(reads) <= showings, (
+        f"{summary(tokens)} after {showings} showing(s) (guest {late * 1000:.0f} ms late at worst)")
+    read = judged.good_reads(boot)[-1]
     dips = [length for start, length in trace.runs("green", False, boot) if start >= read.t - 0.01]
     beeps = [length for start, length in trace.runs("buzzer", True, boot) if start >= read.t - 0.05]
     assert dips and beeps, (dips, beeps)
     a.results.update(good_read_dip_s=round(dips[0], 3), good_read_beep_s=round(beeps[0], 3))
-    assert within(dips[0], feedback.GOOD_READ_DIP_S), f"green dip {dips[0]:.3f} s"
-    assert within(beeps[0], feedback.BEEP_S), f"beep {beeps[0]:.3f} s"
+    assert within(dips[0], feedback.GOOD_READ_DIP_S, late), (
+        f"green dip {dips[0]:.3f} s, guest {late * 1000:.0f} ms late at worst")
+    assert within(beeps[0], feedback.BEEP_S, late), (
+        f"beep {beeps[0]:.3f} s, guest {late * 1000:.0f} ms late at worst")
     # the ready notes are reported only: a worker woken late shows the notes it missed
     # briefly, in order (feedback's catch-up), so their lengths say more about the load
     a.results["ready_beeps_s"] = [round(x, 3) for _, x in trace.runs("buzzer", True, boot)][:3]
@@ -146,15 +191,22 @@ def test_scan_through_v4l2_and_its_good_read_on_the_lines(kiosk: tuple[Appliance
 def test_good_reads_before_a_cut_are_delivered(kiosk: tuple[Appliance, Trace]) -> None:
     """The trace survives a power cut: the good reads seen on the buzzer line before it
     are counted on this machine, and each reaches the subscriber after the reboot."""
-    a, trace = kiosk
+    a, _trace = kiosk
     boot = a.vm.boots
-    before = len(trace.good_reads(boot))  # the earlier tests' reads, in this boot
+    fed_at = time.monotonic()  # the earlier tests' reads in this boot came before
     names = a.frames_for(3, "cut")
-    a.run("".join(f'feed "$SHARE/frames/{f}"\n' for f in names), 120)
-    wait_until(lambda: len(trace.good_reads(boot)) >= before + 2, 180,
-               f"two good reads on the lines; seen {trace.tokens(boot)}")
+    # two read for sure, the third in view at the cut
+    a.run(f'lag_probe {PROBE_S}\nshow "$SHARE/frames/{names[0]}" "$SHARE/frames/{names[1]}"\n'
+          f'feed "$SHARE/frames/{names[2]}"\n', 900)
+
+    def good_reads() -> int:
+        """This test's good reads, with the guest's worst lateness of this boot allowed."""
+        judged = Trace(a.vm, lateness(a, fed_at))
+        return sum(1 for e in judged.good_reads(boot) if e.t >= fed_at)
+
+    wait_until(lambda: good_reads() >= 2, 180, "two good reads on the lines", every=0.5)
     a.vm.cut()
-    seen = len(trace.good_reads(boot)) - before
+    seen = good_reads()
     boot_until_ready(a)
     fed = set(a.fed[-3:])
     assert a.sub.wait_for(lambda _s: len(fed & {m.payload for m in a.scans()}) >= seen, 180), (

@@ -93,8 +93,11 @@ class Machine(Protocol):
 class Trace:
     """Every boot's changes of the kiosk's output lines, and their SPEC §4 signals."""
 
-    def __init__(self, vm: Machine) -> None:
+    def __init__(self, vm: Machine, late_s: float = 0.0) -> None:
+        """late_s: how late the guest was measured to wake a sleeping process, which the
+        decoder allows on the bounds a late write stretches (signals.decode)."""
         self.vm = vm
+        self.late_s = late_s
 
     def changes(self, boot: int | None = None) -> list[Change]:
         """The decoder's input: start/reset markers around each boot's level changes."""
@@ -113,7 +116,7 @@ class Trace:
         return out
 
     def events(self, boot: int | None = None) -> list[signals.Event]:
-        return signals.decode(self.changes(boot), time.monotonic())
+        return signals.decode(self.changes(boot), time.monotonic(), self.late_s)
 
     def tokens(self, boot: int | None = None) -> list[str]:
         return [e.token for e in self.events(boot)]

@@ -39,6 +39,11 @@ BROKER = "10.0.2.100"  # where the guest finds the test's broker (see VM.netdev)
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
 QEMU_PACKAGE = {"amd64": "qemu-system-x86", "arm64": "qemu-system-arm"}  # Debian's, with QEMU[arch]
 CONSOLE = {"amd64": "ttyS0", "arm64": "ttyAMA0"}
+# qemu's virt board has a PL061 GPIO controller (its power button), built into Debian's
+# arm64 kernel: probed first, it would be gpiochip0, where gpiozero's lgpio factory looks
+# for the Pi's GPIO bank (pinctrl-bcm2711 is gpiochip0 on a Pi 4). Its initcall is left
+# out, so the gpio-sim chip made at boot (drivers/board.sh) is gpiochip0 as on the Pi.
+BOARD_CMDLINE = {"amd64": "", "arm64": "initcall_blacklist=pl061_gpio_driver_init"}
 
 
 def qemu_binary(arch: str) -> str | None:
@@ -155,7 +160,8 @@ class VM:
         (self.share / "jobs").mkdir()
         console = CONSOLE[self.image.arch]
         cmdline = (f"root=/dev/vda {'ro' if ro_root else 'rw'} console={console} panic=-1 "
-                   "quiet systemd.show_status=0 ordoscan.harness " + append).strip()
+                   f"quiet systemd.show_status=0 ordoscan.harness {BOARD_CMDLINE[self.image.arch]} "
+                   + append).strip()
         binary = qemu_binary(self.image.arch)
         assert binary is not None
         if self.image.arch == "amd64":

@@ -157,8 +157,9 @@ def _ready_at(life: _Life) -> tuple[float, float | None] | None:
     return None
 
 
-def _decode_life(life: _Life, until: float) -> list[Event]:
+def _decode_life(life: _Life, until: float, late_s: float) -> list[Event]:
     events: list[Event] = []
+    dip_max, sound_late, note_gap = DIP_MAX_S + late_s, SOUND_LATE_S + late_s, NOTE_GAP_S + late_s
     up = _ready_at(life)
     if up is None:
         return events
@@ -183,14 +184,14 @@ def _decode_life(life: _Life, until: float) -> list[Event]:
                 green_off_at = c.t
             elif green_off_at is not None:
                 off = c.t - green_off_at
-                if DIP_MIN_S <= off <= DIP_MAX_S:
+                if DIP_MIN_S <= off <= dip_max:
                     events.append(Event(green_off_at, "good_read", sound=SOUND_BEEPS["good_read"]))
-                elif off > DIP_MAX_S:
+                elif off > dip_max:
                     events.append(Event(green_off_at, "odd_green"))
                 green_off_at = None
     # killed during the dip: the scan was on disk before the dip began, the promise was made
     if (green_off_at is not None and life.reset and life.end is not None
-            and life.end - green_off_at <= DIP_MAX_S):
+            and life.end - green_off_at <= dip_max):
         events.append(Event(green_off_at, "good_read", sound=SOUND_BEEPS["good_read"]))
 
     # red: refusals (one long pulse) and faults (a train of blinks); the booting red is not one
@@ -232,9 +233,9 @@ def _decode_life(life: _Life, until: float) -> list[Event]:
         for i, b in enumerate(beeps):
             if used[i] or b.start < e.t - CLOCK_SLACK_S:
                 continue
-            if prev_end is None and b.start > e.t + SOUND_LATE_S:
+            if prev_end is None and b.start > e.t + sound_late:
                 break
-            if prev_end is not None and b.start - prev_end > NOTE_GAP_S:
+            if prev_end is not None and b.start - prev_end > note_gap:
                 break
             used[i] = True
             e.beeps += 1
@@ -248,11 +249,18 @@ def _decode_life(life: _Life, until: float) -> list[Event]:
     return events
 
 
-def decode(changes: Sequence[Change], until: float) -> list[Event]:
-    """The events of SPEC §4 in these changes, observed up to `until` (time.monotonic())."""
+def decode(changes: Sequence[Change], until: float, late_s: float = 0.0) -> list[Event]:
+    """The events of SPEC §4 in these changes, observed up to `until` (time.monotonic()).
+
+    late_s widens the tolerances a late write stretches (a good read's dip, a sound's
+    start and the gaps between its notes) by that much: how late the machine that wrote
+    the changes was measured to wake a sleeping process (an emulated guest on a loaded
+    host, tests/appliance). The lower bounds stay: a late wake-up never shortens a step."""
+    if late_s < 0:
+        raise ValueError(f"late_s must be >= 0, not {late_s}")
     out: list[Event] = []
     for life in _lives(changes):
-        out.extend(_decode_life(life, until))
+        out.extend(_decode_life(life, until, late_s))
     return out
 
 

@@ -8,7 +8,12 @@ from tests.hil.rig import Rig, Unsupported
 from tests.hil.scenarios import SCENARIOS, Row, Scenario, run
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name.replace(" ", "-") for s in SCENARIOS])
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param(s, marks=[pytest.mark.timeout(s.timeout_s)] if s.timeout_s else [])
+     for s in SCENARIOS],
+    ids=[s.name.replace(" ", "-") for s in SCENARIOS],
+)
 def test_scenario(rig: Rig, scenario: Scenario, report_row: list[Row]) -> None:
     try:
         row, problems = run(rig, scenario)

@@ -155,6 +155,25 @@ def test_wrong_signals_are_not_taken_for_right_ones() -> None:
     assert tokens(silent, 4.0) == ["ready(3)", "good_read(0)"]
 
 
+def test_a_late_machine_widens_the_late_bounds_only() -> None:
+    # a starved emulated guest woke the feedback worker 470 ms late: a 619 ms dip
+    late_dip = [*simulate(BOOT, 1.0), Change(2.0, "green", False), Change(2.0, "buzzer", True),
+                Change(2.08, "buzzer", False), Change(2.619, "green", True)]
+    assert tokens(late_dip, 4.0) == ["ready(3)", "odd_green", "beep"]
+    assert [e.token for e in decode(late_dip, 4.0, late_s=0.1)] == ["ready(3)", "good_read(1)"]
+    # what no lateness explains still shows: a dip too short, green off for seconds, two beeps
+    short = [*simulate(BOOT, 1.0), Change(2.0, "green", False), Change(2.02, "green", True)]
+    assert [e.token for e in decode(short, 4.0, late_s=1.0)] == ["ready(3)"]
+    long = [*simulate(BOOT, 1.0), Change(2.0, "green", False), Change(4.0, "green", True)]
+    assert [e.token for e in decode(long, 5.0, late_s=1.0)] == ["ready(3)", "odd_green"]
+    two = [*simulate(BOOT, 1.0), Change(2.0, "green", False), Change(2.0, "buzzer", True),
+           Change(2.08, "buzzer", False), Change(2.15, "green", True),
+           Change(2.2, "buzzer", True), Change(2.28, "buzzer", False)]
+    assert [e.token for e in decode(two, 4.0, late_s=0.5)] == ["ready(3)", "good_read(1)", "beep"]
+    with pytest.raises(ValueError):
+        decode(late_dip, 4.0, late_s=-0.1)
+
+
 @pytest.mark.parametrize(
     ("expected", "seen", "ok"),
     [
