@@ -129,3 +129,34 @@ def test_the_defocus_pass_reads_from_the_main_stream(monkeypatch: pytest.MonkeyP
     # the same decoder without the defocus passes: nothing read
     monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", ())
     assert Decoder(budget_ms=10_000, duty=None).decode(frame, zoom) == []
+
+
+def test_the_lengths_are_tried_in_turn_on_one_measure() -> None:
+    """The measure overshoots this one (9.8 px for 8): the deconvolution at the length as
+    measured does not read, the one a little shorter does, from the same measure."""
+    region = smeared(100, 8)[100:300, 150:350]
+    m = deblur.estimate(region)
+    assert m is not None and m.length > 9
+    first, shorter = deblur.deconvolved(region, m, (1.0, 0.9))
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(first)}
+    assert EPU in {r.text for r in zxingcpp.read_barcodes(shorter)}
+    assert np.array_equal(first, deblur.deconvolve(region, m))
+
+
+def test_the_deblur_pass_measures_the_motion_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both lengths come from one read of the region and one measure of its motion (the
+    frame's own measure, which says the pass is due, is on the frame's pixels)."""
+    frame = smeared(145, 9)  # read at 0.9 of the length as measured, not at 1.0
+    sizes: list[tuple[int, ...]] = []
+    estimate = deblur.estimate
+
+    def counted(region: np.ndarray) -> deblur.Motion | None:
+        sizes.append(region.shape)
+        return estimate(region)
+
+    monkeypatch.setattr(deblur, "estimate", counted)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(frame)] == [EPU]
+    # the pass reads the region upscaled (no main stream here): larger than the frame's
+    prepared = [s for s in sizes if s[0] > 200]
+    assert len(prepared) == 1, sizes

@@ -8,7 +8,7 @@ fast pass did not read (see ordoscan.decoder).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -66,7 +66,8 @@ class Pass:
     zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
     clip_level: int = 0  # grey levels under this turned black, the rest white, first (0: not)
-    deblur: float = 0.0  # undo the region's motion blur first, this times its measured length
+    # undo the region's motion blur first, these times its measured length in turn
+    deblur: tuple[float, ...] = ()
     # undo the region's defocus disc first, these times its measured radius in turn
     defocus: tuple[float, ...] = ()
     flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
@@ -123,11 +124,9 @@ ERODE_PASSES = (
 # A page moving during a long exposure (dim light) smears the modules together: on a
 # region whose blur measures as linear motion, the main stream deconvolved (see deblur.py;
 # on the second generator's dev split it read 3 of 6 such codes tried); the length as
-# measured, then a little shorter (the measure tends to overshoot by a pixel).
-DEBLUR_PASSES = (
-    Pass("qr-zoom-deblur", QR, zoom=True, deblur=1.0, downscale=False),
-    Pass("qr-zoom-deblur-0.9", QR, zoom=True, deblur=0.9, downscale=False),
-)
+# measured, then a little shorter (the measure tends to overshoot by a pixel). One pass:
+# the main stream's region is read and the motion measured once for both lengths.
+DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downscale=False),)
 
 # A page nearer or farther than the lens is focused (autofocus hunting or lagging, or a
 # fixed-focus lens) blurs each module into a disc: on a region whose steepest edges
@@ -220,20 +219,32 @@ def run_pass(
         motion = deblur.estimate(prepared)
         if motion is None:
             return []
-        prepared = deblur.deconvolve(prepared, replace(motion, length=motion.length * p.deblur))
+        return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found)
     if p.defocus:
         radius = deblur.defocus(prepared)
         if radius is None:
             return []
-        # the measure once, each multiple of it undone in turn until one reads
-        unread: list[tuple[str, Box]] = []
-        for k in p.defocus:
-            before = len(found)
-            unread = _read(p, deblur.undo_defocus(prepared, radius * k), frame, box, found)
-            if len(found) > before:
-                break
-        return unread
+        return _read_each(p, deblur.undone_defocus(prepared, radius, p.defocus), frame, box,
+                          found)
     return _read(p, prepared, frame, box, found)
+
+
+def _read_each(
+    p: Pass,
+    versions: Iterator[Grey],
+    frame: Grey,
+    box: Box,
+    found: dict[tuple[str, bytes], Symbol],
+) -> list[tuple[str, Box]]:
+    """The versions of one prepared region (one blur measure, each multiple of it undone)
+    read in turn until one reads (see run_pass)."""
+    unread: list[tuple[str, Box]] = []
+    for version in versions:
+        before = len(found)
+        unread = _read(p, version, frame, box, found)
+        if len(found) > before:
+            break
+    return unread
 
 
 def _read(
