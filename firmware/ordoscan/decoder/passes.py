@@ -65,7 +65,8 @@ class Pass:
     binarizer: zxingcpp.Binarizer = zxingcpp.Binarizer.LocalAverage
     zoom: bool = False  # read the region from the main stream (Zoom) instead of the frame
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
-    clip_level: int = 0  # grey levels under this turned black, the rest white, first (0: not)
+    # grey levels under each of these turned black, the rest white, first (in turn)
+    clip_levels: tuple[int, ...] = ()
     # undo the region's motion blur first, these times its measured length in turn
     deblur: tuple[float, ...] = ()
     # undo the region's defocus disc first, these times its measured radius in turn
@@ -114,11 +115,15 @@ CLIPPED_SHARE = 0.005  # a region with this share of clipped pixels gets ERODE_P
 # binarizer's local mean, pulled up by the clipped whites, calls it white). The main
 # stream split at that level, then a 3x3 minimum, reads blown-out phones that the erode
 # pass alone does not (on the second generator's dev split, seeds 0-159: 5 of the 6
-# phones, blown out in a dim room or in dark mode, that every pass missed).
+# phones, blown out in a dim room or in dark mode, that every pass missed). Where the
+# bloom is milder the split at 240 leaves the dark modules fat enough that the minimum
+# merges them: the same main-stream read split lower next (on seeds 400-999, dim light
+# and dark phones: 2 of the 3 blown-out phones every pass missed; 220 read those 5 too).
 CLIP_LEVEL = 240
+CLIP_LEVELS = (CLIP_LEVEL, 220)
 ERODE_PASSES = (
     ERODE_PASS,
-    Pass("qr-zoom-clip", QR, zoom=True, erode=True, clip_level=CLIP_LEVEL, downscale=False),
+    Pass("qr-zoom-clip", QR, zoom=True, erode=True, clip_levels=CLIP_LEVELS, downscale=False),
 )
 
 # A page moving during a long exposure (dim light) smears the modules together: on a
@@ -211,10 +216,12 @@ def run_pass(
             p = replace(p, zoom=False, scale=1.0 if p.defocus else FIT_SCALE[1] / 1.5,
                         downscale=False)
         prepared = prepare(region, p)
-    if p.clip_level:
-        prepared = np.where(prepared >= p.clip_level, 255, 0).astype(np.uint8)
+    if p.clip_levels:
+        # one read of the main stream, split at each level in turn until one reads
+        split = (np.where(prepared >= level, 255, 0).astype(np.uint8) for level in p.clip_levels)
+        return _read_each(p, (_eroded(x) if p.erode else x for x in split), frame, box, found)
     if p.erode:
-        prepared = np.asarray(Image.fromarray(prepared).filter(ImageFilter.MinFilter(3)))
+        prepared = _eroded(prepared)
     if p.deblur:
         motion = deblur.estimate(prepared)
         if motion is None:
@@ -227,6 +234,11 @@ def run_pass(
         return _read_each(p, deblur.undone_defocus(prepared, radius, p.defocus), frame, box,
                           found)
     return _read(p, prepared, frame, box, found)
+
+
+def _eroded(image: Grey) -> Grey:
+    """A 3x3 minimum: dark modules regain what blooming took."""
+    return np.asarray(Image.fromarray(image).filter(ImageFilter.MinFilter(3)))
 
 
 def _read_each(
