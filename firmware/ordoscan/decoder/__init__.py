@@ -275,8 +275,9 @@ class Decoder:
         # generic passes read most detected codes
         jobs += [Job(FLATTEN_PASS, box) for box in unread_qr]
         # a code still unread after the generic passes may be out of focus (the main stream's
-        # pixels say: the pass does nothing on a region that measures in focus)
-        qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]]
+        # pixels say: the pass does nothing on a region that measures in focus). A disc as
+        # wide as a module leaves no finder pattern to see: the statistics' regions count too
+        qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in small
                  if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
         detected = unread_qr or unread_other
