@@ -22,8 +22,10 @@ sign of a code the fast pass did not read:
   resampled on its own module grid (`warp`): a code on cloth or on a curled
   or creased page, whose modules drift off zxing-cpp's perspective grid;
 - on any of those small regions with a sign of a QR Code still unread after
-  the generic passes, a defocus disc measured on the main stream and undone
-  (`deblur`; nothing is done where the region measures in focus);
+  the generic passes (or a patch the statistics below point at: a disc as
+  wide as a module leaves no finder pattern), a defocus disc measured on the
+  main stream and undone (`deblur`; nothing is done where the region measures
+  in focus);
 - a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
