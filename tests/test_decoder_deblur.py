@@ -10,7 +10,9 @@ import numpy as np
 import ordoscan.decoder as decoder_module
 import pytest
 import zxingcpp
+from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder, deblur
+from ordoscan.devtools.docscenes import DocScene
 
 EPU = "01S2TBPZ2JCNZZYGHZ"
 
@@ -129,3 +131,50 @@ def test_the_defocus_pass_reads_from_the_main_stream(monkeypatch: pytest.MonkeyP
     # the same decoder without the defocus passes: nothing read
     monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", ())
     assert Decoder(budget_ms=10_000, duty=None).decode(frame, zoom) == []
+
+
+# -- the autofocus missed the page (ordoscan.devtools.af_miss, development scenes) --------
+
+
+def _af_miss(seed: int) -> tuple[DocScene, str]:
+    from ordoscan.devtools import af_miss
+
+    (spec,) = af_miss.specs(1, offset=seed)
+    scene = af_miss.render(*spec)
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert epu not in {r.text for r in zxingcpp.read_barcodes(scene.image)}
+    return scene, epu
+
+
+def test_a_defocused_code_with_no_finder_pattern_left_is_undone_where_the_statistics_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The focus locked behind the page (dev scene 2 of af_miss, a wide-angle module):
+    the disc leaves neither a detected symbol nor a finder pattern, only the region
+    statistics' patch; the defocus pass there reads it, and nothing else does."""
+    scene, epu = _af_miss(2)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", ())
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+def test_a_disc_wider_than_a_module_is_undone_well_past_its_measure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dev scene 23 of af_miss: the disc's measure falls well short of it (the modules never
+    reach the full contrast); undone at 1.15 and 1.3 times the measure nothing reads, at 1.6
+    times it the code reads."""
+    from dataclasses import replace
+
+    from ordoscan.decoder.passes import DEFOCUS_PASSES
+
+    scene, epu = _af_miss(23)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    short = tuple(replace(p, defocus=tuple(k for k in p.defocus if k < 1.5))
+                  for p in DEFOCUS_PASSES)
+    monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", short)
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
