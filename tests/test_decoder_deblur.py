@@ -10,7 +10,9 @@ import numpy as np
 import ordoscan.decoder as decoder_module
 import pytest
 import zxingcpp
+from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder, deblur
+from ordoscan.devtools.docscenes import DocScene
 
 EPU = "01S2TBPZ2JCNZZYGHZ"
 
@@ -129,3 +131,81 @@ def test_the_defocus_pass_reads_from_the_main_stream(monkeypatch: pytest.MonkeyP
     # the same decoder without the defocus passes: nothing read
     monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", ())
     assert Decoder(budget_ms=10_000, duty=None).decode(frame, zoom) == []
+
+
+def test_the_lengths_are_tried_in_turn_on_one_measure() -> None:
+    """The measure overshoots this one (9.8 px for 8): the deconvolution at the length as
+    measured does not read, the one a little shorter does, from the same measure."""
+    region = smeared(100, 8)[100:300, 150:350]
+    m = deblur.estimate(region)
+    assert m is not None and m.length > 9
+    first, shorter = deblur.deconvolved(region, m, (1.0, 0.9))
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(first)}
+    assert EPU in {r.text for r in zxingcpp.read_barcodes(shorter)}
+    assert np.array_equal(first, deblur.deconvolve(region, m))
+
+
+def test_the_deblur_pass_measures_the_motion_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both lengths come from one read of the region and one measure of its motion (the
+    frame's own measure, which says the pass is due, is on the frame's pixels)."""
+    frame = smeared(145, 9)  # read at 0.9 of the length as measured, not at 1.0
+    sizes: list[tuple[int, ...]] = []
+    estimate = deblur.estimate
+
+    def counted(region: np.ndarray) -> deblur.Motion | None:
+        sizes.append(region.shape)
+        return estimate(region)
+
+    monkeypatch.setattr(deblur, "estimate", counted)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(frame)] == [EPU]
+    # the pass reads the region upscaled (no main stream here): larger than the frame's
+    prepared = [s for s in sizes if s[0] > 200]
+    assert len(prepared) == 1, sizes
+
+
+# -- the autofocus missed the page (ordoscan.devtools.af_miss, development scenes) --------
+
+
+def _af_miss(seed: int) -> tuple[DocScene, str]:
+    from ordoscan.devtools import af_miss
+
+    (spec,) = af_miss.specs(1, offset=seed)
+    scene = af_miss.render(*spec)
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert epu not in {r.text for r in zxingcpp.read_barcodes(scene.image)}
+    return scene, epu
+
+
+def test_a_defocused_code_with_no_finder_pattern_left_is_undone_where_the_statistics_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The focus locked behind the page (dev scene 2 of af_miss, a wide-angle module):
+    the disc leaves neither a detected symbol nor a finder pattern, only the region
+    statistics' patch; the defocus pass there reads it, and nothing else does."""
+    scene, epu = _af_miss(2)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", ())
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+def test_a_disc_wider_than_a_module_is_undone_well_past_its_measure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dev scene 23 of af_miss: the disc's measure falls well short of it (the modules never
+    reach the full contrast); undone at 1.15 and 1.3 times the measure nothing reads, at 1.6
+    times it the code reads."""
+    from dataclasses import replace
+
+    from ordoscan.decoder.passes import DEFOCUS_PASSES
+
+    scene, epu = _af_miss(23)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    short = tuple(replace(p, defocus=tuple(k for k in p.defocus if k < 1.5))
+                  for p in DEFOCUS_PASSES)
+    monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", short)
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}

@@ -6,6 +6,8 @@ text lines at 2-3 pixels a module, blurred and noisy as a camera would give them
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import zxingcpp
@@ -278,3 +280,67 @@ def test_finder_runs_do_not_wrap_from_one_row_to_the_next() -> None:
     end[0, 36:39] = 1
     end[0, 39] = 0  # closed inside the row: found
     assert _line_hits(end)[0].size == 1
+
+
+def _runs_reference(dark: np.ndarray) -> list[tuple[int, float, float]]:
+    """1:1:3:1:1 dark-first runs, row by row, the plain way (what _line_hits vectorises)."""
+    from ordoscan.decoder.finders import _MODULE, _SLACK
+
+    out = []
+    for y, row in enumerate(dark):
+        change = [x + 1 for x in range(len(row) - 1) if row[x] != row[x + 1]]
+        for i in range(len(change) - 5):
+            s = change[i : i + 6]
+            if not row[s[0]]:
+                continue
+            lengths = [b - a for a, b in itertools.pairwise(s)]
+            u = sum(lengths) / 7.0
+            if not _MODULE[0] <= u <= _MODULE[1]:
+                continue
+            if any(abs(lengths[k] - u) > 0.5 * u + _SLACK for k in (0, 1, 3, 4)):
+                continue
+            if abs(lengths[2] - 3 * u) > 1.5 * u + _SLACK:
+                continue
+            out.append((y, s[0] + lengths[0] + lengths[1] + lengths[2] / 2.0, u))
+    return out
+
+
+def test_finder_runs_are_the_plain_row_scans_on_a_page_of_print() -> None:
+    from ordoscan.decoder.finders import _binarize, _line_hits
+
+    page, _ = text_page(2.5, 20.0, 0.6, size=(320, 180))  # print and a turned small code
+    dark = _binarize(page)
+    for d in (dark, np.ascontiguousarray(dark.T)):
+        rows, centres, us = _line_hits(d)
+        want = _runs_reference(d)
+        assert len(want) > 20  # the code's finders and letters' runs: something to compare
+        assert list(zip(rows.tolist(), centres.tolist(), us.tolist(), strict=True)) == want
+
+
+def test_grid_sums_at_cells_are_the_whole_grids() -> None:
+    from ordoscan.decoder.finders import _grid, _sum3, _sum3_at
+
+    rng = np.random.default_rng(3)
+    shape = (46, 81)
+    ys, xs = rng.uniform(0, 183, 500), rng.uniform(0, 323, 500)
+    weights = rng.uniform(1.2, 5.0, 500)
+    key, counts = _grid(ys, xs, shape)
+    whole = _sum3(np.bincount(key, weights=weights, minlength=shape[0] * shape[1])
+                  .astype(np.float32).reshape(shape))
+    gy, gx = np.nonzero(counts >= 1)
+    assert gy.size > 100 and gy.min() == 0 and gx.max() == shape[1] - 1  # edges included
+    at = _sum3_at(key, weights, shape, gy, gx)
+    assert at.dtype == np.float32 and np.array_equal(at, whole[gy, gx])
+
+
+@pytest.mark.parametrize("shape", [(720, 1280), (61, 83)])
+def test_binarized_border_is_light(shape: tuple[int, int]) -> None:
+    from ordoscan.decoder.finders import _BLOCK, _binarize
+
+    page, _ = text_page(2.5, 0.0, 0.6, size=(shape[1], shape[0]))
+    dark = _binarize(page)
+    bh, bw = shape[0] // _BLOCK * _BLOCK, shape[1] // _BLOCK * _BLOCK
+    assert dark.shape == shape and dark[:bh, :bw].any()
+    assert not dark[bh:].any() and not dark[:, bw:].any()
+    # the whole-block part is the same whatever lies past it
+    assert np.array_equal(_binarize(np.ascontiguousarray(page[:bh, :bw])), dark[:bh, :bw])

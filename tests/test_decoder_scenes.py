@@ -169,3 +169,28 @@ def test_a_blown_out_phone_is_read_from_the_main_stream_split_at_the_clip_level(
     monkeypatch.setattr(decoder_module, "ERODE_PASSES", (ERODE_PASS,))
     without = Decoder(budget_ms=ALL_PASSES, duty=None)
     assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+def test_a_mildly_blown_out_phone_is_split_lower_when_the_clip_level_does_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dark-mode phone of the second generator's development split (hard, dim room) whose
+    bloom is milder: split at CLIP_LEVEL, the 3x3 minimum merges its dark modules and
+    nothing reads; the same read of the main stream split lower reads it."""
+    from dataclasses import replace
+
+    import ordoscan.decoder as decoder_module
+    from ordoscan.decoder.passes import CLIP_LEVEL, ERODE_PASSES
+    from ordoscan.devtools import docscenes
+
+    scene = docscenes.render("phone_dark", 550, setting=docscenes.Setting("dim", "cm3", "folded"),
+                             difficulty="hard")
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert epu not in {r.text for r in zxingcpp.read_barcodes(scene.image)}
+    decoder = Decoder(budget_ms=ALL_PASSES, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    erode, clip = ERODE_PASSES
+    monkeypatch.setattr(decoder_module, "ERODE_PASSES",
+                        (erode, replace(clip, clip_levels=(CLIP_LEVEL,))))
+    without = Decoder(budget_ms=ALL_PASSES, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}

@@ -167,3 +167,18 @@ def test_a_presentation_frame_has_a_main_stream_to_zoom_into() -> None:
     assert a.payload.encode() in _read(crop)
     with pytest.raises(ValueError, match="not inside"):
         sc.main_crop(j, held.shot, (2200, 1200, 2400, 1300))
+
+
+def test_the_af_miss_family_renders_dev_scenes_only() -> None:
+    """The autofocus-miss family is a development family: dev seeds and dev settings."""
+    from ordoscan.devtools import af_miss, splits
+    from ordoscan.devtools.docscenes import Setting
+
+    specs = af_miss.specs(40)
+    assert all(seed in splits.GEN2_DEV_SEEDS and s in splits.DEV_SETTINGS for seed, s in specs)
+    with pytest.raises(ValueError, match="dev seeds and settings only"):
+        af_miss.render(splits.GEN2_HELDOUT_SEEDS.start, specs[0][1])
+    with pytest.raises(ValueError, match="dev seeds and settings only"):
+        af_miss.render(0, Setting("office", "fixed_focus", "plain"))
+    with pytest.raises(ValueError, match="no seed"):
+        af_miss.specs(1, offset=len(splits.GEN2_DEV_SEEDS))

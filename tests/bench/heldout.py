@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,13 @@ def _generator_hash(presentations: bool = False) -> str:
     return h.hexdigest()[:12]
 
 
-def _cache_dir() -> Path | None:
-    d = CACHE / "docscenes" / _generator_hash()
+def _cache_dir(family: str = "") -> Path | None:
+    key = _generator_hash()
+    if family:  # a dev family's module is part of its key (it renders its own scenes)
+        from ordoscan.devtools import af_miss
+
+        key += "-" + hashlib.sha256(Path(af_miss.__file__).read_bytes()).hexdigest()[:8]
+    d = CACHE / "docscenes" / (f"{family}-{key}" if family else key)
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -110,46 +116,76 @@ def _cache_dir() -> Path | None:
     return d if os.access(d, os.W_OK) else None
 
 
+def _sensor() -> tuple[int, int] | None:
+    if SENSOR_MODE not in ("lores", "mode"):
+        raise ValueError(f"ORDOSCAN_BENCH_SENSOR={SENSOR_MODE!r}: expected 'lores' or 'mode'")
+    return docscenes.LORES if SENSOR_MODE == "lores" else None
+
+
+def _frame(cache: Path | None, name: str, setting: docscenes.Setting, cached_only: bool,
+           render: Callable[[], docscenes.DocScene]) -> Frame | None:
+    """The frame `name`, from the cache or rendered by `render` (and cached); None when
+    `cached_only` and not cached."""
+    path = cache / f"{name}.npz" if cache else None
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            image = np.ascontiguousarray(z["image"])
+            full = np.ascontiguousarray(z["full"]) if "full" in z.files else None
+            meta = json.loads(str(z["meta"]))
+    elif cached_only:
+        return None
+    else:
+        s = render()
+        image = s.image
+        full = s.full if SENSOR_MODE == "mode" else None
+        meta = {"codes": [[c.kind.value, c.payload, c.visible, c.module_px]
+                          for c in s.codes]}
+        if path is not None:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            extra = {"full": full} if full is not None else {}
+            np.savez_compressed(tmp, image=image, meta=json.dumps(meta), **extra)
+            tmp.replace(path)
+    codes = meta["codes"]
+    return Frame(
+        "gen2", name, image,
+        tuple((Kind(k), p) for k, p, vis, _ in codes if vis),
+        tuple(p for _, p, vis, _ in codes if not vis),
+        frozenset(p for _, p, vis, m in codes if vis and m <= SMALL_MODULE_PX),
+        str(setting),
+        full,
+    )
+
+
 def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
                 cached_only: bool = False) -> Iterator[Frame]:
     """`n` gen2 frames of `split` from its `offset`-th seed, rendered or taken from the cache
     (`cached_only`: the cached ones only, none rendered)."""
-    if SENSOR_MODE not in ("lores", "mode"):
-        raise ValueError(f"ORDOSCAN_BENCH_SENSOR={SENSOR_MODE!r}: expected 'lores' or 'mode'")
-    sensor = docscenes.LORES if SENSOR_MODE == "lores" else None
+    sensor = _sensor()
     cache = _cache_dir()
     for spec in splits.gen2_specs(split, n, difficulty, offset):
         name = f"{spec.kind}-{spec.seed}-{difficulty}-{spec.setting.light}-" \
                f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}"
-        path = cache / f"{name}.npz" if cache else None
-        if path is not None and path.exists():
-            with np.load(path) as z:
-                image = np.ascontiguousarray(z["image"])
-                full = np.ascontiguousarray(z["full"]) if "full" in z.files else None
-                meta = json.loads(str(z["meta"]))
-        elif cached_only:
-            continue
-        else:
-            s = docscenes.render(spec.kind, spec.seed, setting=spec.setting,
-                                 difficulty=difficulty, sensor=sensor)
-            image = s.image
-            full = s.full if sensor is None else None
-            meta = {"codes": [[c.kind.value, c.payload, c.visible, c.module_px]
-                              for c in s.codes]}
-            if path is not None:
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-                extra = {"full": full} if full is not None else {}
-                np.savez_compressed(tmp, image=image, meta=json.dumps(meta), **extra)
-                tmp.replace(path)
-        codes = meta["codes"]
-        yield Frame(
-            "gen2", name, image,
-            tuple((Kind(k), p) for k, p, vis, _ in codes if vis),
-            tuple(p for _, p, vis, _ in codes if not vis),
-            frozenset(p for _, p, vis, m in codes if vis and m <= SMALL_MODULE_PX),
-            str(spec.setting),
-            full,
-        )
+        f = _frame(cache, name, spec.setting, cached_only,
+                   partial(docscenes.render, spec.kind, spec.seed, setting=spec.setting,
+                           difficulty=difficulty, sensor=sensor))
+        if f is not None:
+            yield f
+
+
+def af_miss_frames(n: int, offset: int = 0, cached_only: bool = False) -> Iterator[Frame]:
+    """`n` frames of the dev family af_miss (ordoscan.devtools.af_miss) from its `offset`-th,
+    hard, cached under their own key."""
+    from ordoscan.devtools import af_miss
+
+    sensor = _sensor()
+    cache = _cache_dir(af_miss.NAME)
+    for seed, setting in af_miss.specs(n, offset):
+        name = f"af_miss-{seed}-hard-{setting.light}-{setting.camera}-{setting.paper}-" \
+               f"{SENSOR_MODE}"
+        f = _frame(cache, name, setting, cached_only,
+                   partial(af_miss.render, seed, setting, sensor=sensor))
+        if f is not None:
+            yield f
 
 
 def gen1_frames(n: int, difficulty: str = "hard") -> Iterator[Frame]:

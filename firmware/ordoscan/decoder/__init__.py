@@ -22,8 +22,10 @@ sign of a code the fast pass did not read:
   resampled on its own module grid (`warp`): a code on cloth or on a curled
   or creased page, whose modules drift off zxing-cpp's perspective grid;
 - on any of those small regions with a sign of a QR Code still unread after
-  the generic passes, a defocus disc measured on the main stream and undone
-  (`deblur`; nothing is done where the region measures in focus);
+  the generic passes (or a patch the statistics below point at: a disc as
+  wide as a module leaves no finder pattern), a defocus disc measured on the
+  main stream and undone (`deblur`; nothing is done where the region measures
+  in focus);
 - a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
@@ -275,8 +277,9 @@ class Decoder:
         # generic passes read most detected codes
         jobs += [Job(FLATTEN_PASS, box) for box in unread_qr]
         # a code still unread after the generic passes may be out of focus (the main stream's
-        # pixels say: the pass does nothing on a region that measures in focus)
-        qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]]
+        # pixels say: the pass does nothing on a region that measures in focus). A disc as
+        # wide as a module leaves no finder pattern to see: the statistics' regions count too
+        qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in small
                  if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
         detected = unread_qr or unread_other

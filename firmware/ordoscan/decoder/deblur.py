@@ -13,8 +13,9 @@ Both are measured on the region itself (numpy, two FFTs); no model of the scene.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -144,20 +145,31 @@ def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
 
 def deconvolve(region: Grey, m: Motion) -> Grey:
     """The region with the motion blur `m` undone (Wiener), as grey levels."""
-    return _wiener(region, lambda shape: _kernel(m, shape), _NSR)
+    return next(deconvolved(region, m, (1.0,)))
+
+
+def deconvolved(region: Grey, m: Motion, factors: tuple[float, ...]) -> Iterator[Grey]:
+    """The region with the motion blur `m` undone at each of these multiples of its length
+    in turn (the measure can overshoot): the region's transform is taken once."""
+    return _wiener(region, [partial(_kernel, replace(m, length=m.length * k)) for k in factors],
+                   _NSR)
 
 
 def _wiener(
-    region: Grey, kernel: Callable[[tuple[int, int]], npt.NDArray[np.complex128]], nsr: float
-) -> Grey:
-    """The region deconvolved (Wiener) by the transfer function `kernel(shape)` gives."""
+    region: Grey, kernels: list[Callable[[tuple[int, int]], npt.NDArray[np.complex128]]],
+    nsr: float,
+) -> Iterator[Grey]:
+    """The region deconvolved (Wiener) by each transfer function `kernel(shape)` gives, in
+    turn, lazily (a caller that reads the first stops there)."""
     f = region.astype(np.float64)
     # mirrored on the right and below: the FFT's wrap-around then meets like pixels
     ph, pw = (_fast_len(n + n // 4) - n for n in f.shape)
     big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
-    k = kernel((big.shape[0], big.shape[1]))
-    out = np.fft.irfft2(np.fft.rfft2(big) * np.conj(k) / (np.abs(k) ** 2 + nsr), s=big.shape)
-    return np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
+    spectrum = np.fft.rfft2(big)
+    for kernel in kernels:
+        k = kernel((big.shape[0], big.shape[1]))
+        out = np.fft.irfft2(spectrum * np.conj(k) / (np.abs(k) ** 2 + nsr), s=big.shape)
+        yield np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
 
 
 # -- defocus: a lens focused in front of or behind the page blurs each point into a disc --
@@ -220,4 +232,10 @@ def _disc(radius: float, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
 
 def undo_defocus(region: Grey, radius: float) -> Grey:
     """The region with a defocus disc of `radius` pixels undone (Wiener), as grey levels."""
-    return _wiener(region, lambda shape: _disc(radius, shape), _DEFOCUS_NSR)
+    return next(undone_defocus(region, radius, (1.0,)))
+
+
+def undone_defocus(region: Grey, radius: float, factors: tuple[float, ...]) -> Iterator[Grey]:
+    """The region with a defocus disc of each of these multiples of `radius` undone in turn
+    (the measure reads short): the region's transform is taken once."""
+    return _wiener(region, [partial(_disc, radius * k) for k in factors], _DEFOCUS_NSR)

@@ -16,6 +16,7 @@ every scale.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,9 +76,8 @@ def _binarize(img: Grey) -> npt.NDArray[np.bool_]:
     """
     h, w = img.shape
     bh, bw = h // _BLOCK, w // _BLOCK
-    dark = np.zeros((h, w), np.bool_)
     if bh < 3 or bw < 3:
-        return dark
+        return np.zeros((h, w), np.bool_)
     core = img[: bh * _BLOCK, : bw * _BLOCK].reshape(bh, _BLOCK, bw, _BLOCK)
     hi, lo, sums = _block_stats(img[: bh * _BLOCK, : bw * _BLOCK])
     spread = hi.astype(np.int16) - lo
@@ -90,31 +90,36 @@ def _binarize(img: Grey) -> npt.NDArray[np.bool_]:
     # (thr <= 255, a mean's); a flat block's 0 makes nothing dark there
     limit = np.ceil(thr).astype(np.uint8)
     limit[~near] = 0
-    dark[: bh * _BLOCK, : bw * _BLOCK] = (core < limit[:, None, :, None]).reshape(
-        bh * _BLOCK, bw * _BLOCK
-    )
+    inner = (core < limit[:, None, :, None]).reshape(bh * _BLOCK, bw * _BLOCK)
+    if inner.shape == (h, w):  # a camera's frame sizes: no border, no copy into a frame
+        return inner
+    dark = np.zeros((h, w), np.bool_)
+    dark[: bh * _BLOCK, : bw * _BLOCK] = inner
     return dark
 
 
 def _block_stats(img: Grey) -> tuple[Grey, Grey, npt.NDArray[np.uint16]]:
     """Max, min and sum of each _BLOCK x _BLOCK block (the image a whole number of blocks).
 
-    Element-wise over strided columns, then rows: several times cheaper than numpy's
-    reductions over the axes of a (rows, _BLOCK, columns, _BLOCK) view, which walk
-    8-pixel runs one at a time."""
-    hi = img[:, 0::_BLOCK].copy()
+    Element-wise over the rows of each band of blocks (whole contiguous rows), then over
+    strided columns of the band's result (an eighth of the pixels): several times cheaper
+    than numpy's reductions over the axes of a (rows, _BLOCK, columns, _BLOCK) view, which
+    walk 8-pixel runs one at a time, and than starting with the strided columns."""
+    h, w = img.shape
+    bands = img.reshape(h // _BLOCK, _BLOCK, w)
+    hi = bands[:, 0].copy()
     lo = hi.copy()
     total = hi.astype(np.uint16)  # at most 64 x 255: no overflow
     for k in range(1, _BLOCK):
-        col = img[:, k::_BLOCK]
-        np.maximum(hi, col, out=hi)
-        np.minimum(lo, col, out=lo)
-        total += col
-    bhi, blo, btotal = hi[0::_BLOCK].copy(), lo[0::_BLOCK].copy(), total[0::_BLOCK].copy()
+        row = bands[:, k]
+        np.maximum(hi, row, out=hi)
+        np.minimum(lo, row, out=lo)
+        total += row
+    bhi, blo, btotal = hi[:, 0::_BLOCK].copy(), lo[:, 0::_BLOCK].copy(), total[:, 0::_BLOCK].copy()
     for k in range(1, _BLOCK):
-        np.maximum(bhi, hi[k::_BLOCK], out=bhi)
-        np.minimum(blo, lo[k::_BLOCK], out=blo)
-        btotal += total[k::_BLOCK]
+        np.maximum(bhi, hi[:, k::_BLOCK], out=bhi)
+        np.minimum(blo, lo[:, k::_BLOCK], out=blo)
+        btotal += total[:, k::_BLOCK]
     return bhi, blo, btotal
 
 
@@ -153,39 +158,56 @@ def _line_hits(dark: npt.NDArray[np.bool_]) -> tuple[_I, _F, _F]:
     w = dark.shape[1]
     flat = dark.view(np.uint8).ravel()
     at = np.flatnonzero(flat[1:] != flat[:-1])
-    at = at[at % w != w - 1]
-    rows, cols = at // w, at % w
-    starts = cols + 1  # a run starts right after each change
-    n = starts.size - 5
+    cols = at % w
+    keep = cols != w - 1
+    at, cols = at[keep], cols[keep]
+    n = at.size - 5
     if n <= 0:
         return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-    same = rows[:n] == rows[5:]
-    first_dark = dark[rows[:n], starts[:n]]
-    lengths = np.stack([starts[k + 1 : n + k + 1] - starts[k : n + k] for k in range(5)])
-    ok = same & first_dark
-    total = lengths.sum(axis=0)
-    u = total / 7.0
-    ok &= (u >= _MODULE[0]) & (u <= _MODULE[1])
+    # Five runs from each change: most are ruled out by three cheap tests on whole arrays
+    # (a dark first run, the five in one row, about 7 modules long in all); the run
+    # lengths are taken for the few left only (text gives hundreds of thousands of runs).
+    total = at[5:] - at[:n]  # the five runs' length, when they are in one row
+    near = flat[at[:n] + 1].view(np.bool_)  # a run starts right after each change
+    near &= cols[:n] + total < w  # the fifth change in the same row
+    near &= (total >= math.floor(7 * _MODULE[0])) & (total <= math.ceil(7 * _MODULE[1]))
+    first = np.flatnonzero(near)
+    starts = cols[first[:, None] + np.arange(6)] + 1
+    lengths = np.diff(starts, axis=1).T
+    u = lengths.sum(axis=0) / 7.0
+    ok = (u >= _MODULE[0]) & (u <= _MODULE[1])
     # zxing's tolerance (half a module, 1.5 for the centre) plus some slack for blur at small scales
     side_tol = 0.5 * u + _SLACK
     for k in (0, 1, 3, 4):
         ok &= np.abs(lengths[k] - u) <= side_tol
     ok &= np.abs(lengths[2] - 3 * u) <= 1.5 * u + _SLACK
     idx = np.nonzero(ok)[0][:_MAX_HITS]
-    centre = starts[idx] + lengths[0, idx] + lengths[1, idx] + lengths[2, idx] / 2.0
-    return rows[idx], centre, u[idx]
+    centre = starts[idx, 0] + lengths[0, idx] + lengths[1, idx] + lengths[2, idx] / 2.0
+    return at[first[idx]] // w, centre, u[idx]
 
 
-def _grid(ys: _F, xs: _F, us: _F, shape: tuple[int, int]) -> list[npt.NDArray[np.float32]]:
-    """Per grid cell, over its 3x3 cells: the hits, and the sums of their module, y and x."""
+def _grid(ys: _F, xs: _F, shape: tuple[int, int]) -> tuple[_I, npt.NDArray[np.float32]]:
+    """Each hit's grid cell, and per grid cell the hits over its 3x3 cells."""
     gy = np.minimum((ys / _GRID).astype(np.int64), shape[0] - 1)
     gx = np.minimum((xs / _GRID).astype(np.int64), shape[1] - 1)
     key = gy * shape[1] + gx
     size = shape[0] * shape[1]
-    return [
-        _sum3(np.bincount(key, weights=wt, minlength=size).astype(np.float32).reshape(shape))
-        for wt in (None, us, ys, xs)
-    ]
+    return key, _sum3(np.bincount(key, minlength=size).astype(np.float32).reshape(shape))
+
+
+def _sum3_at(key: _I, weights: _F, shape: tuple[int, int], gy: _I, gx: _I) -> _F:
+    """_sum3 of the hits' weights per grid cell, at the cells (gy, gx) only: the same
+    float32 additions in the same order (rows, then columns), without the whole grid."""
+    a = np.zeros((shape[0] + 2, shape[1] + 2), np.float32)  # zero outside, as _sum3
+    a[1:-1, 1:-1] = np.bincount(key, weights=weights, minlength=shape[0] * shape[1]).astype(
+        np.float32).reshape(shape)
+
+    def rows(dx: int) -> npt.NDArray[np.float32]:
+        c = gx + 1 + dx
+        out: npt.NDArray[np.float32] = (a[gy + 1, c] + a[gy, c]) + a[gy + 2, c]
+        return out
+
+    return ((rows(0) + rows(-1)) + rows(1)).astype(np.float32)
 
 
 # Where a finder pattern's parts are, around its centre, in modules, whatever its rotation:
@@ -233,8 +255,9 @@ def _level_finders(img: Grey, scale: float) -> list[Finder]:
         return []
     h, w = dark.shape
     shape = (h // _GRID + 1, w // _GRID + 1)
-    rn, ru_sum, ry_sum, rx_sum = _grid(ry.astype(np.float64), rx, ru, shape)
-    cn, cu_sum, cy_sum, cx_sum = _grid(cy, cx.astype(np.float64), cu, shape)
+    ryf, cxf = ry.astype(np.float64), cx.astype(np.float64)
+    rkey, rn = _grid(ryf, rx, shape)
+    ckey, cn = _grid(cy, cxf, shape)
     both = (rn >= _MIN_CROSSINGS) & (cn >= _MIN_CROSSINGS)
     if not both.any():
         return []
@@ -247,10 +270,13 @@ def _level_finders(img: Grey, scale: float) -> list[Finder]:
     peak[:, :-1] = np.maximum(peak[:, :-1], rows[:, 1:])
     gy, gx = np.nonzero(both & (score >= peak))
     n_r, n_c = rn[gy, gx], cn[gy, gx]
-    ur, uc = ru_sum[gy, gx] / n_r, cu_sum[gy, gx] / n_c
+    ur = _sum3_at(rkey, ru, shape, gy, gx) / n_r
+    uc = _sum3_at(ckey, cu, shape, gy, gx) / n_c
     # row hits place x exactly and column hits y; each is spread the other way
-    x = ((rx_sum[gy, gx] + cx_sum[gy, gx]) / (n_r + n_c)).astype(np.float64) + 0.5
-    y = ((ry_sum[gy, gx] + cy_sum[gy, gx]) / (n_r + n_c)).astype(np.float64) + 0.5
+    rx_sum, cx_sum = _sum3_at(rkey, rx, shape, gy, gx), _sum3_at(ckey, cxf, shape, gy, gx)
+    ry_sum, cy_sum = _sum3_at(rkey, ryf, shape, gy, gx), _sum3_at(ckey, cy, shape, gy, gx)
+    x = ((rx_sum + cx_sum) / (n_r + n_c)).astype(np.float64) + 0.5
+    y = ((ry_sum + cy_sum) / (n_r + n_c)).astype(np.float64) + 0.5
     u = ((ur + uc) / 2).astype(np.float64)
     keep = np.maximum(ur, uc) <= _MODULE_MATCH * np.minimum(ur, uc)
     keep &= _looks_like_finder(dark, x, y, u)

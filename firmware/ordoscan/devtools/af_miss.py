@@ -1,0 +1,56 @@
+"""A development-only family of scenes: the autofocus missed the page ("af_miss").
+
+The Camera Module 3's autofocus can lock on the counter behind a page held above it, or
+still be focused where the page was a moment before: the page is then sharp nowhere and
+each module spreads into a defocus disc as wide as a module or more. The dev scenes draw
+only a small focus error (autofocus that found the page), so this family renders dev
+scenes of ordonnances with the focus locked from 8 to 40 cm behind the page instead.
+
+Dev data only: dev seeds, the dev cameras (cm3, cm3_wide), lights and papers; the scene
+generator (ordoscan.devtools.docscenes) is used as is, through its public steps, with the
+same draws as its render() so a scene here is the dev scene of its seed but for the focus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ordoscan.devtools import docscenes, splits
+from ordoscan.devtools.docscenes import DocScene, Setting
+from ordoscan.devtools.docscenes import camera as cm
+
+NAME = "af_miss"
+FOCUS_BEHIND_MM = (80.0, 400.0)  # where the focus locked, behind the page
+
+
+def specs(n: int, offset: int = 0) -> list[tuple[int, Setting]]:
+    """The first `n` scenes of the family from its `offset`-th: (dev seed, dev setting)."""
+    out = []
+    for i in range(offset, offset + n):
+        seed = splits.GEN2_DEV_SEEDS.start + i
+        if seed not in splits.GEN2_DEV_SEEDS:
+            raise ValueError(f"af_miss has no seed {seed}: dev range {splits.GEN2_DEV_SEEDS}")
+        setting = splits.DEV_SETTINGS[(seed * 7919) % len(splits.DEV_SETTINGS)]
+        out.append((seed, setting))
+    return out
+
+
+def render(seed: int, setting: Setting, difficulty: str = "hard",
+           sensor: tuple[int, int] | None = None) -> DocScene:
+    """One ordonnance scene of `seed` under a dev `setting`, the autofocus locked behind it."""
+    if seed not in splits.GEN2_DEV_SEEDS or setting not in splits.DEV_SETTINGS:
+        raise ValueError(f"af_miss renders dev seeds and settings only, not {seed} {setting}")
+    kind = "ordonnance"
+    rng = docscenes._rng(seed, kind, difficulty, setting)
+    sub = docscenes.subject(kind, rng, setting)
+    pose = docscenes.pose_for(sub, rng, difficulty)
+    ev = {"easy": 0.2, "medium": 0.4, "hard": 0.7}[difficulty]
+    ae = docscenes.AutoExposure(error_ev=float(rng.normal(0, ev)))
+    cam = cm.CAMERAS[setting.camera]
+    rng.normal()  # render()'s own focus draw: the rest of the scene stays the dev scene's
+    # the focus from a stream of its own, so the scene's other draws are not moved
+    behind = float(np.random.default_rng([seed, 0xAF]).uniform(*FOCUS_BEHIND_MM))
+    focus_d = 1000.0 / pose.z - 1000.0 / (pose.z + behind)
+    lo, full, chroma, codes, params = docscenes.shoot(sub, pose, rng, ae, focus_d,
+                                                      sensor or cam.mode)
+    return DocScene(kind, seed, difficulty, setting, lo, full, chroma, codes, params)
