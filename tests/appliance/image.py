@@ -25,8 +25,9 @@ Real drivers for the kiosk's devices (tests/appliance/drivers/):
   by `kiosk-pinwatch.service` (pinwatch.py) on a named virtio serial port,
   see tests/appliance/trace.py.
 - Camera: `v4l2loopback` 0.13.2 (the source of bookworm-backports'
-  v4l2loopback-dkms, pinned by version and sha256 in build.sh), built for the
-  image's kernel in the same copy; `kiosk-camfeed.service` (camfeed.py) plays the PNG
+  v4l2loopback-dkms, pinned by version and sha256 in build.sh, patched there for
+  a race of REQBUFS with write()), built for the image's kernel in the same copy;
+  `kiosk-camfeed.service` (camfeed.py) plays the PNG
   pictures dropped into /run/scenes into /dev/video0 as a USB camera streams.
   OpenCV for the kiosk's v4l2 source is the opencv-python-headless wheel in
   /usr/local (Raspberry Pi OS would give python3-opencv, 150 packages more).

@@ -71,7 +71,8 @@ PROBE_S = 240  # how long the guest's lag probe runs for one scan's judgement
 
 @pytest.fixture(scope="module")
 def kiosk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Appliance, Trace]]:
-    with open_appliance(tmp_path_factory) as a:
+    # its own results file: the suite's summary line is test_appliance.py's
+    with open_appliance(tmp_path_factory, summary=False) as a:
         yield a, Trace(a.vm)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(a.results, indent=2, default=str) + "\n")
@@ -113,10 +114,8 @@ def test_kiosk_starts_on_the_kernel_drivers(kiosk: tuple[Appliance, Trace]) -> N
     a.run(f"""
 cp "$SHARE/{deb}" /root/
 bash "$SHARE/provisioning/install.sh" install --source /root/{deb} --site {SITE} --device-id {DEVICE} --broker 127.0.0.1 --port 1883 >"$SHARE/setup-install.log" 2>&1
-install -m 0640 -o root -g ordoscan "$SHARE/kiosk.toml" /etc/ordoscan/ordoscan.toml
-cp "$SHARE/relay.service" /etc/systemd/system/broker-relay.service
-systemctl daemon-reload
-systemctl enable --now broker-relay.service
+# the site's config, the relay and this emulated machine's start timeout, as in test_appliance.py
+site_setup
 systemctl restart ordoscan.service
 wait_for 120 is_active ordoscan.service || {{ journalctl -u ordoscan -n 50 --no-pager; exit 1; }}
 """ + SHOW_DRIVERS, 1800)

@@ -60,6 +60,38 @@ mv "/root/v4l2loopback-deb/usr/src/v4l2loopback-$V4L2LOOPBACK" "$v4l"
 # the fix itself: buffer_written() moves the buffer under the list's own lock
 grep -q 'spin_lock_bh(&dev->list_lock)' "$v4l/v4l2loopback.c"
 grep -q "^PACKAGE_VERSION=\"\?$V4L2LOOPBACK\"\?$" "$v4l/dkms.conf"
+# 0.13.2 still panics the guest the same way (seen here in 1 boot of 9): a reader's
+# VIDIOC_REQBUFS with fewer buffers (OpenCV's, for the kiosk's CAP_PROP_BUFFERSIZE=1)
+# unlinks the buffers beyond the new count with list_del and no lock, while write()
+# copies a frame into one of them (its index taken before the count changed), then
+# buffer_written() moves that unlinked buffer: "list_del corruption ... LIST_POISON1".
+# Upstream took the lock around those list operations after 0.13.2 (c80af89, "Add guard
+# to list ops in REQBUFS"); that alone still moves the unlinked buffer. So here: the lock,
+# list_del_init, and buffer_written() drops a frame written into a buffer no longer in
+# the list (the next write goes to a buffer in use).
+python3 - "$v4l/v4l2loopback.c" <<'PY'
+import sys
+path = sys.argv[1]
+src = open(path).read()
+def once(old, new):
+    global src
+    assert src.count(old) == 1, f"v4l2loopback.c: {old!r} not found once"
+    src = src.replace(old, new)
+once("\t\t/* make sure that outbufs_list contains buffers from 0 to used_buffers-1",
+     "\t\tspin_lock_bh(&dev->list_lock);\n"
+     "\t\t/* make sure that outbufs_list contains buffers from 0 to used_buffers-1")
+once("\t\t\t\t\tlist_del(&pos->list_head);", "\t\t\t\t\tlist_del_init(&pos->list_head);")
+once("\t\t\t\t++i;\n\t\t\t}\n\t\t}\n\n\t\topener->buffers_number = b->count;",
+     "\t\t\t\t++i;\n\t\t\t}\n\t\t}\n\t\tspin_unlock_bh(&dev->list_lock);\n\n"
+     "\t\topener->buffers_number = b->count;")
+once("\tspin_lock_bh(&dev->list_lock);\n\tlist_move_tail(&buf->list_head, &dev->outbufs_list);",
+     "\tspin_lock_bh(&dev->list_lock);\n"
+     "\tif (list_empty(&buf->list_head)) {\n"
+     "\t\t/* unlinked by REQBUFS while the frame was copied into it */\n"
+     "\t\tspin_unlock_bh(&dev->list_lock);\n\t\treturn;\n\t}\n"
+     "\tlist_move_tail(&buf->list_head, &dev->outbufs_list);")
+open(path, "w").write(src)
+PY
 kbuild "$v4l"
 
 # gpio-sim, with the parts of the kernel it needs that Debian leaves out
