@@ -76,6 +76,14 @@ class Appliance:
     debs: dict[int, Path] = field(default_factory=dict)
     fed: list[str] = field(default_factory=list)  # identifiers of the frames fed so far
     frames: int = 0
+    streamed_boot: int = 0  # the boot whose journal is streamed to the host (0: none yet)
+
+    def stream_queued(self) -> None:
+        """Streams this boot's scan lines to the host (queued_lines), once per boot: a test
+        run on its own may find the VM booted by the installer, not by boot_until_ready."""
+        if self.streamed_boot != self.vm.boots:
+            self.run("stream_queued\n", 120)
+            self.streamed_boot = self.vm.boots
 
     def deb(self, revision: int) -> Path:
         """The package at `revision`, built on first use (the short run needs only one)."""
@@ -437,8 +445,9 @@ def boot_until_ready(a: Appliance) -> float:
     a.vm.boot()
     a.run("wait_for 300 is_active ordoscan.service\n"
           'ev "ready-at $(prop ordoscan ActiveEnterTimestampMonotonic)"\n'
-          'ev "started-at $(prop ordoscan ExecMainStartTimestampMonotonic) $(prop ordoscan NRestarts)"\n'
-          "stream_queued\n", BOOT_TIMEOUT + 300)
+          'ev "started-at $(prop ordoscan ExecMainStartTimestampMonotonic) $(prop ordoscan NRestarts)"\n',
+          BOOT_TIMEOUT + 300)
+    a.stream_queued()
     up = a.vm.wait_event(r"^harness: up ", 10)
     host_zero = up.at - float(up.text.split()[-1])  # the host's time at guest uptime 0
     ready_us = int(event_value(a, "ready-at"))
@@ -599,6 +608,7 @@ UPGRADE_QUEUED = int(os.environ.get("ORDOSCAN_APPLIANCE_UPGRADE_QUEUED", "10"))
 def queue_offline(a: Appliance, n: int, label: str) -> dict[int, str]:
     """Stops the relay (the broker is out of reach), feeds n frames and waits until
     the outbox has acknowledged each; returns seq -> masked identifier."""
+    a.stream_queued()
     names = a.frames_for(n, label)
     before = len(queued_lines(a))
     a.run("systemctl stop broker-relay.service\n" + "".join(
@@ -704,6 +714,7 @@ ev "recovered $how $(dpkg-query -W -f '${{Status}} ${{Version}}' ordoscan) $(rea
 stream_queued
 show "$SHARE/frames/{names[0]}"
 """, BOOT_TIMEOUT + 900)
+    a.streamed_boot = a.vm.boots  # the job above streams this boot's journal
     after_cut = event_value(a, "after-cut")
     how, *state = event_value(a, "recovered").split()
     problems = delivered_as_queued(a, queued)
