@@ -230,11 +230,6 @@ def _disc(radius: float, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
     return np.fft.rfft2(k)
 
 
-def undo_defocus(region: Grey, radius: float) -> Grey:
-    """The region with a defocus disc of `radius` pixels undone (Wiener), as grey levels."""
-    return next(undone_defocus(region, radius, (1.0,)))
-
-
 def undone_defocus(region: Grey, radius: float, factors: tuple[float, ...]) -> Iterator[Grey]:
     """The region with a defocus disc of each of these multiples of `radius` undone in turn
     (the measure reads short): the region's transform is taken once."""
