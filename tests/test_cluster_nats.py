@@ -10,6 +10,8 @@ report says which happened.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +21,11 @@ from typing import Any
 import pytest
 
 from tests.support.brokers import AckingSubscriber
-from tests.support.brokers.nats import NatsCluster
+from tests.support.brokers.nats import NatsCluster, NatsEngine
 from tests.support.mosquitto import Subscriber
 from tests.support.relay_proc import InProcessRelay, relay_config
 from tests.support.wait import wait_until
-from tests.test_brokers_engines import first_arrivals
+from tests.test_brokers_engines import first_arrivals, kiosk
 
 SITE = "pharmacie-test"
 SCANS = 300
@@ -105,3 +107,52 @@ def test_the_node_in_use_dies_while_scans_flow(cluster: NatsCluster, tmp_path: P
         stop.set()
         relay.close()
         sub.close()
+
+
+class AcksRefusedNats(NatsEngine):
+    """One NATS server that refuses the kiosk's SUBSCRIBE to its ack topic until told not to,
+    the way a cluster refuses subscriptions while its JetStream has no leader."""
+
+    acks_refused = True
+
+    def authorization(self) -> str:
+        text = super().authorization()
+        if not self.acks_refused:
+            return text
+        deny = {"subscribe": {"deny": ["pharmacy.*.kiosk.*.ack"]}}
+        users = json.loads(text.split("users = ", 1)[1].split("\n", 1)[0])
+        for u in users:
+            if u["user"] != "anonymous" and "permissions" in u:  # the kiosk's identity
+                u["permissions"].update(deny)
+        return "authorization {\n  users = " + json.dumps(users) + "\n}\n" + \
+            text.split("}\n", 1)[1]
+
+
+def test_a_refused_ack_subscription_is_asked_for_again_on_the_same_link(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = AcksRefusedNats(tmp_path / "nats")
+    engine.start()
+    device = "k-refused-acks"
+    sub = AckingSubscriber(engine.host, engine.port, [f"pharmacy/{SITE}/kiosk/{device}/scan"],
+                           client_id=f"lgo-{device}", protocol=4, timeout=TIMEOUT)
+    relay = InProcessRelay(kiosk(tmp_path, engine, device, delivery="pharmacy",
+                                 ack_timeout_s=1))
+    caplog.set_level(logging.INFO, logger="ordoscan.publisher")
+    try:
+        rows = relay.put(3)
+        relay.publisher.start()
+        wait_until(lambda: "refused our pharmacy acknowledgement subscription" in caplog.text,
+                   TIMEOUT, "the refusal")
+        wait_until(lambda: len(first_arrivals(sub)[0]) == 3, TIMEOUT, "3 scans at the pharmacy")
+        assert relay.depth() == 3  # acknowledged there, but the kiosk cannot hear it yet
+        engine.acks_refused = False
+        engine.apply_acl()
+        wait_until(lambda: relay.depth() == 0, TIMEOUT, "every scan confirmed")
+        assert [up for _, up in relay.links] == [True]  # on the first link: no reconnect
+    finally:
+        relay.close()
+        sub.close()
+        engine.stop()
+    assert "the broker accepted our pharmacy acknowledgement subscription" in caplog.text
+    assert first_arrivals(sub)[0] == [r.seq for r in rows]

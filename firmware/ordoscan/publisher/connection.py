@@ -33,6 +33,7 @@ from ordoscan.publisher.link import (
     TRANSIENT_CONNACK,
     LastError,
     Liveness,
+    Subscriptions,
     TakeoverWatch,
     Waker,
     connect_properties,
@@ -94,6 +95,10 @@ class Connection:
         # Never subscribed: unsubscribing it costs nothing and is always answered.
         self._probe_topic = f"{cfg.topic_prefix}/cmd/.link-check"
         self._takeovers = TakeoverWatch()
+        subs = {side.cmd_prefix + "+": "command"}
+        if courier.pharmacy:
+            subs[courier.topic_ack] = "pharmacy acknowledgement"
+        self._subs = Subscriptions(subs)
         self._reconnect = Backoff(m.reconnect_min_s, m.reconnect_max_s, jitter=True, rng=rng)
         self.creds: Credentials | None = None  # loaded by Publisher.start()
         self.stop_deadline = 0.0  # set by Publisher.stop(): the last PUBACKs until then
@@ -207,6 +212,7 @@ class Connection:
                 with contextlib.suppress(OSError):
                     sock.close()
         self._window.closed()
+        self._subs.reset()
         self._live.reset()
         self.host_in_use = None
         where = self._where()
@@ -286,6 +292,8 @@ class Connection:
             self._courier.flush()
         if not self._up or draining:
             return
+        for topic in self._subs.due(now):
+            self._subscribe(client, topic)
         self._send_side(client)
 
         def publish(body: bytes, props: Properties | None) -> int | None:
@@ -308,9 +316,16 @@ class Connection:
             now + IDLE_TURN_S,
             self._live.deadline(self._up),
             self._window.deadline(now),
+            self._subs.deadline(),
             self.stop_deadline if self._stop.is_set() else None,
         ]
         return max(0.0, min(d for d in deadlines if d is not None) - now)
+
+    def _subscribe(self, client: mqtt.Client, topic: str) -> None:
+        rc, mid = client.subscribe(topic, qos=1)
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self._subs.sent(topic, mid)
+            self._live.expect(self._clock.monotonic())
 
     def _send_side(self, client: mqtt.Client) -> None:
         while self._window.room_for_others():
@@ -380,9 +395,9 @@ class Connection:
         self._window.opened(int(getattr(props, "ReceiveMaximum", 0) or 0))
         # Subscribe first: the broker handles packets in order, so whoever sees "online"
         # can already send a command.
-        client.subscribe(self.side.cmd_prefix + "+", qos=1)
-        if self._courier.pharmacy:
-            client.subscribe(self._courier.topic_ack, qos=1)
+        self._subs.reset()
+        for topic in self._subs.topics:
+            self._subscribe(client, topic)
         info = client.publish(self.side.topic_status, self.side.status("online"), 1, True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._window.sent_other(info.mid, "status")
@@ -429,14 +444,13 @@ class Connection:
             self._courier.answered(sent, reason)
 
     def _handle_subscribe(
-        self, client: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any
+        self, client: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any
     ) -> None:
         if client is not self._client:
             return
         self._answered()
         refused = [c for c in codes if getattr(c, "is_failure", False)]
-        if refused:
-            log.warning("the broker refused our command subscription: %s", refused[0])
+        self._subs.answered(mid, refused[0] if refused else None, self._clock.monotonic())
 
     def _handle_unsubscribe(
         self, client: mqtt.Client, _u: Any, mid: int, _codes: Any, _p: Any

@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ordoscan.backoff import Backoff
 from ordoscan.security import (
     Credentials,
     apply_credentials,
@@ -33,6 +34,8 @@ from ordoscan.security import (
 )
 
 # CONNACK codes that mean "try again later" rather than "the installer must act".
+log = logging.getLogger("ordoscan.publisher")
+
 TRANSIENT_CONNACK = frozenset({0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F})
 # The largest packet the kiosk accepts (MQTT 5 Maximum Packet Size on CONNECT): the broker
 # then never forwards a bigger one (a command is at most 1 KiB, an ack a few dozen bytes),
@@ -257,3 +260,62 @@ class TakeoverWatch:
             self._losses.clear()
             return True
         return False
+
+
+class Subscriptions:
+    """The kiosk's subscriptions on one connection, and those the broker refused.
+
+    A clustered broker can refuse a SUBSCRIBE for a while (NATS does while its
+    JetStream has no leader after a node died). In pharmacy delivery mode the
+    acknowledgement topic is what lets the outbox drain, so a refusal is never
+    final: the topic is asked for again after a back-off, on the same link.
+    """
+
+    FIRST_RETRY_S = 1.0
+    MAX_RETRY_S = 30.0
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._names = names  # topic -> what it is for, as the log says it
+        self._pending: dict[int, str] = {}  # SUBSCRIBE mid -> topic
+        self._due: dict[str, float] = {}  # refused topic -> when to ask again
+        self._backoff = {t: Backoff(self.FIRST_RETRY_S, self.MAX_RETRY_S) for t in names}
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._names)
+
+    def reset(self) -> None:
+        """The connection opened or closed: nothing pending, nothing refused, fresh back-offs."""
+        self._pending.clear()
+        self._due.clear()
+        for b in self._backoff.values():
+            b.reset()
+
+    def sent(self, topic: str, mid: int | None) -> None:
+        if mid is not None:
+            self._pending[mid] = topic
+
+    def answered(self, mid: int, refused: Any | None, now: float) -> None:
+        """The SUBACK for `mid`: `refused` is the broker's reason when it said no."""
+        topic = self._pending.pop(mid, None)
+        if topic is None:
+            return
+        if refused is None:
+            if self._backoff[topic].attempt:
+                log.info("the broker accepted our %s subscription", self._names[topic])
+            self._backoff[topic].reset()
+            return
+        delay = self._backoff[topic].next()
+        self._due[topic] = now + delay
+        log.warning("the broker refused our %s subscription: %s; asking again in %.0f s",
+                    self._names[topic], refused, delay)
+
+    def due(self, now: float) -> list[str]:
+        """The refused topics whose retry is due (removed from the list)."""
+        topics = [t for t, at in self._due.items() if at <= now]
+        for t in topics:
+            del self._due[t]
+        return topics
+
+    def deadline(self) -> float | None:
+        return min(self._due.values(), default=None)
