@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -334,6 +335,42 @@ def test_passes_stop_when_the_budget_runs_out() -> None:
     generous.decode(unreadable())
     assert generous.stats().budget_stops == 0
     assert generous.stats().last_ms > s.last_ms  # it ran every pass
+
+
+def test_a_pass_its_estimate_puts_over_any_budget_is_skipped_and_tried_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One slow first measurement (a cold cache, a busy core) must neither stop the cheaper
+    passes after it on every frame nor keep its pass off for good: it is skipped while its
+    estimate is over the budget, and the estimate ages until the pass runs again."""
+    import ordoscan.decoder as dec
+
+    ran: list[list[str]] = [[]]
+    mpx: list[float] = []  # the pixels each run of the first extra pass read
+    first = EXTRA_PASSES[0]
+    real = dec.run_pass
+
+    def spy(p: Any, frame: Any, box: Any, *rest: Any) -> Any:
+        ran[-1].append(p.name)
+        if p is first:
+            mpx.append(box.area * p.scale * p.scale / 1e6)
+        return real(p, frame, box, *rest)
+
+    monkeypatch.setattr(dec, "run_pass", spy)
+    budget = 10_000.0
+    Decoder(budget_ms=budget, clock=TickClock(1.0), duty=None).decode(unreadable())
+    assert len(mpx) == 1  # one region for it on this frame
+    decoder = Decoder(budget_ms=budget, clock=TickClock(1.0), duty=None)
+    decoder._cost[first.name] = 3 * budget / mpx[0]  # three budgets on that region
+    ran.clear()
+    for _ in range(12):
+        ran.append([])
+        decoder.decode(unreadable())
+    assert first.name not in ran[0] and len(ran[0]) > 0  # skipped, and the others still ran
+    assert decoder.stats().budget_stops == 0
+    back = next(i for i, names in enumerate(ran) if first.name in names)
+    assert 0 < back < 12  # its estimate aged (x0.8 a skip) until it fitted again
+    assert decoder._cost[first.name] * mpx[0] < budget  # once run, it was measured afresh
 
 
 def test_duty_cycle_rations_a_run_of_hard_frames() -> None:

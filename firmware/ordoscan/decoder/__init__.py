@@ -109,6 +109,10 @@ __all__ = [
 ]
 
 
+# what a skipped pass's cost estimate keeps at each skip (see Decoder._extra_passes)
+COST_AGEING = 0.8
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeStats:
     """Decoder counters for telemetry; times in milliseconds."""
@@ -351,6 +355,12 @@ class Decoder:
                 continue
             now = self._clock()
             expected = self._cost.get(p.name, 0.0) * mpx
+            if limit > 0 and expected > self.budget_ms:
+                # It fits no frame's budget, so waiting would not help: skip it and go on
+                # with the cheaper jobs. The estimate is only corrected when the pass runs,
+                # so age it: one slow measurement cannot keep the pass off for good.
+                self._cost[p.name] *= COST_AGEING
+                continue
             if limit <= 0 or (now - fast_end) * 1000.0 + expected > limit:
                 stop = "budget" if limit >= self.budget_ms else "duty"
                 break
