@@ -10,7 +10,6 @@ report says which happened.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -115,17 +114,11 @@ class AcksRefusedNats(NatsEngine):
 
     acks_refused = True
 
-    def authorization(self) -> str:
-        text = super().authorization()
-        if not self.acks_refused:
-            return text
-        deny = {"subscribe": {"deny": ["pharmacy.*.kiosk.*.ack"]}}
-        users = json.loads(text.split("users = ", 1)[1].split("\n", 1)[0])
-        for u in users:
-            if u["user"] != "anonymous" and "permissions" in u:  # the kiosk's identity
-                u["permissions"].update(deny)
-        return "authorization {\n  users = " + json.dumps(users) + "\n}\n" + \
-            text.split("}\n", 1)[1]
+    def kiosk_permissions(self) -> dict[str, object]:
+        perms = super().kiosk_permissions()
+        if self.acks_refused:
+            perms["subscribe"] = {"deny": ["pharmacy.*.kiosk.*.ack"]}
+        return perms
 
 
 def test_a_refused_ack_subscription_is_asked_for_again_on_the_same_link(

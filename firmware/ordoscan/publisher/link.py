@@ -33,9 +33,9 @@ from ordoscan.security import (
     explain_tls_failure,
 )
 
-# CONNACK codes that mean "try again later" rather than "the installer must act".
 log = logging.getLogger("ordoscan.publisher")
 
+# CONNACK codes that mean "try again later" rather than "the installer must act".
 TRANSIENT_CONNACK = frozenset({0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F})
 # The largest packet the kiosk accepts (MQTT 5 Maximum Packet Size on CONNECT): the broker
 # then never forwards a bigger one (a command is at most 1 KiB, an ack a few dozen bytes),

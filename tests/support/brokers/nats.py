@@ -50,12 +50,14 @@ class NatsEngine(Engine):
     def command(self) -> list[str]:
         return [NATS_SERVER, "-c", str(self.workdir / "nats.conf")]
 
+    def kiosk_permissions(self) -> dict[str, object]:
+        """The KIOSK user's permissions block (subjects, as NATS maps the MQTT topics)."""
+        return {"publish": {"deny": ["pharmacy.*.kiosk.*.scan"] if self.scans_denied else []}}
+
     def authorization(self) -> str:
-        deny = '["pharmacy.*.kiosk.*.scan"]' if self.scans_denied else "[]"
         users = [
             {"user": LGO[0], "password": LGO[1]},
-            {"user": KIOSK[0], "password": KIOSK[1],
-             "permissions": {"publish": {"deny": json.loads(deny)}}},
+            {"user": KIOSK[0], "password": KIOSK[1], "permissions": self.kiosk_permissions()},
             {"user": "anonymous", "password": "-"},
         ]
         return (
