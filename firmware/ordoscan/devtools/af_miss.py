@@ -17,7 +17,6 @@ import numpy as np
 
 from ordoscan.devtools import docscenes, splits
 from ordoscan.devtools.docscenes import DocScene, Setting
-from ordoscan.devtools.docscenes import camera as cm
 
 NAME = "af_miss"
 FOCUS_BEHIND_MM = (80.0, 400.0)  # where the focus locked, behind the page
@@ -40,17 +39,7 @@ def render(seed: int, setting: Setting, difficulty: str = "hard",
     """One ordonnance scene of `seed` under a dev `setting`, the autofocus locked behind it."""
     if seed not in splits.GEN2_DEV_SEEDS or setting not in splits.DEV_SETTINGS:
         raise ValueError(f"af_miss renders dev seeds and settings only, not {seed} {setting}")
-    kind = "ordonnance"
-    rng = docscenes._rng(seed, kind, difficulty, setting)
-    sub = docscenes.subject(kind, rng, setting)
-    pose = docscenes.pose_for(sub, rng, difficulty)
-    ev = {"easy": 0.2, "medium": 0.4, "hard": 0.7}[difficulty]
-    ae = docscenes.AutoExposure(error_ev=float(rng.normal(0, ev)))
-    cam = cm.CAMERAS[setting.camera]
-    rng.normal()  # render()'s own focus draw: the rest of the scene stays the dev scene's
     # the focus from a stream of its own, so the scene's other draws are not moved
     behind = float(np.random.default_rng([seed, 0xAF]).uniform(*FOCUS_BEHIND_MM))
-    focus_d = 1000.0 / pose.z - 1000.0 / (pose.z + behind)
-    lo, full, chroma, codes, params = docscenes.shoot(sub, pose, rng, ae, focus_d,
-                                                      sensor or cam.mode)
-    return DocScene(kind, seed, difficulty, setting, lo, full, chroma, codes, params)
+    return docscenes.render("ordonnance", seed, setting=setting, difficulty=difficulty,
+                            sensor=sensor, focus_behind_mm=behind)

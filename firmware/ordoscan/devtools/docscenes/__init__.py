@@ -470,8 +470,12 @@ def _rng(seed: int, kind: str, difficulty: str, setting: Setting) -> np.random.G
 
 
 def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: str = "medium",
-           sensor: tuple[int, int] | None = None) -> DocScene:
-    """Render one scene; the same arguments give the same pixels."""
+           sensor: tuple[int, int] | None = None,
+           focus_behind_mm: float | None = None) -> DocScene:
+    """Render one scene; the same arguments give the same pixels.
+
+    `focus_behind_mm`: the lens focused that far behind the page instead of on it (an
+    autofocus that missed, ordoscan.devtools.af_miss); every other draw is the scene's own."""
     setting = setting or Setting()
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; expected one of "
@@ -487,6 +491,8 @@ def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: 
     ae = AutoExposure(error_ev=float(rng.normal(0, ev)))
     cam = cm.CAMERAS[setting.camera]
     focus = abs(float(rng.normal(0, {"easy": 0.05, "medium": 0.1, "hard": 0.2}[difficulty])))
+    if focus_behind_mm is not None:
+        focus = 1000.0 / pose.z - 1000.0 / (pose.z + focus_behind_mm)  # dioptres
     lo, full, chroma, codes, params = shoot(sub, pose, rng, ae, focus, sensor or cam.mode)
     return DocScene(kind, seed, difficulty, setting, lo, full, chroma, codes, params)
 
