@@ -97,6 +97,27 @@ def test_an_in_focus_code_measures_no_defocus(module: int) -> None:
     assert deblur.defocus(defocused(1, module)[100:360, 180:440]) is None
 
 
+@pytest.mark.parametrize(("module", "radius"), [(4, 5), (5, 7), (4, 8), (3, 6)])
+def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
+    module: int, radius: float
+) -> None:
+    region = defocused(radius, module)[100:360, 180:440]
+    slope = deblur.defocus(region)
+    assert slope is not None and slope < 0.8 * radius  # the slope's measure reads short
+    ring = deblur.defocus_from_spectrum(region)
+    assert ring is not None and abs(ring - radius) <= 0.1 * radius, ring
+    # the spectrum's radius is undone first, then the slope's multiples
+    radii = deblur.defocus_radii(region, (1.15, 1.3))
+    assert radii[0] == ring and len(radii) >= 2
+
+
+@pytest.mark.parametrize("module", [4, 6])
+def test_an_in_focus_code_gets_no_disc_to_undo(module: int) -> None:
+    # its square modules leave dips in the spectrum as a small disc would: the slope's
+    # measure, which sees the sharp edges, decides
+    assert deblur.defocus_radii(defocused(0, module)[100:360, 180:440], (1.15, 1.3)) == []
+
+
 def test_a_smeared_code_measures_a_motion_not_a_defocus() -> None:
     assert deblur.defocus(smeared(0, 12)[100:300, 150:350]) is None
 

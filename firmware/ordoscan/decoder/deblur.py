@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 import numpy.typing as npt
@@ -184,6 +184,7 @@ def _wiener(
 # focus for zxing-cpp (or the blur is the lens's own and the ISP's): nothing is undone.
 MIN_DEFOCUS = 2.0  # px, as measured: a smaller disc leaves modules of 4 px and more readable
 MAX_DEFOCUS = 12.0  # px: a larger disc has wiped out any module the main stream has
+MAX_DEFOCUS_SPECTRUM = 14.0  # px: the spectrum's rings measure larger discs than the slope
 _DEFOCUS_NSR = 0.02
 
 
@@ -214,6 +215,75 @@ def defocus(region: Grey) -> float | None:
     return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS else None
 
 
+# The disc's size from the region's spectrum (blur identification from spectral zeros): a
+# disc of radius R multiplies the spectrum by jinc(2 pi f R) = 2 J1(x) / x, whose rings of
+# zeros (the first at f = 0.61 / R cycles a pixel) mark the radially averaged power
+# spectrum of any broadband subject, a code's modules included. The measure above reads
+# short once the disc is wider than a module (the modules never reach the full contrast);
+# the rings do not depend on contrast. The fit: log power = a + b log f + c log jinc^2,
+# least squares for each radius on a grid, the best with a real share of jinc (c).
+_SPECTRUM_SIDES = (256, 192, 128, 96, 64)  # pixels a side of the patch (the code's middle)
+_SPECTRUM_RADII = np.arange(1.5, 16.05, 0.1)  # radii tried, px
+_SPECTRUM_BAND = (2, 0.35)  # frequencies fitted: from 2 cycles a patch to 0.35 a pixel
+_MIN_JINC_SHARE = 0.2  # c below this: the spectrum shows no disc
+_JINC_FLOOR = 1e-3  # the noise floor under the zeros (8-bit noise over a code's contrast)
+
+
+def _j1(x: _F) -> _F:
+    """Bessel J1 by its integral, J1(x) = 1/pi int_0^pi cos(t - x sin t) dt (numpy has none)."""
+    t = (np.arange(128) + 0.5) * (math.pi / 128)
+    return np.asarray(np.cos(t - x[..., None] * np.sin(t)).mean(axis=-1), np.float64)
+
+
+@lru_cache(maxsize=8)
+def _jinc_table(n: int) -> tuple[_F, _F, _F]:
+    """For an n-pixel patch: the fitted frequency bins, log f and log jinc^2 (radii x bins)."""
+    lo, hi = _SPECTRUM_BAND[0], int(_SPECTRUM_BAND[1] * n)
+    k = np.arange(lo, hi + 1, dtype=np.float64)
+    x = 2 * math.pi * (k / n)[None, :] * _SPECTRUM_RADII[:, None]
+    jinc = 2 * _j1(x) / x
+    return k, np.log(k / n), np.log(jinc**2 + _JINC_FLOOR)
+
+
+def defocus_from_spectrum(region: Grey) -> float | None:
+    """The radius in pixels of the region's defocus disc from the rings of its spectrum
+    (above), or None when the spectrum shows none or only a small one.
+
+    Measured on the region's middle, at most 256 pixels a side."""
+    n = next((s for s in _SPECTRUM_SIDES if s <= min(region.shape)), 0)
+    if not n:
+        return None
+    y0, x0 = (region.shape[0] - n) // 2, (region.shape[1] - n) // 2
+    f = region[y0 : y0 + n, x0 : x0 + n].astype(np.float64)
+    f -= f.mean()
+    hann = np.hanning(n)
+    power = np.abs(np.fft.rfft2(f * np.outer(hann, hann))) ** 2
+    fy = np.fft.fftfreq(n)[:, None] * n
+    fx = np.arange(power.shape[1])[None, :]
+    ring = np.rint(np.hypot(fy, fx)).astype(np.int64).ravel()
+    k, logf, model = _jinc_table(n)
+    sums = np.bincount(ring, weights=power.ravel(), minlength=int(k[-1]) + 1)
+    counts = np.bincount(ring, minlength=int(k[-1]) + 1)
+    sel = k.astype(np.int64)
+    lp = np.log(sums[sel] / np.maximum(counts[sel], 1) + 1e-9)
+    # least squares for every radius at once: normal equations of [1, log f, model_R]
+    a = np.stack([np.broadcast_to(np.ones_like(logf), model.shape),
+                  np.broadcast_to(logf, model.shape), model], axis=-1)  # radii x bins x 3
+    ata = np.einsum("rbi,rbj->rij", a, a)
+    aty = np.einsum("rbi,b->ri", a, lp)
+    try:
+        coef = np.linalg.solve(ata, aty[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return None
+    err = ((np.einsum("rbi,ri->rb", a, coef) - lp) ** 2).sum(axis=1)
+    err[coef[:, 2] < _MIN_JINC_SHARE] = np.inf
+    best = int(np.argmin(err))
+    if not math.isfinite(float(err[best])):
+        return None
+    radius = float(_SPECTRUM_RADII[best])
+    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM else None
+
+
 def _disc(radius: float, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
     """A defocus disc's transfer function for an image of `shape`: each pixel weighted by
     the share of it the disc covers (4x4 samples a pixel), centred on pixel (0, 0)."""
@@ -230,7 +300,20 @@ def _disc(radius: float, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
     return np.fft.rfft2(k)
 
 
-def undone_defocus(region: Grey, radius: float, factors: tuple[float, ...]) -> Iterator[Grey]:
-    """The region with a defocus disc of each of these multiples of `radius` undone in turn
-    (the measure reads short): the region's transform is taken once."""
-    return _wiener(region, [partial(_disc, radius * k) for k in factors], _DEFOCUS_NSR)
+def undone_defocus(region: Grey, radii: list[float]) -> Iterator[Grey]:
+    """The region with a defocus disc of each of these radii undone in turn: the region's
+    transform is taken once."""
+    return _wiener(region, [partial(_disc, r) for r in radii], _DEFOCUS_NSR)
+
+
+def defocus_radii(region: Grey, factors: tuple[float, ...]) -> list[float]:
+    """The defocus discs to undo on the region, most likely first: none when the slope's
+    measure sees no defocus (a sharp code's square modules leave dips of their own in the
+    spectrum, as a disc of about 0.6 module would), else the spectrum's measure, then these
+    multiples of the slope's (which reads short once the disc is as wide as a module)."""
+    slope = defocus(region)
+    if slope is None:
+        return []
+    ring = defocus_from_spectrum(region)
+    radii = [ring] if ring is not None else []
+    return radii + [slope * k for k in factors if all(abs(slope * k - r) > 0.05 * r for r in radii)]

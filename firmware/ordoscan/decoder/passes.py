@@ -72,6 +72,9 @@ class Pass:
     # undo the region's defocus disc first, these times its measured radius in turn
     defocus: tuple[float, ...] = ()
     flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
+    # each version of the region read again with the global-histogram binarizer when the
+    # local one reads nothing (a deconvolution's ringing fools the local averages)
+    histogram_too: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +144,8 @@ DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downsc
 # measures well short of its radius (the modules never reach the full contrast): the
 # autofocus-miss dev family (ordoscan.devtools.af_miss) read some only at 1.5-1.9 times it.
 DEFOCUS_PASSES = (
-    Pass("qr-zoom-defocus", QR, zoom=True, defocus=(1.15, 1.3, 1.6), downscale=False),
+    Pass("qr-zoom-defocus", QR, zoom=True, defocus=(1.15, 1.3, 1.6), downscale=False,
+         histogram_too=True),
 )
 
 # A QR Code detected but unread (a checksum error) on a surface that is not flat (cloth,
@@ -232,11 +236,10 @@ def run_pass(
             return []
         return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found)
     if p.defocus:
-        radius = deblur.defocus(prepared)
-        if radius is None:
+        radii = deblur.defocus_radii(prepared, p.defocus)
+        if not radii:
             return []
-        return _read_each(p, deblur.undone_defocus(prepared, radius, p.defocus), frame, box,
-                          found)
+        return _read_each(p, deblur.undone_defocus(prepared, radii), frame, box, found)
     return _read(p, prepared, frame, box, found)
 
 
@@ -255,9 +258,12 @@ def _read_each(
     """The versions of one prepared region (one blur measure, each multiple of it undone)
     read in turn until one reads (see run_pass)."""
     unread: list[tuple[str, Box]] = []
+    again = replace(p, binarizer=zxingcpp.Binarizer.GlobalHistogram) if p.histogram_too else None
     for version in versions:
         before = len(found)
         unread = _read(p, version, frame, box, found)
+        if len(found) == before and again is not None:
+            unread = _read(again, version, frame, box, found)
         if len(found) > before:
             break
     return unread
