@@ -24,8 +24,8 @@ sign of a code the fast pass did not read:
 - on any of those small regions with a sign of a QR Code still unread after
   the generic passes (or a patch the statistics below point at: a disc as
   wide as a module leaves no finder pattern), a defocus disc measured on the
-  main stream and undone (`deblur`; nothing is done where the region measures
-  in focus);
+  main stream (by its edges' slope and by the rings of its spectrum) and undone
+  (`deblur`; nothing is done where the region measures in focus);
 - a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
@@ -44,7 +44,7 @@ tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
 boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
-(motion blur measured and undone), `warp` (a symbol on an uneven surface flattened); the
+(motion blur and defocus measured and undone), `warp` (a symbol on an uneven surface flattened); the
 Decoder here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
