@@ -163,3 +163,34 @@ def test_the_fourth_corner_search_finds_the_corner_of_a_sharp_symbol() -> None:
         assert math.hypot(bx - tx, by - ty) <= 0.25 * 6 + 0.5, best
     symbol, _ = warp.drawn(region, best, 21)
     assert [r.text for r in zxingcpp.read_barcodes(symbol)] == [EPU]
+
+
+def test_a_symbol_only_an_upscaled_pass_detects_is_flattened_from_the_main_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dev scene 200 191 (second generator): a small version-1 code (2.1 px a module in the
+    lores frame) on a page folded 21 degrees. The fast pass does not even detect it; the
+    x1.5 pass detects it and cannot read it; the flatten pass queued then, on the main
+    stream's pixels, finds its fourth corner and reads it."""
+    import ordoscan.decoder as decoder_module
+    from ordoscan.devtools import docscenes, splits
+
+    *_, spec = splits.gen2_specs("dev", 192, "hard", offset=200_000)  # the set's 192nd
+    assert spec.seed == 200_191 and spec.kind == "ordonnance"
+    scene = docscenes.render(spec.kind, spec.seed, setting=spec.setting, difficulty="hard",
+                             sensor=docscenes.camera.CAMERAS[spec.setting.camera].mode)
+    epu = next(c.payload for c in scene.codes if c.kind.name == "ORDONNANCE")
+    runs: list[tuple[str, int, int]] = []  # pass, symbols read, symbols detected unread
+
+    def spy(p: Pass, frame: np.ndarray, box: object, found: dict, *a: object) -> list:
+        before = len(found)
+        unread = run_pass(p, frame, box, found, *a)  # type: ignore[arg-type]
+        runs.append((p.name, len(found) - before, len(unread)))
+        return unread
+
+    monkeypatch.setattr(decoder_module, "run_pass", spy)
+    symbols = Decoder(budget_ms=10_000, duty=None).decode(scene.image, scene.zoom)
+    assert epu in {s.text for s in symbols}
+    assert runs[0] == ("qr", 0, 0)  # the fast pass saw nothing
+    assert ("qr-x1.5", 0, 2) in runs or ("qr-x1.5", 0, 1) in runs
+    assert [r for r in runs if r[1]] == [("qr-zoom-flatten", 1, 0)]

@@ -163,6 +163,7 @@ DEFOCUS_PASSES = (
 # regions of detected QR Codes only (on ZXing's photos of codes printed on cloth it read
 # 5 of the 8 such symbols no other pass read).
 FLATTEN_PASS = Pass("qr-flatten", QR, downscale=False, flatten=True)
+FLATTEN_ZOOM_PASS = Pass("qr-zoom-flatten", QR, zoom=True, downscale=False, flatten=True)
 
 # When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
 WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
