@@ -319,7 +319,8 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "tests.bench.test_bench_presentations", str(spec_file)],
         cwd=ROOT, capture_output=True, text=True, timeout=7000,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        # this checkout's firmware first: the environment's ordoscan may be another checkout's
+        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "firmware"), str(ROOT)))})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads(r.stdout.strip().splitlines()[-1])
     ran = time.perf_counter() - t1
