@@ -12,6 +12,9 @@ sign of a code the fast pass did not read:
   one alone, or two of them when blur hid the third; a code under ZOOM_BELOW
   pixels a module is read from the camera's full-resolution stream through
   `zoom` when there is one, else upscaled to about 4 pixels a module;
+- on the regions of a symbol detected but unread or of the statistics below
+  (a code held far off or tilted, whose finder patterns blur hid), the main
+  stream's pixels as they are, when there is one, before the upscaled passes;
 - on any of those regions whose whites are clipped (an over-exposed phone
   screen), the main stream's pixels with a 3x3 minimum, then split at a grey
   level just under the clipped white and eroded (ERODE_PASSES);
@@ -73,6 +76,7 @@ from ordoscan.decoder.passes import (
     SMALL_MODULE,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
+    ZOOM_PASS,
     Job,
     Symbol,
     Zoom,
@@ -277,6 +281,15 @@ class Decoder:
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
         smeared = [box for box in small if motion_blurred(frame, box)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
+        if zoom is not None:
+            # A code the statistics or zxing-cpp's detector saw but could not read is most
+            # often too small in this frame (held far off, or tilted): the main stream's
+            # pixels read it where the upscaled frame does not, for about the cost of one
+            # upscaled pass. Not on a blown-out region: its erode passes read the main
+            # stream already.
+            jobs += [Job(ZOOM_PASS, box) for box in small
+                     if any(box.overlaps(q) for q in unread_qr + candidates)
+                     and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         # a QR Code detected but unread may lie on a surface that is not flat: last, as the
         # generic passes read most detected codes

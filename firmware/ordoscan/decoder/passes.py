@@ -169,10 +169,14 @@ FLATTEN_ZOOM_PASS = Pass("qr-zoom-flatten", QR, zoom=True, downscale=False, flat
 WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
 
 
+# A small code's region read from the main stream (Zoom) as it comes.
+ZOOM_PASS = Pass("qr-zoom", QR, zoom=True)
+
+
 def fitted(guess: CodeGuess, zoom: bool) -> Pass:
     """The pass for a small code whose module size the finder patterns gave."""
     if zoom:
-        return Pass("qr-zoom", QR, zoom=True)
+        return ZOOM_PASS
     scale = min(max(_FIT_MODULE / guess.module, FIT_SCALE[0]), FIT_SCALE[1])
     return Pass("qr-fit", QR, scale=round(scale, 1), downscale=False)
 
