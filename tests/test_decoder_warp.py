@@ -105,3 +105,92 @@ def test_zxing_photos_on_cloth(corpus: Path) -> None:
         assert want in {s.text for s in found.values()}, name
         decoder = Decoder(budget_ms=10_000, duty=None)
         assert want in {s.text for s in decoder.decode(frame)}, name
+
+
+# -- a version-1 symbol (no alignment pattern) whose fourth corner zxing-cpp misplaces ----
+
+EPU = "01S2TBPZ2JCNZZYGHZ"  # version 1 (21 modules) at ECC M
+
+
+def folded(squeeze: float, shear: float, crease: int, module: int = 6) -> np.ndarray:
+    """A version-1 code on a page creased `crease` modules into the symbol (a vertical
+    line): beyond it the page turns away, foreshortened by `squeeze` and sheared by
+    `shear` pixels a pixel (OpenCV's remap, apart from the decoder's sampling), noise."""
+    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
+    page = np.full((360, 360), 255, np.uint8)
+    page[60 : 60 + img.shape[0], 60 : 60 + img.shape[1]] = img
+    yy, xx = np.mgrid[0:360, 0:360].astype(np.float32)
+    x0 = 60 + (4 + crease) * module  # 4: the quiet zone
+    beyond = xx > x0
+    mx = np.where(beyond, x0 + (xx - x0) / squeeze, xx).astype(np.float32)
+    my = np.where(beyond, yy + (xx - x0) * shear, yy).astype(np.float32)
+    grey = (30 + page.astype(np.float32) * 0.7).astype(np.float32)
+    out = cv2.remap(grey, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out += np.random.default_rng(0).normal(0, 2.0, out.shape).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shear", [0.05, 0.15])
+def test_a_version_1_code_creased_before_its_last_finder_is_read_through_its_searched_corner(
+    shear: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The top-right finder lies beyond the crease: zxing-cpp completes the parallelogram of
+    the three finders, the fourth corner lands modules away from the symbol's, and the
+    modules near it are sampled off their centres (a checksum error); neither the generic
+    passes nor the flattening (the drift is more than half a module) read it."""
+    frame = folded(0.7, shear, 14)
+    raw = zxingcpp.read_barcodes(frame, return_errors=True)
+    assert raw and not any(r.valid for r in raw)
+    assert [s.text for s in Decoder(budget_ms=10_000, duty=None).decode(frame)] == [EPU]
+    monkeypatch.setattr(warp, "fourth_corners", lambda *a: [])
+    assert [s.text for s in Decoder(budget_ms=10_000, duty=None).decode(frame)] == []
+
+
+def test_the_fourth_corner_search_finds_the_corner_of_a_sharp_symbol() -> None:
+    """The corners of a flat symbol, the fourth moved two modules away: the search brings it
+    back within a quarter of a module (a lens blur: module centres are where the samples
+    split best)."""
+    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=6, add_quiet_zones=True))
+    blurred = cv2.GaussianBlur(30 + img.astype(np.float32) * 0.7, (0, 0), 1.5)
+    region = blurred.astype(np.uint8)
+    q = 4 * 6 - 0.5  # the quiet zone's pixels, then the first module's outer edge
+    true = [(q, q), (q + 126, q), (q + 126, q + 126), (q, q + 126)]
+    off = [*true[:2], (true[2][0] - 12, true[2][1] + 9), true[3]]
+    best = warp.fourth_corners(region, [(float(x), float(y)) for x, y in off], 21)[0]
+    for (bx, by), (tx, ty) in zip(best, true, strict=True):
+        assert math.hypot(bx - tx, by - ty) <= 0.25 * 6 + 0.5, best
+    symbol, _ = warp.drawn(region, best, 21)
+    assert [r.text for r in zxingcpp.read_barcodes(symbol)] == [EPU]
+
+
+def test_a_symbol_only_an_upscaled_pass_detects_is_flattened_from_the_main_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dev scene 200 191 (second generator): a small version-1 code (2.1 px a module in the
+    lores frame) on a page folded 21 degrees. The fast pass does not even detect it; the
+    x1.5 pass detects it and cannot read it; the flatten pass queued then, on the main
+    stream's pixels, finds its fourth corner and reads it."""
+    import ordoscan.decoder as decoder_module
+    from ordoscan.devtools import docscenes, splits
+
+    *_, spec = splits.gen2_specs("dev", 192, "hard", offset=200_000)  # the set's 192nd
+    assert spec.seed == 200_191 and spec.kind == "ordonnance"
+    scene = docscenes.render(spec.kind, spec.seed, setting=spec.setting, difficulty="hard",
+                             sensor=docscenes.camera.CAMERAS[spec.setting.camera].mode)
+    epu = next(c.payload for c in scene.codes if c.kind.name == "ORDONNANCE")
+    runs: list[tuple[str, int, int]] = []  # pass, symbols read, symbols detected unread
+
+    def spy(p: Pass, frame: np.ndarray, box: object, found: dict, *a: object) -> list:
+        before = len(found)
+        unread = run_pass(p, frame, box, found, *a)  # type: ignore[arg-type]
+        runs.append((p.name, len(found) - before, len(unread)))
+        return unread
+
+    monkeypatch.setattr(decoder_module, "run_pass", spy)
+    symbols = Decoder(budget_ms=10_000, duty=None).decode(scene.image, scene.zoom)
+    assert epu in {s.text for s in symbols}
+    assert runs[0] == ("qr", 0, 0)  # the fast pass saw nothing
+    assert ("qr-x1.5", 0, 2) in runs or ("qr-x1.5", 0, 1) in runs
+    assert [r for r in runs if r[1]] == [("qr-zoom-flatten", 1, 0)]

@@ -66,6 +66,7 @@ from ordoscan.decoder.passes import (
     EXTRA_PASSES,
     FAST_PASSES,
     FLATTEN_PASS,
+    FLATTEN_ZOOM_PASS,
     MAX_FITTED,
     MAX_PASS_PIXELS,
     QR,
@@ -279,7 +280,10 @@ class Decoder:
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         # a QR Code detected but unread may lie on a surface that is not flat: last, as the
         # generic passes read most detected codes
-        jobs += [Job(FLATTEN_PASS, box) for box in unread_qr]
+        # (from the main stream when there is one: a small symbol's modules and its
+        # corners are better measured there)
+        flatten = FLATTEN_ZOOM_PASS if zoom is not None else FLATTEN_PASS
+        jobs += [Job(flatten, box) for box in unread_qr]
         # a code still unread after the generic passes may be out of focus (the main stream's
         # pixels say: the pass does nothing on a region that measures in focus). A disc as
         # wide as a module leaves no finder pattern to see: the statistics' regions count too
@@ -366,8 +370,14 @@ class Decoder:
                 break
             before = len(found)
             zoomed: list[int] = []
-            run_pass(p, frame, box, found, zoom, zoomed)
+            unread = run_pass(p, frame, box, found, zoom, zoomed)
             extra += len(found) - before
+            if not p.flatten:
+                # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
+                # too, once, last: the fast pass's detections are already queued
+                flatten = FLATTEN_ZOOM_PASS if zoom is not None else FLATTEN_PASS
+                jobs += [Job(flatten, b) for symbology, b in unread if symbology == "QRCode"
+                         and not any(j.p.flatten and j.box.overlaps(b) for j in jobs)]
             runs += 1
             if zoomed:
                 zooms += 1

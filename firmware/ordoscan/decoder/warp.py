@@ -141,3 +141,115 @@ def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     # flattened pixels (x, y) -> module units (x / PPM - QUIET) -> region pixels
     back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
     return np.clip(flat, 0, 255).astype(np.uint8), back
+
+
+# -- a version-1 symbol under perspective: its fourth corner searched for ------------------
+#
+# With no alignment pattern (version 1), zxing-cpp places the corner opposite the top-left
+# finder by completing a parallelogram. Under a strong perspective (a page tilted close to
+# the lens) that corner is off by a module or two, and the far modules are sampled off
+# their centres: a checksum error on a sharp code. Here the corner is searched for around
+# zxing-cpp's: for each candidate, the modules are sampled at their centres through the
+# projective map of the four corners; the right corner puts every sample in the middle of
+# a module (the samples split cleanly into dark and light, few in between) and makes the
+# timing patterns alternate. The best few are drawn as clean symbols for zxing-cpp.
+CORNER_SEARCH = 3.0  # modules each way around zxing-cpp's fourth corner
+CORNER_STEP = 0.5  # modules between candidates
+CORNER_TRIES = 3  # best-scoring candidates drawn and read (after the refined one)
+_REFINE = 0.75  # modules each way a corner is refined ...
+_REFINE_STEP = 0.25  # ... in steps of this many modules
+_TIMING_WEIGHT = 0.25  # the timing patterns' correlation against the samples' split
+
+
+def _square_to_quads(quads: _F) -> _F:
+    """For each quad (n x 4 x 2: the images of (0,0), (1,0), (1,1), (0,1)), the projective
+    map of the unit square onto it as (a, b, c, d, e, f, g, h): x = (a u + b v + c) / w,
+    y = (d u + e v + f) / w, w = g u + h v + 1 (Heckbert's closed form; n x 8)."""
+    x0, x1, x2, x3 = quads[:, :, 0].T
+    y0, y1, y2, y3 = quads[:, :, 1].T
+    sx, sy = x0 - x1 + x2 - x3, y0 - y1 + y2 - y3
+    dx1, dx2, dy1, dy2 = x1 - x2, x3 - x2, y1 - y2, y3 - y2
+    den = dx1 * dy2 - dx2 * dy1
+    den = np.where(np.abs(den) < 1e-9, 1e-9, den)  # a degenerate quad scores nothing
+    g = (sx * dy2 - dx2 * sy) / den
+    h = (dx1 * sy - sx * dy1) / den
+    return np.stack([x1 - x0 + g * x1, x3 - x0 + h * x3, x0,
+                     y1 - y0 + g * y1, y3 - y0 + h * y3, y0, g, h], axis=1)
+
+
+def _timing(dim: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], _F]:
+    """Module rows, columns and expected darkness (1 dark) of the two timing patterns."""
+    k = np.arange(8, dim - 8)
+    dark = (k % 2 == 0).astype(np.float64)
+    six = np.full_like(k, 6)
+    return np.concatenate([six, k]), np.concatenate([k, six]), np.concatenate([dark, dark])
+
+
+def _scores(region: _F, quads: _F, dim: int) -> _F:
+    """How well each quad (n x 4 x 2) puts a `dim`-module symbol's samples on module
+    centres: the samples' split into dark and light plus the timing patterns' alternation."""
+    m = _square_to_quads(quads)[:, :, None]
+    centres = (np.arange(dim) + 0.5) / dim
+    u, v = (a.ravel()[None, :] for a in np.meshgrid(centres, centres))
+    w = m[:, 6] * u + m[:, 7] * v + 1
+    w = np.where(np.abs(w) < 1e-9, 1e-9, w)
+    s = _bilinear(region, (m[:, 0] * u + m[:, 1] * v + m[:, 2]) / w,
+                  (m[:, 3] * u + m[:, 4] * v + m[:, 5]) / w)  # quads x modules
+    # samples on module centres take two values (about as many dark as light): their mean
+    # distance to the mean is then their standard deviation; samples astride module edges
+    # spread between the two and bring it down to ~0.8 of it
+    dev = s - s.mean(axis=1, keepdims=True)
+    split = np.abs(dev).mean(axis=1) / np.maximum(np.sqrt((dev * dev).mean(axis=1)), 1e-9)
+    rows, cols, dark = _timing(dim)
+    t = s[:, rows * dim + cols]
+    t = t - t.mean(axis=1, keepdims=True)
+    d = dark - dark.mean()
+    corr = -(t @ d) / np.maximum(np.linalg.norm(t, axis=1) * np.linalg.norm(d), 1e-9)
+    out: _F = split + _TIMING_WEIGHT * corr
+    return out
+
+
+def _moved(quad: _F, corner: int, reach: float, step: float, module: float) -> _F:
+    """Copies of `quad` with one corner moved on a grid of `step` modules, `reach` modules
+    each way (the unmoved quad among them)."""
+    steps = np.arange(-reach, reach + step / 2, step) * module
+    dx, dy = (a.ravel() for a in np.meshgrid(steps, steps))
+    quads = np.repeat(quad[None], dx.size, axis=0)
+    quads[:, corner, 0] += dx
+    quads[:, corner, 1] += dy
+    return quads
+
+
+def fourth_corners(region: Grey, corners: list[Point], dim: int) -> list[list[Point]]:
+    """Candidate corner sets for a symbol of `dim` modules (zxing-cpp's order: top-left,
+    top-right, bottom-right, bottom-left), best first: the bottom-right corner searched
+    CORNER_SEARCH modules around zxing-cpp's, then each corner refined in turn (the three
+    finders' corners are zxing-cpp's estimates too, good to half a module)."""
+    img = region.astype(np.float64)
+    quad = np.asarray(corners, np.float64)
+    module = float(np.linalg.norm(quad[1] - quad[0]) + np.linalg.norm(quad[3] - quad[0])) / 2 / dim
+    tried = _moved(quad, 2, CORNER_SEARCH, CORNER_STEP, module)
+    scores = _scores(img, tried, dim)
+    best = [tried[i] for i in np.argsort(-scores)[:CORNER_TRIES]]
+    quad = best[0]
+    for corner in (*range(4), 2):
+        tried = _moved(quad, corner, _REFINE, _REFINE_STEP, module)
+        scores = _scores(img, tried, dim)
+        quad = tried[int(np.argmax(scores))]
+    return [[(float(x), float(y)) for x, y in q] for q in (quad, *best)]
+
+
+def drawn(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
+    """The symbol's modules sampled at their centres through these corners, each split at
+    the middle of the samples' range, drawn clean (PPM px a module, a quiet zone);
+    and the transform from its pixels back to the region's. LinAlgError when degenerate."""
+    h = homography([(0.0, 0.0), (dim, 0.0), (dim, dim), (0.0, dim)], corners)
+    centres = np.arange(dim) + 0.5
+    u, v = np.meshgrid(centres, centres)
+    s = _bilinear(region.astype(np.float64), *project(h, u, v))
+    lo, hi = np.percentile(s, (10, 90))
+    modules = np.where(s < (lo + hi) / 2, 0, 255).astype(np.uint8)
+    symbol = np.asarray(np.kron(np.pad(modules, QUIET, constant_values=255),
+                     np.ones((PPM, PPM), np.uint8)), np.uint8)
+    back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
+    return symbol, back
