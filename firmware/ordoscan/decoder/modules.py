@@ -196,7 +196,8 @@ _LEGS = (10.0, 1.25, 0.3)  # shortest leg (px), longest over shortest, |cos| of 
 DIMS = (21, 25, 29)  # versions 1-3: a prescription's payload is short
 # Tries on a grid, most useful first (on af_miss 0-59): (scale of the finders' triangle,
 # times the measured radius, shift x, shift y in px); the first says whether the grid
-# is worth the others.
+# is worth the others. Three more ((1, 1, -0.5, -0.5), (1.02, 1, 0, 0), (1, 1.2, -0.5, 0))
+# read nothing more there.
 TRIES = (
     (1.0, 1.0, 0.0, 0.0),
     (1.0, 1.0, -0.5, 0.0),
@@ -204,9 +205,6 @@ TRIES = (
     (1.0, 1.1, 0.0, 0.0),
     (1.0, 1.1, -0.5, 0.0),
     (0.98, 1.0, 0.0, 0.0),
-    (1.0, 1.0, -0.5, -0.5),
-    (1.02, 1.0, 0.0, 0.0),
-    (1.0, 1.2, -0.5, 0.0),
 )
 GAMMA = 2.2  # the ISP's tone curve undone: the blur mixes light, not grey levels
 
@@ -288,7 +286,7 @@ def unmixed(region: Grey, radius: float) -> Iterator[tuple[Grey, _F]]:
     symbol size, the modules solved on that grid with the disc as measured (`radius`,
     region pixels); where the known modules agree, again on the TRIES around it (the
     centres are found within about a pixel; the lens and the ISP blur a little more than
-    the disc), and called dark or light."""
+    the disc), and called dark or light. Once a grid has been tried through, nothing else."""
     if min(region.shape) < 32:
         return
     light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
@@ -313,3 +311,5 @@ def unmixed(region: Grey, radius: float) -> Iterator[tuple[Grey, _F]]:
                     yield draw(bits), back
                 elif i == 0:
                     break  # not this size, or not a code here
+            else:
+                return  # the code's grid and size, and none of its tries read: no other

@@ -77,6 +77,8 @@ class Pass:
     # each version of the region read again with the global-histogram binarizer when the
     # local one reads nothing (a deconvolution's ringing fools the local averages)
     histogram_too: bool = False
+    # a QR Code's modules solved for on its grid, the disc as measured (modules.py)
+    unmix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +154,17 @@ DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downsc
 # pixel: that radius is undone first, then the multiples of the short measure. Each
 # version is read again with the global-histogram binarizer (a deconvolution's ringing
 # fools the local averages). On af_miss 0-59, every pass due: 36 -> 38 of 60.
-# Where no version reads, the modules themselves are solved for on the grid the finder
-# patterns' centres give (modules.py: one unknown a module, well conditioned where the
-# per-pixel deconvolution is not): af_miss 0-59, every pass due, 38 -> 41 of 60.
+# Where no version reads, the next pass solves for the modules themselves on the grid the
+# finder patterns' centres give (modules.py: one unknown a module, well conditioned where
+# the per-pixel deconvolution is not): af_miss 0-59, every pass due, 38 -> 41 of 60. A
+# pass of its own, so that its cost (about 10-45 ms of x86 CPU a region) is estimated and
+# budgeted apart from the per-pixel one's.
+UNMIX_PASS = Pass("qr-zoom-unmix", QR, zoom=True, defocus=(1.15,), downscale=False,
+                  unmix=True)
 DEFOCUS_PASSES = (
     Pass("qr-zoom-defocus", QR, zoom=True, defocus=(1.15, 1.3, 1.6), downscale=False,
          histogram_too=True),
+    UNMIX_PASS,
 )
 
 # A QR Code detected but unread (a checksum error) on a surface that is not flat (cloth,
@@ -252,11 +259,10 @@ def run_pass(
         radii = deblur.defocus_radii(prepared, p.defocus)
         if not radii:
             return []
-        before = len(found)
-        unread = _read_each(p, deblur.undone_defocus(prepared, radii), frame, box, found)
-        if len(found) == before and p.formats is QR:  # solved on the module lattice instead
+        if p.unmix:
             _read_unmixed(p, prepared, radii[0], frame, box, found)
-        return unread
+            return []
+        return _read_each(p, deblur.undone_defocus(prepared, radii), frame, box, found)
     return _read(p, prepared, frame, box, found)
 
 
