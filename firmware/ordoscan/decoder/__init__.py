@@ -21,9 +21,12 @@ sign of a code the fast pass did not read:
 - on any of those regions that measures as motion-blurred (a page moving
   during a long exposure), the main stream deconvolved (`deblur`), after the
   generic passes;
-- on a QR Code detected but unread, after the generic passes, the symbol
-  resampled on its own module grid (`warp`): a code on cloth or on a curled
-  or creased page, whose modules drift off zxing-cpp's perspective grid;
+- on a QR Code detected but unread (by the fast pass or any later one), after
+  the generic passes, the symbol resampled on its own module grid (`warp`): a
+  code on cloth or on a curled or creased page, whose modules drift off
+  zxing-cpp's perspective grid; a version-1 symbol (no alignment pattern) also
+  redrawn through its fourth corner searched for; from the main stream when
+  there is one;
 - on any of those small regions with a sign of a QR Code still unread after
   the generic passes (or a patch the statistics below point at: a disc as
   wide as a module leaves no finder pattern), a defocus disc measured on the
@@ -47,8 +50,9 @@ tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
 boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
-(motion blur and defocus measured and undone), `warp` (a symbol on an uneven surface flattened); the
-Decoder here schedules the passes within the budget and the duty cycle.
+(motion blur and defocus measured and undone), `warp` (a symbol on an uneven surface
+flattened, a version-1 symbol's fourth corner found); the Decoder here schedules the
+passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
 DecodeError, an empty one gives no symbols. Payloads are never logged here.

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import zxingcpp
 from PIL import Image, ImageFilter
 
-from ordoscan.decoder import deblur, warp
+from ordoscan.decoder import deblur, modules, warp
 from ordoscan.decoder.finders import CodeGuess
 from ordoscan.decoder.regions import Box, Grey, pad
 from ordoscan.errors import DecodeError
@@ -77,6 +77,8 @@ class Pass:
     # each version of the region read again with the global-histogram binarizer when the
     # local one reads nothing (a deconvolution's ringing fools the local averages)
     histogram_too: bool = False
+    # a QR Code's modules solved for on its grid, the disc as measured (modules.py)
+    unmix: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +154,17 @@ DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downsc
 # pixel: that radius is undone first, then the multiples of the short measure. Each
 # version is read again with the global-histogram binarizer (a deconvolution's ringing
 # fools the local averages). On af_miss 0-59, every pass due: 36 -> 38 of 60.
+# Where no version reads, the next pass solves for the modules themselves on the grid the
+# finder patterns' centres give (modules.py: one unknown a module, well conditioned where
+# the per-pixel deconvolution is not): af_miss 0-59, every pass due, 38 -> 41 of 60. A
+# pass of its own, so that its cost (about 10-45 ms of x86 CPU a region) is estimated and
+# budgeted apart from the per-pixel one's.
+UNMIX_PASS = Pass("qr-zoom-unmix", QR, zoom=True, defocus=(1.15,), downscale=False,
+                  unmix=True)
 DEFOCUS_PASSES = (
     Pass("qr-zoom-defocus", QR, zoom=True, defocus=(1.15, 1.3, 1.6), downscale=False,
          histogram_too=True),
+    UNMIX_PASS,
 )
 
 # A QR Code detected but unread (a checksum error) on a surface that is not flat (cloth,
@@ -253,8 +263,32 @@ def run_pass(
         radii = deblur.defocus_radii(prepared, p.defocus)
         if not radii:
             return []
+        if p.unmix:
+            _read_unmixed(p, prepared, radii[0], frame, box, found)
+            return []
         return _read_each(p, deblur.undone_defocus(prepared, radii), frame, box, found)
     return _read(p, prepared, frame, box, found)
+
+
+def _read_unmixed(
+    p: Pass, prepared: Grey, radius: float, frame: Grey, box: Box,
+    found: dict[tuple[str, bytes], Symbol],
+) -> None:
+    """A QR Code blurred past its modules, its modules solved for (modules.py), the clean
+    symbols read in turn until one reads; its corners taken back to the prepared region's."""
+    for clean, back in modules.unmixed(prepared, radius):
+        results = zxingcpp.read_barcodes(
+            clean, formats=p.formats, try_rotate=False, try_downscale=False, try_invert=False,
+            text_mode=zxingcpp.TextMode.Plain,
+        )
+        seen = []
+        for r in results:
+            xs, ys = zip(*_corners(r), strict=True)
+            bx, by = warp.project(back, np.array(xs), np.array(ys))
+            seen.append((r, list(zip(bx.tolist(), by.tolist(), strict=True))))
+        if seen:
+            _collect(seen, prepared, frame, box, found)
+            return
 
 
 def _eroded(image: Grey) -> Grey:
@@ -287,7 +321,6 @@ def _read(
     p: Pass, prepared: Grey, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol]
 ) -> list[tuple[str, Box]]:
     """One zxing-cpp call on the prepared region (see run_pass)."""
-    region_h, region_w = box.y1 - box.y0, box.x1 - box.x0
     # TextMode.Plain: GS1 data as its element string with GS (0x1D) separators, as the
     # classifier wants it; the default HRI mode would give "(01)…" and escape controls.
     try:
@@ -303,12 +336,22 @@ def _read(
         )
     except (ValueError, TypeError, RuntimeError) as e:  # zxing-cpp refused the buffer
         raise DecodeError(f"frame of shape {frame.shape} could not be decoded: {e}") from None
-    unread: list[tuple[str, Box]] = []
-    sx = region_w / prepared.shape[1]
-    sy = region_h / prepared.shape[0]
     seen = [(r, _corners(r)) for r in results]
     if p.flatten:
         seen = _flattened(prepared, seen, p)
+    return _collect(seen, prepared, frame, box, found)
+
+
+def _collect(
+    seen: list[tuple[zxingcpp.Barcode, Corners]], prepared: Grey, frame: Grey, box: Box,
+    found: dict[tuple[str, bytes], Symbol],
+) -> list[tuple[str, Box]]:
+    """The symbols seen on the prepared region (corners in its pixels) added to `found`;
+    the symbology and box of each detected but unread (see run_pass)."""
+    region_h, region_w = box.y1 - box.y0, box.x1 - box.x0
+    unread: list[tuple[str, Box]] = []
+    sx = region_w / prepared.shape[1]
+    sy = region_h / prepared.shape[0]
     for r, at in seen:
         corners = tuple((round(x * sx) + box.x0, round(y * sy) + box.y0) for x, y in at)
         if not r.valid or r.error is not None:

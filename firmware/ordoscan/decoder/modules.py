@@ -1,0 +1,315 @@
+"""A QR Code blurred past its modules, read by solving for the modules themselves.
+
+A defocus disc as wide as a module or wider has a transfer function near zero at the
+modules' own frequency: a per-pixel deconvolution (deblur.py) cannot bring them back.
+But the unknowns are far fewer than the pixels: one grey level a module. Given the
+symbol's grid (a homography from module coordinates to the region's pixels) and the
+disc, the region is resampled on that grid, SAMPLES pixels a module, and modelled as
+
+    image = disc * (sum over modules of x_ij * box_ij) + noise,
+
+x_ij the module's grey level. The normal matrix of that least-squares problem is a
+convolution on the module lattice whose transfer function is the sum over the aliases
+of |disc * box|^2, which is never zero: a Tikhonov solve by FFT on the lattice is well
+conditioned where the per-pixel one is not. A margin of quiet-zone modules is solved
+too (blur spreads in from outside). Each module is then called dark or light with a
+threshold calibrated on the modules every QR Code has (finder, separator and timing
+patterns, the alignment pattern); a grid those modules disagree with is refused. The
+clean symbol is drawn PPM pixels a module, with a quiet zone, for zxing-cpp (its error
+correction absorbs a few wrong modules). numpy only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+from ordoscan.decoder import warp
+from ordoscan.decoder.deblur import _fast_len
+
+Grey = npt.NDArray[np.uint8]
+_F = npt.NDArray[np.float64]
+_B = npt.NDArray[np.bool_]
+
+SAMPLES = 4  # pixels a module of the resampled region
+MARGIN = 3  # modules of quiet zone solved around the symbol
+PPM = 4  # pixels a module of the drawn symbol
+QUIET = 4  # modules of quiet zone around the drawn symbol
+LAMBDA = 0.001  # Tikhonov weight, relative to the normal matrix's largest eigenvalue
+# Share of the known modules a solve must get right. On the autofocus-miss dev family
+# (ordoscan.devtools.af_miss 0-59) the right grid and size get 0.98-1.00 of them, a wrong
+# size or corner 0.53-0.84: the first solve on a grid says whether the others are worth it.
+MIN_AGREEMENT = 0.85
+
+
+@lru_cache(maxsize=16)
+def known_modules(dim: int) -> tuple[_B, _B]:
+    """The modules every QR Code of `dim` modules a side has: (which are known, dark)."""
+    known = np.zeros((dim, dim), np.bool_)
+    dark = np.zeros((dim, dim), np.bool_)
+    ring = np.maximum(*np.abs(np.mgrid[-3:4, -3:4]))  # Chebyshev distance from the centre
+    for y, x in ((0, 0), (0, dim - 7), (dim - 7, 0)):
+        known[y : y + 7, x : x + 7] = True
+        dark[y : y + 7, x : x + 7] = ring != 2
+    # separators: the light row and column inside the symbol around each finder
+    for y0, y1, x0, x1 in ((0, 8, 0, 8), (0, 8, dim - 8, dim), (dim - 8, dim, 0, 8)):
+        sep = np.zeros((dim, dim), np.bool_)
+        sep[y0:y1, x0:x1] = True
+        known |= sep  # the finder inside is already marked dark where dark
+    # timing patterns: row 6 and column 6 between the separators, dark on even indices
+    t = np.arange(8, dim - 8)
+    known[6, t] = known[t, 6] = True
+    dark[6, t] = dark[t, 6] = t % 2 == 0
+    if dim >= 25:  # the bottom-right alignment pattern (versions 2-6 have only that one)
+        c = dim - 7
+        a = np.maximum(*np.abs(np.mgrid[-2:3, -2:3]))
+        known[c - 2 : c + 3, c - 2 : c + 3] = True
+        dark[c - 2 : c + 3, c - 2 : c + 3] = a != 1
+    known.setflags(write=False)
+    dark.setflags(write=False)
+    return known, dark
+
+
+def _jacobian(h: _F, u: float, v: float) -> _F:
+    """d(region px) / d(module coords) of the homography at (u, v)."""
+    e = 1e-3
+    x0, y0 = warp.project(h, np.array([u, u + e, u]), np.array([v, v, v + e]))
+    return np.array([[x0[1] - x0[0], x0[2] - x0[0]], [y0[1] - y0[0], y0[2] - y0[0]]]) / e
+
+
+def _disc_spectrum(radius: float, jac: _F, n: int) -> npt.NDArray[np.complex128]:
+    """The transfer function on an n x n resampled grid of a disc of `radius` region pixels:
+    in the resampled frame (SAMPLES px a module) the disc is the ellipse of offsets d with
+    |jac d / SAMPLES| <= radius; each pixel weighted by the share of it inside (4x4 samples)."""
+    m = jac / SAMPLES
+    # the ellipse's extent along each resampled axis
+    inv = np.linalg.inv(m)
+    ext = radius * np.sqrt((inv * inv).sum(axis=1))
+    r = math.ceil(float(ext.max())) + 1
+    sub = (np.arange(4) + 0.5) / 4 - 0.5
+    d = np.arange(-r, r + 1)
+    ys = (d[:, None, None, None] + sub[None, None, :, None]).repeat(4, 3)
+    xs = (d[None, :, None, None] + sub[None, None, None, :]).repeat(4, 2)
+    ys, xs = np.broadcast_arrays(ys, xs)
+    px = m[0, 0] * xs + m[0, 1] * ys
+    py = m[1, 0] * xs + m[1, 1] * ys
+    cover = (px * px + py * py <= radius * radius).mean(axis=(2, 3))
+    k = np.zeros((n, n))
+    iy, ix = np.nonzero(cover)
+    np.add.at(k, ((iy - r) % n, (ix - r) % n), cover[iy, ix])
+    k /= k.sum()
+    out: npt.NDArray[np.complex128] = np.fft.rfft2(k)
+    return out
+
+
+@lru_cache(maxsize=4)
+def _box_spectrum(n: int) -> _F:
+    """|transfer function|^2 of one module's box (SAMPLES x SAMPLES) on an n x n grid."""
+    b = np.zeros((n, n))
+    b[:SAMPLES, :SAMPLES] = 1.0
+    f = np.fft.rfft2(b)
+    out: _F = (f * np.conj(f)).real
+    out.setflags(write=False)
+    return out
+
+
+def resample(region: _F, h: _F, dim: int) -> _F:
+    """The region on the symbol's grid, SAMPLES pixels a module, MARGIN modules around."""
+    side = (dim + 2 * MARGIN) * SAMPLES
+    at = (np.arange(side) + 0.5) / SAMPLES - MARGIN
+    u, v = np.meshgrid(at, at)
+    return warp._bilinear(region, *warp.project(h, u, v))
+
+
+Normal = tuple[npt.NDArray[np.complex128], _F]  # the disc's transfer function, A^T A's
+
+
+def normal(h: _F, dim: int, radius: float, lam: float = LAMBDA) -> Normal:
+    """The parts of the solve that depend only on the grid's scale and the disc: the disc's
+    transfer function on the resampled grid and the regularised normal matrix's transfer
+    function on the module lattice (a convolution: the normal kernel sampled at whole
+    modules, whose transform is the sum over the aliases of |disc * box|^2)."""
+    big = dim + 2 * MARGIN
+    n = big * SAMPLES
+    k = _disc_spectrum(radius, _jacobian(h, dim / 2, dim / 2), n)
+    c = np.fft.irfft2((k * np.conj(k)).real * _box_spectrum(n), s=(n, n))[::SAMPLES, ::SAMPLES]
+    cf = np.fft.rfft2(c).real
+    return np.conj(k), cf + lam * cf[0, 0]
+
+
+def solve(resampled: _F, nm: Normal, dim: int) -> _F:
+    """Each module's grey level (relative to the region's mean), MARGIN modules around
+    included: the Tikhonov solve on the module lattice (see the module doc)."""
+    n = resampled.shape[0]
+    big = dim + 2 * MARGIN
+    kc, denom = nm
+    # A^T r: the image correlated with the disc, summed over each module's pixels
+    atr_px = np.fft.irfft2(np.fft.rfft2(resampled - resampled.mean()) * kc, s=(n, n))
+    atr = atr_px.reshape(big, SAMPLES, big, SAMPLES).sum(axis=(1, 3))
+    x: _F = np.fft.irfft2(np.fft.rfft2(atr) / denom, s=(big, big))
+    return x
+
+
+def classify(x: _F, dim: int) -> tuple[_B | None, float]:
+    """The symbol's dark modules from the solved grey levels, and the share of the known
+    modules they get right; None for the modules when too few are right (a wrong grid,
+    a wrong size, or no code)."""
+    core = x[MARGIN : MARGIN + dim, MARGIN : MARGIN + dim]
+    known, dark = known_modules(dim)
+    kv, kd = core[known], dark[known]
+    # the threshold that gets the most known modules right (dark is the lower level)
+    cand = np.sort(kv)
+    t_all = (cand[:-1] + cand[1:]) / 2
+    right = ((kv[None, :] < t_all[:, None]) == kd[None, :]).sum(axis=1)
+    best = int(np.argmax(right))
+    share = float(right[best]) / kv.size
+    if share < MIN_AGREEMENT:
+        return None, share
+    bits: _B = core < t_all[best]
+    return bits, share
+
+
+def draw(bits: _B) -> Grey:
+    """The clean symbol, PPM pixels a module, QUIET modules of quiet zone."""
+    img = np.where(bits, 0, 255).astype(np.uint8)
+    img = np.pad(img, QUIET, constant_values=255)
+    return np.kron(img, np.ones((PPM, PPM), np.uint8))
+
+
+# -- the grid: from the finder patterns' centres ---------------------------------------
+#
+# Blurred past its modules, a finder pattern is still a dark blob (its 3x3 core) in a light
+# ring: a difference of Gaussians (the outer _OUTER times wider than the inner) marks its
+# centre at a few scales. Three such centres at the corners of a square (two legs of
+# about the same length, at about a right angle) give the grid: the finders' centres sit
+# at modules (3.5, 3.5), (dim - 3.5, 3.5) and (3.5, dim - 3.5), an affine map for each dim.
+_SCALES = (1.2, 1.6, 2.0, 2.6, 3.2, 4.0)  # px, the inner Gaussian's sigma (about a module)
+_OUTER = 2.2  # the outer Gaussian's sigma over the inner one's
+_PEAKS = 6  # darkest blobs kept
+_TRIPLES = 2  # corners of a square tried, best first
+_LEGS = (10.0, 1.25, 0.3)  # shortest leg (px), longest over shortest, |cos| of the angle
+DIMS = (21, 25, 29)  # versions 1-3: a prescription's payload is short
+# Tries on a grid, most useful first (on af_miss 0-59): (scale of the finders' triangle,
+# times the measured radius, shift x, shift y in px); the first says whether the grid
+# is worth the others. Three more ((1, 1, -0.5, -0.5), (1.02, 1, 0, 0), (1, 1.2, -0.5, 0))
+# read nothing more there.
+TRIES = (
+    (1.0, 1.0, 0.0, 0.0),
+    (1.0, 1.0, -0.5, 0.0),
+    (1.0, 1.0, 0.0, -0.5),
+    (1.0, 1.1, 0.0, 0.0),
+    (1.0, 1.1, -0.5, 0.0),
+    (0.98, 1.0, 0.0, 0.0),
+)
+GAMMA = 2.2  # the ISP's tone curve undone: the blur mixes light, not grey levels
+
+
+def _vertex(a: float, b: float, c: float) -> float:
+    """Where the parabola through (-1, a), (0, b), (1, c) peaks, within half a step."""
+    d = a - 2 * b + c
+    return float(np.clip(0.5 * (a - c) / d, -0.5, 0.5)) if d < 0 else 0.0
+
+
+def _blobs(region: Grey) -> list[tuple[float, float, float]]:
+    """The darkest blobs in light rings: (strength, x, y), strongest first. Found at half
+    the region's size (blurred past its modules, it loses nothing there)."""
+    h2, w2 = region.shape[0] // 2, region.shape[1] // 2
+    half = region[: 2 * h2, : 2 * w2].astype(np.float64).reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+    pad = 8
+    h, w = (_fast_len(n + 2 * pad) for n in half.shape)
+    f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
+    spectrum = np.fft.rfft2(f)
+    f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2
+    best = np.full((h2, w2), -np.inf)
+    for s in _SCALES:
+        g = np.exp(-2 * math.pi**2 * (s / 2) ** 2 * f2)
+        dog = np.fft.irfft2(spectrum * (g ** (_OUTER**2) - g), s=(h, w))[pad : pad + h2,
+                                                                           pad : pad + w2]
+        np.maximum(best, dog / (dog.std() + 1e-9), out=best)
+    out = []
+    left = best.copy()
+    for _ in range(_PEAKS):
+        y, x = divmod(int(np.argmax(left)), left.shape[1])
+        if not left[y, x] > 0:
+            break
+        if not (0 < y < h2 - 1 and 0 < x < w2 - 1):
+            left[y, x] = -np.inf
+            continue
+        # the peak between pixels: a parabola through three samples each way
+        dy, dx = (_vertex(best[y - 1, x], best[y, x], best[y + 1, x]),
+                  _vertex(best[y, x - 1], best[y, x], best[y, x + 1]))
+        # half-size pixel centres back to the region's
+        out.append((float(best[y, x]), 2 * (x + dx) + 0.5, 2 * (y + dy) + 0.5))
+        left[max(0, y - 4) : y + 5, max(0, x - 4) : x + 5] = -np.inf
+    return out
+
+
+def corners(region: Grey) -> list[tuple[_F, _F, _F]]:
+    """Finder centres (top-left, top-right, bottom-left) of likely QR Codes, best first."""
+    blobs = _blobs(region)
+    found: list[tuple[float, tuple[_F, _F, _F]]] = []
+    for a, b, c in itertools.permutations(range(len(blobs)), 3):
+        if b > c:
+            continue
+        pa, pb, pc = (np.array(blobs[i][1:]) for i in (a, b, c))
+        u, v = pb - pa, pc - pa
+        lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
+        if min(lu, lv) < _LEGS[0] or max(lu, lv) / min(lu, lv) > _LEGS[1]:
+            continue
+        cos = float(u @ v) / (lu * lv)
+        if abs(cos) > _LEGS[2]:
+            continue
+        if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
+            pb, pc = pc, pb
+        strength = blobs[a][0] + blobs[b][0] + blobs[c][0] - 5 * abs(cos)
+        found.append((strength, (pa, pb, pc)))
+    found.sort(key=lambda t: -t[0])
+    return [f[1] for f in found[:_TRIPLES]]
+
+
+def grid(tl: _F, tr: _F, bl: _F, dim: int) -> _F:
+    """The homography from module coordinates to region pixels, from the finders' centres."""
+    src = [(3.5, 3.5), (dim - 3.5, 3.5), (3.5, dim - 3.5), (dim - 3.5, dim - 3.5)]
+    br = tr + bl - tl
+    dst = [(float(p[0]), float(p[1])) for p in (tl, tr, bl, br)]
+    return warp.homography(src, dst)
+
+
+def unmixed(region: Grey, radius: float) -> Iterator[tuple[Grey, _F]]:
+    """Clean symbols for zxing-cpp, most likely first, each with the transform from its
+    pixels back to the region's: for each likely corner of finder patterns and each
+    symbol size, the modules solved on that grid with the disc as measured (`radius`,
+    region pixels); where the known modules agree, again on the TRIES around it (the
+    centres are found within about a pixel; the lens and the ISP blur a little more than
+    the disc), and called dark or light. Once a grid has been tried through, nothing else."""
+    if min(region.shape) < 32:
+        return
+    light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
+    for tl, tr, bl in corners(region):
+        mid = (tl + tr + bl) / 3
+        for dim in DIMS:
+            normals: dict[tuple[float, float], Normal] = {}  # a shift leaves it as it is
+            for i, (scale, wider, dx, dy) in enumerate(TRIES):
+                a, b, c = (mid + (p - mid) * scale + np.array([dx, dy]) for p in (tl, tr, bl))
+                try:
+                    h = grid(a, b, c, dim)
+                except np.linalg.LinAlgError:
+                    break
+                nm = normals.get((scale, wider))
+                if nm is None:
+                    nm = normals[scale, wider] = normal(h, dim, radius * wider)
+                x = solve(resample(light, h, dim), nm, dim)
+                bits, _ = classify(x, dim)
+                if bits is not None:
+                    # drawn pixels -> module coordinates -> region pixels
+                    back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
+                    yield draw(bits), back
+                elif i == 0:
+                    break  # not this size, or not a code here
+            else:
+                return  # the code's grid and size, and none of its tries read: no other

@@ -1,0 +1,115 @@
+"""A QR Code blurred past its modules, read by solving for its modules on its own grid
+(ordoscan.decoder.modules): real zxing-cpp on codes blurred by a known disc (an OpenCV
+anti-aliased circle, drawn apart from the decoder's own: test_decoder_deblur.defocused)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import ordoscan.decoder.passes as passes_module
+import pytest
+import zxingcpp
+from ordoscan.decoder import Decoder, deblur, modules
+from ordoscan.decoder.passes import QR, UNMIX_PASS
+from ordoscan.decoder.regions import Box
+
+from tests.test_decoder_deblur import EPU, defocused
+
+REGION = (slice(60, 420), slice(140, 540))  # the code and its paper around it
+
+
+def _reads(images: Iterator[tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    out = []
+    for clean, _ in images:
+        out += [r.text for r in zxingcpp.read_barcodes(clean, formats=QR)]
+        if out:
+            break
+    return out
+
+
+def _finders(module: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The true finder centres of defocused()'s code in REGION's pixels, and its size."""
+    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
+    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
+    ys, xs = np.nonzero(img < 128)
+    dim = (int(xs.max()) - int(xs.min()) + 1) // module
+    # the symbol's outer edge, in pixel-centre coordinates of REGION
+    x0 = 200 + int(xs.min()) - 0.5 - REGION[1].start
+    y0 = 120 + int(ys.min()) - 0.5 - REGION[0].start
+    at = 3.5 * module
+    far = (dim - 3.5) * module
+    return (np.array([x0 + at, y0 + at]), np.array([x0 + far, y0 + at]),
+            np.array([x0 + at, y0 + far]), dim)
+
+
+@pytest.mark.parametrize(("module", "radius"), [(5, 8), (6, 10)])
+def test_a_code_blurred_past_its_modules_is_read_on_its_module_lattice(
+    module: int, radius: float
+) -> None:
+    """A disc of 1.6-1.7 modules: deconvolved per pixel at its true radius nothing reads
+    (its transfer function is about zero at the modules' frequency); solved one unknown a
+    module on the grid its finder patterns give, the code reads."""
+    region = defocused(radius, module)[REGION]
+    assert not [r.text for v in deblur.undone_defocus(region, [radius])
+                for r in zxingcpp.read_barcodes(v)]
+    assert _reads(modules.unmixed(region, radius)) == [EPU]
+
+
+def test_the_defocus_pass_reads_what_the_per_pixel_deconvolution_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = defocused(8, 5)
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(frame)}
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(frame)] == [EPU]
+    # the same decoder without the lattice solve: nothing read
+    monkeypatch.setattr(passes_module.modules, "unmixed", lambda *a: iter(()))
+    assert Decoder(budget_ms=10_000, duty=None).decode(frame) == []
+
+
+def test_the_symbol_read_on_the_lattice_is_placed_on_the_frame() -> None:
+    frame = defocused(8, 5)
+    (symbol,) = Decoder(budget_ms=10_000, duty=None).decode(frame)
+    xs, ys = zip(*symbol.position, strict=True)
+    # the code spans x 200+20..200+125, y 120+20..120+125 (5 px modules, 4 of quiet zone)
+    assert abs(min(xs) - 220) <= 6 and abs(max(xs) - 325) <= 6, symbol.position
+    assert abs(min(ys) - 140) <= 6 and abs(max(ys) - 245) <= 6, symbol.position
+
+
+def test_a_blank_region_gives_nothing() -> None:
+    rng = np.random.default_rng(1)
+    paper = np.clip(200 + rng.normal(0, 2, (360, 400)), 0, 255).astype(np.uint8)
+    assert list(modules.unmixed(paper, 6.0)) == []
+
+
+def test_an_in_focus_code_is_not_solved_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defocus pass measures no disc on a sharp code: no lattice solve, nothing read."""
+    calls: list[float] = []
+    monkeypatch.setattr(passes_module.modules, "unmixed",
+                        lambda region, radius: calls.append(radius) or iter(()))
+    frame = defocused(0, 5)
+    found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+    passes_module.run_pass(UNMIX_PASS, frame, Box(140, 60, 540, 420), found, None)
+    assert found == {} and calls == []
+
+
+@pytest.mark.parametrize(("shift", "dim"), [((0.0, 0.0), 25), ((3.0, 0.0), 21),
+                                            ((0.0, -2.0), 21), ((0.5, 0.5), 29)])
+def test_a_wrong_grid_gives_nothing(shift: tuple[float, float], dim: int) -> None:
+    """The right grid's solve gets the finder, timing and separator modules right; a grid
+    a few modules off, or of the wrong size, is refused (no symbol drawn, no false read)."""
+    module, radius = 5, 8.0
+    region = defocused(radius, module)[REGION]
+    light = 255.0 * (region / 255.0) ** modules.GAMMA
+    tl, tr, bl, true_dim = _finders(module)
+    h = modules.grid(tl, tr, bl, true_dim)
+    bits, share = modules.classify(
+        modules.solve(modules.resample(light, h, true_dim), modules.normal(h, true_dim, radius),
+                      true_dim), true_dim)
+    assert bits is not None and share >= 0.98
+    off = np.array(shift) * module
+    h = modules.grid(tl + off, tr + off, bl + off, dim)
+    bits, share = modules.classify(
+        modules.solve(modules.resample(light, h, dim), modules.normal(h, dim, radius), dim), dim)
+    assert bits is None, share
