@@ -16,6 +16,7 @@ from ordoscan.message import ScanMessage
 from ordoscan.outbox import Outbox
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support import child_env
 from tests.support.listen_proc import Listen, printed_lines
 from tests.support.mosquitto import Broker, ProvisionedBroker
 from tests.support.pki import CertAuthority
@@ -188,7 +189,7 @@ def test_listen_misses_nothing_sent_while_it_is_away(tmp_path: Path, broker: Bro
 
 def test_listen_help_says_payloads_are_in_clear_and_the_session_persists() -> None:
     out = subprocess.run([sys.executable, "-m", "ordoscan", "listen", "--help"], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         env=child_env(), capture_output=True,
                          text=True, timeout=60)
     text = " ".join(out.stdout.split())
     assert "IN CLEAR" in text and "persistent session" in text

@@ -17,7 +17,6 @@ callgrind collects from its entry to its exit (--collect-atstart=no
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import numpy as np
 import pytest
 
 from tests.bench import heldout as ho
+from tests.support import child_env
 
 FRAMES = 4  # frames measured per reader (the first ones of the held-out split)
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,8 +85,7 @@ def _run(spec: dict[str, object], out: Path) -> tuple[int, float]:
          "--collect-atstart=no", "--toggle-collect=functools_reduce",
          sys.executable, "-m", "tests.bench.test_bench_callgrind", json.dumps(spec)],
         cwd=ROOT, capture_output=True, text=True, timeout=3600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONMALLOC": "malloc",
-             "PYTHONHASHSEED": "0"})
+        env=child_env(PYTHONMALLOC="malloc", PYTHONHASHSEED="0"))
     assert r.returncode == 0, r.stderr[-3000:]
     seconds = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
     return _collected(r.stderr), float(seconds)

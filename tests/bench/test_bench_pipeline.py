@@ -24,7 +24,6 @@ PNG decoding is kept out of the figures; their size is reported apart.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+
+from tests.support import child_env
 
 FPS = 15.0
 SCANS = 12  # distinct ordonnances, each one new scan
@@ -281,7 +282,7 @@ def test_pipeline_latency_cpu_rss(tmp_path: Path, broker: Any) -> None:
     spec = {"frames": paths, "config": data}
     r = subprocess.run([sys.executable, "-m", "tests.bench.test_bench_pipeline", json.dumps(spec)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+                       env=child_env())
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads(r.stdout.strip().splitlines()[-1])
     dec = raw_decode_ms(paths, m["schedule"])

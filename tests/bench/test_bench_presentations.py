@@ -52,6 +52,7 @@ from ordoscan.decoder import Grey
 
 from tests.bench.heldout import CACHE, _generator_hash
 from tests.bench.test_bench_pipeline import FPS, _paced_source
+from tests.support import child_env
 
 N = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATIONS", "120"))  # 4 styles x 5 kinds x 6
 CLOCK = os.environ.get("ORDOSCAN_BENCH_CLOCK", "cpu")
@@ -319,8 +320,7 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "tests.bench.test_bench_presentations", str(spec_file)],
         cwd=ROOT, capture_output=True, text=True, timeout=7000,
-        # this checkout's firmware first: the environment's ordoscan may be another checkout's
-        env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "firmware"), str(ROOT)))})
+        env=child_env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads(r.stdout.strip().splitlines()[-1])
     ran = time.perf_counter() - t1

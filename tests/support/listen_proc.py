@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from tests.support import child_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +19,7 @@ class Listen:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ordoscan", "listen", *args],
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT, env=child_env(),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.err: list[str] = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import queue
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any, ClassVar
 
 from ordoscan.config import Config, parse_config, to_toml
 
+from tests.support import child_env
 from tests.support.wait import WaitTimeout, wait_until
 
 
@@ -198,7 +198,7 @@ class RelayProcess:
 
     def __init__(self, config: Path, produce: int = 0, start: int = 0) -> None:
         root = Path(__file__).resolve().parents[2]
-        env = {**os.environ, "PYTHONPATH": str(root)}
+        env = child_env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.relay_proc", str(config),
              "--produce", str(produce), "--interval", "0.005", "--start", str(start)],
