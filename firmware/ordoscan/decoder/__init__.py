@@ -31,7 +31,10 @@ sign of a code the fast pass did not read:
   the generic passes (or a patch the statistics below point at: a disc as
   wide as a module leaves no finder pattern), a defocus disc measured on the
   main stream (by its edges' slope and by the rings of its spectrum) and undone
-  (`deblur`; nothing is done where the region measures in focus);
+  (`deblur`; nothing is done where the region measures in focus); where that
+  reads nothing, the modules themselves solved for on the grid the finder
+  patterns give (`modules`: one unknown a module, where a disc wider than a
+  module has left a per-pixel deconvolution nothing to work with);
 - a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
@@ -51,8 +54,9 @@ tests/bench/test_bench_decoder.py).
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
 boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
 (motion blur and defocus measured and undone), `warp` (a symbol on an uneven surface
-flattened, a version-1 symbol's fourth corner found); the Decoder here schedules the
-passes within the budget and the duty cycle.
+flattened, a version-1 symbol's fourth corner found), `modules` (a blurred symbol's
+modules solved for on their lattice); the Decoder here schedules the passes within the
+budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
 DecodeError, an empty one gives no symbols. Payloads are never logged here.
