@@ -86,6 +86,7 @@ from ordoscan.decoder.passes import (
     ZOOM_BELOW,
     ZOOM_PASS,
     Job,
+    Pass,
     Symbol,
     Zoom,
     check,
@@ -143,6 +144,12 @@ class DecodeStats:
     zooms: int = 0  # regions read from the full-resolution main stream
     handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
     searches_handed_on: int = 0  # frames whose search for signs of a code went to a newer one
+
+
+def _flatten_pass(zoom: Zoom | None) -> Pass:
+    """The flatten pass, from the main stream when there is one (a small symbol's modules
+    and its corners are better measured there)."""
+    return FLATTEN_ZOOM_PASS if zoom is not None else FLATTEN_PASS
 
 
 def _qr_read_in(found: dict[tuple[str, bytes], Symbol], box: Box) -> bool:
@@ -301,10 +308,7 @@ class Decoder:
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         # a QR Code detected but unread may lie on a surface that is not flat: last, as the
         # generic passes read most detected codes
-        # (from the main stream when there is one: a small symbol's modules and its
-        # corners are better measured there)
-        flatten = FLATTEN_ZOOM_PASS if zoom is not None else FLATTEN_PASS
-        jobs += [Job(flatten, box) for box in unread_qr]
+        jobs += [Job(_flatten_pass(zoom), box) for box in unread_qr]
         # a code still unread after the generic passes may be out of focus (the main stream's
         # pixels say: the pass does nothing on a region that measures in focus). A disc as
         # wide as a module leaves no finder pattern to see: the statistics' regions count too
@@ -396,8 +400,8 @@ class Decoder:
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
                 # too, once, last: the fast pass's detections are already queued
-                flatten = FLATTEN_ZOOM_PASS if zoom is not None else FLATTEN_PASS
-                jobs += [Job(flatten, b) for symbology, b in unread if symbology == "QRCode"
+                jobs += [Job(_flatten_pass(zoom), b) for symbology, b in unread
+                         if symbology == "QRCode"
                          and not any(j.p.flatten and j.box.overlaps(b) for j in jobs)]
             runs += 1
             if zoomed:
