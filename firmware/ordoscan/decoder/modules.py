@@ -39,7 +39,6 @@ _B = npt.NDArray[np.bool_]
 SAMPLES = 4  # pixels a module of the resampled region
 MARGIN = 3  # modules of quiet zone solved around the symbol
 PPM = 4  # pixels a module of the drawn symbol
-QUIET = 4  # modules of quiet zone around the drawn symbol
 LAMBDA = 0.001  # Tikhonov weight, relative to the normal matrix's largest eigenvalue
 # Share of the known modules a solve must get right. On the autofocus-miss dev family
 # (ordoscan.devtools.af_miss 0-59) the right grid and size get 0.98-1.00 of them, a wrong
@@ -174,13 +173,6 @@ def classify(x: _F, dim: int) -> tuple[_B | None, float]:
     return bits, share
 
 
-def draw(bits: _B) -> Grey:
-    """The clean symbol, PPM pixels a module, QUIET modules of quiet zone."""
-    img = np.where(bits, 0, 255).astype(np.uint8)
-    img = np.pad(img, QUIET, constant_values=255)
-    return np.kron(img, np.ones((PPM, PPM), np.uint8))
-
-
 # -- the grid: from the finder patterns' centres ---------------------------------------
 #
 # Blurred past its modules, a finder pattern is still a dark blob (its 3x3 core) in a light
@@ -306,9 +298,7 @@ def unmixed(region: Grey, radius: float) -> Iterator[tuple[Grey, _F]]:
                 x = solve(resample(light, h, dim), nm, dim)
                 bits, _ = classify(x, dim)
                 if bits is not None:
-                    # drawn pixels -> module coordinates -> region pixels
-                    back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
-                    yield draw(bits), back
+                    yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
                 elif i == 0:
                     break  # not this size, or not a code here
             else:

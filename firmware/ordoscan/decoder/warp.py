@@ -138,9 +138,22 @@ def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     r = _bilinear(img, *project(h, u + du, v + dv))
     light = float(r.max())
     flat = np.pad(r, QUIET * PPM, constant_values=light)
-    # flattened pixels (x, y) -> module units (x / PPM - QUIET) -> region pixels
-    back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
-    return np.clip(flat, 0, 255).astype(np.uint8), back
+    return np.clip(flat, 0, 255).astype(np.uint8), to_region(h, PPM)
+
+
+def to_region(h: _F, ppm: int) -> _F:
+    """The transform from the pixels of a symbol drawn `ppm` pixels a module with QUIET
+    modules of quiet zone to the region's, given `h` from module coordinates to the region:
+    pixels (x, y) -> module units (x / ppm - QUIET) -> region pixels."""
+    out: _F = h @ np.array([[1 / ppm, 0, -QUIET], [0, 1 / ppm, -QUIET], [0, 0, 1]])
+    return out
+
+
+def draw_modules(dark: npt.NDArray[np.bool_], ppm: int) -> Grey:
+    """A clean symbol from its dark modules: `ppm` pixels a module, QUIET modules of quiet
+    zone (see to_region for the way back)."""
+    img = np.pad(np.where(dark, 0, 255).astype(np.uint8), QUIET, constant_values=255)
+    return np.asarray(np.kron(img, np.ones((ppm, ppm), np.uint8)), np.uint8)
 
 
 # -- a version-1 symbol under perspective: its fourth corner searched for ------------------
@@ -248,8 +261,4 @@ def drawn(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     u, v = np.meshgrid(centres, centres)
     s = _bilinear(region.astype(np.float64), *project(h, u, v))
     lo, hi = np.percentile(s, (10, 90))
-    modules = np.where(s < (lo + hi) / 2, 0, 255).astype(np.uint8)
-    symbol = np.asarray(np.kron(np.pad(modules, QUIET, constant_values=255),
-                     np.ones((PPM, PPM), np.uint8)), np.uint8)
-    back = h @ np.array([[1 / PPM, 0, -QUIET], [0, 1 / PPM, -QUIET], [0, 0, 1]])
-    return symbol, back
+    return draw_modules(s < (lo + hi) / 2, PPM), to_region(h, PPM)
