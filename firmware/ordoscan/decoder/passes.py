@@ -150,8 +150,9 @@ DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downsc
 # which no binarizer separates (tests/test_decoder_deblur.py). A disc wider than a module
 # measures well short of its radius (the modules never reach the full contrast): the
 # autofocus-miss dev family (ordoscan.devtools.af_miss) read some only at 1.5-1.9 times it.
-# The rings of zeros in the region's spectrum measure such a disc within a tenth of a
-# pixel: that radius is undone first, then the multiples of the short measure. Each
+# The rings of zeros in the region's spectrum measure such a disc far closer (on af_miss
+# 4-29, 12 of the 16 discs of 4 px and more within 0.2 px, two read at about half): that
+# radius is undone first, then the multiples of the short measure. Each
 # version is read again with the global-histogram binarizer (a deconvolution's ringing
 # fools the local averages). On af_miss 0-59, every pass due: 36 -> 38 of 60.
 # Where no version reads, the next pass solves for the modules themselves on the grid the
@@ -281,11 +282,7 @@ def _read_unmixed(
             clean, formats=p.formats, try_rotate=False, try_downscale=False, try_invert=False,
             text_mode=zxingcpp.TextMode.Plain,
         )
-        seen = []
-        for r in results:
-            xs, ys = zip(*_corners(r), strict=True)
-            bx, by = warp.project(back, np.array(xs), np.array(ys))
-            seen.append((r, list(zip(bx.tolist(), by.tolist(), strict=True))))
+        seen = _in_region(results, back)
         if seen:
             _collect(seen, prepared, frame, box, found)
             return
@@ -395,11 +392,11 @@ def _flattened(
         again: list[tuple[zxingcpp.Barcode, Corners]] = []
         if dim is not None:
             again = _reread(partial(warp.flatten, prepared, corners, dim), p)
-            if dim == 21:  # no alignment pattern: the fourth corner may be wrong
-                for tried in warp.fourth_corners(prepared, corners, dim) if not again else []:
-                    again = _reread(partial(warp.drawn, prepared, tried, dim), p)
-                    if again:
-                        break
+        if dim == 21 and not again:  # no alignment pattern: the fourth corner may be wrong
+            for tried in warp.fourth_corners(prepared, corners, dim):
+                again = _reread(partial(warp.drawn, prepared, tried, dim), p)
+                if again:
+                    break
         out += again or [(r, corners)]
     return out
 
@@ -421,11 +418,19 @@ def _reread(
         text_mode=zxingcpp.TextMode.Plain,
         binarizer=p.binarizer,
     )
+    return _in_region(found, back)
+
+
+def _in_region(
+    results: list[zxingcpp.Barcode], back: npt.NDArray[np.float64]
+) -> list[tuple[zxingcpp.Barcode, Corners]]:
+    """Symbols read on a resampled or redrawn image, their corners taken back to the
+    region's pixels through `back`."""
     out: list[tuple[zxingcpp.Barcode, Corners]] = []
-    for a in found:
-        xs, ys = zip(*_corners(a), strict=True)
+    for r in results:
+        xs, ys = zip(*_corners(r), strict=True)
         bx, by = warp.project(back, np.array(xs), np.array(ys))
-        out.append((a, list(zip(bx.tolist(), by.tolist(), strict=True))))
+        out.append((r, list(zip(bx.tolist(), by.tolist(), strict=True))))
     return out
 
 
