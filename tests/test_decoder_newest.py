@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from ordoscan.classifier import Kind
-from ordoscan.decoder import Decoder
+from ordoscan.decoder import MAX_REUSE, Decoder
 from ordoscan.devtools.scenes import render
 
 from tests.test_decoder import EPU, code, counter_views, frame_with, unreadable
@@ -79,3 +79,46 @@ def test_a_code_detected_on_every_frame_still_gets_its_passes_when_always_behind
         texts(decoder, unreadable(), True)
     s = decoder.stats()
     assert (s.hard_frames, s.handed_on) == (6, 3) and s.extra_passes > 0
+
+
+def test_a_still_view_takes_the_last_search_for_a_few_frames_then_searches_anew() -> None:
+    """The same view again (a code held still): the last search's regions stand for its
+    own, MAX_REUSE frames in a row at most; the code is read on each frame all the same."""
+    image, epu = hard_scene()
+    # 1000 fps: a core too slow to search a frame before the next (see the test below)
+    decoder = Decoder(budget_ms=10_000, duty=None, fps=1000)
+    for _ in range(2 + MAX_REUSE):
+        assert epu in texts(decoder, image, False)
+    s = decoder.stats()
+    # frame 1 searched, the next MAX_REUSE took its search, the last one searched anew
+    assert s.searches_reused == MAX_REUSE and s.hard_frames == 2 + MAX_REUSE
+    # a view that moved (the code elsewhere): left unsearched while in motion, then searched
+    # anew (the last search's regions no longer hold), and read there
+    moved = np.roll(image, (60, 90), axis=(0, 1))
+    assert texts(decoder, moved, False) == []
+    assert epu in texts(decoder, moved, False)
+    s = decoder.stats()
+    assert (s.searches_reused, s.searches_moving) == (MAX_REUSE, 1)
+
+
+def test_on_a_stream_a_view_in_motion_is_not_searched() -> None:
+    """On a core too slow to search a frame before the next is due (1000 fps here), a frame
+    of a stream that differs much from the last (a page brought in): no search, no pass;
+    the next frame of the view at rest gets them. A core with the time searches it; still
+    images (no `newer`) are each searched, whatever came before."""
+    image, epu = hard_scene()
+    blank_view = np.full(image.shape, 140, np.uint8)
+    decoder = Decoder(budget_ms=10_000, duty=None, fps=1000)
+    assert texts(decoder, blank_view, False) == []
+    assert texts(decoder, image, False) == []  # moved in: left unsearched
+    s = decoder.stats()
+    assert (s.searches_moving, s.hard_frames, s.extra_passes) == (1, 0, 0)
+    assert epu in texts(decoder, image, False)  # at rest: searched, read
+    assert decoder.stats().searches_moving == 1
+    fast_core = Decoder(budget_ms=10_000, duty=None, fps=0.01)  # 100 s to the next frame
+    assert texts(fast_core, blank_view, False) == []
+    assert epu in texts(fast_core, image, False)
+    still_images = Decoder(budget_ms=10_000, duty=None, fps=1000)
+    assert texts(still_images, blank_view, None) == []
+    assert epu in texts(still_images, image, None)
+    assert fast_core.stats().searches_moving == still_images.stats().searches_moving == 0

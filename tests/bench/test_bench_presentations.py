@@ -240,6 +240,8 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
                 "budget_stops": decoder.budget_stops, "duty_stops": decoder.duty_stops,
                 "handed_on": decoder.handed_on, "extra_passes": decoder.extra_passes,
                 "zooms": decoder.zooms, "searches_handed_on": decoder.searches_handed_on,
+                "searches_reused": decoder.searches_reused,
+                "searches_moving": decoder.searches_moving,
                 "extra_symbols": decoder.extra_symbols}}
 
 

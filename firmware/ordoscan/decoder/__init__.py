@@ -68,8 +68,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
+import numpy.typing as npt
+
+from ordoscan.decoder.finders import CodeGuess
 from ordoscan.decoder.passes import (
     DEBLUR_PASSES,
     DEFOCUS_PASSES,
@@ -102,8 +106,11 @@ from ordoscan.decoder.regions import (
     candidate_regions,
     guess_box,
     merge_regions,
+    moving,
     new_guesses,
     outline,
+    still,
+    view,
     whole,
 )
 from ordoscan.errors import DecodeError
@@ -125,6 +132,21 @@ __all__ = [
 
 # what a skipped pass's cost estimate keeps at each skip (see Decoder._extra_passes)
 COST_AGEING = 0.8
+# frames in a row that may take a search's regions from an earlier frame of a still view
+# (see Decoder._reusable): the finder patterns of a code held still come and go with the
+# noise and the tremor, so a fresh search still comes every few frames
+MAX_REUSE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    """A search for signs of a code on a frame where nothing was read or detected."""
+
+    view: npt.NDArray[np.float32]  # the frame's coarse look (regions.view)
+    guesses: list[CodeGuess]
+    candidates: list[Box]
+    busy: bool
+    reused: int = 0  # later frames that took it
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +166,8 @@ class DecodeStats:
     zooms: int = 0  # regions read from the full-resolution main stream
     handed_on: int = 0  # hard frames whose extra passes went to a newer frame (see decode)
     searches_handed_on: int = 0  # frames whose search for signs of a code went to a newer one
+    searches_reused: int = 0  # frames that took the search of an earlier one (a still view)
+    searches_moving: int = 0  # frames of a stream left unsearched: the view was moving
 
 
 def _flatten_pass(zoom: Zoom | None) -> Pass:
@@ -196,6 +220,7 @@ class Decoder:
         self._clock = clock
         # the duty cycle as a credit of extra-pass milliseconds (inf: no cycle)
         self._credit_step = duty * 1000.0 / fps if duty is not None else 0.0
+        self._interval_ms = 1000.0 / fps
         self._credit_max = max(duty * 1000.0, self.budget_ms) if duty is not None else math.inf
         self._credit = self._credit_max
         # expected cost of each extra pass, in ms per megapixel of input, learnt as a moving average
@@ -217,6 +242,11 @@ class Decoder:
         self._handed_on = 0
         self._search_handed = False  # the last frame left its search to this one
         self._searches_handed_on = 0
+        self._searched: _Search | None = None  # the last search, while the view stays still
+        self._searches_reused = 0
+        self._look: npt.NDArray[np.float32] | None = None  # the last frame's view, if plain
+        self._search_ms = 0.0  # expected cost of a search (finder patterns and statistics)
+        self._searches_moving = 0
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None
@@ -240,7 +270,12 @@ class Decoder:
         search for signs of a code (QR finder patterns, the region
         statistics: the dearest part of a frame after the fast pass) is left
         to that frame too; never twice in a row, so that a slow core still
-        searches at least every other frame.
+        searches at least every other frame. Nor is it run on a frame of a stream
+        whose view moved much since the last (a page brought in or moved aside:
+        its code smeared, the fast pass on the next frames the better bet) when
+        it would not end before the next frame is due (a slow core), and a
+        view kept still since the last search takes that search's regions for its
+        own, MAX_REUSE frames in a row at most (regions.still, regions.moving).
         """
         start = self._clock()
         handed, self._handed = self._handed, []
@@ -261,23 +296,47 @@ class Decoder:
             self._account((self._clock() - start) * 1000.0)
             return list(found.values())
         search_handed, self._search_handed = self._search_handed, False
-        if (newer is not None and not handed and not qr_read and not unread_qr
-                and not search_handed and newer()):
-            # a newer frame waits: it gets the search (after its own fast pass)
-            self._search_handed = True
-            self._account((self._clock() - start) * 1000.0, search_handed_on=True)
-            return list(found.values())
         if handed and not qr_read:
             # the last frame's search, on this newer frame: the code has moved a few pixels
             # at most, well within the regions' margins (a symbol detected here again is
             # among them: searching anew would hand the passes on again, for ever)
             return self._finish(frame, handed, found, start, zoom, None)
-        # No QR Code read (the prescription's symbology): look for its finder patterns,
-        # even beside a DataMatrix that was read (an ordonnance's INS code).
-        known = [Box(*outline(s.position)) for s in found.values()] + unread_qr
-        guesses = [] if qr_read else new_guesses(frame, known)
-        # the region statistics: a code whose finder patterns did not survive, or a DataMatrix
-        candidates, busy = candidate_regions(frame) if not found else ([], True)
+        # a search on a still view can stand for this frame's: nothing to hand on then
+        plain = not found and not unread_qr  # the search depends on the pixels alone
+        look = view(frame) if plain else None
+        searched = self._reusable(look) if look is not None else None
+        moved = look is not None and self._look is not None and moving(self._look, look)
+        self._look = look
+        late = (self._clock() - start) * 1000.0 + self._search_ms > self._interval_ms
+        if newer is not None and searched is None and moved and late:
+            # a view in motion (a page brought in, moved aside) on a core too slow to search
+            # it before the next frame: its code, smeared, seldom reads even once found, and
+            # the search holds back the fast pass on the next frames, where the code may
+            # have come to rest readable
+            self._account((self._clock() - start) * 1000.0, search_moving=True)
+            return list(found.values())
+        if (newer is not None and searched is None and not handed and not qr_read
+                and not unread_qr and not search_handed and newer()):
+            # a newer frame waits: it gets the search (after its own fast pass)
+            self._search_handed = True
+            self._account((self._clock() - start) * 1000.0, search_handed_on=True)
+            return list(found.values())
+        if searched is not None:
+            guesses, candidates, busy = searched.guesses, searched.candidates, searched.busy
+        else:
+            # No QR Code read (the prescription's symbology): look for its finder patterns,
+            # even beside a DataMatrix that was read (an ordonnance's INS code).
+            known = [Box(*outline(s.position)) for s in found.values()] + unread_qr
+            search_start = self._clock()
+            guesses = [] if qr_read else new_guesses(frame, known)
+            # the region statistics: a code whose finder patterns did not survive, or a
+            # DataMatrix
+            candidates, busy = candidate_regions(frame) if not found else ([], True)
+            if plain:  # the whole search's cost, learnt as a moving average
+                spent = (self._clock() - search_start) * 1000.0
+                self._search_ms = 0.8 * self._search_ms + 0.2 * spent
+            self._searched = (None if look is None
+                              else _Search(look, guesses, candidates, busy))
         jobs = [
             Job(fitted(g, zoom is not None and g.module < ZOOM_BELOW), guess_box(g))
             for g in [g for g in guesses if g.module < SMALL_MODULE][:MAX_FITTED]
@@ -326,6 +385,19 @@ class Decoder:
             return list(found.values())
         return self._finish(frame, jobs, found, start, zoom, newer)
 
+    def _reusable(self, look: npt.NDArray[np.float32]) -> _Search | None:
+        """The last search, if this frame may take it for its own (and counted as taken):
+        the view has kept still since (regions.still: the code is still within the
+        regions' margins) and it has not stood for MAX_REUSE frames in a row yet. A view
+        held still then gets its passes on each frame instead of a search every other
+        frame; on a slow core the search costs more than the fast pass."""
+        last = self._searched
+        if last is None or last.reused >= MAX_REUSE or not still(last.view, look):
+            return None
+        self._searched = replace(last, reused=last.reused + 1)
+        self._searches_reused += 1
+        return last
+
     def _finish(
         self,
         frame: Grey,
@@ -334,10 +406,12 @@ class Decoder:
         start: float,
         zoom: Zoom | None,
         newer: Callable[[], bool] | None,
+        progress: bool = False,
     ) -> list[Symbol]:
         """Run the extra passes (or hand them on to a newer frame) and account the frame."""
         fast_end = self._clock()
-        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer)
+        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer,
+                                                      progress)
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
         self._account(
@@ -360,6 +434,7 @@ class Decoder:
         fast_end: float,
         zoom: Zoom | None,
         newer: Callable[[], bool] | None = None,
+        progress: bool = False,
     ) -> tuple[str, int, int, int]:
         """Run the jobs in order (each generic pass on every region before the next pass).
 
@@ -371,7 +446,7 @@ class Decoder:
         stop = ""
         extra = runs = zooms = 0
         for i, job in enumerate(jobs):
-            if newer is not None and not found and newer():
+            if newer is not None and not found and (runs or not progress) and newer():
                 self._handed = jobs[i:]
                 stop = "newer"
                 break
@@ -426,6 +501,7 @@ class Decoder:
         zooms: int = 0,
         handed_on: bool = False,
         search_handed_on: bool = False,
+        search_moving: bool = False,
     ) -> None:
         with self._lock:
             self._frames += 1
@@ -441,6 +517,7 @@ class Decoder:
             self._zooms += zooms
             self._handed_on += handed_on
             self._searches_handed_on += search_handed_on
+            self._searches_moving += search_moving
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""
@@ -460,4 +537,6 @@ class Decoder:
                 self._zooms,
                 self._handed_on,
                 self._searches_handed_on,
+                self._searches_reused,
+                self._searches_moving,
             )

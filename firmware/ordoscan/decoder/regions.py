@@ -8,6 +8,7 @@ boxes that cover most of the frame give the whole frame.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,44 @@ def guess_box(g: CodeGuess) -> Box:
 
 def whole(frame: Grey) -> Box:
     return Box(0, 0, frame.shape[1], frame.shape[0])
+
+
+# Whether the view moved, from one frame to another: the mean of each _CELL-pixel cell,
+# from every 4th pixel both ways (a sixteenth of the pixels), and how much the cells changed
+# on average (grey levels). On the presentations' dev frames two frames apart: 0.4-2.3
+# while a code is held with tremor, 4-35 while it is brought in or moved. Still: the
+# search's regions of a frame hold for the next ones (the code keeps within the regions'
+# margins); moving: a frame's search is not worth its cost (see ordoscan.decoder).
+_VIEW_STEP = 4
+_STILL = 2.5
+_MOVING = 6.0
+
+
+def view(frame: Grey) -> npt.NDArray[np.float32]:
+    """A coarse look at the frame, to tell whether it moved (see still)."""
+    k = _CELL // _VIEW_STEP
+    s = frame[::_VIEW_STEP, ::_VIEW_STEP]
+    h, w = s.shape[0] // k * k, s.shape[1] // k * k
+    cells: npt.NDArray[np.float32] = (
+        s[:h, :w].astype(np.float32).reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    )
+    return cells
+
+
+def _change(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """How much two views (see view) differ: the mean change of a cell, in grey levels."""
+    return float(np.abs(a - b).mean()) if a.shape == b.shape and a.size else math.inf
+
+
+def still(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> bool:
+    """Whether two views (see view) show the same scene, moved little enough that the
+    regions searched on one still hold on the other."""
+    return _change(a, b) <= _STILL
+
+
+def moving(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> bool:
+    """Whether the view moved a lot from one frame (view a) to the next (view b)."""
+    return _MOVING < _change(a, b) < math.inf
 
 
 def pad(box: Box, frame: Grey) -> Box:
