@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,9 +14,8 @@ import pytest
 from ordoscan.message import ScanMessage
 from ordoscan.outbox import Outbox
 
+from tests.support import child_env
 from tests.test_outbox import open_box, put
-
-ROOT = Path(__file__).resolve().parent.parent
 
 WRITER = textwrap.dedent(
     """
@@ -38,10 +36,9 @@ WRITER = textwrap.dedent(
 
 def run_writer_and_kill(db: Path, start: int, lines_before_kill: int) -> list[tuple[int, str, int]]:
     """Start a process that puts scans in a loop, SIGKILL it, return what it reported stored."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "firmware"))
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(db), str(start)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
     )
     reported: list[tuple[int, str, int]] = []
     try:

@@ -28,10 +28,9 @@ import numpy as np
 import pytest
 
 from tests.bench import heldout as ho
-from tests.support import child_env
+from tests.support import ROOT, child_env
 
 FRAMES = 4  # frames measured per reader (the first ones of the held-out split)
-ROOT = Path(__file__).resolve().parents[2]
 VALGRIND = shutil.which("valgrind")
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.support import child_env
+from tests.support import ROOT, child_env
 
 FPS = 15.0
 SCANS = 12  # distinct ordonnances, each one new scan
@@ -45,7 +45,6 @@ HOLD = 6  # frames an ordonnance stays in view (0.4 s)
 GAP = 14  # blank frames between two (0.93 s)
 WARMUP_FRAMES = 30
 RSS_TARGET_MB = 120.0
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -52,7 +52,7 @@ from ordoscan.decoder import Grey
 
 from tests.bench.heldout import CACHE, _generator_hash
 from tests.bench.test_bench_pipeline import FPS, _paced_source
-from tests.support import child_env
+from tests.support import ROOT, child_env
 
 N = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATIONS", "120"))  # 4 styles x 5 kinds x 6
 CLOCK = os.environ.get("ORDOSCAN_BENCH_CLOCK", "cpu")
@@ -65,7 +65,6 @@ SECONDS = 4.0  # frames per presentation: 4 s at 15 fps
 GAP = 15  # empty counter frames between two presentations (1 s)
 WITHIN_S = 3.0
 P95_TARGET_S, NEVER_TARGET = 0.5, 0.01
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _frames_file() -> tuple[Path, Path]:
