@@ -313,8 +313,8 @@ class Decoder:
         searched = self._reusable(look) if look is not None else None
         moved = look is not None and self._look is not None and moving(self._look, look)
         self._look = look
-        late = (self._clock() - start) * 1000.0 + self._search_ms > self._interval_ms
-        if newer is not None and searched is None and moved and late:
+        if (newer is not None and searched is None and moved
+                and (self._clock() - start) * 1000.0 + self._search_ms > self._interval_ms):
             # a view in motion (a page brought in, moved aside) on a core too slow to search
             # it before the next frame: its code, smeared, seldom reads even once found, and
             # the search holds back the fast pass on the next frames, where the code may
@@ -334,7 +334,8 @@ class Decoder:
             # No QR Code read (the prescription's symbology): look for its finder patterns,
             # even beside a DataMatrix that was read (an ordonnance's INS code).
             known = [Box(*outline(s.position)) for s in found.values()] + unread_qr
-            search_start = self._clock()
+            # (on a stream: see the moving view above)
+            search_start = self._clock() if newer is not None and plain else None
             guesses = [] if qr_read else new_guesses(frame, known)
             # the region statistics: a code whose finder patterns did not survive, or a
             # DataMatrix
@@ -344,7 +345,7 @@ class Decoder:
             # corners of a square do (the defocus passes below read it)
             blurred = blurred_codes(frame) if not (
                 found or unread_qr or unread_other or guesses or candidates) else []
-            if plain:  # the whole search's cost, learnt as a moving average
+            if search_start is not None:  # the whole search's cost, learnt as a moving average
                 spent = (self._clock() - search_start) * 1000.0
                 self._search_ms = 0.8 * self._search_ms + 0.2 * spent
             self._searched = (None if look is None
