@@ -263,3 +263,44 @@ def test_a_disc_wider_than_a_module_is_undone_well_past_its_measure(
     monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", short)
     without = Decoder(budget_ms=10_000, duty=None)
     assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+def test_a_code_blurred_past_its_finder_patterns_is_found_by_their_blobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dev scene 17 of af_miss: no finder pattern's runs survive the disc and the region
+    statistics see no code, so nothing pointed at it; its finders' dark blobs at the
+    corners of a square do, and the defocus passes there read it. Without that guess the
+    decoder reads nothing."""
+    from ordoscan.decoder.finders import blurred_codes
+    from ordoscan.decoder.regions import candidate_regions, new_guesses
+
+    scene, epu = _af_miss(17)
+    assert new_guesses(scene.image, []) == [] and candidate_regions(scene.image)[0] == []
+    (guess,) = blurred_codes(scene.image)
+    code = next(c for c in scene.codes if c.kind is Kind.ORDONNANCE)
+    x0, y0, x1, y1 = code.box
+    assert guess.x0 <= (x0 + x1) / 2 <= guess.x1 and guess.y0 <= (y0 + y1) / 2 <= guess.y1
+    assert (guess.x1 - guess.x0) * (guess.y1 - guess.y0) <= 4 * (x1 - x0) * (y1 - y0)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(decoder_module, "blurred_codes", lambda frame: [])
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+def test_blank_views_and_print_give_no_blurred_code() -> None:
+    """The counter views (a hand's dark gaps, the scene generator's counters) give no blob
+    guess; on pages of print, in focus or blurred, a guess is only ever the code's."""
+    from ordoscan.decoder.finders import blurred_codes
+
+    from tests.test_decoder import counter_views
+    from tests.test_decoder_finders import text_page
+
+    for name, view in counter_views().items():
+        assert blurred_codes(view) == [], name
+    # pages whose print has dark blobs at the corners of a square (no quiet zone outside)
+    for module, angle, blur, seed in ((2.5, 0.0, 1.0, 1), (3.0, 20.0, 2.0, 1), (4.0, 10.0, 3.0, 2)):
+        page, (cx, cy, _) = text_page(module, angle, blur, seed=seed)
+        for g in blurred_codes(page):
+            assert g.x0 <= cx <= g.x1 and g.y0 <= cy <= g.y1, (module, angle, blur, seed)

@@ -69,8 +69,8 @@ def _split(stats: pstats.Stats) -> dict[str, float]:
 
 
 # functions whose time with their callees is printed too (share of the turn)
-CUMULATIVE = ("_extra_passes", "new_guesses", "candidate_regions", "merge_regions",
-              "motion_blurred", "clipped")
+CUMULATIVE = ("_extra_passes", "new_guesses", "candidate_regions", "blurred_codes",
+              "merge_regions", "motion_blurred", "clipped")
 
 
 def _cumulative(stats: pstats.Stats) -> dict[str, float]:

@@ -35,6 +35,11 @@ sign of a code the fast pass did not read:
   reads nothing, the modules themselves solved for on the grid the finder
   patterns give (`modules`: one unknown a module, where a disc wider than a
   module has left a per-pixel deconvolution nothing to work with);
+- when nothing read, detected, nor pointed at by the finder patterns or the
+  statistics, three round dark blobs at the corners of a square with a quiet
+  zone outside (`finders.blurred_codes`: a code's finder patterns blurred by a
+  disc of one or two modules, which leaves no 1:1:3:1:1 run and edges too soft
+  for the statistics): the defocus passes only, on that region;
 - a region whose QR Code has been read gets no more QR passes;
 - when nothing was read, a patch that looks like a 2-D code (dense edges both
   ways, about as much dark as light; cheap statistics on a half-size frame),
@@ -52,11 +57,11 @@ chosen by measurement on the synthetic counter scenes
 tests/bench/test_bench_decoder.py).
 
 Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to look:
-boxes, the statistics, the finder guesses), `finders` (QR finder patterns), `deblur`
-(motion blur and defocus measured and undone), `warp` (a symbol on an uneven surface
-flattened, a version-1 symbol's fourth corner found), `modules` (a blurred symbol's
-modules solved for on their lattice); the Decoder here schedules the passes within the
-budget and the duty cycle.
+boxes, the statistics, the finder guesses), `finders` (QR finder patterns, sharp or
+blurred to blobs), `deblur` (motion blur and defocus measured and undone), `warp` (a
+symbol on an uneven surface flattened, a version-1 symbol's fourth corner found),
+`modules` (a blurred symbol's modules solved for on their lattice); the Decoder here
+schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
 DecodeError, an empty one gives no symbols. Payloads are never logged here.
@@ -70,6 +75,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ordoscan.decoder.finders import blurred_codes
 from ordoscan.decoder.passes import (
     DEBLUR_PASSES,
     DEFOCUS_PASSES,
@@ -278,6 +284,11 @@ class Decoder:
         guesses = [] if qr_read else new_guesses(frame, known)
         # the region statistics: a code whose finder patterns did not survive, or a DataMatrix
         candidates, busy = candidate_regions(frame) if not found else ([], True)
+        # a code blurred past its modules leaves no finder pattern's runs and may fail the
+        # statistics: where nothing else points, its finders' dark blobs at the corners of
+        # a square do (the defocus passes below read it)
+        blurred = blurred_codes(frame) if not (
+            found or unread_qr or unread_other or guesses or candidates) else []
         jobs = [
             Job(fitted(g, zoom is not None and g.module < ZOOM_BELOW), guess_box(g))
             for g in [g for g in guesses if g.module < SMALL_MODULE][:MAX_FITTED]
@@ -315,6 +326,8 @@ class Decoder:
         qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
         jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in small
                  if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
+        # the generic passes read no code blurred past its modules: the defocus passes only
+        jobs += [Job(p, guess_box(g)) for p in DEFOCUS_PASSES for g in blurred]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

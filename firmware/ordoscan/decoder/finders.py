@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -403,3 +404,181 @@ def _box(
         u,
         n,
     )
+
+
+# -- a code blurred past its modules ----------------------------------------------------
+#
+# A defocus disc of one or two modules leaves no 1:1:3:1:1 run, and the code's edges too
+# soft for the region statistics (regions.py), but each finder pattern is still a round
+# dark blob, lighter all around (its separator, then the quiet zone or the data). A box
+# difference of means (a box of radius r against one _BLOB_OUTER times wider, on a map of
+# _BLOB_STEP x _BLOB_STEP pixel means: a few cumulative sums, a few ms a frame) marks such
+# blobs at a few sizes; three of about the same size and darkness at the corners of a
+# right isosceles triangle are a code. On the autofocus-miss dev family
+# (ordoscan.devtools.af_miss 0-59) this pointed at the code in most of the frames where
+# nothing else did; blank counters and a hand give none.
+_BLOB_STEP = 4  # frame pixels a side of one pixel of the blob map
+_BLOB_RADII = (1, 2, 3)  # map pixels: a finder's core, modules of ~2.7-8 frame px
+_BLOB_OUTER = 2.2  # the surround's radius over the blob's
+_BLOB_MODULE = 1.5  # blob radius over the module (the 3x3 core's half-width)
+_BLOB_PEAKS = 24  # darkest blobs kept per frame
+_BLOB_MIN = 6.0  # grey levels darker than the surround: less is noise or faint print
+_BLOB_RING = 0.3  # each side's excess of light over the blob's centre, over its darkness
+_DIRECTIONS = [(math.sin(a), math.cos(a)) for a in np.arange(8) * (math.pi / 4)]
+_BLOB_SIMILAR = 2.5  # the three blobs' darkness within this factor (print is uneven)
+# legs in modules of the blobs' size, a loose measure of the module: versions 1-9 (14 to
+# 46 modules between finder centres) with room for it
+_BLOB_LEGS = (14 * 0.7, 46 * 1.4)
+_BLOB_LEG = 18.0  # modules between finder centres (version 2) for the box's margin
+_BLOB_TRIES = 8  # triangles checked for a quiet zone, best first
+# The quiet zone: strips 0.3 legs outside the finders' centres (about 2 modules past the
+# symbol's edge), lighter than the finders by this share of their darkness at 9 in 10
+# points. On af_miss 0-59 the codes found measured 0.97-2.6, triangles in print 0.5 or less.
+_QUIET_OUT = 0.3
+_QUIET_LIGHT = 0.7
+
+
+def _integral(img: npt.NDArray[np.float32], m: int) -> _F:
+    """The summed-area table of the image with its edges repeated `m` pixels out."""
+    ii = np.zeros((img.shape[0] + 2 * m + 1, img.shape[1] + 2 * m + 1))  # exact sums
+    ii[1:, 1:] = np.pad(img, m, mode="edge").cumsum(0).cumsum(1)
+    return ii
+
+
+def _box_means(ii: _F, m: int, shape: tuple[int, int], r: int) -> npt.NDArray[np.float32]:
+    """Mean over the (2r+1)-pixel square around each pixel (ii: _integral(img, m >= r))."""
+    h, w = shape
+    a, b = m - r, m + r + 1
+    s = ii[b : b + h, b : b + w] - ii[a : a + h, b : b + w]
+    s -= ii[b : b + h, a : a + w]
+    s += ii[a : a + h, a : a + w]
+    return (s * (1.0 / (2 * r + 1) ** 2)).astype(np.float32)
+
+
+def _bar_means(ii: _F, m: int, ys: _I, xs: _I, ry: _I, rx: _I) -> _F:
+    """Mean over the (2ry+1) x (2rx+1) rectangle around each (y, x) (ii as _box_means)."""
+    y0, y1, x0, x1 = ys + m - ry, ys + m + ry + 1, xs + m - rx, xs + m + rx + 1
+    s = ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+    out: _F = s / ((2 * ry + 1) * (2 * rx + 1))
+    return out
+
+
+def _dark_blobs(frame: Grey) -> tuple[_F, _F, _F, _F, _F, int]:
+    """The darkest round blobs of the frame: darkness, x, y, radius (frame pixels), darkest
+    first; and the blob map's summed-area table with its margin (see _integral)."""
+    k = _BLOB_STEP
+    h, w = frame.shape[0] // k, frame.shape[1] // k
+    # k x k sums by strided slices (numpy's reductions over a reshaped axis are far slower)
+    rows = frame[0 : h * k : k].astype(np.uint16)
+    for i in range(1, k):
+        rows += frame[i : h * k : k]
+    sums = rows[:, 0 : w * k : k].copy()
+    for i in range(1, k):
+        sums += rows[:, i : w * k : k]
+    small = sums.astype(np.float32) * np.float32(1 / (k * k))
+    outer = [round(_BLOB_OUTER * r) for r in _BLOB_RADII]
+    m = max(outer)
+    ii = _integral(small, m)
+    diffs = [_box_means(ii, m, (h, w), o) - _box_means(ii, m, (h, w), r)
+             for r, o in zip(_BLOB_RADII, outer, strict=True)]
+    best = diffs[0].copy()
+    for d in diffs[1:]:
+        np.maximum(best, d, out=best)
+    # local maxima over 3x3 map pixels, strong enough
+    peak = np.full((h + 2, w + 2), -np.inf, np.float32)
+    peak[1:-1, 1:-1] = best
+    rows3 = np.maximum(np.maximum(peak[:-2], peak[1:-1]), peak[2:])
+    peak = np.maximum(np.maximum(rows3[:, :-2], rows3[:, 1:-1]), rows3[:, 2:])
+    ys, xs = np.nonzero((best >= peak) & (best >= _BLOB_MIN))
+    v = best[ys, xs].astype(np.float64)
+    which = np.stack([d[ys, xs] for d in diffs]).argmax(axis=0)
+    # a finder's blob is lighter all around (its separator, then the quiet zone or the
+    # data): the gap between two fingers, a stroke of print, a dark corner of the
+    # background are dark on some side. Each of 8 directions, one blob radius past
+    # the blob: all but one (a neighbouring dark module blurred in) lighter than the blob.
+    r = np.array(_BLOB_RADII)[which]
+    d = r + np.array(outer)[which] // 2
+    centre = _bar_means(ii, m, ys, xs, r, r)
+    lighter = np.zeros(ys.shape, np.int64)
+    for dy, dx in _DIRECTIONS:
+        py = np.clip(ys + np.rint(dy * d).astype(np.int64), 0, h - 1)
+        px = np.clip(xs + np.rint(dx * d).astype(np.int64), 0, w - 1)
+        lighter += _bar_means(ii, m, py, px, r, r) - centre >= _BLOB_RING * v
+    keep = lighter >= len(_DIRECTIONS) - 1
+    ys, xs, v, which = ys[keep], xs[keep], v[keep], which[keep]
+    order = np.argsort(-v)[:_BLOB_PEAKS]
+    ys, xs, which = ys[order], xs[order], which[order]
+    radius: _F = np.array(_BLOB_RADII, np.float64)[which] * k
+    cx: _F = (xs + 0.5).astype(np.float64) * k
+    cy: _F = (ys + 0.5).astype(np.float64) * k
+    return v[order], cx, cy, radius, ii, m
+
+
+@lru_cache(maxsize=_BLOB_PEAKS + 1)
+def _triangles(n: int) -> _I:
+    """Every three of n points, as rows of indices."""
+    out = np.array(list(itertools.combinations(range(n), 3)), np.int64)
+    out.setflags(write=False)
+    return out
+
+
+def _quiet(ii: _F, m: int, shape: tuple[int, int], pts: _F, corner: _F, u: _F, v: _F,
+           dark: float) -> bool:
+    """Whether the strips just outside the symbol's two outer sides (the quiet zone, past
+    the finders at `pts`, corner `corner`, legs `u` and `v`, frame pixels) are lighter
+    than the finders' blobs (their `dark`ness) nearly all along: a line of print above a
+    blob or beside it is not."""
+    k = _BLOB_STEP
+    s = np.linspace(-0.2, 1.2, 15)[:, None]
+    strip = np.concatenate([corner + s * u - _QUIET_OUT * v, corner - _QUIET_OUT * u + s * v])
+    at = np.concatenate([strip, pts]) / k
+    xs = np.clip(at[:, 0].astype(np.int64), 0, shape[1] - 1)
+    ys = np.clip(at[:, 1].astype(np.int64), 0, shape[0] - 1)
+    one = np.ones_like(xs)
+    means = _bar_means(ii, m, ys, xs, one, one)
+    light = means[: len(strip)] - means[len(strip) :].mean()
+    return bool(np.percentile(light, 10) >= _QUIET_LIGHT * dark)
+
+
+def blurred_codes(frame: Grey) -> list[CodeGuess]:
+    """Where a QR Code blurred past its modules probably is: the three dark blobs most like
+    a code's finder patterns at the corners of a square, with a quiet zone outside them
+    (none or one guess)."""
+    h, w = frame.shape
+    if min(h, w) < 4 * _MIN_LEVEL_SIDE:
+        return []
+    v, x, y, r, ii, m = _dark_blobs(frame)
+    if v.size < 3:
+        return []
+    tri = _triangles(v.size)
+    scores, triangles = [], []
+    for corner in range(3):  # each of the three as the right-angle corner
+        ia, ib, ic = tri[:, corner], tri[:, (corner + 1) % 3], tri[:, (corner + 2) % 3]
+        ux, uy, vx, vy = x[ib] - x[ia], y[ib] - y[ia], x[ic] - x[ia], y[ic] - y[ia]
+        lu, lv = np.hypot(ux, uy), np.hypot(vx, vy)
+        lo, hi = np.minimum(lu, lv), np.maximum(lu, lv)
+        cos = (ux * vx + uy * vy) / np.maximum(lu * lv, 1e-9)
+        rs = np.stack([r[ia], r[ib], r[ic]])
+        vs = np.stack([v[ia], v[ib], v[ic]])
+        u = rs.mean(axis=0) / _BLOB_MODULE
+        ok = (np.abs(cos) <= 0.3) & (hi <= 1.25 * lo)
+        ok &= rs.max(axis=0) <= 2 * rs.min(axis=0)
+        ok &= vs.max(axis=0) <= _BLOB_SIMILAR * vs.min(axis=0)
+        ok &= (lo >= _BLOB_LEGS[0] * u) & (hi <= _BLOB_LEGS[1] * u)
+        # the faintest of the three, less for a bent right angle
+        scores.append(np.where(ok, vs.min(axis=0) * (1 - np.abs(cos)), 0.0))
+        triangles.append(np.stack([ia, ib, ic], axis=1))
+    score, tri = np.concatenate(scores), np.concatenate(triangles)
+    best = np.argsort(-score, kind="stable")[:_BLOB_TRIES]
+    pts = np.stack([x, y], axis=1)
+    for a, b, c in tri[best[score[best] > 0]].tolist():
+        if not _quiet(ii, m, (h // _BLOB_STEP, w // _BLOB_STEP), pts[[a, b, c]], pts[a],
+                      pts[b] - pts[a], pts[c] - pts[a], float(v[[a, b, c]].min())):
+            continue
+        xs = [float(x[a]), float(x[b]), float(x[c]), float(x[b] + x[c] - x[a])]
+        ys = [float(y[a]), float(y[b]), float(y[c]), float(y[b] + y[c] - y[a])]
+        # the legs measure the module far closer than the blobs' sizes do (a version-2
+        # code's are 18 modules; versions 1-3 span 14-22)
+        legs = math.hypot(xs[1] - xs[0], ys[1] - ys[0]) + math.hypot(xs[2] - xs[0], ys[2] - ys[0])
+        return [_box(xs, ys, legs / 2 / _BLOB_LEG, 7.0, 3, w, h)]
+    return []
