@@ -62,6 +62,39 @@ def test_a_smeared_code_is_read_once_the_motion_is_undone(angle: float) -> None:
     assert decoder.stats().extra_symbols == 1
 
 
+@pytest.mark.parametrize(("angle", "length"), [(100, 10), (100, 12), (80, 12)])
+def test_the_motion_is_measured_off_the_codes_axes(angle: float, length: int) -> None:
+    """A smear a little off the code's axes: the structure tensor's direction leans towards
+    the axes by several degrees; the blur's vector, where the derivative's autocorrelation
+    dips, does not (a search along rays found it 6-7 degrees off)."""
+    m = deblur.estimate(smeared(angle, length)[100:300, 150:350])
+    assert m is not None
+    assert abs((m.angle - angle + 90) % 180 - 90) <= 2.5, m
+
+
+@pytest.mark.parametrize(("angle", "length"), [(80, 12), (100, 12)])
+def test_a_smear_measured_to_the_degree_is_read(angle: float, length: int) -> None:
+    """Three modules of smear: the deconvolution reads only with the direction measured
+    within a few degrees (a search along rays, 6 degrees off, read neither)."""
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert [s.text for s in decoder.decode(smeared(angle, length))] == [EPU]
+
+
+def test_a_code_smeared_in_a_dim_room_is_read() -> None:
+    """Development scene 100 325 of the second generator: a dim room, the longest shutter
+    (33 ms), the page moving two modules during it (eight copies of the page summed along
+    the path). Undone with the vector as measured, it reads."""
+    from ordoscan.devtools import docscenes, splits
+
+    seed = 100_325
+    setting = splits.DEV_SETTINGS[(seed * 7919) % len(splits.DEV_SETTINGS)]
+    scene = docscenes.render("ordonnance", seed, setting=setting, difficulty="hard")
+    assert setting.light == "dim" and scene.params["blur_samples"] == 8
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+
+
 # -- defocus --------------------------------------------------------------------------
 
 
@@ -155,11 +188,11 @@ def test_the_defocus_pass_reads_from_the_main_stream(monkeypatch: pytest.MonkeyP
 
 
 def test_the_lengths_are_tried_in_turn_on_one_measure() -> None:
-    """The measure overshoots this one (9.8 px for 8): the deconvolution at the length as
+    """The measure overshoots this one (11.8 px for 10): the deconvolution at the length as
     measured does not read, the one a little shorter does, from the same measure."""
-    region = smeared(100, 8)[100:300, 150:350]
+    region = smeared(100, 10)[100:300, 150:350]
     m = deblur.estimate(region)
-    assert m is not None and m.length > 9
+    assert m is not None and m.length > 11
     first, shorter = deblur.deconvolved(region, m, (1.0, 0.9))
     assert EPU not in {r.text for r in zxingcpp.read_barcodes(first)}
     assert EPU in {r.text for r in zxingcpp.read_barcodes(shorter)}

@@ -26,7 +26,7 @@ _F = npt.NDArray[np.float64]
 MIN_ANISOTROPY = 0.4  # structure tensor (l1 - l2) / (l1 + l2): a sharp code's is ~0.1-0.3
 _LENGTHS = (3, 24)  # blur lengths searched, in the region's pixels
 _MIN_DIP = -0.15  # the autocorrelation's dip at the blur length (normalised): deeper is blur
-_ANGLE_STEPS = (0.0, -5.0, 5.0, -10.0, 10.0)  # degrees around the structure tensor's direction
+_SECTOR = 15.0  # degrees either side of the structure tensor's direction searched
 _NSR = 0.01  # Wiener noise-to-signal ratio (8-bit sensor noise over a code's contrast)
 _MAX_SIDE = 320  # pixels a side of the patch the blur is measured on
 
@@ -88,38 +88,38 @@ def estimate(region: Grey) -> Motion | None:
         return None
     if math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) < MIN_ANISOTROPY:
         return None
-    theta0 = 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2  # least change: the motion
-    # the derivative along any direction (c, s) is c gx + s gy: its autocorrelation is a
-    # mix of these three, so nearby directions are tried without more FFTs
-    fx, fy = np.fft.rfft2(gx), np.fft.rfft2(gy)
-    axx = np.fft.irfft2(fx * np.conj(fx), s=f.shape)
-    ayy = np.fft.irfft2(fy * np.conj(fy), s=f.shape)
-    axy = np.fft.irfft2(fx * np.conj(fy), s=f.shape)
-    h, w = f.shape
-    top = min(_LENGTHS[1], min(h, w) // 3)
-    best: tuple[float, float, float] = (_MIN_DIP, 0.0, 0.0)  # dip, angle, length
-    for da in _ANGLE_STEPS:
-        theta = theta0 + math.radians(da)
-        c, s = math.cos(theta), math.sin(theta)
-        zero = c * c * axx[0, 0] + s * s * ayy[0, 0] + 2 * c * s * axy[0, 0]
-        if zero <= 0:
-            continue
-        n = np.arange(_LENGTHS[0] - 1, top + 2)
-        iy, ix = np.rint(n * s).astype(np.int64) % h, np.rint(n * c).astype(np.int64) % w
-        curve = (
-            c * c * axx[iy, ix]
-            + s * s * ayy[iy, ix]
-            + c * s * (axy[iy, ix] + axy[-iy % h, -ix % w])
-        ) / zero
-        k = int(np.argmin(curve[1:-1])) + 1
-        if curve[k] < best[0]:
-            # the dip's bottom between whole pixels (a parabola through three samples)
-            a, b, e = curve[k - 1], curve[k], curve[k + 1]
-            off = 0.5 * (a - e) / (a - 2 * b + e) if a - 2 * b + e > 0 else 0.0
-            best = (float(b), math.degrees(theta) % 180.0, float(n[k] + off))
-    if best[2] == 0.0:
+    theta = 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2  # least change: the motion
+    # The derivative along that direction, autocorrelated: its dip is sought over the whole
+    # plane near the direction, not along rays (a ray's samples rounded to whole pixels
+    # step by several degrees at the lengths of a smear; the tensor's direction is pulled
+    # a few degrees towards the code's own axes): the dip's place is the blur's vector.
+    c, s = math.cos(theta), math.sin(theta)
+    fd = c * np.fft.rfft2(gx) + s * np.fft.rfft2(gy)
+    a = np.fft.irfft2((fd * np.conj(fd)).real, s=f.shape)
+    if a[0, 0] <= 0:
         return None
-    return Motion(best[1], best[2])
+    a = np.fft.fftshift(a / a[0, 0])
+    cy, cx = h // 2, w // 2
+    top = min(_LENGTHS[1], min(h, w) // 3)
+    dy, dx = np.mgrid[-top : top + 1, -top : top + 1]
+    near = a[cy - top : cy + top + 1, cx - top : cx + top + 1]
+    off_axis = np.abs((np.degrees(np.arctan2(dy, dx) - theta) + 90) % 180 - 90)
+    inside = (np.hypot(dx, dy) >= _LENGTHS[0]) & (off_axis <= _SECTOR)
+    k = int(np.argmin(np.where(inside, near, np.inf)))
+    iy, ix = divmod(k, near.shape[1])
+    iy, ix = iy - top + cy, ix - top + cx
+    if not a[iy, ix] < _MIN_DIP:
+        return None
+    # the dip's bottom between whole pixels (a parabola through three samples each way)
+    vx = ix - cx + _vertex(a[iy, ix - 1], a[iy, ix], a[iy, ix + 1])
+    vy = iy - cy + _vertex(a[iy - 1, ix], a[iy, ix], a[iy + 1, ix])
+    return Motion(math.degrees(math.atan2(vy, vx)) % 180.0, math.hypot(vx, vy))
+
+
+def _vertex(a: float, b: float, c: float) -> float:
+    """Where the parabola through (-1, a), (0, b), (1, c) bottoms out, within half a step."""
+    d = a - 2 * b + c
+    return min(max(0.5 * (a - c) / d, -0.5), 0.5) if d > 0 else 0.0
 
 
 def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
