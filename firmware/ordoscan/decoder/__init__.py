@@ -421,12 +421,10 @@ class Decoder:
         start: float,
         zoom: Zoom | None,
         newer: Callable[[], bool] | None,
-        progress: bool = False,
     ) -> list[Symbol]:
         """Run the extra passes (or hand them on to a newer frame) and account the frame."""
         fast_end = self._clock()
-        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer,
-                                                      progress)
+        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer)
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
         self._account(
@@ -449,7 +447,6 @@ class Decoder:
         fast_end: float,
         zoom: Zoom | None,
         newer: Callable[[], bool] | None = None,
-        progress: bool = False,
     ) -> tuple[str, int, int, int]:
         """Run the jobs in order (each generic pass on every region before the next pass).
 
@@ -461,7 +458,7 @@ class Decoder:
         stop = ""
         extra = runs = zooms = 0
         for i, job in enumerate(jobs):
-            if newer is not None and not found and (runs or not progress) and newer():
+            if newer is not None and not found and newer():
                 self._handed = jobs[i:]
                 stop = "newer"
                 break
