@@ -1,0 +1,211 @@
+"""Where a dev presentation's time goes, frame by frame, at a given core speed.
+
+    ORDOSCAN_BENCH_CPU_SCALE=5.9 .venv/bin/python -m tests.bench.pres_trace \
+        [--seeds 400107,400011] [--slow 0.5] [--all] [--json out.json] [--free finders]
+
+The dev presentations (ordoscan.devtools.splits.presentation_seeds("dev"), the frames the
+presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev; this
+tool refuses any other split) go through the deployed Decoder and the classifier on the
+bench's virtual 15 fps timeline (tests/bench/lockstep.py, without the rest of the App):
+each turn advances time by the thread's CPU time times the scale, the newest frame is
+taken when the loop is free, a turn's `newer` says whether the next frame is captured by
+then, and the main stream's crops are rendered off the clock (MainStreams). Each
+presentation follows 1 s of empty counter, as in the bench.
+
+Printed per presentation: its time to read (from the first frame wholly in view to the
+end of the turn that read an ordonnance), and with --all or when slower than --slow, each
+turn: the frame (its offset from the first frame in view), when it was taken, what the
+decoder did (fast read; search moving / handed on / reused; hard: passes), the cost of
+the search's parts and of each extra pass (virtual ms), and whether it read. Last: p50,
+p95, max, and the mean and the mean of the 20 slowest but one (these two move by less than
+a frame: the quantiles go by whole frames and are noisier). The times differ a little from
+the bench's (no outbox commit, no other thread of the App); the load of the machine shows
+in CPU times too (cache sharing): compare two decoders in alternate runs.
+
+`--free finders,qr-zoom-defocus`: the CPU time of those parts of the search (finders,
+stats, blobs) or those passes is not counted, on the timeline nor on the decoder's clock
+(an upper bound on what making them cheaper can gain; the decoder's choices that depend
+on the costs it learns change too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+os.environ["ORDOSCAN_BENCH_PRESENTATION_SPLIT"] = "dev"
+
+import ordoscan.decoder as dec
+from ordoscan.classifier import Classifier, Kind
+from ordoscan.config import ScanConfig
+from ordoscan.decoder import Decoder
+
+from tests.bench import test_bench_presentations as tbp
+
+FPS = tbp.FPS
+GAP = tbp.GAP
+WITHIN_S = tbp.WITHIN_S
+
+
+_FREE: set[str] = set()  # parts whose CPU time is not counted (--free: what if they cost nothing)
+_freed = [0.0]  # the CPU seconds they took so far
+
+
+def _cpu() -> float:
+    """The thread's CPU time, less what the --free parts took."""
+    return time.thread_time() - _freed[0]
+
+
+class _Recorder:
+    """The costs of the decoder's parts in one turn, in virtual ms (CPU time x scale)."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.parts: list[tuple[str, float, Any]] = []
+
+    def timed(self, name: str, fn: Callable[[], Any], note: Callable[[Any], Any]) -> Any:
+        t0 = time.thread_time()
+        out = fn()
+        spent = time.thread_time() - t0
+        if name in _FREE or name.removeprefix("pass ") in _FREE:
+            _freed[0] += spent
+        self.parts.append((name, 1000 * spent * self.scale, note(out)))
+        return out
+
+
+def _instrument(rec: _Recorder) -> None:
+    def part(fn: Callable[..., Any], name: str, note: Callable[[Any], Any]) -> Callable[..., Any]:
+        return lambda *a, **k: rec.timed(name, lambda: fn(*a, **k), note)
+
+    dec.new_guesses = part(dec.new_guesses, "finders", len)
+    dec.candidate_regions = part(dec.candidate_regions, "stats", lambda r: len(r[0]))
+    dec.blurred_codes = part(dec.blurred_codes, "blobs", len)
+    run = dec.run_pass
+
+    def run_pass(p: Any, frame: Any, box: Any, found: Any, zoom: Any, *rest: Any) -> Any:
+        n = len(found)
+        return rec.timed(f"pass {p.name}", lambda: run(p, frame, box, found, zoom, *rest),
+                         lambda _: f"{box.x1 - box.x0}x{box.y1 - box.y0}"
+                         + (" READ" if len(found) > n else ""))
+
+    dec.run_pass = run_pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", default="", help="comma-separated dev seeds (default: all)")
+    ap.add_argument("--slow", type=float, default=0.5, help="trace presentations slower than this")
+    ap.add_argument("--all", action="store_true", help="trace every presentation")
+    ap.add_argument("--json", default="", help="write each presentation's time here")
+    ap.add_argument("--free", default="", help="comma-separated parts (finders, stats, blobs, "
+                    "a pass's name) whose CPU time is not counted: what if they cost nothing")
+    args = ap.parse_args(argv)
+    if tbp.SPLIT != "dev":
+        raise SystemExit("dev presentations only")
+    scale = tbp.CPU_SCALE
+    data_path, index_path = tbp._frames_file()
+    frames = np.load(data_path, mmap_mode="r")
+    pres: list[dict[str, Any]] = json.loads(index_path.read_text())
+    want = {int(s) for s in args.seeds.split(",") if s}
+    streams = tbp.MainStreams(pres) if tbp.MAIN_STREAM else None
+
+    _FREE.update(x for x in args.free.split(",") if x)
+
+    def clock() -> float:
+        return _cpu() * scale
+
+    rec = _Recorder(scale)
+    _instrument(rec)
+    scan = ScanConfig()  # the deployed budget and duty cycle
+    decoder = Decoder(scan.decode_budget_ms, fps=FPS, clock=clock)
+    classifier = Classifier(scan)
+    v = 0.0  # virtual time the loop is free
+    n_last = -1  # global frame number last taken
+    out: list[dict[str, Any]] = []
+
+    def turn(fid: int, n: int, zoom: Any) -> tuple[float, float, bool, dict[str, Any], list[Any]]:
+        nonlocal v, n_last
+        taken = max(v, n / FPS)
+        before = decoder.stats()
+        rec.parts = []
+        c0 = _cpu()
+
+        def newer() -> bool:
+            return taken + (_cpu() - c0) * scale >= (n + 1) / FPS
+
+        symbols = decoder.decode(frames[fid], zoom, newer)
+        read = any(classifier.classify(s).kind is Kind.ORDONNANCE for s in symbols)
+        spent = (_cpu() - c0) * scale
+        v, n_last = taken + spent, n
+        after = decoder.stats()
+        what = {k: getattr(after, k) - getattr(before, k) for k in (
+            "hard_frames", "blank_frames", "budget_stops", "duty_stops", "handed_on",
+            "searches_handed_on", "searches_reused", "searches_moving", "extra_passes",
+            "zooms") if getattr(after, k) != getattr(before, k)}
+        return taken, spent, read, what, list(rec.parts)
+
+    for p in pres:
+        if want and p["seed"] not in want:
+            continue
+        # 1 s of empty counter first (as between two presentations in the bench)
+        n = max(n_last + 1, math.floor(v * FPS + 1e-9))
+        end = n + GAP
+        while n < end:
+            turn(0, n, None)
+            n = max(n_last + 1, math.floor(v * FPS + 1e-9))
+        start = n
+        t_in = (start + p["in_view"]) / FPS if p["in_view"] is not None else None
+        rows, took = [], None
+        while True:
+            n = max(n_last + 1, math.floor(v * FPS + 1e-9))
+            j = n - start
+            if j >= p["n"]:
+                break
+            fid = p["first"] + j
+            zoom = streams.zoom(fid) if streams is not None else None
+            taken, spent, read, what, parts = turn(fid, n, zoom)
+            rows.append((j - (p["in_view"] or 0), taken - start / FPS, spent, read, what, parts))
+            if read:
+                took = None if t_in is None else v - t_in
+                break
+        by = next((name for name, _, note in (rows[-1][5] if rows and took is not None else [])
+                   if isinstance(note, str) and note.endswith("READ")), None)
+        out.append({"seed": p["seed"], "style": p["style"], "kind": p["kind"],
+                    "setting": p["setting"], "took": took, "by": by,
+                    "frame": rows[-1][0] if rows and took is not None else None})
+        flag = took is None or took > args.slow
+        print(f"seed {p['seed']} {p['style']} {p['kind']}: "
+              + ("never read" if took is None else f"{took:.2f} s") + f" [{p['setting']}]"
+              + ("" if took is None else f" by {out[-1]['by']} at f{out[-1]['frame']:+d}"))
+        if flag or args.all:
+            for j, taken, spent, read, what, parts in rows:
+                bits = " ".join(f"{name} {ms:.0f}" + (f"({note})" if note is not None else "")
+                                for name, ms, note in parts)
+                print(f"   f{j:+3d} at {taken:5.2f} turn {1000 * spent:5.0f} ms"
+                      f" {'READ ' if read else ''}{what} | {bits}")
+    if streams is not None:
+        streams.close()
+    done = sorted(o["took"] for o in out if o["took"] is not None and o["took"] <= WITHIN_S)
+    ranked = done + [math.inf] * (len(out) - len(done))
+    if ranked:
+        q = lambda f: ranked[round(f * (len(ranked) - 1))]  # noqa: E731
+        capped = sorted(min(t, WITHIN_S) for t in ranked)
+        print(f"{len(out)} presentations: p50 {q(0.5):.2f} s, p95 {q(0.95):.2f} s, "
+              f"max {ranked[-1]:.2f} s, never read {len(out) - len(done)}; mean"
+              f" {statistics.mean(capped):.3f} s, slowest 20 but one"
+              f" {statistics.mean(capped[-21:-1] or capped):.3f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()
