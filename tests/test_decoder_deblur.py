@@ -193,7 +193,8 @@ def test_the_lengths_are_tried_in_turn_on_one_measure() -> None:
     region = smeared(100, 10)[100:300, 150:350]
     m = deblur.estimate(region)
     assert m is not None and m.length > 11
-    first, shorter = deblur.deconvolved(region, m, (1.0, 0.9))
+    nsr = deblur.MOTION_NSR
+    first, shorter = deblur.deconvolved(region, m, ((1.0, nsr), (0.9, nsr)))
     assert EPU not in {r.text for r in zxingcpp.read_barcodes(first)}
     assert EPU in {r.text for r in zxingcpp.read_barcodes(shorter)}
     assert np.array_equal(first, deblur.deconvolve(region, m))

@@ -69,8 +69,9 @@ class Pass:
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
     # grey levels under each of these turned black, the rest white, first (in turn)
     clip_levels: tuple[int, ...] = ()
-    # undo the region's motion blur first, these times its measured length in turn
-    deblur: tuple[float, ...] = ()
+    # undo the region's motion blur first, in turn at each (multiple of its measured length,
+    # Wiener noise ratio)
+    deblur: tuple[tuple[float, float], ...] = ()
     # undo the region's defocus disc first, these times its measured radius in turn
     defocus: tuple[float, ...] = ()
     flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
@@ -140,7 +141,10 @@ ERODE_PASSES = (
 # the main stream's region is read and the motion measured once for both lengths. Each
 # version is read again with the global-histogram binarizer (dev seeds 200 000-200 239:
 # 130 -> 131 of 142; a Wiener noise ratio of 0.03 instead read 2 fewer).
-DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downscale=False,
+DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True,
+                      deblur=((1.0, deblur.MOTION_NSR), (0.9, deblur.MOTION_NSR),
+                              (1.0, deblur.NOISY_NSR)),
+                      downscale=False,
                       histogram_too=True),)
 
 # A page nearer or farther than the lens is focused (autofocus hunting or lagging, or a
