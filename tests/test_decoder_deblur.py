@@ -95,6 +95,37 @@ def test_a_code_smeared_in_a_dim_room_is_read() -> None:
     assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
 
 
+
+def _dev_scene(seed: int) -> tuple[DocScene, str]:
+    """A development scene of the second generator (an ordonnance, hard) and its code."""
+    from ordoscan.devtools import docscenes, splits
+
+    setting = splits.DEV_SETTINGS[(seed * 7919) % len(splits.DEV_SETTINGS)]
+    scene = docscenes.render("ordonnance", seed, setting=setting, difficulty="hard")
+    return scene, next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+
+
+def test_a_smear_off_the_regions_middle_is_measured_where_the_code_is() -> None:
+    """Development scene 200 334: a dim room, the page moving two modules during the
+    exposure; the statistics' region holds the code well off its middle, where the page's
+    margin makes the smear measure too weak. The region's busiest square measures it."""
+    scene, epu = _dev_scene(200_334)
+    m = deblur.estimate(scene.image[224:368, 640:832])
+    assert m is not None
+    assert abs((m.angle - 87 + 90) % 180 - 90) <= 5 and 4 <= m.length <= 6, m
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+
+
+def test_a_noisy_smear_is_undone_less_hard_too() -> None:
+    """Development scene 300 464: a dim room, the gain up, the page moving two modules.
+    Undone at the usual noise ratio the sensor noise swamps the modules; at three times it
+    reads."""
+    scene, epu = _dev_scene(300_464)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    assert decoder.stats().extra_symbols >= 1
+
 # -- defocus --------------------------------------------------------------------------
 
 

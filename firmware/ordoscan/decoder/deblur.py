@@ -23,7 +23,7 @@ import numpy.typing as npt
 Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
 
-MIN_ANISOTROPY = 0.4  # structure tensor (l1 - l2) / (l1 + l2): a sharp code's is ~0.1-0.3
+MIN_ANISOTROPY = 0.35  # structure tensor (l1 - l2) / (l1 + l2): a sharp code's is ~0.1-0.3
 _LENGTHS = (3, 24)  # blur lengths searched, in the region's pixels
 _MIN_DIP = -0.15  # the autocorrelation's dip at the blur length (normalised): deeper is blur
 _SECTOR = 15.0  # degrees either side of the structure tensor's direction searched

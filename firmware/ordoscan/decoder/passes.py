@@ -140,7 +140,9 @@ ERODE_PASSES = (
 # measured, then a little shorter (the measure tends to overshoot by a pixel). One pass:
 # the main stream's region is read and the motion measured once for both lengths. Each
 # version is read again with the global-histogram binarizer (dev seeds 200 000-200 239:
-# 130 -> 131 of 142; a Wiener noise ratio of 0.03 instead read 2 fewer).
+# 130 -> 131 of 142; a Wiener noise ratio of 0.03 instead read 2 fewer). A third version
+# at that noisier ratio, after the two: dim rooms at high gain (dev seeds 300 240-300 479,
+# every pass due: 133 -> 135 of 143, with the measure on the busiest square, deblur.py).
 DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True,
                       deblur=((1.0, deblur.MOTION_NSR), (0.9, deblur.MOTION_NSR),
                               (1.0, deblur.NOISY_NSR)),
