@@ -91,6 +91,7 @@ from ordoscan.decoder.passes import (
     MAX_PASS_PIXELS,
     QR,
     SMALL_MODULE,
+    SQUARE_PASS,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
     ZOOM_PASS,
@@ -378,6 +379,11 @@ class Decoder:
                      if any(box.overlaps(q) for q in unread_qr + candidates)
                      and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        # a full corner of finder patterns the generic passes did not read: a strong tilt
+        # may leave zxing-cpp unable to size the symbol; squared on its finders it reads
+        # (the whole region: a tilt bends the corner, the guess's box may have missed part)
+        cornered = [guess_box(g) for g in guesses[:MAX_REGIONS] if g.finders == 3]
+        jobs += [Job(SQUARE_PASS, box) for box in small if any(box.overlaps(c) for c in cornered)]
         # a QR Code detected but unread may lie on a surface that is not flat: last, as the
         # generic passes read most detected codes
         jobs += [Job(_flatten_pass(zoom), box) for box in unread_qr]

@@ -156,6 +156,37 @@ def draw_modules(dark: npt.NDArray[np.bool_], ppm: int) -> Grey:
     return np.asarray(np.kron(img, np.ones((ppm, ppm), np.uint8)), np.uint8)
 
 
+# -- a symbol squared on its three finder patterns ---------------------------------------
+#
+# Under a strong tilt (a page held at 35-40 degrees both ways) the finder patterns' sizes
+# and spacing disagree so much that zxing-cpp's detector cannot size the symbol ("invalid
+# symbol size"), so the flatten pass above never sees it. The affine map that puts the
+# three finder centres on an upright right isosceles corner takes out the rotation, the
+# shear and the unequal scales, which are most of the distortion: what is left, the
+# perspective's own curvature over the symbol, zxing-cpp's alignment pattern absorbs.
+SQUARE_PPM = 4  # pixels a module of the squared symbol
+
+
+def squared(region: Grey, tl: Point, tr: Point, bl: Point, module: float) -> tuple[Grey, _F]:
+    """The region resampled so that these finder centres (top-left, top-right and
+    bottom-left, clockwise on screen) form an upright corner, SQUARE_PPM pixels a module
+    (`module`: the region's pixels a module), with the symbol's outer modules and QUIET
+    modules of quiet zone around; and the transform from its pixels back to the region's."""
+    a, b, c = (np.asarray(p, np.float64) for p in (tl, tr, bl))
+    n = (float(np.hypot(*(b - a))) + float(np.hypot(*(c - a)))) / 2 / module  # centres apart
+    q = 3.5 + QUIET  # modules from a finder's centre to the image's edge
+    side = round((n + 2 * q) * SQUARE_PPM)
+    # pixels -> module units from the top-left centre -> region pixels
+    to_units = np.array([[1 / SQUARE_PPM, 0, -q], [0, 1 / SQUARE_PPM, -q], [0, 0, 1]])
+    affine = np.array([[*((b - a) / n), a[0]], [*((c - a) / n), a[1]], [0, 0, 1]])
+    affine[:2, :2] = affine[:2, :2].T  # columns: one module along the top, down the side
+    back: _F = affine @ to_units
+    x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
+    rx, ry = project(back, x, y)
+    img = _bilinear(region.astype(np.float64), rx - 0.5, ry - 0.5)
+    return np.clip(img, 0, 255).astype(np.uint8), back
+
+
 # -- a version-1 symbol under perspective: its fourth corner searched for ------------------
 #
 # With no alignment pattern (version 1), zxing-cpp places the corner opposite the top-left
