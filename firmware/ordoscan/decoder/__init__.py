@@ -367,8 +367,12 @@ class Decoder:
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
-        smeared = [box for box in small if motion_blurred(frame, box)]
+        smeared = [box for box in small if motion_blurred(frame, box, busiest=False)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
+        # a region whose smear measures only off its middle (on its busiest square) may be
+        # lines of print: its deblur pass after the generic passes, where it costs the codes
+        # they read no budget
+        smeared_off = [box for box in small if box not in smeared and motion_blurred(frame, box)]
         if zoom is not None:
             # A code the statistics or zxing-cpp's detector saw but could not read is most
             # often too small in this frame (held far off, or tilted): the main stream's
@@ -379,6 +383,7 @@ class Decoder:
                      if any(box.overlaps(q) for q in unread_qr + candidates)
                      and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared_off]
         # a full corner of finder patterns the generic passes did not read: a strong tilt
         # may leave zxing-cpp unable to size the symbol; squared on its finders it reads
         # (the whole region: a tilt bends the corner, the guess's box may have missed part)

@@ -73,21 +73,22 @@ def _fast_below(n: int) -> int:
     return n
 
 
-def estimate(region: Grey) -> Motion | None:
+def estimate(region: Grey, busiest: bool = True) -> Motion | None:
     """The region's motion blur, or None when it does not look motion-blurred.
 
     Measured on the region's middle, at most _MAX_SIDE pixels a side (the code is near
     the middle of most regions proposed, and the blur is the same across a small code).
-    Where the middle does not measure as blurred, on the region's busiest square too: a
-    region merged from several boxes may hold its code well off its middle, and there
-    the page's margin and text around the code outweigh the code's own smear (dev seeds
-    200 334, 200 316)."""
+    Where the middle does not measure as blurred, with `busiest` on the region's busiest
+    square too: a region merged from several boxes may hold its code well off its middle,
+    and there the page's margin and text around the code outweigh the code's own smear
+    (dev seeds 200 334, 200 316). Lines of print can measure as a smear there too, more
+    often than a code's middle does (see Decoder.decode: such regions' passes come later)."""
     if min(region.shape) < 16:
         return None
     h, w = (_fast_below(min(n, _MAX_SIDE)) for n in region.shape)
     y0, x0 = (region.shape[0] - h) // 2, (region.shape[1] - w) // 2
     found = _measure(region[y0 : y0 + h, x0 : x0 + w])
-    if found is not None:
+    if found is not None or not busiest:
         return found
     side = _fast_below(min(int(WINDOW * min(region.shape)), _MAX_SIDE))
     if side < 32:
