@@ -238,9 +238,9 @@ def test_the_deblur_pass_measures_the_motion_once(monkeypatch: pytest.MonkeyPatc
     sizes: list[tuple[int, ...]] = []
     estimate = deblur.estimate
 
-    def counted(region: np.ndarray) -> deblur.Motion | None:
+    def counted(region: np.ndarray, busiest: bool = True) -> deblur.Motion | None:
         sizes.append(region.shape)
-        return estimate(region)
+        return estimate(region, busiest)
 
     monkeypatch.setattr(deblur, "estimate", counted)
     decoder = Decoder(budget_ms=10_000, duty=None)
