@@ -63,7 +63,7 @@ def _smooth(n: int) -> bool:
     return n == 1
 
 
-def _fast_len(n: int) -> int:
+def fast_len(n: int) -> int:
     """The smallest fast FFT length >= n."""
     while not _smooth(n):
         n += 1
@@ -207,7 +207,7 @@ def _wiener(
     its noise ratio, in turn, lazily (a caller that reads the first stops there)."""
     f = region.astype(np.float64)
     # mirrored on the right and below: the FFT's wrap-around then meets like pixels
-    ph, pw = (_fast_len(n + n // 4) - n for n in f.shape)
+    ph, pw = (fast_len(n + n // 4) - n for n in f.shape)
     big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
     spectrum = np.fft.rfft2(big)
     for kernel, nsr in kernels:
