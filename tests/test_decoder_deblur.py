@@ -171,7 +171,7 @@ def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
     ring = deblur.defocus_from_spectrum(region)
     assert ring is not None and abs(ring - radius) <= 0.1 * radius, ring
     # the spectrum's radius is undone first, then the slope's multiples
-    radii = deblur.defocus_radii(region, (1.15, 1.3))
+    radii = deblur.defocus_radii(deblur.measure_defocus(region), (1.15, 1.3))
     assert radii[0] == ring and len(radii) >= 2
 
 
@@ -179,7 +179,8 @@ def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
 def test_an_in_focus_code_gets_no_disc_to_undo(module: int) -> None:
     # its square modules leave dips in the spectrum as a small disc would: the slope's
     # measure, which sees the sharp edges, decides
-    assert deblur.defocus_radii(defocused(0, module)[100:360, 180:440], (1.15, 1.3)) == []
+    disc = deblur.measure_defocus(defocused(0, module)[100:360, 180:440])
+    assert disc is None and deblur.defocus_radii(disc, (1.15, 1.3)) == []
 
 
 def test_a_smeared_code_measures_a_motion_not_a_defocus() -> None:

@@ -96,6 +96,7 @@ from ordoscan.decoder.passes import (
     ZOOM_BELOW,
     ZOOM_PASS,
     Job,
+    Measured,
     Pass,
     Symbol,
     Zoom,
@@ -468,6 +469,7 @@ class Decoder:
         limit = min(self.budget_ms, self._credit)
         stop = ""
         extra = runs = zooms = 0
+        measured: Measured = {}  # this frame's regions as its defocus passes measured them
         for i, job in enumerate(jobs):
             if newer is not None and not found and newer():
                 self._handed = jobs[i:]
@@ -493,7 +495,7 @@ class Decoder:
                 break
             before = len(found)
             zoomed: list[int] = []
-            unread = run_pass(p, frame, box, found, zoom, zoomed)
+            unread = run_pass(p, frame, box, found, zoom, zoomed, measured)
             extra += len(found) - before
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened

@@ -350,14 +350,27 @@ def undone_defocus(region: Grey, radii: list[float]) -> Iterator[Grey]:
     return _wiener(region, [(partial(_disc, r), _DEFOCUS_NSR) for r in radii])
 
 
-def defocus_radii(region: Grey, factors: tuple[float, ...]) -> list[float]:
-    """The defocus discs to undo on the region, most likely first: none when the slope's
-    measure sees no defocus (a sharp code's square modules leave dips of their own in the
-    spectrum, as a disc of about 0.6 module would), else the spectrum's measure, then these
-    multiples of the slope's (which reads short once the disc is as wide as a module)."""
+# A region's defocus disc measured both ways: (by its edges' slope, by its spectrum's rings
+# or None when they show none)
+Disc = tuple[float, float | None]
+
+
+def measure_defocus(region: Grey) -> Disc | None:
+    """The region's defocus disc measured both ways, or None when the slope's measure sees
+    no defocus (a sharp code's square modules leave dips of their own in the spectrum, as
+    a disc of about 0.6 module would: the spectrum is then not measured)."""
     slope = defocus(region)
     if slope is None:
+        return None
+    return slope, defocus_from_spectrum(region)
+
+
+def defocus_radii(disc: Disc | None, factors: tuple[float, ...]) -> list[float]:
+    """The defocus discs to undo on a region measured as `disc` (measure_defocus), most
+    likely first: none when it measured no defocus, else the spectrum's measure, then these
+    multiples of the slope's (which reads short once the disc is as wide as a module)."""
+    if disc is None:
         return []
-    ring = defocus_from_spectrum(region)
+    slope, ring = disc
     radii = [ring] if ring is not None else []
     return radii + [slope * k for k in factors if all(abs(slope * k - r) > 0.05 * r for r in radii)]

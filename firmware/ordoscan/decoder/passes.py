@@ -92,6 +92,22 @@ class Job:
     box: Box
 
 
+@dataclass(frozen=True, slots=True)
+class Defocused:
+    """A region as a defocus pass prepared it, and its disc as measured there."""
+
+    prepared: Grey
+    disc: deblur.Disc | None  # deblur.measure_defocus
+    main: bool  # read from the main stream
+
+
+# One frame's regions as its defocus passes prepared and measured them: the unmix pass, after
+# the per-pixel defocus pass on the same region, takes them (the main stream read and the
+# measure are a third of its cost) rather than read and measure again. Keyed on the region
+# and how a pass prepares it; one dict a frame (a zoom gives that frame's pixels only).
+Measured = dict[tuple[Box, bool, float, bool], Defocused]
+
+
 # The fast pass: QR Codes first (cheap, and the prescription's symbology), then
 # DataMatrix without the inverted try (printed packs and documents are dark on
 # light, and the inverted try doubles the DataMatrix cost).
@@ -251,6 +267,7 @@ def run_pass(
     found: dict[tuple[str, bytes], Symbol],
     zoom: Zoom | None,
     zoomed: list[int] | None = None,
+    measured: Measured | None = None,
 ) -> list[tuple[str, Box]]:
     """Run one pass on a region, add its symbols to `found`.
 
@@ -258,7 +275,15 @@ def run_pass(
     symbol it detected but could not decode. A zoom pass reads the region
     from `zoom` (its pixel count is appended to `zoomed`); without one, or
     when it gives nothing usable, the region is upscaled as a fitted pass would.
+    A defocus pass takes the region from `measured` when an earlier one on the
+    same frame prepared it alike, and leaves it there for the next.
     """
+    key = (box, p.zoom, p.scale, p.erode)
+    if p.defocus and measured is not None and key in measured:
+        d = measured[key]
+        if d.main and zoomed is not None:
+            zoomed.append(d.prepared.size)  # its cost is learnt per main-stream pixel all the same
+        return _run_defocus(p if d.main or not p.zoom else _upscaled(p), d, frame, box, found)
     region = frame[box.y0 : box.y1, box.x0 : box.x1]
     prepared: Grey | None = None
     if p.zoom and zoom is not None:
@@ -266,9 +291,8 @@ def run_pass(
         if prepared is not None and zoomed is not None:
             zoomed.append(prepared.size)
     if prepared is None:
-        if p.zoom:  # no main stream: the frame's own pixels, upscaled (a disc undone as is)
-            p = replace(p, zoom=False, scale=1.0 if p.defocus else FIT_SCALE[1] / 1.5,
-                        downscale=False)
+        if p.zoom:
+            p = _upscaled(p)
         prepared = prepare(region, p)
     if p.clip_levels:
         # one read of the main stream, split at each level in turn until one reads
@@ -284,14 +308,32 @@ def run_pass(
             return []
         return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found)
     if p.defocus:
-        radii = deblur.defocus_radii(prepared, p.defocus)
-        if not radii:
-            return []
-        if p.unmix:
-            _read_unmixed(p, prepared, radii[0], frame, box, found)
-            return []
-        return _read_each(p, deblur.undone_defocus(prepared, radii), frame, box, found)
+        # (still a zoom pass only when the main stream gave the region)
+        d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
+        if measured is not None:
+            measured[key] = d
+        return _run_defocus(p, d, frame, box, found)
     return _read(p, prepared, frame, box, found)
+
+
+def _upscaled(p: Pass) -> Pass:
+    """A zoom pass without a main stream: on the frame's own pixels, upscaled (a disc is
+    undone as it is)."""
+    return replace(p, zoom=False, scale=1.0 if p.defocus else FIT_SCALE[1] / 1.5,
+                   downscale=False)
+
+
+def _run_defocus(
+    p: Pass, d: Defocused, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol]
+) -> list[tuple[str, Box]]:
+    """A defocus pass on its prepared region (see run_pass)."""
+    radii = deblur.defocus_radii(d.disc, p.defocus)
+    if not radii:
+        return []
+    if p.unmix:
+        _read_unmixed(p, d.prepared, radii[0], frame, box, found)
+        return []
+    return _read_each(p, deblur.undone_defocus(d.prepared, radii), frame, box, found)
 
 
 def _read_unmixed(
