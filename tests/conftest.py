@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -54,6 +55,26 @@ def _no_relay_left_behind() -> Iterator[None]:
     relay_proc = sys.modules.get("tests.support.relay_proc")
     if relay_proc is not None:
         relay_proc.RelayProcess.kill_leftovers()
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """The root logger's handlers and level put back after each test. The commands'
+    entry point (cli.main) sets up a process's logging: a handler on the sys.stderr of the
+    moment, which under capsys is the test's own stream, closed with it. Left on the root
+    logger, every later test's log line failed to write to it ("--- Logging error ---
+    ... I/O operation on closed file": the end-to-end tests, after test_desk_config)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for h in root.handlers[:]:
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    root.setLevel(level)
 
 
 @pytest.fixture

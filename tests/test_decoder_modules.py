@@ -11,8 +11,9 @@ import ordoscan.decoder.passes as passes_module
 import pytest
 import zxingcpp
 from ordoscan.decoder import Decoder, deblur, modules
-from ordoscan.decoder.passes import QR, UNMIX_PASS
+from ordoscan.decoder.passes import DEFOCUS_PASSES, QR, UNMIX_PASS
 from ordoscan.decoder.regions import Box
+from PIL import Image
 
 from tests.test_decoder_deblur import EPU, defocused
 
@@ -92,6 +93,39 @@ def test_an_in_focus_code_is_not_solved_for(monkeypatch: pytest.MonkeyPatch) -> 
     found: dict[tuple[str, bytes], passes_module.Symbol] = {}
     passes_module.run_pass(UNMIX_PASS, frame, Box(140, 60, 540, 420), found, None)
     assert found == {} and calls == []
+
+
+def test_the_unmix_pass_takes_the_region_the_defocus_pass_read_and_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the same region of the same frame, the unmix pass after the per-pixel defocus pass
+    neither reads the main stream nor measures the disc again, and reads as it did alone."""
+    frame = defocused(8, 5)
+    box = Box(140, 60, 540, 420)
+    asked: list[tuple[int, int, int, int]] = []
+
+    def zoom(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        asked.append((x0, y0, x1, y1))
+        return np.asarray(Image.fromarray(frame[y0:y1, x0:x1]).resize((500, 450)))
+
+    measures: list[tuple[int, ...]] = []
+    measure = deblur.defocus
+    monkeypatch.setattr(deblur, "defocus", lambda r: measures.append(r.shape) or measure(r))
+
+    def run(z: passes_module.Zoom | None, measured: passes_module.Measured | None) -> list[str]:
+        found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+        zoomed: list[int] = []
+        asked.clear()
+        measures.clear()
+        for p in DEFOCUS_PASSES:
+            passes_module.run_pass(p, frame, box, found, z, zoomed, measured)
+        # the unmix pass's cost is still learnt per main-stream pixel
+        assert zoomed == ([500 * 450] * 2 if z else [])
+        return [s.text for s in found.values()]
+
+    run(zoom, {})
+    assert asked == [(140, 60, 540, 420)] and measures == [(450, 500)]
+    assert run(None, {}) == run(None, None) == [EPU]  # (the unmix pass reads it)
 
 
 @pytest.mark.parametrize(("shift", "dim"), [((0.0, 0.0), 25), ((3.0, 0.0), 21),

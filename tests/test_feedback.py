@@ -32,6 +32,7 @@ from ordoscan.errors import GpioError
 from ordoscan.feedback import (
     BEEP_S,
     CHANNELS,
+    DIP_GAP_S,
     FAULT_BEEP_S,
     FAULT_BLINK_S,
     FAULT_GAP_S,
@@ -149,6 +150,28 @@ def test_good_read_and_repeat(factory: MockFactory, fb: Feedback, event: str) ->
     assert_timeline(pins["buzzer"], [(0.0, False), (0.0, True), (BEEP_S, False)])
     assert_timeline(pins["amber"], [(0.0, False)])
     assert_timeline(pins["red"], [(0.0, False)])
+
+
+def test_two_good_reads_close_together_dip_green_twice(factory: MockFactory) -> None:
+    """Two scans committed one frame apart: two dips on the green pin, each of its own length
+    with green on between them, beside two beeps (not one long dip). Both events are posted
+    before the worker starts, on a clock the test moves, so they are applied at one instant
+    however loaded the machine is."""
+    clock = ManualClock(monotonic=7000.0)
+    pins = pins_of(factory)
+    fb = Feedback(CFG, pin_factory=factory, clock=clock)
+    try:
+        fb.booting()  # green on (no ready chime: fewer edges for the worker to catch up on)
+        fb.good_read()
+        fb.good_read()
+        fb.start()
+        clock.advance(10.0)  # past both dips and beeps: the worker catches up on them, in order
+        assert fb.wait_idle(WAIT)
+        d, g = GOOD_READ_DIP_S, DIP_GAP_S
+        assert_timeline(pins["green"], [(0.0, False), (d, True), (g, False), (d, True)])
+        assert [s.state for s in pins["buzzer"].states] == [False, True, False, True, False]
+    finally:
+        fb.stop()
 
 
 def test_refused_red_one_second_two_beeps(factory: MockFactory, fb: Feedback) -> None:

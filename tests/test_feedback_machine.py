@@ -7,6 +7,7 @@ import math
 import pytest
 from ordoscan.feedback import (
     BEEP_S,
+    DIP_GAP_S,
     FAULT_BEEP_S,
     FAULT_BLINK_S,
     FAULT_GAP_S,
@@ -105,6 +106,47 @@ def test_good_read_and_repeat_dip_green_and_beep(event: str) -> None:
     assert channel(seen, "green", T0) == [(0.0, False), (GOOD_READ_DIP_S, True)]
     assert channel(seen, "tone", T0) == [(0.0, GOOD_READ_HZ), (BEEP_S, None)]
     assert channel(seen, "red", T0) == [(0.0, False)]
+
+
+def test_two_good_reads_close_together_dip_green_twice() -> None:
+    """Two ordonnances read in consecutive frames (15 fps): two blinks beside the two beeps,
+    the second after the first with green on between them, not one longer dip."""
+    m = ready_machine()
+    m.good_read(T0)
+    m.good_read(T0 + 0.067)
+    seen = changes(m, T0, T0 + 5)
+    second = GOOD_READ_DIP_S + DIP_GAP_S
+    assert channel(seen, "green", T0) == [
+        (0.0, False), (GOOD_READ_DIP_S, True),
+        (second, False), (round(second + GOOD_READ_DIP_S, 6), True),
+    ]
+    beeps = [t for t, v in channel(seen, "tone", T0) if v is not None]
+    assert beeps == [0.0, round(BEEP_S + SOUND_GAP_S, 6)]
+
+
+def test_a_good_read_after_a_dip_waits_for_green_to_show_again() -> None:
+    m = ready_machine()
+    m.good_read(T0)
+    m.good_read(T0 + GOOD_READ_DIP_S + 0.01)  # 10 ms after the first dip ended: no flicker
+    seen = changes(m, T0, T0 + 5)
+    second = GOOD_READ_DIP_S + DIP_GAP_S
+    assert channel(seen, "green", T0)[2:] == [
+        (second, False), (round(second + GOOD_READ_DIP_S, 6), True)]
+    m.good_read(T0 + 2)  # long after: at once
+    assert channel(changes(m, T0 + 2, T0 + 5), "green", T0 + 2) == [
+        (0.0, False), (GOOD_READ_DIP_S, True)]
+
+
+def test_a_dip_that_would_start_too_late_is_skipped() -> None:
+    m = ready_machine()
+    for i in range(50):
+        m.good_read(T0 + i * 0.001)
+    seen = changes(m, T0, T0 + 30)
+    dips = [t for t, v in channel(seen, "green", T0) if v is False]
+    slot = GOOD_READ_DIP_S + DIP_GAP_S
+    assert len(dips) == math.floor(MAX_SOUND_DELAY_S / slot) + 1
+    assert max(dips) <= MAX_SOUND_DELAY_S + 0.05
+    assert seen[-1][1] == Outputs(green=True)
 
 
 def test_refused_red_one_second_and_two_low_beeps() -> None:

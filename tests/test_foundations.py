@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import threading
 
 import pytest
@@ -92,6 +93,28 @@ def test_log_lines_cannot_be_forged_or_flooded() -> None:
     assert lines[0].endswith("replay: a.png\\nINFO ordoscan.app: scan …YGHZ delivered")
     assert len(lines[1]) < LOG_LIMIT + 100 and lines[1].endswith("…(+59000 chars)")
     assert lines[2].endswith("command \\e]0;pwned\\x07\\u202e")
+
+
+def test_a_command_run_in_the_tests_sets_up_logging_on_their_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from ordoscan.cli import main as cli_main
+
+    assert cli_main(["config", "schema", "--message"]) == 0
+    assert '"$schema"' in capsys.readouterr().out
+    # the daemon's logging set-up, on the stream capsys closes after this test
+    assert any(getattr(h, "stream", None) is sys.stderr for h in logging.getLogger().handlers)
+
+
+def test_no_later_test_logs_to_a_stream_an_earlier_one_closed() -> None:
+    """(After the test above, in file order: conftest's _root_logging_restored.)"""
+    import logging
+
+    closed = [h for h in logging.getLogger().handlers
+              if getattr(getattr(h, "stream", None), "closed", False)]
+    assert closed == []
 
 
 def test_json_line_escapes_what_would_act_on_a_terminal() -> None:

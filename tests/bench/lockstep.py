@@ -28,6 +28,14 @@ empty counter, id 0); once a presentation's code is read (the App committed a sc
 the hand takes it away: the gap starts at the next frame, as a patient leaves after
 the beep. The frames after a read would change nothing measured: the de-duplication
 reads a code once per appearance, and a gap of 1 s refills the duty cycle's credit.
+
+The timeline runs faster than real time (a turn takes its CPU time for real, its CPU
+time x `scale` on the timeline), but the good-read signal (a 150 ms dip, a beep) plays
+in real time: two scans 1.4 s apart on the timeline could come 0.1 s apart for real,
+their signals overlapping (merged, or queued and skipped), which no kiosk would see. So before
+a presentation's first frame the camera waits, in real time and off the timeline, for
+`settle()` (the App's feedback to have shown everything): one signal per read, as on a
+kiosk, where the gap alone lasts 1 s.
 """
 
 from __future__ import annotations
@@ -72,9 +80,13 @@ class LockstepCamera(CameraSource):
         committed: Callable[[], int],
         scale: float = 1.0,
         zoom: Callable[[int], Zoom | None] | None = None,
+        settle: Callable[[], object] | None = None,
     ) -> None:
-        """`zoom`, when given, gives a frame id's Frame.zoom (its main stream), or None."""
+        """`zoom`, when given, gives a frame id's Frame.zoom (its main stream), or None;
+        `settle`, when given, is waited for before each presentation (see the module)."""
         self._frames = frames
+        self._settle = settle
+        self._settled = -1  # the last presentation settle() was waited for
         self._zoom = zoom
         self.shown = [Shown(list(p)) for p in presentations]
         self._gap = gap
@@ -169,6 +181,9 @@ class LockstepCamera(CameraSource):
             fid, k = self._frame_id(n)
             if self.finished.is_set():
                 return None
+            if k > self._settled and self._settle is not None:
+                self._settled = k
+                self._settle()  # the scan thread waits for this frame: no CPU time of its own
             self._n, self._fid = n, fid
             self._taken_at = max(self._free, self.capture_time(n))
             self._busy = True

@@ -33,7 +33,10 @@ from PIL import Image
 from tests.bench import heldout as ho
 
 GEN1_FRAMES = 150
-GEN2_FRAMES = int(os.environ.get("ORDOSCAN_BENCH_GEN2", "80"))  # per held-out split
+# per held-out split: about 140 ordonnance codes in view at 240 frames. At 80 (until
+# held-out epoch 7) a split held 43-46: one code was 2.2 points of the read rate, and
+# the figure moved by more than any change measured on it.
+GEN2_FRAMES = int(os.environ.get("ORDOSCAN_BENCH_GEN2", "240"))
 READ_TARGET, RATIO_TARGET, CORPUS_TARGET = 0.95, 3.0, 172
 
 

@@ -91,10 +91,12 @@ from ordoscan.decoder.passes import (
     MAX_PASS_PIXELS,
     QR,
     SMALL_MODULE,
+    SQUARE_PASS,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
     ZOOM_PASS,
     Job,
+    Measured,
     Pass,
     Symbol,
     Zoom,
@@ -366,8 +368,12 @@ class Decoder:
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
-        smeared = [box for box in small if motion_blurred(frame, box)]
+        smeared = [box for box in small if motion_blurred(frame, box, busiest=False)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
+        # a region whose smear measures only off its middle (on its busiest square) may be
+        # lines of print: its deblur pass after the generic passes, where it costs the codes
+        # they read no budget
+        smeared_off = [box for box in small if box not in smeared and motion_blurred(frame, box)]
         if zoom is not None:
             # A code the statistics or zxing-cpp's detector saw but could not read is most
             # often too small in this frame (held far off, or tilted): the main stream's
@@ -378,6 +384,12 @@ class Decoder:
                      if any(box.overlaps(q) for q in unread_qr + candidates)
                      and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared_off]
+        # a full corner of finder patterns the generic passes did not read: a strong tilt
+        # may leave zxing-cpp unable to size the symbol; squared on its finders it reads
+        # (the whole region: a tilt bends the corner, the guess's box may have missed part)
+        cornered = [guess_box(g) for g in guesses[:MAX_REGIONS] if g.finders == 3]
+        jobs += [Job(SQUARE_PASS, box) for box in small if any(box.overlaps(c) for c in cornered)]
         # a QR Code detected but unread may lie on a surface that is not flat: last, as the
         # generic passes read most detected codes
         jobs += [Job(_flatten_pass(zoom), box) for box in unread_qr]
@@ -457,6 +469,7 @@ class Decoder:
         limit = min(self.budget_ms, self._credit)
         stop = ""
         extra = runs = zooms = 0
+        measured: Measured = {}  # this frame's regions as its defocus passes measured them
         for i, job in enumerate(jobs):
             if newer is not None and not found and newer():
                 self._handed = jobs[i:]
@@ -482,7 +495,7 @@ class Decoder:
                 break
             before = len(found)
             zoomed: list[int] = []
-            unread = run_pass(p, frame, box, found, zoom, zoomed)
+            unread = run_pass(p, frame, box, found, zoom, zoomed, measured)
             extra += len(found) - before
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened

@@ -24,11 +24,18 @@ Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
 
 MIN_ANISOTROPY = 0.4  # structure tensor (l1 - l2) / (l1 + l2): a sharp code's is ~0.1-0.3
+# ... on a region's busiest square, mostly the code itself: no page edge or margin there to
+# add to it (dev seed 200 316 measured 0.37; at 0.35 on a region's middle, a defocused code
+# of af_miss measured as a smear and lost its defocus passes)
+MIN_ANISOTROPY_BUSIEST = 0.35
 _LENGTHS = (3, 24)  # blur lengths searched, in the region's pixels
 _MIN_DIP = -0.15  # the autocorrelation's dip at the blur length (normalised): deeper is blur
 _SECTOR = 15.0  # degrees either side of the structure tensor's direction searched
-_NSR = 0.01  # Wiener noise-to-signal ratio (8-bit sensor noise over a code's contrast)
+MOTION_NSR = 0.01  # Wiener noise-to-signal ratio (8-bit sensor noise over a code's contrast)
+# ... for a noisy region (dim light, high gain): three times the noise undone less hard
+NOISY_NSR = 0.03
 _MAX_SIDE = 320  # pixels a side of the patch the blur is measured on
+WINDOW = 0.6  # the busiest square's side, as a share of the region's shorter side
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +63,7 @@ def _smooth(n: int) -> bool:
     return n == 1
 
 
-def _fast_len(n: int) -> int:
+def fast_len(n: int) -> int:
     """The smallest fast FFT length >= n."""
     while not _smooth(n):
         n += 1
@@ -70,23 +77,58 @@ def _fast_below(n: int) -> int:
     return n
 
 
-def estimate(region: Grey) -> Motion | None:
+def estimate(region: Grey, busiest: bool = True) -> Motion | None:
     """The region's motion blur, or None when it does not look motion-blurred.
 
     Measured on the region's middle, at most _MAX_SIDE pixels a side (the code is near
-    the middle of the regions proposed, and the blur is the same across a small code)."""
+    the middle of most regions proposed, and the blur is the same across a small code).
+    Where the middle does not measure as blurred, with `busiest` on the region's busiest
+    square too: a region merged from several boxes may hold its code well off its middle,
+    and there the page's margin and text around the code outweigh the code's own smear
+    (dev seeds 200 334, 200 316). Lines of print can measure as a smear there too, more
+    often than a code's middle does (see Decoder.decode: such regions' passes come later)."""
     if min(region.shape) < 16:
         return None
     h, w = (_fast_below(min(n, _MAX_SIDE)) for n in region.shape)
     y0, x0 = (region.shape[0] - h) // 2, (region.shape[1] - w) // 2
-    f = region[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
+    found = _measure(region[y0 : y0 + h, x0 : x0 + w], MIN_ANISOTROPY)
+    if found is not None or not busiest:
+        return found
+    side = _fast_below(min(int(WINDOW * min(region.shape)), _MAX_SIDE))
+    if side < 32:
+        return None
+    y0, x0 = _busiest(region, side)
+    return _measure(region[y0 : y0 + side, x0 : x0 + side], MIN_ANISOTROPY_BUSIEST)
+
+
+def _busiest(region: Grey, side: int) -> tuple[int, int]:
+    """The top-left corner of the `side`-pixel square with the most gradient energy (on a
+    4-pixel grid: the code's modules are the densest edges of a page)."""
+    f = region.astype(np.float32)
+    e = np.zeros(f.shape, np.float32)
+    e[:, 1:] += np.abs(np.diff(f, axis=1))
+    e[1:] += np.abs(np.diff(f, axis=0))
+    c = np.zeros((region.shape[0] + 1, region.shape[1] + 1), np.float64)
+    c[1:, 1:] = e.cumsum(0).cumsum(1)
+    ys = np.arange(0, region.shape[0] - side + 1, 4)
+    xs = np.arange(0, region.shape[1] - side + 1, 4)
+    sums = (c[ys[:, None] + side, xs[None, :] + side] - c[ys[:, None], xs[None, :] + side]
+            - c[ys[:, None] + side, xs[None, :]] + c[ys[:, None], xs[None, :]])
+    i, j = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(ys[i]), int(xs[j])
+
+
+def _measure(patch: Grey, min_anisotropy: float) -> Motion | None:
+    """The motion blur of a patch whose sides are fast FFT lengths, or None."""
+    h, w = patch.shape
+    f = patch.astype(np.float64)
     gx, gy = _gradients(f)
     gx -= gx.mean()
     gy -= gy.mean()
     jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
     if jxx + jyy <= 0:
         return None
-    if math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) < MIN_ANISOTROPY:
+    if math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) < min_anisotropy:
         return None
     theta = 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2  # least change: the motion
     # The derivative along that direction, autocorrelated: its dip is sought over the whole
@@ -145,28 +187,30 @@ def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
 
 def deconvolve(region: Grey, m: Motion) -> Grey:
     """The region with the motion blur `m` undone (Wiener), as grey levels."""
-    return next(deconvolved(region, m, (1.0,)))
+    return next(deconvolved(region, m, ((1.0, MOTION_NSR),)))
 
 
-def deconvolved(region: Grey, m: Motion, factors: tuple[float, ...]) -> Iterator[Grey]:
-    """The region with the motion blur `m` undone at each of these multiples of its length
-    in turn (the measure can overshoot): the region's transform is taken once."""
-    return _wiener(region, [partial(_kernel, replace(m, length=m.length * k)) for k in factors],
-                   _NSR)
+def deconvolved(region: Grey, m: Motion, versions: tuple[tuple[float, float], ...]
+                ) -> Iterator[Grey]:
+    """The region with the motion blur `m` undone in each version in turn: (a multiple of
+    its length (the measure can overshoot), the Wiener noise ratio). The region's
+    transform is taken once."""
+    return _wiener(region, [(partial(_kernel, replace(m, length=m.length * k)), nsr)
+                            for k, nsr in versions])
 
 
 def _wiener(
-    region: Grey, kernels: list[Callable[[tuple[int, int]], npt.NDArray[np.complex128]]],
-    nsr: float,
+    region: Grey,
+    kernels: list[tuple[Callable[[tuple[int, int]], npt.NDArray[np.complex128]], float]],
 ) -> Iterator[Grey]:
-    """The region deconvolved (Wiener) by each transfer function `kernel(shape)` gives, in
-    turn, lazily (a caller that reads the first stops there)."""
+    """The region deconvolved (Wiener) by each transfer function `kernel(shape)` gives, at
+    its noise ratio, in turn, lazily (a caller that reads the first stops there)."""
     f = region.astype(np.float64)
     # mirrored on the right and below: the FFT's wrap-around then meets like pixels
-    ph, pw = (_fast_len(n + n // 4) - n for n in f.shape)
+    ph, pw = (fast_len(n + n // 4) - n for n in f.shape)
     big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
     spectrum = np.fft.rfft2(big)
-    for kernel in kernels:
+    for kernel, nsr in kernels:
         k = kernel((big.shape[0], big.shape[1]))
         out = np.fft.irfft2(spectrum * np.conj(k) / (np.abs(k) ** 2 + nsr), s=big.shape)
         yield np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
@@ -303,17 +347,30 @@ def _disc(radius: float, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
 def undone_defocus(region: Grey, radii: list[float]) -> Iterator[Grey]:
     """The region with a defocus disc of each of these radii undone in turn: the region's
     transform is taken once."""
-    return _wiener(region, [partial(_disc, r) for r in radii], _DEFOCUS_NSR)
+    return _wiener(region, [(partial(_disc, r), _DEFOCUS_NSR) for r in radii])
 
 
-def defocus_radii(region: Grey, factors: tuple[float, ...]) -> list[float]:
-    """The defocus discs to undo on the region, most likely first: none when the slope's
-    measure sees no defocus (a sharp code's square modules leave dips of their own in the
-    spectrum, as a disc of about 0.6 module would), else the spectrum's measure, then these
-    multiples of the slope's (which reads short once the disc is as wide as a module)."""
+# A region's defocus disc measured both ways: (by its edges' slope, by its spectrum's rings
+# or None when they show none)
+Disc = tuple[float, float | None]
+
+
+def measure_defocus(region: Grey) -> Disc | None:
+    """The region's defocus disc measured both ways, or None when the slope's measure sees
+    no defocus (a sharp code's square modules leave dips of their own in the spectrum, as
+    a disc of about 0.6 module would: the spectrum is then not measured)."""
     slope = defocus(region)
     if slope is None:
+        return None
+    return slope, defocus_from_spectrum(region)
+
+
+def defocus_radii(disc: Disc | None, factors: tuple[float, ...]) -> list[float]:
+    """The defocus discs to undo on a region measured as `disc` (measure_defocus), most
+    likely first: none when it measured no defocus, else the spectrum's measure, then these
+    multiples of the slope's (which reads short once the disc is as wide as a module)."""
+    if disc is None:
         return []
-    ring = defocus_from_spectrum(region)
+    slope, ring = disc
     radii = [ring] if ring is not None else []
     return radii + [slope * k for k in factors if all(abs(slope * k - r) > 0.05 * r for r in radii)]

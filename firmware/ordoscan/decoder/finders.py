@@ -330,44 +330,56 @@ def find_finders(frame: Grey, levels: int = 3) -> list[Finder]:
     return found
 
 
+def corners(finders: list[Finder], max_cos: float = 0.3, disjoint: bool = True
+            ) -> list[tuple[float, tuple[Finder, Finder, Finder]]]:
+    """Triples of finder patterns that form a QR Code's three corners, best first (with
+    `disjoint`, none sharing a pattern): (how far from a right isosceles corner, (the
+    right-angle corner, the next one, the last one)). `max_cos`: how far perspective may
+    bend the right angle."""
+    if len(finders) < 3:
+        return []
+    pts = np.array([(f.x, f.y) for f in finders])
+    mod = np.array([f.module for f in finders])
+    tri = np.array(list(itertools.combinations(range(len(finders)), 3)))
+    best: list[tuple[float, tuple[int, int, int]]] = []
+    for corner in range(3):  # each of the three as the right-angle corner
+        ia = tri[:, corner]
+        ib = tri[:, (corner + 1) % 3]
+        ic = tri[:, (corner + 2) % 3]
+        va, vb = pts[ib] - pts[ia], pts[ic] - pts[ia]
+        la, lb = np.hypot(*va.T), np.hypot(*vb.T)
+        um = (mod[ia] + mod[ib] + mod[ic]) / 3
+        umin = np.minimum(np.minimum(mod[ia], mod[ib]), mod[ic])
+        umax = np.maximum(np.maximum(mod[ia], mod[ib]), mod[ic])
+        cos = (va * vb).sum(axis=1) / np.maximum(la * lb, 1e-9)
+        legs = np.minimum(la, lb) / np.maximum(np.maximum(la, lb), 1e-9)
+        # perspective bends the right angle and the legs' ratio: loose bounds
+        ok = (umax <= 1.5 * umin) & (np.abs(cos) <= max_cos) & (legs >= 0.8)
+        ok &= np.minimum(la, lb) >= _LEG_MODULES[0] * um
+        ok &= np.maximum(la, lb) <= _LEG_MODULES[1] * um
+        for i in np.nonzero(ok)[0].tolist():
+            err = abs(float(cos[i])) + (1 - float(legs[i])) + float(umax[i] / umin[i]) - 1
+            best.append((err, (int(ia[i]), int(ib[i]), int(ic[i]))))
+    best.sort()
+    used: set[int] = set()
+    out: list[tuple[float, tuple[Finder, Finder, Finder]]] = []
+    for err, (a, b, c) in best:
+        if disjoint and {a, b, c} & used:
+            continue
+        used |= {a, b, c}
+        out.append((err, (finders[a], finders[b], finders[c])))
+    return out
+
+
 def guess_codes(finders: list[Finder], shape: tuple[int, int]) -> list[CodeGuess]:
     """Boxes where finder patterns form a QR Code's corners: full corners first, then pairs."""
     h, w = shape
     guesses: list[tuple[float, CodeGuess]] = []
-    used: set[int] = set()
-    if len(finders) >= 3:
-        pts = np.array([(f.x, f.y) for f in finders])
-        mod = np.array([f.module for f in finders])
-        tri = np.array(list(itertools.combinations(range(len(finders)), 3)))
-        best: list[tuple[float, tuple[int, int, int]]] = []
-        for corner in range(3):  # each of the three as the right-angle corner
-            ia = tri[:, corner]
-            ib = tri[:, (corner + 1) % 3]
-            ic = tri[:, (corner + 2) % 3]
-            va, vb = pts[ib] - pts[ia], pts[ic] - pts[ia]
-            la, lb = np.hypot(*va.T), np.hypot(*vb.T)
-            um = (mod[ia] + mod[ib] + mod[ic]) / 3
-            umin = np.minimum(np.minimum(mod[ia], mod[ib]), mod[ic])
-            umax = np.maximum(np.maximum(mod[ia], mod[ib]), mod[ic])
-            cos = (va * vb).sum(axis=1) / np.maximum(la * lb, 1e-9)
-            legs = np.minimum(la, lb) / np.maximum(np.maximum(la, lb), 1e-9)
-            # perspective bends the right angle and the legs' ratio: loose bounds
-            ok = (umax <= 1.5 * umin) & (np.abs(cos) <= 0.3) & (legs >= 0.8)
-            ok &= np.minimum(la, lb) >= _LEG_MODULES[0] * um
-            ok &= np.maximum(la, lb) <= _LEG_MODULES[1] * um
-            for i in np.nonzero(ok)[0].tolist():
-                err = abs(float(cos[i])) + (1 - float(legs[i])) + float(umax[i] / umin[i]) - 1
-                best.append((err, (int(ia[i]), int(ib[i]), int(ic[i]))))
-        best.sort()
-        for err, (a, b, c) in best:
-            if {a, b, c} & used:
-                continue
-            used |= {a, b, c}
-            fa, fb, fc = finders[a], finders[b], finders[c]
-            xs = [fa.x, fb.x, fc.x, fb.x + fc.x - fa.x]
-            ys = [fa.y, fb.y, fc.y, fb.y + fc.y - fa.y]
-            u = (fa.module + fb.module + fc.module) / 3
-            guesses.append((err, _box(xs, ys, u, 8.0, 3, w, h)))
+    for err, (fa, fb, fc) in corners(finders):
+        xs = [fa.x, fb.x, fc.x, fb.x + fc.x - fa.x]
+        ys = [fa.y, fb.y, fc.y, fb.y + fc.y - fa.y]
+        u = (fa.module + fb.module + fc.module) / 3
+        guesses.append((err, _box(xs, ys, u, 8.0, 3, w, h)))
     pairs: list[tuple[float, CodeGuess]] = []
     for i, j in itertools.combinations(range(len(finders)), 2):
         if guesses:

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ordoscan.decoder import warp
-from ordoscan.decoder.deblur import _fast_len
+from ordoscan.decoder.deblur import fast_len
 
 Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
@@ -122,7 +122,7 @@ def resample(region: _F, h: _F, dim: int) -> _F:
     side = (dim + 2 * MARGIN) * SAMPLES
     at = (np.arange(side) + 0.5) / SAMPLES - MARGIN
     u, v = np.meshgrid(at, at)
-    return warp._bilinear(region, *warp.project(h, u, v))
+    return warp.bilinear(region, *warp.project(h, u, v))
 
 
 Normal = tuple[npt.NDArray[np.complex128], _F]  # the disc's transfer function, A^T A's
@@ -213,7 +213,7 @@ def _blobs(region: Grey) -> list[tuple[float, float, float]]:
     h2, w2 = region.shape[0] // 2, region.shape[1] // 2
     half = region[: 2 * h2, : 2 * w2].astype(np.float64).reshape(h2, 2, w2, 2).mean(axis=(1, 3))
     pad = 8
-    h, w = (_fast_len(n + 2 * pad) for n in half.shape)
+    h, w = (fast_len(n + 2 * pad) for n in half.shape)
     f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
     spectrum = np.fft.rfft2(f)
     f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import zxingcpp
 from PIL import Image, ImageFilter
 
-from ordoscan.decoder import deblur, modules, warp
+from ordoscan.decoder import deblur, finders, modules, warp
 from ordoscan.decoder.finders import CodeGuess
 from ordoscan.decoder.regions import Box, Grey, pad
 from ordoscan.errors import DecodeError
@@ -69,8 +69,9 @@ class Pass:
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
     # grey levels under each of these turned black, the rest white, first (in turn)
     clip_levels: tuple[int, ...] = ()
-    # undo the region's motion blur first, these times its measured length in turn
-    deblur: tuple[float, ...] = ()
+    # undo the region's motion blur first, in turn at each (multiple of its measured length,
+    # Wiener noise ratio)
+    deblur: tuple[tuple[float, float], ...] = ()
     # undo the region's defocus disc first, these times its measured radius in turn
     defocus: tuple[float, ...] = ()
     flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
@@ -79,6 +80,8 @@ class Pass:
     histogram_too: bool = False
     # a QR Code's modules solved for on its grid, the disc as measured (modules.py)
     unmix: bool = False
+    # the region's QR finder patterns found again, the symbol squared on them (warp.squared)
+    square: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,22 @@ class Job:
 
     p: Pass
     box: Box
+
+
+@dataclass(frozen=True, slots=True)
+class Defocused:
+    """A region as a defocus pass prepared it, and its disc as measured there."""
+
+    prepared: Grey
+    disc: deblur.Disc | None  # deblur.measure_defocus
+    main: bool  # read from the main stream
+
+
+# One frame's regions as its defocus passes prepared and measured them: the unmix pass, after
+# the per-pixel defocus pass on the same region, takes them (the main stream read and the
+# measure are a third of its cost) rather than read and measure again. Keyed on the region
+# and how a pass prepares it; one dict a frame (a zoom gives that frame's pixels only).
+Measured = dict[tuple[Box, bool, float, bool], Defocused]
 
 
 # The fast pass: QR Codes first (cheap, and the prescription's symbology), then
@@ -139,8 +158,13 @@ ERODE_PASSES = (
 # measured, then a little shorter (the measure tends to overshoot by a pixel). One pass:
 # the main stream's region is read and the motion measured once for both lengths. Each
 # version is read again with the global-histogram binarizer (dev seeds 200 000-200 239:
-# 130 -> 131 of 142; a Wiener noise ratio of 0.03 instead read 2 fewer).
-DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=(1.0, 0.9), downscale=False,
+# 130 -> 131 of 142; a Wiener noise ratio of 0.03 instead read 2 fewer). A third version
+# at that noisier ratio, after the two: dim rooms at high gain (dev seeds 300 240-300 479,
+# every pass due: 133 -> 135 of 143, with the measure on the busiest square, deblur.py).
+DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True,
+                      deblur=((1.0, deblur.MOTION_NSR), (0.9, deblur.MOTION_NSR),
+                              (1.0, deblur.NOISY_NSR)),
+                      downscale=False,
                       histogram_too=True),)
 
 # A page nearer or farther than the lens is focused (autofocus hunting or lagging, or a
@@ -176,6 +200,18 @@ DEFOCUS_PASSES = (
 FLATTEN_PASS = Pass("qr-flatten", QR, downscale=False, flatten=True)
 FLATTEN_ZOOM_PASS = Pass("qr-zoom-flatten", QR, zoom=True, downscale=False, flatten=True)
 
+# A QR Code whose finder patterns were found at a full corner but that no generic pass read:
+# a strong tilt can leave zxing-cpp's detector unable to size it. Its finder patterns
+# found again in the main stream's region, the symbol squared on them (warp.squared);
+# the best SQUARE_TRIES corners among the SQUARE_FINDERS best-crossed patterns, sharing
+# patterns or not: a grazing view bends the right angle to 55 degrees (a cosine up to
+# SQUARE_MAX_COS; the search keeps a tight bound against print), and then which of the
+# three is the corner is unclear (dev seed 300 411 read with the third choice).
+SQUARE_PASS = Pass("qr-zoom-square", QR, zoom=True, downscale=False, square=True)
+SQUARE_FINDERS = 5
+SQUARE_TRIES = 4
+SQUARE_MAX_COS = 0.65
+
 # When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
 WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
 
@@ -200,9 +236,10 @@ def clipped(frame: Grey, box: Box) -> bool:
     )
 
 
-def motion_blurred(frame: Grey, box: Box) -> bool:
-    """Whether the region measures as motion-blurred (DEBLUR_PASSES are then due)."""
-    return deblur.estimate(frame[box.y0 : box.y1, box.x0 : box.x1]) is not None
+def motion_blurred(frame: Grey, box: Box, busiest: bool = True) -> bool:
+    """Whether the region measures as motion-blurred (DEBLUR_PASSES are then due); without
+    `busiest`, on its middle only (deblur.estimate)."""
+    return deblur.estimate(frame[box.y0 : box.y1, box.x0 : box.x1], busiest) is not None
 
 
 def check(image: object) -> Grey | None:
@@ -230,6 +267,7 @@ def run_pass(
     found: dict[tuple[str, bytes], Symbol],
     zoom: Zoom | None,
     zoomed: list[int] | None = None,
+    measured: Measured | None = None,
 ) -> list[tuple[str, Box]]:
     """Run one pass on a region, add its symbols to `found`.
 
@@ -237,7 +275,15 @@ def run_pass(
     symbol it detected but could not decode. A zoom pass reads the region
     from `zoom` (its pixel count is appended to `zoomed`); without one, or
     when it gives nothing usable, the region is upscaled as a fitted pass would.
+    A defocus pass takes the region from `measured` when an earlier one on the
+    same frame prepared it alike, and leaves it there for the next.
     """
+    key = (box, p.zoom, p.scale, p.erode)
+    if p.defocus and measured is not None and key in measured:
+        d = measured[key]
+        if d.main and zoomed is not None:
+            zoomed.append(d.prepared.size)  # its cost is learnt per main-stream pixel all the same
+        return _run_defocus(p if d.main or not p.zoom else _upscaled(p), d, frame, box, found)
     region = frame[box.y0 : box.y1, box.x0 : box.x1]
     prepared: Grey | None = None
     if p.zoom and zoom is not None:
@@ -245,9 +291,8 @@ def run_pass(
         if prepared is not None and zoomed is not None:
             zoomed.append(prepared.size)
     if prepared is None:
-        if p.zoom:  # no main stream: the frame's own pixels, upscaled (a disc undone as is)
-            p = replace(p, zoom=False, scale=1.0 if p.defocus else FIT_SCALE[1] / 1.5,
-                        downscale=False)
+        if p.zoom:
+            p = _upscaled(p)
         prepared = prepare(region, p)
     if p.clip_levels:
         # one read of the main stream, split at each level in turn until one reads
@@ -255,20 +300,40 @@ def run_pass(
         return _read_each(p, (_eroded(x) if p.erode else x for x in split), frame, box, found)
     if p.erode:
         prepared = _eroded(prepared)
+    if p.square:
+        return _collect(_squared(prepared, p), prepared, frame, box, found)
     if p.deblur:
         motion = deblur.estimate(prepared)
         if motion is None:
             return []
         return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found)
     if p.defocus:
-        radii = deblur.defocus_radii(prepared, p.defocus)
-        if not radii:
-            return []
-        if p.unmix:
-            _read_unmixed(p, prepared, radii[0], frame, box, found)
-            return []
-        return _read_each(p, deblur.undone_defocus(prepared, radii), frame, box, found)
+        # (still a zoom pass only when the main stream gave the region)
+        d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
+        if measured is not None:
+            measured[key] = d
+        return _run_defocus(p, d, frame, box, found)
     return _read(p, prepared, frame, box, found)
+
+
+def _upscaled(p: Pass) -> Pass:
+    """A zoom pass without a main stream: on the frame's own pixels, upscaled (a disc is
+    undone as it is)."""
+    return replace(p, zoom=False, scale=1.0 if p.defocus else FIT_SCALE[1] / 1.5,
+                   downscale=False)
+
+
+def _run_defocus(
+    p: Pass, d: Defocused, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol]
+) -> list[tuple[str, Box]]:
+    """A defocus pass on its prepared region (see run_pass)."""
+    radii = deblur.defocus_radii(d.disc, p.defocus)
+    if not radii:
+        return []
+    if p.unmix:
+        _read_unmixed(p, d.prepared, radii[0], frame, box, found)
+        return []
+    return _read_each(p, deblur.undone_defocus(d.prepared, radii), frame, box, found)
 
 
 def _read_unmixed(
@@ -399,6 +464,22 @@ def _flattened(
                     break
         out += again or [(r, corners)]
     return out
+
+
+def _squared(prepared: Grey, p: Pass) -> list[tuple[zxingcpp.Barcode, Corners]]:
+    """The symbols of a square pass: the region's best corners of finder patterns in turn,
+    the symbol squared on each, until one reads (corners in the region's pixels)."""
+    found = finders.find_finders(prepared)[:SQUARE_FINDERS]
+    for _, (tl, tr, bl) in finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]:
+        u, v = (tr.x - tl.x, tr.y - tl.y), (bl.x - tl.x, bl.y - tl.y)
+        if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
+            tr, bl = bl, tr
+        module = (tl.module + tr.module + bl.module) / 3
+        again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
+                                (bl.x, bl.y), module), p)
+        if any(r.valid for r, _ in again):
+            return again
+    return []
 
 
 def _reread(

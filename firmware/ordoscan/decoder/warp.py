@@ -57,7 +57,9 @@ def project(h: _F, u: _F, v: _F) -> tuple[_F, _F]:
     return (h[0, 0] * u + h[0, 1] * v + h[0, 2]) / w, (h[1, 0] * u + h[1, 1] * v + h[1, 2]) / w
 
 
-def _bilinear(img: _F, x: _F, y: _F) -> _F:
+def bilinear(img: _F, x: _F, y: _F) -> _F:
+    """img sampled at the points (x, y), interpolated bilinearly; points off the image
+    take its nearest edge."""
     hgt, wid = img.shape
     x = np.clip(x, 0, wid - 1.001)
     y = np.clip(y, 0, hgt - 1.001)
@@ -132,10 +134,10 @@ def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     dv = np.zeros_like(v)
     g = _window(dim)
     for _ in range(ROUNDS):
-        r = _bilinear(img, *project(h, u + du, v + dv))
+        r = bilinear(img, *project(h, u + du, v + dv))
         du += _drift(r, 1, g) / PPM
         dv += _drift(r, 0, g) / PPM
-    r = _bilinear(img, *project(h, u + du, v + dv))
+    r = bilinear(img, *project(h, u + du, v + dv))
     light = float(r.max())
     flat = np.pad(r, QUIET * PPM, constant_values=light)
     return np.clip(flat, 0, 255).astype(np.uint8), to_region(h, PPM)
@@ -154,6 +156,37 @@ def draw_modules(dark: npt.NDArray[np.bool_], ppm: int) -> Grey:
     zone (see to_region for the way back)."""
     img = np.pad(np.where(dark, 0, 255).astype(np.uint8), QUIET, constant_values=255)
     return np.asarray(np.kron(img, np.ones((ppm, ppm), np.uint8)), np.uint8)
+
+
+# -- a symbol squared on its three finder patterns ---------------------------------------
+#
+# Under a strong tilt (a page held at 35-40 degrees both ways) the finder patterns' sizes
+# and spacing disagree so much that zxing-cpp's detector cannot size the symbol ("invalid
+# symbol size"), so the flatten pass above never sees it. The affine map that puts the
+# three finder centres on an upright right isosceles corner takes out the rotation, the
+# shear and the unequal scales, which are most of the distortion: what is left, the
+# perspective's own curvature over the symbol, zxing-cpp's alignment pattern absorbs.
+SQUARE_PPM = 4  # pixels a module of the squared symbol
+
+
+def squared(region: Grey, tl: Point, tr: Point, bl: Point, module: float) -> tuple[Grey, _F]:
+    """The region resampled so that these finder centres (top-left, top-right and
+    bottom-left, clockwise on screen) form an upright corner, SQUARE_PPM pixels a module
+    (`module`: the region's pixels a module), with the symbol's outer modules and QUIET
+    modules of quiet zone around; and the transform from its pixels back to the region's."""
+    a, b, c = (np.asarray(p, np.float64) for p in (tl, tr, bl))
+    n = (float(np.hypot(*(b - a))) + float(np.hypot(*(c - a)))) / 2 / module  # centres apart
+    q = 3.5 + QUIET  # modules from a finder's centre to the image's edge
+    side = round((n + 2 * q) * SQUARE_PPM)
+    # pixels -> module units from the top-left centre -> region pixels
+    to_units = np.array([[1 / SQUARE_PPM, 0, -q], [0, 1 / SQUARE_PPM, -q], [0, 0, 1]])
+    affine = np.array([[*((b - a) / n), a[0]], [*((c - a) / n), a[1]], [0, 0, 1]])
+    affine[:2, :2] = affine[:2, :2].T  # columns: one module along the top, down the side
+    back: _F = affine @ to_units
+    x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
+    rx, ry = project(back, x, y)
+    img = bilinear(region.astype(np.float64), rx - 0.5, ry - 0.5)
+    return np.clip(img, 0, 255).astype(np.uint8), back
 
 
 # -- a version-1 symbol under perspective: its fourth corner searched for ------------------
@@ -206,8 +239,8 @@ def _scores(region: _F, quads: _F, dim: int) -> _F:
     u, v = (a.ravel()[None, :] for a in np.meshgrid(centres, centres))
     w = m[:, 6] * u + m[:, 7] * v + 1
     w = np.where(np.abs(w) < 1e-9, 1e-9, w)
-    s = _bilinear(region, (m[:, 0] * u + m[:, 1] * v + m[:, 2]) / w,
-                  (m[:, 3] * u + m[:, 4] * v + m[:, 5]) / w)  # quads x modules
+    s = bilinear(region, (m[:, 0] * u + m[:, 1] * v + m[:, 2]) / w,
+                 (m[:, 3] * u + m[:, 4] * v + m[:, 5]) / w)  # quads x modules
     # samples on module centres take two values (about as many dark as light): their mean
     # distance to the mean is then their standard deviation; samples astride module edges
     # spread between the two and bring it down to ~0.8 of it
@@ -259,6 +292,6 @@ def drawn(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     h = homography([(0.0, 0.0), (dim, 0.0), (dim, dim), (0.0, dim)], corners)
     centres = np.arange(dim) + 0.5
     u, v = np.meshgrid(centres, centres)
-    s = _bilinear(region.astype(np.float64), *project(h, u, v))
+    s = bilinear(region.astype(np.float64), *project(h, u, v))
     lo, hi = np.percentile(s, (10, 90))
     return draw_modules(s < (lo + hi) / 2, PPM), to_region(h, PPM)

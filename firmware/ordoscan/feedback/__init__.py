@@ -26,6 +26,11 @@ blinking; a refusal shows red for 1 s and then gives red back to the fault
 blinking (or off); identify overlays the three LEDs, then hands them back to
 whatever the current state is. Identify is silent and never mutes a sound.
 
+A good read during another's dip gets a dip of its own once that one has ended and green
+has been on again for DIP_GAP_S, as its beep waits for the buzzer: two reads close together
+show as two blinks and two beeps, never one. A dip that would start more than
+MAX_SOUND_DELAY_S late is skipped (its beep, if any, still sounds).
+
 Sounds never cut each other: a sound starts after the previous one has
 ended, with a short gap, and one that would start more than
 MAX_SOUND_DELAY_S late is skipped (its LEDs still show the event). A fault
@@ -43,6 +48,7 @@ names.
 from ordoscan.feedback.machine import (
     BEEP_S,
     CHANNELS,
+    DIP_GAP_S,
     FAULT_BEEP_S,
     FAULT_BLINK_S,
     FAULT_GAP_S,
@@ -77,6 +83,7 @@ from ordoscan.feedback.service import QUEUE_SIZE, Feedback
 __all__ = [
     "BEEP_S",
     "CHANNELS",
+    "DIP_GAP_S",
     "FAULT_BEEP_S",
     "FAULT_BLINK_S",
     "FAULT_GAP_S",

@@ -14,6 +14,8 @@ log = logging.getLogger("ordoscan.feedback")
 
 # Timings, in seconds.
 GOOD_READ_DIP_S = 0.15  # green off, then on again
+# green on between two dips, so that two good reads close together show as two blinks
+DIP_GAP_S = 0.1
 BEEP_S = 0.08  # one short beep
 READY_NOTE_S = 0.12
 READY_GAP_S = 0.06
@@ -26,7 +28,7 @@ IDENTIFY_S = 10.0
 IDENTIFY_BLINK_S = 0.25
 IDENTIFY_MAX_S = 120.0  # the cap of a remote identify (SPEC: 10 s by default)
 SOUND_GAP_S = 0.1  # silence between two sounds, so that they stay distinct
-MAX_SOUND_DELAY_S = 1.5
+MAX_SOUND_DELAY_S = 1.5  # a sound, or a good-read dip, that would start later is skipped
 FAULT_REBEEP_S = 60.0
 
 # Tones of a passive buzzer, in Hz: rising for ready, high for a good read,
@@ -115,7 +117,7 @@ class StateMachine:
         self.faults: set[str] = set()
         self._blink_since = 0.0  # the red blinking keeps its phase while faults come and go
         self._fault_beeped: dict[str, float] = {}
-        self._dip_until = -math.inf
+        self._dips: list[tuple[float, float]] = []  # (start, end) of the green dips, in order
         self._refused_until = -math.inf
         self._identify_since = 0.0
         self._identify_until = -math.inf
@@ -132,7 +134,7 @@ class StateMachine:
             self._play(READY_SOUND, now)
 
     def good_read(self, now: float) -> None:
-        self._dip_until = now + GOOD_READ_DIP_S
+        self._dip(now)
         self._play(GOOD_READ_SOUND, now)
 
     def repeat(self, now: float) -> None:
@@ -175,7 +177,7 @@ class StateMachine:
             red = _blink_on(t - self._blink_since, FAULT_BLINK_S, FAULT_BLINK_S)
         if t < self._refused_until:
             red = True
-        if t < self._dip_until:
+        if any(start <= t < end for start, end in self._dips):
             green = False
         if t < self._identify_until:
             elapsed = t - self._identify_since
@@ -185,7 +187,8 @@ class StateMachine:
     def next_change(self, now: float) -> float | None:
         """When the outputs may change next without a new event; None if never."""
         t = now + LOOKAHEAD_S
-        edges = [d for d in (self._dip_until, self._refused_until, self._identify_until) if d > t]
+        edges = [d for d in (self._refused_until, self._identify_until) if d > t]
+        edges += [d for dip in self._dips for d in dip if d > t]
         if self.faults:
             edges.append(_next_blink_edge(t, self._blink_since, FAULT_BLINK_S, FAULT_BLINK_S))
         if t < self._identify_until:
@@ -215,6 +218,17 @@ class StateMachine:
                 if offset < 0:
                     return None  # in the silence after this note
         return None
+
+    def _dip(self, now: float) -> None:
+        # A good read during another's dip gets a dip of its own after it (with green on
+        # between them), as its beep waits its turn: extending the first dip would show two
+        # reads as one blink beside two beeps.
+        self._dips = [d for d in self._dips if d[1] > now - DIP_GAP_S]
+        start = now if not self._dips else max(now, self._dips[-1][1] + DIP_GAP_S)
+        if start - now > MAX_SOUND_DELAY_S:
+            log.debug("a good-read dip was skipped: green is busy for %.1f s", start - now)
+            return
+        self._dips.append((start, start + GOOD_READ_DIP_S))
 
     def _play(self, sound: Sound, now: float) -> None:
         # Sounds that ended within the gap still count, so a new one never runs into them.
