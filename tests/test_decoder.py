@@ -26,7 +26,7 @@ from ordoscan.decoder import (
     load_image,
     warp,
 )
-from ordoscan.decoder.passes import FLATTEN_PASS
+from ordoscan.decoder.passes import DEBLUR_LATE_PASSES, FLATTEN_PASS
 from ordoscan.devtools.scenes import render
 from ordoscan.errors import DecodeError
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -377,9 +377,10 @@ def test_duty_cycle_rations_a_run_of_hard_frames() -> None:
     """Each frame earns 30 ms of extra passes (0.3 of a 100 ms interval), saved up to 300 ms:
     a burst of hard frames gets every pass, a long run is rationed, blank frames earn it back."""
     step = 5.0
-    # start to end, in clock reads: two per pass (the generic ones, then the flatten pass
-    # and the defocus pass on the detected code)
-    every_pass = (2 + 2 * (len(EXTRA_PASSES) + 1 + len(DEFOCUS_PASSES))) * step
+    # start to end, in clock reads: two per pass (the generic ones, the late deblur pass,
+    # then the flatten pass and the defocus passes on the detected code)
+    every_pass = (2 + 2 * (len(EXTRA_PASSES) + len(DEBLUR_LATE_PASSES) + 1
+                           + len(DEFOCUS_PASSES))) * step
     budget = every_pass - 2 * step  # every pass of one frame fits
     decoder = Decoder(budget_ms=budget, clock=TickClock(step), duty=0.3, fps=10)
     frames = 40

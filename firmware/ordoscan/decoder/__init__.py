@@ -80,6 +80,7 @@ import numpy.typing as npt
 
 from ordoscan.decoder.finders import CodeGuess, blurred_codes
 from ordoscan.decoder.passes import (
+    DEBLUR_LATE_PASSES,
     DEBLUR_PASSES,
     DEFOCUS_PASSES,
     ERODE_PASSES,
@@ -368,12 +369,8 @@ class Decoder:
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
-        smeared = [box for box in small if motion_blurred(frame, box, busiest=False)]
+        smeared = [box for box in small if motion_blurred(frame, box)]
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
-        # a region whose smear measures only off its middle (on its busiest square) may be
-        # lines of print: its deblur pass after the generic passes, where it costs the codes
-        # they read no budget
-        smeared_off = [box for box in small if box not in smeared and motion_blurred(frame, box)]
         if zoom is not None:
             # A code the statistics or zxing-cpp's detector saw but could not read is most
             # often too small in this frame (held far off, or tilted): the main stream's
@@ -384,7 +381,9 @@ class Decoder:
                      if any(box.overlaps(q) for q in unread_qr + candidates)
                      and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
-        jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared_off]
+        # the others may hold a smeared code off their middle, or their smear may be lines of
+        # print: measured in the pass, after the generic passes (DEBLUR_LATE_PASSES)
+        jobs += [Job(p, box) for p in DEBLUR_LATE_PASSES for box in small if box not in smeared]
         # a full corner of finder patterns the generic passes did not read: a strong tilt
         # may leave zxing-cpp unable to size the symbol; squared on its finders it reads
         # (the whole region: a tilt bends the corner, the guess's box may have missed part)

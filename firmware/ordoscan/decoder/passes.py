@@ -166,6 +166,12 @@ DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True,
                               (1.0, deblur.NOISY_NSR)),
                       downscale=False,
                       histogram_too=True),)
+# The same on a region whose middle does not measure smeared in the frame: after the generic
+# passes, it measures the main stream's region itself, on its middle and then on its busiest
+# square (deblur.estimate: a code off a merged region's middle), and does nothing where
+# neither measures a smear. Measured inside the pass, not while the frame's jobs are drawn
+# up, so that the budget and the duty cycle count it (its cost learnt apart).
+DEBLUR_LATE_PASSES = tuple(replace(p, name=f"{p.name}-late") for p in DEBLUR_PASSES)
 
 # A page nearer or farther than the lens is focused (autofocus hunting or lagging, or a
 # fixed-focus lens) blurs each module into a disc: on a region whose steepest edges
@@ -236,10 +242,9 @@ def clipped(frame: Grey, box: Box) -> bool:
     )
 
 
-def motion_blurred(frame: Grey, box: Box, busiest: bool = True) -> bool:
-    """Whether the region measures as motion-blurred (DEBLUR_PASSES are then due); without
-    `busiest`, on its middle only (deblur.estimate)."""
-    return deblur.estimate(frame[box.y0 : box.y1, box.x0 : box.x1], busiest) is not None
+def motion_blurred(frame: Grey, box: Box) -> bool:
+    """Whether the region's middle measures as motion-blurred (DEBLUR_PASSES are then due)."""
+    return deblur.estimate(frame[box.y0 : box.y1, box.x0 : box.x1], busiest=False) is not None
 
 
 def check(image: object) -> Grey | None:
