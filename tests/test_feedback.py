@@ -17,6 +17,7 @@ import io
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -157,8 +158,10 @@ def test_two_good_reads_close_together_dip_green_twice(factory: MockFactory) -> 
     with green on between them, beside two beeps (not one long dip). Both events are posted
     before the worker starts, on a clock the test moves, so they are applied at one instant
     however loaded the machine is."""
-    clock = ManualClock(monotonic=7000.0)
     pins = pins_of(factory)
+    # the pins' first change is stamped from when they were made (this machine's monotonic
+    # clock): the test's clock starts there, not at a fixed reading an old machine is past
+    clock = ManualClock(monotonic=time.monotonic())
     fb = Feedback(CFG, pin_factory=factory, clock=clock)
     try:
         fb.booting()  # green on (no ready chime: fewer edges for the worker to catch up on)
