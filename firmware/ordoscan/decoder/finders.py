@@ -334,8 +334,9 @@ def corners(finders: list[Finder], max_cos: float = 0.3, disjoint: bool = True
             ) -> list[tuple[float, tuple[Finder, Finder, Finder]]]:
     """Triples of finder patterns that form a QR Code's three corners, best first (with
     `disjoint`, none sharing a pattern): (how far from a right isosceles corner, (the
-    right-angle corner, the next one, the last one)). `max_cos`: how far perspective may
-    bend the right angle."""
+    right-angle corner, then top-right and bottom-left as seen: y down, the top-right one
+    clockwise of the bottom-left)). `max_cos`: how far perspective may bend the right
+    angle."""
     if len(finders) < 3:
         return []
     pts = np.array([(f.x, f.y) for f in finders])
@@ -367,7 +368,10 @@ def corners(finders: list[Finder], max_cos: float = 0.3, disjoint: bool = True
         if disjoint and {a, b, c} & used:
             continue
         used |= {a, b, c}
-        out.append((err, (finders[a], finders[b], finders[c])))
+        fa, fb, fc = finders[a], finders[b], finders[c]
+        if (fb.x - fa.x) * (fc.y - fa.y) - (fb.y - fa.y) * (fc.x - fa.x) < 0:
+            fb, fc = fc, fb
+        out.append((err, (fa, fb, fc)))
     return out
 
 

@@ -476,9 +476,6 @@ def _squared(prepared: Grey, p: Pass) -> list[tuple[zxingcpp.Barcode, Corners]]:
     the symbol squared on each, until one reads (corners in the region's pixels)."""
     found = finders.find_finders(prepared)[:SQUARE_FINDERS]
     for _, (tl, tr, bl) in finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]:
-        u, v = (tr.x - tl.x, tr.y - tl.y), (bl.x - tl.x, bl.y - tl.y)
-        if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
-            tr, bl = bl, tr
         module = (tl.module + tr.module + bl.module) / 3
         again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
                                 (bl.x, bl.y), module), p)
