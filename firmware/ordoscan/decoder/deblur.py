@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -185,18 +186,27 @@ def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
     return np.fft.rfft2(k)
 
 
+class Version(NamedTuple):
+    """One deconvolution of a measured motion blur."""
+
+    length: float  # a multiple of the length as measured (the measure can overshoot)
+    nsr: float  # the Wiener noise ratio
+    turn: float = 0.0  # degrees off the angle as measured (the measure can be a few off)
+
+
 def deconvolve(region: Grey, m: Motion) -> Grey:
     """The region with the motion blur `m` undone (Wiener), as grey levels."""
-    return next(deconvolved(region, m, ((1.0, MOTION_NSR),)))
+    return next(deconvolved(region, m, (Version(1.0, MOTION_NSR),)))
 
 
-def deconvolved(region: Grey, m: Motion, versions: tuple[tuple[float, float], ...]
-                ) -> Iterator[Grey]:
-    """The region with the motion blur `m` undone in each version in turn: (a multiple of
-    its length (the measure can overshoot), the Wiener noise ratio). The region's
+def deconvolved(region: Grey, m: Motion,
+                versions: tuple[Version | tuple[float, float], ...]) -> Iterator[Grey]:
+    """The region with the motion blur `m` undone in each version in turn (Version: a
+    multiple of its length, the Wiener noise ratio, degrees off its angle). The region's
     transform is taken once."""
-    return _wiener(region, [(partial(_kernel, replace(m, length=m.length * k)), nsr)
-                            for k, nsr in versions])
+    return _wiener(region, [(partial(_kernel, replace(m, length=m.length * v.length,
+                                                      angle=m.angle + v.turn)), v.nsr)
+                            for v in (Version(*v) for v in versions)])
 
 
 def _wiener(

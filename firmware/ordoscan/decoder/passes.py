@@ -69,9 +69,9 @@ class Pass:
     erode: bool = False  # a 3x3 minimum first: dark modules regain what blooming took
     # grey levels under each of these turned black, the rest white, first (in turn)
     clip_levels: tuple[int, ...] = ()
-    # undo the region's motion blur first, in turn at each (multiple of its measured length,
-    # Wiener noise ratio)
-    deblur: tuple[tuple[float, float], ...] = ()
+    # undo the region's motion blur first, in turn at each version (deblur.Version: a multiple
+    # of its measured length, the Wiener noise ratio, degrees off its measured angle)
+    deblur: tuple[deblur.Version, ...] = ()
     # undo the region's defocus disc first, these times its measured radius in turn
     defocus: tuple[float, ...] = ()
     flatten: bool = False  # QR Codes detected but unread: resampled on their own grid (warp.py)
@@ -161,9 +161,22 @@ ERODE_PASSES = (
 # 130 -> 131 of 142; a Wiener noise ratio of 0.03 instead read 2 fewer). A third version
 # at that noisier ratio, after the two: dim rooms at high gain (dev seeds 300 240-300 479,
 # every pass due: 133 -> 135 of 143, with the measure on the busiest square, deblur.py).
-DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True,
-                      deblur=((1.0, deblur.MOTION_NSR), (0.9, deblur.MOTION_NSR),
-                              (1.0, deblur.NOISY_NSR)),
+# Last, where none of those read but one showed a QR Code detected but unread, the length
+# as measured turned 4 degrees off the angle as measured, either way: the measure's
+# direction can be a few degrees off (the tensor's leans towards the code's own axes), and
+# a smear of 13-19 px undone that far off leaves the modules merged. Dev seeds
+# 300 240-300 479 (tuned on): 136 -> 138 of 143, every pass due and deployed (3 degrees
+# read one of the two); 200 240-200 479, 100 000-100 239 unchanged; af_miss 0-119
+# 91 -> 92; the deblur passes' CPU as before (every pass due; +35-45% where the turned
+# versions were undone without a detection asked: print smeared, mostly).
+DEBLUR_VERSIONS = (
+    deblur.Version(1.0, deblur.MOTION_NSR),
+    deblur.Version(0.9, deblur.MOTION_NSR),
+    deblur.Version(1.0, deblur.NOISY_NSR),
+    deblur.Version(1.0, deblur.MOTION_NSR, -4.0),
+    deblur.Version(1.0, deblur.MOTION_NSR, 4.0),
+)
+DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=DEBLUR_VERSIONS,
                       downscale=False,
                       histogram_too=True),)
 # The same on a region whose middle does not measure smeared in the frame: after the generic
@@ -311,7 +324,7 @@ def run_pass(
         motion = deblur.estimate(prepared)
         if motion is None:
             return []
-        return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found)
+        return _read_deblurred(p, prepared, motion, frame, box, found)
     if p.defocus:
         # (still a zoom pass only when the main stream gave the region)
         d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
@@ -358,6 +371,26 @@ def _read_unmixed(
             return
 
 
+def _read_deblurred(
+    p: Pass, prepared: Grey, motion: deblur.Motion, frame: Grey, box: Box,
+    found: dict[tuple[str, bytes], Symbol],
+) -> list[tuple[str, Box]]:
+    """A deblur pass's versions read in turn until one reads (see run_pass); those turned off
+    the measured angle only once an earlier one showed a QR Code detected but unread: most
+    regions a deblur pass reads nothing on are print or a smear past undoing, where they
+    would only add to the pass's cost."""
+    detected: list[tuple[str, Box]] = []
+
+    def versions() -> Iterator[Grey]:
+        images = deblur.deconvolved(prepared, motion, p.deblur)  # each undone when drawn
+        for v in p.deblur:
+            if v.turn and not any(symbology == "QRCode" for symbology, _ in detected):
+                return
+            yield next(images)
+
+    return _read_each(p, versions(), frame, box, found, detected)
+
+
 def _eroded(image: Grey) -> Grey:
     """A 3x3 minimum: dark modules regain what blooming took."""
     return np.asarray(Image.fromarray(image).filter(ImageFilter.MinFilter(3)))
@@ -369,16 +402,22 @@ def _read_each(
     frame: Grey,
     box: Box,
     found: dict[tuple[str, bytes], Symbol],
+    detected: list[tuple[str, Box]] | None = None,
 ) -> list[tuple[str, Box]]:
     """The versions of one prepared region (one blur measure, each multiple of it undone)
-    read in turn until one reads (see run_pass)."""
+    read in turn until one reads (see run_pass); each symbol detected but unread on any
+    version is added to `detected` as it is read (the versions may be drawn from it)."""
     unread: list[tuple[str, Box]] = []
     again = replace(p, binarizer=zxingcpp.Binarizer.GlobalHistogram) if p.histogram_too else None
     for version in versions:
         before = len(found)
         unread = _read(p, version, frame, box, found)
+        if detected is not None:
+            detected += unread
         if len(found) == before and again is not None:
             unread = _read(again, version, frame, box, found)
+            if detected is not None:
+                detected += unread
         if len(found) > before:
             break
     return unread
