@@ -140,6 +140,12 @@ __all__ = [
 
 # what a skipped pass's cost estimate keeps at each skip (see Decoder._extra_passes)
 COST_AGEING = 0.8
+# the share of each new measurement in a learnt cost (a pass's, the search's; see
+# Decoder._learn): the estimate follows a core that slows down or speeds up within a few
+# runs, and one slow run (a cold cache, another process) moves it a fifth of the way only
+COST_WEIGHT = 0.2
+# the search for signs of a code, its cost learnt beside the passes' (Decoder._cost)
+SEARCH = "search"
 # frames in a row that may take a search's regions from an earlier frame of a still view
 # (see Decoder._reusable): the finder patterns of a code held still come and go with the
 # noise and the tremor, so a fresh search still comes every few frames
@@ -232,7 +238,8 @@ class Decoder:
         self._interval_ms = 1000.0 / fps
         self._credit_max = max(duty * 1000.0, self.budget_ms) if duty is not None else math.inf
         self._credit = self._credit_max
-        # expected cost of each extra pass, in ms per megapixel of input, learnt as a moving average
+        # expected cost of each extra pass and of the search (SEARCH), in ms per megapixel of
+        # input (the search's: the frame), learnt from the runs (see _learn)
         self._cost: dict[str, float] = {}
         self._lock = threading.Lock()
         self._frames = 0
@@ -254,7 +261,6 @@ class Decoder:
         self._searched: _Search | None = None  # the last search, while the view stays still
         self._searches_reused = 0
         self._look: npt.NDArray[np.float32] | None = None  # the last frame's view, if plain
-        self._search_ms = 0.0  # expected cost of a search (finder patterns and statistics)
         self._searches_moving = 0
 
     def decode(
@@ -317,7 +323,8 @@ class Decoder:
         moved = look is not None and self._look is not None and moving(self._look, look)
         self._look = look
         if (newer is not None and searched is None and moved
-                and (self._clock() - start) * 1000.0 + self._search_ms > self._interval_ms):
+                and (self._clock() - start) * 1000.0 + self._expected(SEARCH, frame.size / 1e6)
+                > self._interval_ms):
             # a view in motion (a page brought in, moved aside) on a core too slow to search
             # it before the next frame: its code, smeared, seldom reads even once found, and
             # the search holds back the fast pass on the next frames, where the code may
@@ -348,9 +355,8 @@ class Decoder:
             # corners of a square do (the defocus passes below read it)
             blurred = blurred_codes(frame) if not (
                 found or unread_qr or unread_other or guesses or candidates) else []
-            if search_start is not None:  # the whole search's cost, learnt as a moving average
-                spent = (self._clock() - search_start) * 1000.0
-                self._search_ms = 0.8 * self._search_ms + 0.2 * spent
+            if search_start is not None:  # the whole search's cost, learnt as a pass's is
+                self._learn(SEARCH, (self._clock() - search_start) * 1000.0 / (frame.size / 1e6))
             self._searched = (None if look is None
                               else _Search(look, guesses, candidates, busy, blurred))
         jobs = [
@@ -482,7 +488,7 @@ class Decoder:
             if mpx * 1e6 > MAX_PASS_PIXELS:
                 continue
             now = self._clock()
-            expected = self._cost.get(p.name, 0.0) * mpx
+            expected = self._expected(p.name, mpx)
             if limit > 0 and expected > self.budget_ms:
                 # It fits no frame's budget, so waiting would not help: skip it and go on
                 # with the cheaper jobs. The estimate is only corrected when the pass runs,
@@ -507,10 +513,19 @@ class Decoder:
                 zooms += 1
                 mpx = zoomed[0] / 1e6
                 self._zoom_area = zoomed[0] / max(box.area, 1)
-            spent = (self._clock() - now) * 1000.0 / max(mpx, 1e-6)
-            old = self._cost.get(p.name)
-            self._cost[p.name] = spent if old is None else 0.8 * old + 0.2 * spent
+            self._learn(p.name, (self._clock() - now) * 1000.0 / max(mpx, 1e-6))
         return stop, extra, runs, zooms
+
+    def _expected(self, name: str, mpx: float) -> float:
+        """The learnt cost of `name` (a pass or SEARCH) on `mpx` megapixels, in ms (0 before
+        its first run: it runs once to be measured)."""
+        return self._cost.get(name, 0.0) * mpx
+
+    def _learn(self, name: str, spent: float) -> None:
+        """One run's cost (ms per megapixel) learnt into the estimate of `name` (a pass's or
+        SEARCH): the first run's as it is, then a moving average (COST_WEIGHT)."""
+        old = self._cost.get(name)
+        self._cost[name] = spent if old is None else (1 - COST_WEIGHT) * old + COST_WEIGHT * spent
 
     def _account(
         self,
