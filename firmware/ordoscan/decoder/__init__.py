@@ -220,7 +220,9 @@ class Decoder:
         runs, and within the duty cycle: each frame earns `duty` of a frame
         interval (1/`fps`) of extra-pass time, saved up to a second's worth (at
         least one full budget). A burst of hard frames gets its passes; a view
-        that keeps looking code-like cannot hold a core. `duty=None` turns the
+        that keeps looking code-like cannot hold a core. A pass of several steps
+        (deblurred versions, solved grids, squared corners) that runs past that
+        limit stops after its current step: an estimate is not a bound. `duty=None` turns the
         cycle off (still images, where each one should get its whole budget).
         `clock` is the monotonic clock in seconds (tests give their own).
         decode() is for one thread at a time; stats() may be called from any.
@@ -475,6 +477,12 @@ class Decoder:
         stop = ""
         extra = runs = zooms = 0
         measured: Measured = {}  # this frame's regions as its defocus passes measured them
+
+        def out_of_time() -> bool:
+            # a pass of several steps stops between two once the frame's limit is spent: its
+            # cost learnt so far is an estimate, and one region can cost many times it
+            return (self._clock() - fast_end) * 1000.0 > limit
+
         for i, job in enumerate(jobs):
             if newer is not None and not found and newer():
                 self._handed = jobs[i:]
@@ -500,7 +508,7 @@ class Decoder:
                 break
             before = len(found)
             zoomed: list[int] = []
-            unread = run_pass(p, frame, box, found, zoom, zoomed, measured)
+            unread = run_pass(p, frame, box, found, zoom, zoomed, measured, out_of_time)
             extra += len(found) - before
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened

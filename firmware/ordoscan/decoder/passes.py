@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,11 @@ from ordoscan.errors import DecodeError
 # pixels (x1, y1 excluded), gives the same region from the camera's main stream, grey, or
 # None when there is none. A real zoom: more pixels per module than the frame has.
 Zoom = Callable[[int, int, int, int], Grey | None]
+T = TypeVar("T")
+# Whether a pass's time is up: a pass of several steps (versions of a deblurred region,
+# grids of a solve, corners to square on) stops between two steps once it says so, so
+# that one costly region cannot hold the scan loop past the frame's budget.
+Stop = Callable[[], bool]
 
 # zxing-cpp's "QRCode" also covers Micro QR and rMQR: only full QR Codes are read.
 QR = zxingcpp.BarcodeFormats(
@@ -285,6 +291,7 @@ def run_pass(
     zoom: Zoom | None,
     zoomed: list[int] | None = None,
     measured: Measured | None = None,
+    stop: Stop | None = None,
 ) -> list[tuple[str, Box]]:
     """Run one pass on a region, add its symbols to `found`.
 
@@ -293,14 +300,16 @@ def run_pass(
     from `zoom` (its pixel count is appended to `zoomed`); without one, or
     when it gives nothing usable, the region is upscaled as a fitted pass would.
     A defocus pass takes the region from `measured` when an earlier one on the
-    same frame prepared it alike, and leaves it there for the next.
+    same frame prepared it alike, and leaves it there for the next. A pass of several
+    steps takes no step after its first once `stop()` says its time is up.
     """
     key = (box, p.zoom, p.scale, p.erode)
     if p.defocus and measured is not None and key in measured:
         d = measured[key]
         if d.main and zoomed is not None:
             zoomed.append(d.prepared.size)  # its cost is learnt per main-stream pixel all the same
-        return _run_defocus(p if d.main or not p.zoom else _upscaled(p), d, frame, box, found)
+        return _run_defocus(p if d.main or not p.zoom else _upscaled(p), d, frame, box, found,
+                            stop)
     region = frame[box.y0 : box.y1, box.x0 : box.x1]
     if p.smear_floor and not deblur.may_smear(region, p.smear_floor):
         return []  # no sign of a smear: the main stream is not read
@@ -316,22 +325,24 @@ def run_pass(
     if p.clip_levels:
         # one read of the main stream, split at each level in turn until one reads
         split = (np.where(prepared >= level, 255, 0).astype(np.uint8) for level in p.clip_levels)
-        return _read_each(p, (_eroded(x) if p.erode else x for x in split), frame, box, found)
+        return _read_each(p, (_eroded(x) if p.erode else x for x in split), frame, box, found,
+                          stop)
     if p.erode:
         prepared = _eroded(prepared)
     if p.square:
-        return _collect(_squared(prepared, p), prepared, frame, box, found)
+        return _collect(_squared(prepared, p, stop), prepared, frame, box, found)
     if p.deblur:
         motion = deblur.estimate(prepared)
         if motion is None:
             return []
-        return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found)
+        return _read_each(p, deblur.deconvolved(prepared, motion, p.deblur), frame, box, found,
+                          stop)
     if p.defocus:
         # (still a zoom pass only when the main stream gave the region)
         d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
         if measured is not None:
             measured[key] = d
-        return _run_defocus(p, d, frame, box, found)
+        return _run_defocus(p, d, frame, box, found, stop)
     return _read(p, prepared, frame, box, found)
 
 
@@ -343,25 +354,26 @@ def _upscaled(p: Pass) -> Pass:
 
 
 def _run_defocus(
-    p: Pass, d: Defocused, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol]
+    p: Pass, d: Defocused, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol],
+    stop: Stop | None = None,
 ) -> list[tuple[str, Box]]:
     """A defocus pass on its prepared region (see run_pass)."""
     radii = deblur.defocus_radii(d.disc, p.defocus)
     if not radii:
         return []
     if p.unmix:
-        _read_unmixed(p, d.prepared, radii[0], frame, box, found)
+        _read_unmixed(p, d.prepared, radii[0], frame, box, found, stop)
         return []
-    return _read_each(p, deblur.undone_defocus(d.prepared, radii), frame, box, found)
+    return _read_each(p, deblur.undone_defocus(d.prepared, radii), frame, box, found, stop)
 
 
 def _read_unmixed(
     p: Pass, prepared: Grey, radius: float, frame: Grey, box: Box,
-    found: dict[tuple[str, bytes], Symbol],
+    found: dict[tuple[str, bytes], Symbol], stop: Stop | None = None,
 ) -> None:
     """A QR Code blurred past its modules, its modules solved for (modules.py), the clean
     symbols read in turn until one reads; its corners taken back to the prepared region's."""
-    for clean, back in modules.unmixed(prepared, radius):
+    for clean, back in modules.unmixed(prepared, radius, stop):
         results = zxingcpp.read_barcodes(
             clean, formats=p.formats, try_rotate=False, try_downscale=False, try_invert=False,
             text_mode=zxingcpp.TextMode.Plain,
@@ -383,12 +395,13 @@ def _read_each(
     frame: Grey,
     box: Box,
     found: dict[tuple[str, bytes], Symbol],
+    stop: Stop | None = None,
 ) -> list[tuple[str, Box]]:
     """The versions of one prepared region (one blur measure, each multiple of it undone)
-    read in turn until one reads (see run_pass)."""
+    read in turn until one reads, or until `stop()` after the first (see run_pass)."""
     unread: list[tuple[str, Box]] = []
     again = replace(p, binarizer=zxingcpp.Binarizer.GlobalHistogram) if p.histogram_too else None
-    for version in versions:
+    for version in _until(versions, stop):
         before = len(found)
         unread = _read(p, version, frame, box, found)
         if len(found) == before and again is not None:
@@ -396,6 +409,16 @@ def _read_each(
         if len(found) > before:
             break
     return unread
+
+
+def _until(steps: Iterator[T], stop: Stop | None) -> Iterator[T]:
+    """The steps in turn: the first always, each next one only while `stop()` is false
+    (checked before drawing it: a version's work is done as it is drawn)."""
+    it = iter(steps)
+    for step in it:
+        yield step
+        if stop is not None and stop():
+            return
 
 
 def _read(
@@ -485,11 +508,15 @@ def _flattened(
     return out
 
 
-def _squared(prepared: Grey, p: Pass) -> list[tuple[zxingcpp.Barcode, Corners]]:
+def _squared(
+    prepared: Grey, p: Pass, stop: Stop | None = None
+) -> list[tuple[zxingcpp.Barcode, Corners]]:
     """The symbols of a square pass: the region's best corners of finder patterns in turn,
-    the symbol squared on each, until one reads (corners in the region's pixels)."""
+    the symbol squared on each, until one reads or `stop()` after the first (corners in
+    the region's pixels)."""
     found = finders.find_finders(prepared)[:SQUARE_FINDERS]
-    for _, (tl, tr, bl) in finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]:
+    tries = finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]
+    for _, (tl, tr, bl) in _until(iter(tries), stop):
         module = (tl.module + tr.module + bl.module) / 3
         again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
                                 (bl.x, bl.y), module), p)
