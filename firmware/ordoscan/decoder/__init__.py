@@ -50,7 +50,9 @@ sign of a code the fast pass did not read:
   development scenes it read 1 more of 32 ordonnances, no stray read).
 They run on those regions (the last one on the whole frame), within a
 per-frame time budget and a duty cycle (a share of the frame interval,
-averaged over a second); on a camera stream, the passes a newer frame
+averaged over a second): a pass starts only if its learnt cost fits, and a
+pass of several steps stops after the step it is on once the frame's time
+is spent; on a camera stream, the passes a newer frame
 overtakes are handed on to it (see Decoder.decode). The passes were
 chosen by measurement on the synthetic counter scenes
 (`ordoscan.devtools.scenes`) and ZXing's black-box corpus (see
