@@ -660,3 +660,30 @@ def test_whole_frame_pass_only_within_budget_and_duty(monkeypatch: pytest.Monkey
     rationed = Decoder(budget_ms=200, clock=TickClock(5.0), duty=0.05, fps=10)
     runs = [whole_frame_calls(rationed, busy_counter(), monkeypatch) for _ in range(30)]
     assert 0 < sum(runs) < 30 and rationed.stats().duty_stops > 0
+
+
+def test_a_pass_is_told_when_the_frame_s_limit_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each extra pass gets a `stop` that turns true once the frame's budget, counted from
+    the end of the fast pass, is spent: a pass of several steps ends with its current step
+    rather than run on for as many budgets as its region happens to cost."""
+    t = [1000.0]
+    decoder = Decoder(budget_ms=60.0, clock=lambda: t[0], duty=None)
+    import ordoscan.decoder as decoder_module
+
+    seen: list[tuple[bool, bool]] = []
+    real = decoder_module.run_pass
+
+    def slow_pass(*args: Any) -> list[Any]:
+        stop = args[7] if len(args) > 7 else None
+        if len(args) < 7:  # the fast pass, on the whole frame
+            return real(*args)
+        before = stop is not None and stop()
+        t[0] += 0.1  # this pass's first step alone takes 100 ms
+        seen.append((before, stop is not None and stop()))
+        return []
+
+    monkeypatch.setattr(decoder_module, "run_pass", slow_pass)
+    decoder.decode(unreadable())
+    assert seen and seen[0] == (False, True)
+    assert len(seen) == 1  # and no pass starts after it
+    assert decoder.stats().budget_stops == 1

@@ -13,6 +13,8 @@ import pytest
 import zxingcpp
 from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder, deblur
+from ordoscan.decoder.passes import DEBLUR_LATE_PASSES, run_pass
+from ordoscan.decoder.regions import Box
 from ordoscan.devtools.docscenes import DocScene
 
 EPU = "01S2TBPZ2JCNZZYGHZ"
@@ -116,6 +118,24 @@ def test_a_smear_off_the_regions_middle_is_measured_where_the_code_is() -> None:
     assert abs((m.angle - 87 + 90) % 180 - 90) <= 5 and 4 <= m.length <= 6, m
     decoder = Decoder(budget_ms=10_000, duty=None)
     assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+
+
+def test_the_late_deblur_pass_reads_no_main_stream_where_the_frame_shows_no_smear() -> None:
+    """A late deblur pass (DEBLUR_LATE_PASSES) looks at the frame's own region first: a
+    sharp code's busiest square is too little anisotropic to hide a smear, and the main
+    stream is neither read nor measured; the smear of scene 200 334 (above) gets through."""
+    frame = smeared(0, 0)
+    asked: list[tuple[int, int, int, int]] = []
+
+    def zoom(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        asked.append((x0, y0, x1, y1))
+        return np.asarray(cv2.resize(frame[y0:y1, x0:x1], None, fx=2, fy=2))
+
+    late = DEBLUR_LATE_PASSES[0]
+    assert run_pass(late, frame, Box(150, 100, 350, 300), {}, zoom) == []
+    assert asked == []
+    scene, _ = _dev_scene(200_334)
+    assert deblur.may_smear(scene.image[224:368, 640:832], late.smear_floor)
 
 
 def test_a_noisy_smear_is_undone_less_hard_too() -> None:

@@ -147,3 +147,43 @@ def test_a_wrong_grid_gives_nothing(shift: tuple[float, float], dim: int) -> Non
     bits, share = modules.classify(
         modules.solve(modules.resample(light, h, dim), modules.normal(h, dim, radius), dim), dim)
     assert bits is None, share
+
+
+def test_a_pass_of_several_steps_takes_none_after_its_time_is_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The defocus pass undoes three radii, the lattice solve tries grid after grid: told
+    its time is up, each ends with the step it is on (the first always runs). Codes blurred
+    past what each reads, so that every step is due."""
+    drawn: list[float] = []
+    undo = deblur.undone_defocus
+
+    def counted(region: np.ndarray, radii: list[float]) -> Iterator[np.ndarray]:
+        for r, version in zip(radii, undo(region, radii), strict=True):
+            drawn.append(r)
+            yield version
+
+    monkeypatch.setattr(deblur, "undone_defocus", counted)
+    frame = defocused(8, 5)  # the per-pixel deconvolution reads it at no radius
+
+    def versions(stop: passes_module.Stop | None) -> int:
+        drawn.clear()
+        found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+        passes_module.run_pass(DEFOCUS_PASSES[0], frame, Box(140, 60, 540, 420), found,
+                               None, None, None, stop)
+        assert found == {}
+        return len(drawn)
+
+    assert (versions(None), versions(lambda: True)) == (3, 1)
+
+    solves: list[int] = []
+    solve = modules.solve
+    monkeypatch.setattr(modules, "solve", lambda *a: solves.append(1) or solve(*a))
+    region = defocused(12, 6)[REGION]  # its grid found, no try on it reads
+
+    def grids(stop: passes_module.Stop | None) -> int:
+        solves.clear()
+        assert _reads(modules.unmixed(region, 12.0, stop)) == []
+        return len(solves)
+
+    assert grids(None) > 1 and grids(lambda: True) == 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import pytest
 from ordoscan.classifier import Kind
 from ordoscan.decoder import MAX_REUSE, Decoder
 from ordoscan.devtools.scenes import render
@@ -122,3 +125,30 @@ def test_on_a_stream_a_view_in_motion_is_not_searched() -> None:
     assert texts(still_images, blank_view, None) == []
     assert epu in texts(still_images, image, None)
     assert fast_core.stats().searches_moving == still_images.stats().searches_moving == 0
+
+
+def test_the_search_cost_is_learnt_as_a_pass_cost_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether a view in motion is searched before the next frame is due goes by the
+    search's learnt cost, learnt as a pass's is: the first search's cost as it is, then a
+    moving average (COST_WEIGHT of each new one). A core that slows down from 30 to 100 ms a
+    search (15 fps: 67 ms a frame) stops searching moving views four searches later."""
+    import ordoscan.decoder as dec
+
+    now = [1000.0]  # the clock moves only while the search looks for finder patterns
+    cost_ms = [30.0]
+    real = dec.new_guesses
+
+    def dear(frame: Any, known: Any) -> Any:
+        now[0] += cost_ms[0] / 1000.0
+        return real(frame, known)
+
+    monkeypatch.setattr(dec, "new_guesses", dear)
+    decoder = Decoder(budget_ms=10_000, duty=None, fps=15, clock=lambda: now[0])
+    views = [np.full((360, 640), level, np.uint8) for level in (80, 170)]  # each moved
+    skipped = []
+    for i in range(8):
+        texts(decoder, views[i % 2], False)
+        cost_ms[0] = 100.0
+        skipped.append(decoder.stats().searches_moving)
+    # estimates 30, 44, 55.2, 64.2, 71.3 ms: the sixth frame is left unsearched
+    assert skipped[:6] == [0, 0, 0, 0, 0, 1]

@@ -112,4 +112,7 @@ def forget_camera_manager(picam_cls: Any) -> None:
     """
     manager = getattr(picam_cls, "_cm", None)
     if manager is not None and hasattr(manager, "_cms") and not getattr(manager, "cameras", None):
+        # picamera2's own field (its `cms` starts libcamera's manager anew when it is None):
+        # its API has no call that only drops it (reset() starts the next one at once,
+        # before the capped tuning is named)
         manager._cms = None

@@ -50,7 +50,9 @@ sign of a code the fast pass did not read:
   development scenes it read 1 more of 32 ordonnances, no stray read).
 They run on those regions (the last one on the whole frame), within a
 per-frame time budget and a duty cycle (a share of the frame interval,
-averaged over a second); on a camera stream, the passes a newer frame
+averaged over a second): a pass starts only if its learnt cost fits, and a
+pass of several steps stops after the step it is on once the frame's time
+is spent; on a camera stream, the passes a newer frame
 overtakes are handed on to it (see Decoder.decode). The passes were
 chosen by measurement on the synthetic counter scenes
 (`ordoscan.devtools.scenes`) and ZXing's black-box corpus (see
@@ -140,6 +142,12 @@ __all__ = [
 
 # what a skipped pass's cost estimate keeps at each skip (see Decoder._extra_passes)
 COST_AGEING = 0.8
+# the share of each new measurement in a learnt cost (a pass's, the search's; see
+# Decoder._learn): the estimate follows a core that slows down or speeds up within a few
+# runs, and one slow run (a cold cache, another process) moves it a fifth of the way only
+COST_WEIGHT = 0.2
+# the search for signs of a code, its cost learnt beside the passes' (Decoder._cost)
+SEARCH = "search"
 # frames in a row that may take a search's regions from an earlier frame of a still view
 # (see Decoder._reusable): the finder patterns of a code held still come and go with the
 # noise and the tremor, so a fresh search still comes every few frames
@@ -214,7 +222,9 @@ class Decoder:
         runs, and within the duty cycle: each frame earns `duty` of a frame
         interval (1/`fps`) of extra-pass time, saved up to a second's worth (at
         least one full budget). A burst of hard frames gets its passes; a view
-        that keeps looking code-like cannot hold a core. `duty=None` turns the
+        that keeps looking code-like cannot hold a core. A pass of several steps
+        (deblurred versions, solved grids, squared corners) that runs past that
+        limit stops after its current step: an estimate is not a bound. `duty=None` turns the
         cycle off (still images, where each one should get its whole budget).
         `clock` is the monotonic clock in seconds (tests give their own).
         decode() is for one thread at a time; stats() may be called from any.
@@ -232,7 +242,8 @@ class Decoder:
         self._interval_ms = 1000.0 / fps
         self._credit_max = max(duty * 1000.0, self.budget_ms) if duty is not None else math.inf
         self._credit = self._credit_max
-        # expected cost of each extra pass, in ms per megapixel of input, learnt as a moving average
+        # expected cost of each extra pass and of the search (SEARCH), in ms per megapixel of
+        # input (the search's: the frame), learnt from the runs (see _learn)
         self._cost: dict[str, float] = {}
         self._lock = threading.Lock()
         self._frames = 0
@@ -254,7 +265,6 @@ class Decoder:
         self._searched: _Search | None = None  # the last search, while the view stays still
         self._searches_reused = 0
         self._look: npt.NDArray[np.float32] | None = None  # the last frame's view, if plain
-        self._search_ms = 0.0  # expected cost of a search (finder patterns and statistics)
         self._searches_moving = 0
 
     def decode(
@@ -317,7 +327,8 @@ class Decoder:
         moved = look is not None and self._look is not None and moving(self._look, look)
         self._look = look
         if (newer is not None and searched is None and moved
-                and (self._clock() - start) * 1000.0 + self._search_ms > self._interval_ms):
+                and (self._clock() - start) * 1000.0 + self._expected(SEARCH, frame.size / 1e6)
+                > self._interval_ms):
             # a view in motion (a page brought in, moved aside) on a core too slow to search
             # it before the next frame: its code, smeared, seldom reads even once found, and
             # the search holds back the fast pass on the next frames, where the code may
@@ -348,9 +359,8 @@ class Decoder:
             # corners of a square do (the defocus passes below read it)
             blurred = blurred_codes(frame) if not (
                 found or unread_qr or unread_other or guesses or candidates) else []
-            if search_start is not None:  # the whole search's cost, learnt as a moving average
-                spent = (self._clock() - search_start) * 1000.0
-                self._search_ms = 0.8 * self._search_ms + 0.2 * spent
+            if search_start is not None:  # the whole search's cost, learnt as a pass's is
+                self._learn(SEARCH, (self._clock() - search_start) * 1000.0 / (frame.size / 1e6))
             self._searched = (None if look is None
                               else _Search(look, guesses, candidates, busy, blurred))
         jobs = [
@@ -469,6 +479,12 @@ class Decoder:
         stop = ""
         extra = runs = zooms = 0
         measured: Measured = {}  # this frame's regions as its defocus passes measured them
+
+        def out_of_time() -> bool:
+            # a pass of several steps stops between two once the frame's limit is spent: its
+            # cost learnt so far is an estimate, and one region can cost many times it
+            return (self._clock() - fast_end) * 1000.0 > limit
+
         for i, job in enumerate(jobs):
             if newer is not None and not found and newer():
                 self._handed = jobs[i:]
@@ -482,7 +498,7 @@ class Decoder:
             if mpx * 1e6 > MAX_PASS_PIXELS:
                 continue
             now = self._clock()
-            expected = self._cost.get(p.name, 0.0) * mpx
+            expected = self._expected(p.name, mpx)
             if limit > 0 and expected > self.budget_ms:
                 # It fits no frame's budget, so waiting would not help: skip it and go on
                 # with the cheaper jobs. The estimate is only corrected when the pass runs,
@@ -494,7 +510,7 @@ class Decoder:
                 break
             before = len(found)
             zoomed: list[int] = []
-            unread = run_pass(p, frame, box, found, zoom, zoomed, measured)
+            unread = run_pass(p, frame, box, found, zoom, zoomed, measured, out_of_time)
             extra += len(found) - before
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
@@ -507,10 +523,19 @@ class Decoder:
                 zooms += 1
                 mpx = zoomed[0] / 1e6
                 self._zoom_area = zoomed[0] / max(box.area, 1)
-            spent = (self._clock() - now) * 1000.0 / max(mpx, 1e-6)
-            old = self._cost.get(p.name)
-            self._cost[p.name] = spent if old is None else 0.8 * old + 0.2 * spent
+            self._learn(p.name, (self._clock() - now) * 1000.0 / max(mpx, 1e-6))
         return stop, extra, runs, zooms
+
+    def _expected(self, name: str, mpx: float) -> float:
+        """The learnt cost of `name` (a pass or SEARCH) on `mpx` megapixels, in ms (0 before
+        its first run: it runs once to be measured)."""
+        return self._cost.get(name, 0.0) * mpx
+
+    def _learn(self, name: str, spent: float) -> None:
+        """One run's cost (ms per megapixel) learnt into the estimate of `name` (a pass's or
+        SEARCH): the first run's as it is, then a moving average (COST_WEIGHT)."""
+        old = self._cost.get(name)
+        self._cost[name] = spent if old is None else (1 - COST_WEIGHT) * old + COST_WEIGHT * spent
 
     def _account(
         self,

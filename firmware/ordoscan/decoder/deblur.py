@@ -95,11 +95,28 @@ def estimate(region: Grey, busiest: bool = True) -> Motion | None:
     found = _measure(region[y0 : y0 + h, x0 : x0 + w], MIN_ANISOTROPY)
     if found is not None or not busiest:
         return found
+    square = _busiest_square(region)
+    return None if square is None else _measure(square, MIN_ANISOTROPY_BUSIEST)
+
+
+def may_smear(region: Grey, floor: float) -> bool:
+    """Whether the region's busiest square (see estimate) is at least `floor` anisotropic,
+    or too small to tell: the structure tensor only, no FFT. On the frame's region, before
+    the main stream's is read and measured (DEBLUR_LATE_PASSES)."""
+    if min(region.shape) < 16:
+        return True
+    square = _busiest_square(region)
+    return square is None or _anisotropy(*_tensor(square)[2:]) >= floor
+
+
+def _busiest_square(region: Grey) -> Grey | None:
+    """The region's busiest square (WINDOW of its shorter side, a fast FFT length), or None
+    when it would be under 32 pixels a side."""
     side = _fast_below(min(int(WINDOW * min(region.shape)), _MAX_SIDE))
     if side < 32:
         return None
     y0, x0 = _busiest(region, side)
-    return _measure(region[y0 : y0 + side, x0 : x0 + side], MIN_ANISOTROPY_BUSIEST)
+    return region[y0 : y0 + side, x0 : x0 + side]
 
 
 def _busiest(region: Grey, side: int) -> tuple[int, int]:
@@ -119,17 +136,24 @@ def _busiest(region: Grey, side: int) -> tuple[int, int]:
     return int(ys[i]), int(xs[j])
 
 
+def _tensor(patch: Grey) -> tuple[_F, _F, float, float, float]:
+    """The patch's gradients (less their means) and their structure tensor jxx, jyy, jxy."""
+    gx, gy = _gradients(patch.astype(np.float64))
+    gx -= gx.mean()
+    gy -= gy.mean()
+    return gx, gy, float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+
+
+def _anisotropy(jxx: float, jyy: float, jxy: float) -> float:
+    """(l1 - l2) / (l1 + l2) of a structure tensor: 0 alike all ways (or flat), 1 one way."""
+    return math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) if jxx + jyy > 0 else 0.0
+
+
 def _measure(patch: Grey, min_anisotropy: float) -> Motion | None:
     """The motion blur of a patch whose sides are fast FFT lengths, or None."""
     h, w = patch.shape
-    f = patch.astype(np.float64)
-    gx, gy = _gradients(f)
-    gx -= gx.mean()
-    gy -= gy.mean()
-    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
-    if jxx + jyy <= 0:
-        return None
-    if math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) < min_anisotropy:
+    gx, gy, jxx, jyy, jxy = _tensor(patch)
+    if jxx + jyy <= 0 or _anisotropy(jxx, jyy, jxy) < min_anisotropy:
         return None
     theta = 0.5 * math.atan2(2 * jxy, jxx - jyy) + math.pi / 2  # least change: the motion
     # The derivative along that direction, autocorrelated: its dip is sought over the whole
@@ -138,7 +162,7 @@ def _measure(patch: Grey, min_anisotropy: float) -> Motion | None:
     # a few degrees towards the code's own axes): the dip's place is the blur's vector.
     c, s = math.cos(theta), math.sin(theta)
     fd = c * np.fft.rfft2(gx) + s * np.fft.rfft2(gy)
-    a = np.fft.irfft2((fd * np.conj(fd)).real, s=f.shape)
+    a = np.fft.irfft2((fd * np.conj(fd)).real, s=patch.shape)
     if a[0, 0] <= 0:
         return None
     a = np.fft.fftshift(a / a[0, 0])
@@ -255,7 +279,7 @@ def defocus(region: Grey) -> float | None:
     f = (f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4  # 2x2 mean against the noise
     gx, gy = f[:-1, 1:] - f[:-1, :-1], f[1:, :-1] - f[:-1, :-1]
     jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
-    if jxx + jyy <= 0 or math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy) >= MIN_ANISOTROPY:
+    if jxx + jyy <= 0 or _anisotropy(jxx, jyy, jxy) >= MIN_ANISOTROPY:
         return None  # flat, or blurred one way: a motion
     lo, hi = np.percentile(f, (2, 98))
     contrast = float(hi - lo)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -272,7 +272,9 @@ def grid(tl: _F, tr: _F, bl: _F, dim: int) -> _F:
     return warp.homography(src, dst)
 
 
-def unmixed(region: Grey, radius: float) -> Iterator[tuple[Grey, _F]]:
+def unmixed(
+    region: Grey, radius: float, stop: Callable[[], bool] | None = None
+) -> Iterator[tuple[Grey, _F]]:
     """Clean symbols for zxing-cpp, most likely first, each with the transform from its
     pixels back to the region's: for each likely corner of finder patterns and each
     symbol size, the modules solved on that grid with the disc as measured (`radius`,
@@ -299,7 +301,9 @@ def unmixed(region: Grey, radius: float) -> Iterator[tuple[Grey, _F]]:
                 bits, _ = classify(x, dim)
                 if bits is not None:
                     yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
-                elif i == 0:
+                if stop is not None and stop():
+                    return
+                if bits is None and i == 0:
                     break  # not this size, or not a code here
             else:
                 return  # the code's grid and size, and none of its tries read: no other

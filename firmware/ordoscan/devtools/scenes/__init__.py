@@ -27,23 +27,23 @@ from PIL import Image, ImageChops, ImageFilter
 
 from ordoscan.classifier import Kind
 from ordoscan.devtools.scenes.camera import (
-    _code_corners,
-    _conditions,
-    _counter,
-    _grow,
-    _motion_blur,
-    _Pose,
-    _rotation,
-    _warp,
+    Pose,
+    code_corners,
+    conditions,
+    counter,
+    grow,
+    motion_blur,
+    rotation,
+    warp,
 )
 from ordoscan.devtools.scenes.documents import (
-    _SS,
-    _blank_object,
-    _document,
-    _Layer,
-    _medicine_pack,
-    _ordonnance,
-    _phone,
+    SS,
+    Layer,
+    blank_object,
+    document,
+    medicine_pack,
+    ordonnance,
+    phone,
 )
 from ordoscan.devtools.scenes.payloads import (  # re-exported: the payload makers
     gs1_check_digit,
@@ -114,31 +114,31 @@ def render(
         raise ValueError(f"scene size {size!r} out of range (64..4096 pixels a side)")
     rng = np.random.default_rng([seed & 0xFFFFFFFF, SCENE_KINDS.index(kind), difficulty == "hard"])
     screen = kind.startswith("phone")
-    cond = _conditions(rng, difficulty, screen)
-    canvas = (width * _SS, height * _SS)
+    cond = conditions(rng, difficulty, screen)
+    canvas = (width * SS, height * SS)
     scale = min(width / 1280, height / 720)  # module sizes are given for a 1280x720 frame
     # object px per module: the code centre sits at depth = focal (1 object px = 1 canvas px)
-    module = cond.module_px * scale * _SS
+    module = cond.module_px * scale * SS
 
-    layer: _Layer | None
+    layer: Layer | None
     if kind == "ordonnance":
         qr_mm = float(rng.uniform(18, 26))
-        layer = _ordonnance(rng, module / (qr_mm / 21), qr_mm)
+        layer = ordonnance(rng, module / (qr_mm / 21), qr_mm)
     elif screen:
         qr_mm = float(rng.uniform(30, 45))
-        layer = _phone(rng, module / (qr_mm / 21), qr_mm, dark=kind == "phone_dark")
+        layer = phone(rng, module / (qr_mm / 21), qr_mm, dark=kind == "phone_dark")
     elif kind == "medicine_pack":
         dm_mm = float(rng.uniform(10, 14))
-        layer = _medicine_pack(rng, module / (dm_mm / 22), dm_mm)
+        layer = medicine_pack(rng, module / (dm_mm / 22), dm_mm)
     elif kind in ("2d_doc", "url"):
         mm = float(rng.uniform(18, 26))
-        layer = _document(
+        layer = document(
             rng, module / (mm / (40 if kind == "2d_doc" else 29)), mm, url=kind == "url"
         )
     else:
-        layer = _blank_object(rng, float(rng.uniform(2, 6)) * scale * _SS)
+        layer = blank_object(rng, float(rng.uniform(2, 6)) * scale * SS)
 
-    radiance = _counter(rng, size)
+    radiance = counter(rng, size)
     truth: list[tuple[Kind, str]] = []
     focal = 0.8 * canvas[0]
     if layer is not None:
@@ -150,14 +150,14 @@ def render(
             )
         else:
             pivot = (layer.image.size[0] / 2, layer.image.size[1] / 2)
-        rot = _rotation(cond.roll, cond.tilt_x, cond.tilt_y)
+        rot = rotation(cond.roll, cond.tilt_x, cond.tilt_y)
         iw = float(layer.image.size[0])
-        pose = _Pose(rot, focal, pivot, layer.bend, iw, (0.0, 0.0))
+        pose = Pose(rot, focal, pivot, layer.bend, iw, (0.0, 0.0))
         # place the codes with room for their quiet zones inside the frame, near the middle
         xs: list[float] = []
         ys: list[float] = []
         for _, _, box in layer.codes:
-            cx, cy = _code_corners(layer, pose, _grow(box, 0.15))
+            cx, cy = code_corners(layer, pose, grow(box, 0.15))
             xs.extend(float(x) for x in cx)
             ys.extend(float(y) for y in cy)
         margin = 0.03 * canvas[0]
@@ -175,14 +175,14 @@ def render(
         want_x = canvas[0] * (0.5 + float(rng.normal(0, 0.15)))
         want_y = canvas[1] * (0.5 + float(rng.normal(0, 0.15)))
         centre = (min(max(want_x, lo_x), max(lo_x, hi_x)), min(max(want_y, lo_y), max(lo_y, hi_y)))
-        pose = _Pose(rot, focal, pivot, layer.bend, iw, centre)
-        obj, alpha = _warp(layer, pose, canvas)
+        pose = Pose(rot, focal, pivot, layer.bend, iw, centre)
+        obj, alpha = warp(layer, pose, canvas)
         # box-filtering is linear: composite premultiplied, at the output size
-        premultiplied = ImageChops.multiply(obj, alpha).reduce(_SS)
-        a = np.asarray(alpha.reduce(_SS), dtype=np.float32) / 255.0
+        premultiplied = ImageChops.multiply(obj, alpha).reduce(SS)
+        a = np.asarray(alpha.reduce(SS), dtype=np.float32) / 255.0
         radiance = radiance * (1 - a) + np.asarray(premultiplied, dtype=np.float32)
         for code_kind, payload, box in layer.codes:
-            cx, cy = _code_corners(layer, pose, box)
+            cx, cy = code_corners(layer, pose, box)
             if cx.min() >= 0 and cy.min() >= 0 and cx.max() < canvas[0] and cy.max() < canvas[1]:
                 truth.append((code_kind, payload))
 
@@ -204,7 +204,7 @@ def render(
     img = Image.fromarray(np.clip(radiance, 0, 255).astype(np.uint8))
     if cond.defocus > 0.05:
         img = img.filter(ImageFilter.GaussianBlur(cond.defocus * scale))
-    out = _motion_blur(np.asarray(img, dtype=np.float32), cond.motion * scale, cond.motion_angle)
+    out = motion_blur(np.asarray(img, dtype=np.float32), cond.motion * scale, cond.motion_angle)
     out = cond.low + out * ((cond.high - cond.low) / 255.0)
     out = out + rng.normal(0.0, cond.noise, out.shape).astype(np.float32)
     frame = np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw
 
-from ordoscan.devtools.scenes.documents import _Layer
+from ordoscan.devtools.scenes.documents import Layer
 
 Difficulty = Literal["easy", "hard"]
 Grey = npt.NDArray[np.uint8]
@@ -24,7 +24,7 @@ Pixels = npt.NDArray[np.float32]  # light, in grey levels
 
 
 @dataclass(frozen=True)
-class _Conditions:
+class Conditions:
     """The capture conditions of one scene, drawn from the difficulty's ranges."""
 
     module_px: float  # QR/DataMatrix module size at the code centre, in output pixels
@@ -43,11 +43,11 @@ class _Conditions:
     jpeg: int  # JPEG quality, 0 for none
 
 
-def _conditions(rng: np.random.Generator, difficulty: str, screen: bool) -> _Conditions:
+def conditions(rng: np.random.Generator, difficulty: str, screen: bool) -> Conditions:
     u = rng.uniform
     if difficulty == "easy":
         module = float(u(3.5, 6.5))
-        c = _Conditions(
+        c = Conditions(
             module_px=module,
             roll=float(u(-25, 25)),
             tilt_x=float(u(-15, 15)),
@@ -70,7 +70,7 @@ def _conditions(rng: np.random.Generator, difficulty: str, screen: bool) -> _Con
         # motion together stays within a third of a module (sigma), shared at random.
         blur = module * float(u(0.12, 0.33))
         share = float(u(0.3, 1.0))
-        c = _Conditions(
+        c = Conditions(
             module_px=module,
             roll=float(u(-180, 180)),
             tilt_x=float(u(-35, 35)),
@@ -89,7 +89,7 @@ def _conditions(rng: np.random.Generator, difficulty: str, screen: bool) -> _Con
     return c
 
 
-def _rotation(roll: float, tilt_x: float, tilt_y: float) -> Floats:
+def rotation(roll: float, tilt_x: float, tilt_y: float) -> Floats:
     a, b, c = (math.radians(v) for v in (roll, tilt_x, tilt_y))
     rz = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
     rx = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
@@ -98,7 +98,7 @@ def _rotation(roll: float, tilt_x: float, tilt_y: float) -> Floats:
     return rot
 
 
-class _Pose:
+class Pose:
     """Maps object pixels to canvas pixels: a bent sheet, rotated, seen through a pinhole."""
 
     def __init__(
@@ -149,7 +149,7 @@ class _Pose:
         return u, v, ok
 
 
-def _warp(layer: _Layer, pose: _Pose, canvas: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
+def warp(layer: Layer, pose: Pose, canvas: tuple[int, int]) -> tuple[Image.Image, Image.Image]:
     """Project the object onto the canvas with a piecewise-bilinear mesh of the exact mapping."""
     w, h = layer.image.size
     t = np.linspace(0, 1, 33)
@@ -201,7 +201,7 @@ def _smooth_field(
     return np.asarray(small.resize(size, Image.Resampling.BICUBIC), dtype=np.float32) / 127.5 - 1.0
 
 
-def _counter(rng: np.random.Generator, size: tuple[int, int]) -> Pixels:
+def counter(rng: np.random.Generator, size: tuple[int, int]) -> Pixels:
     """A counter top: a base tone, slow variation, a faint grain and some clutter."""
     w, h = size
     base = float(rng.uniform(60, 170))
@@ -221,7 +221,7 @@ def _counter(rng: np.random.Generator, size: tuple[int, int]) -> Pixels:
     return np.asarray(img, dtype=np.float32)
 
 
-def _motion_blur(img: Pixels, length: float, angle: float) -> Pixels:
+def motion_blur(img: Pixels, length: float, angle: float) -> Pixels:
     """Average of the image shifted along a line (hand movement during exposure)."""
     if length < 0.75:
         return img
@@ -238,12 +238,12 @@ def _motion_blur(img: Pixels, length: float, angle: float) -> Pixels:
     return out
 
 
-def _grow(box: Box, share: float) -> Box:
+def grow(box: Box, share: float) -> Box:
     dx, dy = (box[2] - box[0]) * share, (box[3] - box[1]) * share
     return (box[0] - dx, box[1] - dy, box[2] + dx, box[3] + dy)
 
 
-def _code_corners(layer: _Layer, pose: _Pose, box: Box) -> tuple[Floats, Floats]:
+def code_corners(layer: Layer, pose: Pose, box: Box) -> tuple[Floats, Floats]:
     u = np.array([box[0], box[2], box[2], box[0]])
     v = np.array([box[1], box[1], box[3], box[3]])
     return pose.forward(u, v)

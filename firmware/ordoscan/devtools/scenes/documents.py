@@ -12,18 +12,18 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ordoscan.classifier import Kind
 from ordoscan.devtools.scenes.payloads import (
-    _FIRST,
-    _GS,
-    _LAST,
-    _TOWNS,
-    _chars,
-    _matrix,
-    _pick,
+    FIRST_NAMES,
+    GS,
+    LAST_NAMES,
+    TOWNS,
+    chars,
+    code_matrix,
     make_2ddoc,
     make_epu,
     make_gs1,
     make_ins,
     make_url,
+    pick,
 )
 
 Difficulty = Literal["easy", "hard"]
@@ -33,7 +33,7 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 Pixels = npt.NDArray[np.float32]  # light, in grey levels
 
 
-_SS = 2  # supersampling factor: scenes are drawn at twice the size, then box-filtered down
+SS = 2  # supersampling factor: scenes are drawn at twice the size, then box-filtered down
 
 
 @lru_cache(maxsize=64)
@@ -115,7 +115,7 @@ _DRUGS = (
 
 
 def _sentence(rng: np.random.Generator, n: int) -> str:
-    return " ".join(_pick(rng, _WORDS) for _ in range(n))
+    return " ".join(pick(rng, _WORDS) for _ in range(n))
 
 
 # ---------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def _sentence(rng: np.random.Generator, n: int) -> str:
 
 
 @dataclass
-class _Layer:
+class Layer:
     """A flat object (page, phone, pack) before it is posed in the scene."""
 
     image: Image.Image  # "L"
@@ -168,7 +168,7 @@ def _hand(
         mask.ellipse(b, fill=255)
 
 
-def _ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> _Layer:
+def ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> Layer:
     """A printed A5 ordonnance numérique: header, QR code + EPU, often an INS DataMatrix."""
     w, h = 148 * ppm, 210 * ppm
     paper = int(rng.integers(225, 256))
@@ -177,19 +177,19 @@ def _ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> _Layer:
     ink = int(rng.integers(0, 50))
     line = 4.2 * ppm
     x0, y0 = m + 10 * ppm, m + 10 * ppm
-    doctor = f"Dr {_pick(rng, _FIRST).title()} {_pick(rng, _LAST)}"
+    doctor = f"Dr {pick(rng, FIRST_NAMES).title()} {pick(rng, LAST_NAMES)}"
     for i, t in enumerate(
         (
             doctor,
             "Medecine generale",
-            f"RPPS {_chars(rng, '0123456789', 11)}",
-            f"{int(rng.integers(1, 90))} rue {_pick(rng, _LAST).title()}",
-            f"{int(rng.integers(10000, 96000))} {_pick(rng, _TOWNS).title()}",
+            f"RPPS {chars(rng, '0123456789', 11)}",
+            f"{int(rng.integers(1, 90))} rue {pick(rng, LAST_NAMES).title()}",
+            f"{int(rng.integers(10000, 96000))} {pick(rng, TOWNS).title()}",
         )
     ):
         _text(draw, (x0, y0 + i * line), t, (3.6 if i == 0 else 3.0) * ppm, ink)
     epu = make_epu(rng)
-    qr = _matrix(epu, "qr")
+    qr = code_matrix(epu, "qr")
     qx, qy = m + w - 10 * ppm - qr_mm * ppm, m + 10 * ppm
     codes: list[tuple[Kind, str, Box]] = [
         (Kind.ORDONNANCE, epu, _paste_code(img, qr, qx, qy, qr_mm * ppm, ink, paper, 4))
@@ -199,7 +199,7 @@ def _ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> _Layer:
         ins = make_ins(rng)
         dm_mm = qr_mm * float(rng.uniform(0.8, 1.0))
         dx = qx - dm_mm * ppm - 8 * ppm
-        box = _paste_code(img, _matrix(ins, "dm"), dx, qy + 1 * ppm, dm_mm * ppm, ink, paper, 2)
+        box = _paste_code(img, code_matrix(ins, "dm"), dx, qy + 1 * ppm, dm_mm * ppm, ink, paper, 2)
         codes.append((Kind.INS, ins, box))
         _text(draw, (dx, qy + dm_mm * ppm + 3 * ppm), "INS", 2.4 * ppm, ink)
     y = m + 60 * ppm
@@ -213,13 +213,13 @@ def _ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> _Layer:
     _text(
         draw,
         (x0, y + line),
-        f"{_pick(rng, ('M.', 'Mme'))} {_pick(rng, _FIRST).title()} {_pick(rng, _LAST)}",
+        f"{pick(rng, ('M.', 'Mme'))} {pick(rng, FIRST_NAMES).title()} {pick(rng, LAST_NAMES)}",
         3.2 * ppm,
         ink,
     )
     y += 3 * line
     for _ in range(int(rng.integers(2, 5))):
-        _text(draw, (x0, y), _pick(rng, _DRUGS), 3.2 * ppm, ink)
+        _text(draw, (x0, y), pick(rng, _DRUGS), 3.2 * ppm, ink)
         _text(
             draw, (x0 + 6 * ppm, y + line), _sentence(rng, int(rng.integers(4, 9))), 3.0 * ppm, ink
         )
@@ -246,10 +246,10 @@ def _ordonnance(rng: np.random.Generator, ppm: float, qr_mm: float) -> _Layer:
             55 * ppm,
             side,
         )
-    return _Layer(img, alpha, codes, bend=float(rng.uniform(-0.6, 0.6)))
+    return Layer(img, alpha, codes, bend=float(rng.uniform(-0.6, 0.6)))
 
 
-def _phone(rng: np.random.Generator, ppm: float, qr_mm: float, dark: bool) -> _Layer:
+def phone(rng: np.random.Generator, ppm: float, qr_mm: float, dark: bool) -> Layer:
     """A phone showing the ordonnance's QR code, in light or dark mode."""
     w, h = 72 * ppm, 150 * ppm
     img, alpha, m = _layer(w, h, 50 * ppm, 0)
@@ -272,7 +272,8 @@ def _phone(rng: np.random.Generator, ppm: float, qr_mm: float, dark: bool) -> _L
     epu = make_epu(rng)
     qx, qy = m + (w - qr_mm * ppm) / 2, sy0 + 35 * ppm
     codes: list[tuple[Kind, str, Box]] = [
-        (Kind.ORDONNANCE, epu, _paste_code(img, _matrix(epu, "qr"), qx, qy, qr_mm * ppm, fg, bg, 4))
+        (Kind.ORDONNANCE, epu,
+         _paste_code(img, code_matrix(epu, "qr"), qx, qy, qr_mm * ppm, fg, bg, 4))
     ]
     _text(draw, (qx, qy + qr_mm * ppm + 6 * ppm), epu, 3.2 * ppm, fg)
     for i in range(3):
@@ -293,10 +294,10 @@ def _phone(rng: np.random.Generator, ppm: float, qr_mm: float, dark: bool) -> _L
             45 * ppm,
             -1 if rng.random() < 0.5 else 1,
         )
-    return _Layer(img, alpha, codes)
+    return Layer(img, alpha, codes)
 
 
-def _medicine_pack(rng: np.random.Generator, ppm: float, dm_mm: float) -> _Layer:
+def medicine_pack(rng: np.random.Generator, ppm: float, dm_mm: float) -> Layer:
     """The face of a medicine box with its GS1 DataMatrix, lot and expiry printed beside it."""
     w, h = float(rng.uniform(80, 110)) * ppm, float(rng.uniform(40, 60)) * ppm
     card = int(rng.integers(200, 245))
@@ -305,20 +306,20 @@ def _medicine_pack(rng: np.random.Generator, ppm: float, dm_mm: float) -> _Layer
     band = int(rng.integers(60, 190))
     draw.rectangle([m, m, m + w, m + 12 * ppm], fill=band)
     ink = int(rng.integers(10, 60))
-    _text(draw, (m + 4 * ppm, m + 2 * ppm), _pick(rng, _DRUGS), 6 * ppm, 255 if band < 130 else ink)
+    _text(draw, (m + 4 * ppm, m + 2 * ppm), pick(rng, _DRUGS), 6 * ppm, 255 if band < 130 else ink)
     _text(
         draw, (m + 4 * ppm, m + 15 * ppm), f"{int(rng.integers(8, 60))} comprimes", 3.5 * ppm, ink
     )
     gs1 = make_gs1(rng)
     dx, dy = m + 4 * ppm, m + h - dm_mm * ppm - 5 * ppm
-    box = _paste_code(img, _matrix(gs1, "dm", gs1=True), dx, dy, dm_mm * ppm, ink, card, 2)
-    lot = gs1.split(_GS)[0][26:]
+    box = _paste_code(img, code_matrix(gs1, "dm", gs1=True), dx, dy, dm_mm * ppm, ink, card, 2)
+    lot = gs1.split(GS)[0][26:]
     for i, t in enumerate((f"GTIN {gs1[2:16]}", f"EXP {gs1[20:22]}/20{gs1[18:20]}", f"LOT {lot}")):
         _text(draw, (dx + dm_mm * ppm + 5 * ppm, dy + i * 4 * ppm), t, 3 * ppm, ink)
-    return _Layer(img, alpha, [(Kind.MEDICINE_PACK, gs1, box)], bend=float(rng.uniform(-0.1, 0.1)))
+    return Layer(img, alpha, [(Kind.MEDICINE_PACK, gs1, box)], bend=float(rng.uniform(-0.1, 0.1)))
 
 
-def _document(rng: np.random.Generator, ppm: float, code_mm: float, url: bool) -> _Layer:
+def document(rng: np.random.Generator, ppm: float, code_mm: float, url: bool) -> Layer:
     """A 2D-Doc (invoice, certificate) or a flyer with a URL QR code."""
     w, h = (105 * ppm, 148 * ppm) if url else (148 * ppm, 180 * ppm)
     paper = int(rng.integers(215, 256))
@@ -328,18 +329,18 @@ def _document(rng: np.random.Generator, ppm: float, code_mm: float, url: bool) -
     x0 = m + 8 * ppm
     if url:
         payload = make_url(rng)
-        kind, matrix = Kind.URL, _matrix(payload, "qr")
+        kind, matrix = Kind.URL, code_matrix(payload, "qr")
         _text(
             draw,
             (x0, m + 8 * ppm),
-            _pick(rng, ("Vaccination", "Horaires", "Conseils", "Rendez-vous")),
+            pick(rng, ("Vaccination", "Horaires", "Conseils", "Rendez-vous")),
             9 * ppm,
             ink,
         )
         cx, cy = m + (w - code_mm * ppm) / 2, m + 30 * ppm
     else:
         payload = make_2ddoc(rng)
-        kind, matrix = Kind.DOC_2D, _matrix(payload, "dm")
+        kind, matrix = Kind.DOC_2D, code_matrix(payload, "dm")
         cx, cy = x0, m + 8 * ppm
         _text(draw, (cx + code_mm * ppm + 6 * ppm, cy), "2D-DOC", 5 * ppm, ink)
         _text(
@@ -356,10 +357,10 @@ def _document(rng: np.random.Generator, ppm: float, code_mm: float, url: bool) -
         y += 5 * ppm
     if rng.random() < 0.6:
         _hand(img, alpha, rng, m + w, m + h * float(rng.uniform(0.6, 0.9)), 55 * ppm, 1)
-    return _Layer(img, alpha, [(kind, payload, box)], bend=float(rng.uniform(-0.4, 0.4)))
+    return Layer(img, alpha, [(kind, payload, box)], bend=float(rng.uniform(-0.4, 0.4)))
 
 
-def _blank_object(rng: np.random.Generator, ppm: float) -> _Layer | None:
+def blank_object(rng: np.random.Generator, ppm: float) -> Layer | None:
     """Something without a code: a hand, a printed leaflet, a card, or nothing."""
     choice = int(rng.integers(4))
     if choice == 0:
@@ -368,7 +369,7 @@ def _blank_object(rng: np.random.Generator, ppm: float) -> _Layer | None:
         img, alpha, m = _layer(1, 1, 70 * ppm, 0)
         alpha = Image.new("L", img.size, 0)
         _hand(img, alpha, rng, m - 33 * ppm, m, 60 * ppm, 1)  # a hand alone, its palm centred
-        return _Layer(img, alpha, [])
+        return Layer(img, alpha, [])
     w, h = (140 * ppm, 190 * ppm) if choice == 2 else (86 * ppm, 54 * ppm)
     paper = int(rng.integers(150, 250))
     img, alpha, m = _layer(w, h, 10 * ppm, paper)
@@ -383,6 +384,6 @@ def _blank_object(rng: np.random.Generator, ppm: float) -> _Layer | None:
             [m + 8 * ppm, m + 15 * ppm, m + 20 * ppm, m + 24 * ppm],
             fill=int(rng.integers(120, 200)),
         )
-    return _Layer(img, alpha, [], bend=float(rng.uniform(-0.3, 0.3)))
+    return Layer(img, alpha, [], bend=float(rng.uniform(-0.3, 0.3)))
 
 
