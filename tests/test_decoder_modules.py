@@ -187,3 +187,33 @@ def test_a_pass_of_several_steps_takes_none_after_its_time_is_up(
         return len(solves)
 
     assert grids(None) > 1 and grids(lambda: True) == 1
+
+
+@pytest.mark.parametrize("focused", [False, True])
+def test_a_region_out_of_focus_gets_its_defocus_passes_before_the_generic_ones(
+    monkeypatch: pytest.MonkeyPatch, focused: bool
+) -> None:
+    """Where a code was seen on a region that measures a defocus disc in the frame itself,
+    the defocus passes come before the generic passes (which read no such code) rather than
+    after them, where a budget may not reach; a region in focus keeps the generic ones first."""
+    import ordoscan.decoder as decoder_module
+    from ordoscan.decoder.passes import EXTRA_PASSES
+
+    from tests.test_decoder import unreadable
+
+    order: list[str] = []
+    real = decoder_module.run_pass
+
+    def traced(p: passes_module.Pass, *args: object) -> list[tuple[str, Box]]:
+        order.append(p.name)
+        return real(p, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decoder_module, "run_pass", traced)
+    # in focus: a code zxing-cpp detects and cannot decode (a data block blacked out)
+    frame = unreadable() if focused else defocused(8, 5)
+    Decoder(budget_ms=10_000, duty=None).decode(frame)
+    generic = min(order.index(p.name) for p in EXTRA_PASSES if p.name in order)
+    if focused:
+        assert "qr-zoom-defocus" not in order[:generic], order
+    else:
+        assert order.index("qr-zoom-defocus") < generic, order

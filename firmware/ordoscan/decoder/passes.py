@@ -278,6 +278,14 @@ def motion_blurred(frame: Grey, box: Box) -> bool:
     return deblur.estimate(frame[box.y0 : box.y1, box.x0 : box.x1], busiest=False) is not None
 
 
+def out_of_focus(frame: Grey, box: Box) -> bool:
+    """Whether the region measures a defocus disc in the frame itself (DEFOCUS_PASSES are
+    then due first). The frame's own pixels, cheaper than the main stream's: a disc wide
+    enough to measure here is wider still there (on af_miss 0-59, 14 of 29 regions
+    measured one; on gen2 dev 300 240-300 359, in focus, 1 of 59)."""
+    return deblur.defocus(frame[box.y0 : box.y1, box.x0 : box.x1]) is not None
+
+
 def check(image: object) -> Grey | None:
     """The frame as a 2-D uint8 view (no copy); None if empty; DecodeError if corrupt."""
     if not isinstance(image, np.ndarray):
