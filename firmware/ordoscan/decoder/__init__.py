@@ -19,8 +19,9 @@ sign of a code the fast pass did not read:
   screen), the main stream's pixels with a 3x3 minimum, then split at a grey
   level just under the clipped white and eroded (ERODE_PASSES);
 - on any of those regions that measures as motion-blurred (a page moving
-  during a long exposure), the main stream deconvolved (`deblur`), after the
-  generic passes;
+  during a long exposure), the main stream deconvolved (`deblur`): before the
+  generic passes where the frame's region measures the smear in its middle,
+  after them where only the main stream's does;
 - on a QR Code detected but unread (by the fast pass or any later one), after
   the generic passes, the symbol resampled on its own module grid (`warp`): a
   code on cloth or on a curled or creased page, whose modules drift off
@@ -28,7 +29,8 @@ sign of a code the fast pass did not read:
   redrawn through its fourth corner searched for; from the main stream when
   there is one;
 - on any of those small regions with a sign of a QR Code still unread after
-  the generic passes (or a patch the statistics below point at: a disc as
+  the generic passes (before them where the frame's own pixels already measure
+  a disc; or a patch the statistics below point at: a disc as
   wide as a module leaves no finder pattern), a defocus disc measured on the
   main stream (by its edges' slope and by the rings of its spectrum) and undone
   (`deblur`; nothing is done where the region measures in focus); where that
