@@ -306,7 +306,8 @@ def test_the_lengths_are_tried_in_turn_on_one_measure() -> None:
     m = deblur.estimate(region)
     assert m is not None and m.length > 11
     nsr = deblur.MOTION_NSR
-    first, shorter = deblur.deconvolved(region, m, ((1.0, nsr), (0.9, nsr)))
+    first, shorter = deblur.deconvolved(
+        region, m, (deblur.Version(1.0, nsr), deblur.Version(0.9, nsr)))
     assert EPU not in {r.text for r in zxingcpp.read_barcodes(first)}
     assert EPU in {r.text for r in zxingcpp.read_barcodes(shorter)}
     assert np.array_equal(first, deblur.deconvolve(region, m))

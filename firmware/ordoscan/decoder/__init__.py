@@ -386,10 +386,12 @@ class Decoder:
         jobs += [Job(p, box) for p in DEBLUR_PASSES for box in smeared]
         # where a code was seen, a region out of focus even at this size (a lens focused
         # behind the page, or a fixed focus and the page close): the generic passes read
-        # no such code, so its defocus passes come before them rather than after
+        # no such code, so its defocus passes come before them rather than after. A sign of a
+        # code: a disc as wide as a module leaves no finder pattern, the statistics count too
         qr_signs = unread_qr + [guess_box(g) for g in guesses[:MAX_REGIONS]] + candidates
-        unfocused = [box for box in small if box not in smeared
-                     and any(box.overlaps(q) for q in qr_signs) and out_of_focus(frame, box)]
+        signed = [box for box in small
+                  if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
+        unfocused = [box for box in signed if out_of_focus(frame, box)]
         jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in unfocused]
         if zoom is not None:
             # A code the statistics or zxing-cpp's detector saw but could not read is most
@@ -413,11 +415,8 @@ class Decoder:
         # generic passes read most detected codes
         jobs += [Job(_flatten_pass(zoom), box) for box in unread_qr]
         # a code still unread after the generic passes may be out of focus (the main stream's
-        # pixels say: the pass does nothing on a region that measures in focus). A disc as
-        # wide as a module leaves no finder pattern to see: the statistics' regions count too
-        jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in small
-                 if box not in smeared and box not in unfocused
-                 and any(box.overlaps(q) for q in qr_signs)]
+        # pixels say: the pass does nothing on a region that measures in focus)
+        jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in signed if box not in unfocused]
         # the generic passes read no code blurred past its modules: the defocus passes only
         jobs += [Job(p, guess_box(g)) for p in DEFOCUS_PASSES for g in blurred]
         detected = unread_qr or unread_other

@@ -223,14 +223,13 @@ def deconvolve(region: Grey, m: Motion) -> Grey:
     return next(deconvolved(region, m, (Version(1.0, MOTION_NSR),)))
 
 
-def deconvolved(region: Grey, m: Motion,
-                versions: tuple[Version | tuple[float, float], ...]) -> Iterator[Grey]:
+def deconvolved(region: Grey, m: Motion, versions: tuple[Version, ...]) -> Iterator[Grey]:
     """The region with the motion blur `m` undone in each version in turn (Version: a
     multiple of its length, the Wiener noise ratio, degrees off its angle). The region's
     transform is taken once."""
     return _wiener(region, [(partial(_kernel, replace(m, length=m.length * v.length,
                                                       angle=m.angle + v.turn)), v.nsr)
-                            for v in (Version(*v) for v in versions)])
+                            for v in versions])
 
 
 def _wiener(

@@ -8,7 +8,7 @@ fast pass did not read (see ordoscan.decoder).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
@@ -458,11 +458,10 @@ def _read_each(
     return unread
 
 
-def _until(steps: Iterator[T], stop: Stop | None) -> Iterator[T]:
+def _until(steps: Iterable[T], stop: Stop | None) -> Iterator[T]:
     """The steps in turn: the first always, each next one only while `stop()` is false
     (checked before drawing it: a version's work is done as it is drawn)."""
-    it = iter(steps)
-    for step in it:
+    for step in steps:
         yield step
         if stop is not None and stop():
             return
@@ -563,7 +562,7 @@ def _squared(
     the region's pixels)."""
     found = finders.find_finders(prepared)[:SQUARE_FINDERS]
     tries = finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]
-    for _, (tl, tr, bl) in _until(iter(tries), stop):
+    for _, (tl, tr, bl) in _until(tries, stop):
         module = (tl.module + tr.module + bl.module) / 3
         again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
                                 (bl.x, bl.y), module), p)
