@@ -216,14 +216,20 @@ def defocused(radius: float, module: int = 5, seed: int = 0) -> np.ndarray:
     img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
     page = np.full((480, 640), 255, np.uint8)
     page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
-    out = (30 + page.astype(np.float32) * 0.7).astype(np.float32)
+    return disc_blurred((30 + page.astype(np.float32) * 0.7).astype(np.float32), radius, seed)
+
+
+def disc_blurred(image: np.ndarray, radius: float, seed: int = 0) -> np.ndarray:
+    """Grey levels (float32) blurred by a defocus disc of `radius` px (an OpenCV anti-aliased
+    filled circle; none under 0), with noise, as uint8."""
+    out = image
     if radius > 0:
         s, n = 8, (math.ceil(radius) + 1) * 2 + 1
         big = np.zeros((n * s, n * s), np.float32)
         cv2.circle(big, (n * s // 2, n * s // 2), round(radius * s), 1.0, -1, cv2.LINE_AA)
         k = cv2.resize(big, (n, n), interpolation=cv2.INTER_AREA)
         out = cv2.filter2D(out, -1, k / k.sum(), borderType=cv2.BORDER_REPLICATE)
-    out += np.random.default_rng(seed).normal(0, 2.0, out.shape).astype(np.float32)
+    out = out + np.random.default_rng(seed).normal(0, 2.0, out.shape).astype(np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import cv2
 import numpy as np
 import ordoscan.decoder.passes as passes_module
 import pytest
@@ -15,7 +16,7 @@ from ordoscan.decoder.passes import DEFOCUS_PASSES, QR, UNMIX_PASS
 from ordoscan.decoder.regions import Box
 from PIL import Image
 
-from tests.test_decoder_deblur import EPU, defocused
+from tests.test_decoder_deblur import EPU, defocused, disc_blurred
 
 REGION = (slice(60, 420), slice(140, 540))  # the code and its paper around it
 
@@ -217,3 +218,60 @@ def test_a_region_out_of_focus_gets_its_defocus_passes_before_the_generic_ones(
         assert "qr-zoom-defocus" not in order[:generic], order
     else:
         assert order.index("qr-zoom-defocus") < generic, order
+
+
+def tilted(radius: float, squeeze: float, module: int = 6, seed: int = 0) -> np.ndarray:
+    """defocused()'s code on a page turned about a vertical axis, seen in perspective (its
+    right side `squeeze` times the left's height and width), then blurred by a disc of
+    `radius` px (an OpenCV anti-aliased circle), with noise."""
+    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
+    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
+    page = np.full((480, 640), 255, np.uint8)
+    page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
+    flat = (30 + page.astype(np.float32) * 0.7).astype(np.float32)
+    n, x0, y0 = img.shape[0], 200, 120
+    drop = (1 - squeeze) * n / 4
+    src = np.float32([[x0, y0], [x0 + n, y0], [x0, y0 + n], [x0 + n, y0 + n]])
+    dst = np.float32([[x0, y0], [x0 + squeeze * n, y0 + drop], [x0, y0 + n],
+                      [x0 + squeeze * n, y0 + n - drop]])
+    out = cv2.warpPerspective(flat, cv2.getPerspectiveTransform(src, dst), (640, 480),
+                              flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    return disc_blurred(out, radius, seed)
+
+
+@pytest.mark.parametrize(("squeeze", "radius"), [(0.85, 8), (0.85, 10), (0.75, 8)])
+def test_a_code_seen_in_perspective_is_read_on_its_refined_grid(
+    squeeze: float, radius: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page turned to the lens: its far side 0.75-0.85 of the near one, a disc of 1.3-1.7
+    modules. The finders' three centres give an affine grid whose far corner is off by
+    about a module, too many modules wrong to read; the grid's four points refined, it
+    reads. (Its legs differ by up to a third: a looser bound than a square's finds them.)"""
+    region = tilted(radius, squeeze)[REGION]
+    assert not zxingcpp.read_barcodes(region)
+    assert _reads(modules.unmixed(region, radius)) == [EPU]
+    monkeypatch.setattr(modules, "REFINE_FLOOR", 1.01)  # no grid refined
+    assert _reads(modules.unmixed(region, radius)) == []
+
+
+def test_the_decoder_reads_a_tilted_code_blurred_past_its_modules() -> None:
+    frame = tilted(8, 0.75)
+    assert [s.text for s in Decoder(budget_ms=10_000, duty=None).decode(frame)] == [EPU]
+
+
+def test_the_refined_grid_spreads_the_modules_least_about_their_two_levels() -> None:
+    """The spread the refinement descends is lower on the true grid than on one whose far
+    corner is a module off (both get every known module right on this sharp code)."""
+    module, radius = 5, 8.0
+    region = defocused(radius, module)[REGION]
+    light = 255.0 * (region / 255.0) ** modules.GAMMA
+    tl, tr, bl, dim = _finders(module)
+    nm = modules.normal(modules.grid(tl, tr, bl, dim), dim, radius)
+
+    def spread(br: np.ndarray) -> float:
+        h = modules.grid(tl, tr, bl, dim, br)
+        return modules.spread(modules.solve(modules.resample(light, h, dim), nm, dim), dim)
+
+    true = spread(tr + bl - tl)
+    assert true < 0.5 * spread(tr + bl - tl + np.array([module, 0.0]))
+    assert true < 0.5 * spread(tr + bl - tl + np.array([0.0, -module]))

@@ -35,8 +35,9 @@ sign of a code the fast pass did not read:
   main stream (by its edges' slope and by the rings of its spectrum) and undone
   (`deblur`; nothing is done where the region measures in focus); where that
   reads nothing, the modules themselves solved for on the grid the finder
-  patterns give (`modules`: one unknown a module, where a disc wider than a
-  module has left a per-pixel deconvolution nothing to work with);
+  patterns give, refined for a page seen in perspective (`modules`: one
+  unknown a module, where a disc wider than a module has left a per-pixel
+  deconvolution nothing to work with);
 - when nothing read, detected, nor pointed at by the finder patterns or the
   statistics, three round dark blobs at the corners of a square with a quiet
   zone outside (`finders.blurred_codes`: a code's finder patterns blurred by a
