@@ -16,9 +16,9 @@ too (blur spreads in from outside). Each module is then called dark or light wit
 threshold calibrated on the modules every QR Code has (finder, separator and timing
 patterns, the alignment pattern); a grid those modules disagree with is refused. A page
 seen in perspective bends the grid the finders' three centres give: it is refined on how
-close the solved modules lie to two levels (`refined`). The
-clean symbol is drawn PPM pixels a module, with a quiet zone, for zxing-cpp (its error
-correction absorbs a few wrong modules). numpy only.
+close the solved modules lie to two levels (`refined`). The clean symbol is drawn PPM
+pixels a module, with a quiet zone, for zxing-cpp (its error correction absorbs a few
+wrong modules). numpy only.
 """
 
 from __future__ import annotations
