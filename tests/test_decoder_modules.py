@@ -12,11 +12,11 @@ import ordoscan.decoder.passes as passes_module
 import pytest
 import zxingcpp
 from ordoscan.decoder import Decoder, deblur, modules
-from ordoscan.decoder.passes import DEFOCUS_PASSES, QR, UNMIX_PASS
+from ordoscan.decoder.passes import DEBLUR_PASSES, DEFOCUS_PASSES, QR, UNMIX_PASS, UNSMEAR_PASS
 from ordoscan.decoder.regions import Box
 from PIL import Image
 
-from tests.test_decoder_deblur import EPU, defocused, disc_blurred
+from tests.test_decoder_deblur import EPU, defocused, disc_blurred, line_blurred
 
 REGION = (slice(60, 420), slice(140, 540))  # the code and its paper around it
 
@@ -220,10 +220,9 @@ def test_a_region_out_of_focus_gets_its_defocus_passes_before_the_generic_ones(
         assert order.index("qr-zoom-defocus") < generic, order
 
 
-def tilted(radius: float, squeeze: float, module: int = 6, seed: int = 0) -> np.ndarray:
+def slanted(squeeze: float, module: int = 6) -> np.ndarray:
     """defocused()'s code on a page turned about a vertical axis, seen in perspective (its
-    right side `squeeze` times the left's height and width), then blurred by a disc of
-    `radius` px (an OpenCV anti-aliased circle), with noise."""
+    right side `squeeze` times the left's height and width), as grey levels (float32)."""
     bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
     img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
     page = np.full((480, 640), 255, np.uint8)
@@ -234,9 +233,13 @@ def tilted(radius: float, squeeze: float, module: int = 6, seed: int = 0) -> np.
     src = np.float32([[x0, y0], [x0 + n, y0], [x0, y0 + n], [x0 + n, y0 + n]])
     dst = np.float32([[x0, y0], [x0 + squeeze * n, y0 + drop], [x0, y0 + n],
                       [x0 + squeeze * n, y0 + n - drop]])
-    out = cv2.warpPerspective(flat, cv2.getPerspectiveTransform(src, dst), (640, 480),
-                              flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-    return disc_blurred(out, radius, seed)
+    return cv2.warpPerspective(flat, cv2.getPerspectiveTransform(src, dst), (640, 480),
+                               flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def tilted(radius: float, squeeze: float, module: int = 6, seed: int = 0) -> np.ndarray:
+    """slanted(), blurred by a disc of `radius` px, with noise."""
+    return disc_blurred(slanted(squeeze, module), radius, seed)
 
 
 @pytest.mark.parametrize(("squeeze", "radius"), [(0.85, 8), (0.85, 10), (0.75, 8)])
@@ -275,3 +278,41 @@ def test_the_refined_grid_spreads_the_modules_least_about_their_two_levels() -> 
     true = spread(tr + bl - tl)
     assert true < 0.5 * spread(tr + bl - tl + np.array([module, 0.0]))
     assert true < 0.5 * spread(tr + bl - tl + np.array([0.0, -module]))
+
+
+@pytest.mark.parametrize(("squeeze", "length", "angle"),
+                         [(1.0, 16, 30), (0.85, 16, 100), (0.75, 14, 100)])
+def test_a_smeared_code_the_deconvolution_leaves_unread_is_read_on_its_lattice(
+    squeeze: float, length: int, angle: float
+) -> None:
+    """A code smeared over 2.3-2.7 modules, on a page square to the lens or turned to it:
+    the deblur pass's deconvolutions read nothing; its modules solved with the smear as
+    the blur, on the grid of the finder patterns the deconvolution shows, it reads."""
+    frame = line_blurred(slanted(squeeze), angle, length)
+    found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+    passes_module.run_pass(DEBLUR_PASSES[0], frame, Box(140, 60, 540, 420), found, None)
+    assert found == {}
+    region = frame[REGION]
+    motion = deblur.estimate(region)
+    assert motion is not None
+    assert _reads(modules.unsmeared(region, motion)) == [EPU]
+
+
+@pytest.mark.parametrize("length", [12, 13])
+def test_the_decoder_reads_a_smeared_slanted_code_by_its_unsmear_pass(
+    length: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = line_blurred(slanted(0.85), 20, length)
+    assert [s.text for s in Decoder(budget_ms=10_000, duty=None).decode(frame)] == [EPU]
+    monkeypatch.setattr(passes_module.modules, "unsmeared", lambda *a: iter(()))
+    assert Decoder(budget_ms=10_000, duty=None).decode(frame) == []
+
+
+def test_a_sharp_code_s_region_gets_no_unsmear_solve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unsmear pass measures no smear on a sharp code: nothing solved, nothing read."""
+    calls: list[object] = []
+    monkeypatch.setattr(passes_module.modules, "unsmeared",
+                        lambda region, motion, stop=None: calls.append(motion) or iter(()))
+    found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+    passes_module.run_pass(UNSMEAR_PASS, defocused(0, 5), Box(140, 60, 540, 420), found, None)
+    assert found == {} and calls == []

@@ -38,6 +38,10 @@ sign of a code the fast pass did not read:
   patterns give, refined for a page seen in perspective (`modules`: one
   unknown a module, where a disc wider than a module has left a per-pixel
   deconvolution nothing to work with);
+- on any small region that may be smeared, where nothing above read its QR
+  Code: the modules solved for with the smear as the blur (`modules`), on the
+  grid of the finder patterns its deconvolved copy shows (a tilted page moving
+  in a dim room, which no deconvolution alone reads);
 - when nothing read, detected, nor pointed at by the finder patterns or the
   statistics, three round dark blobs at the corners of a square with a quiet
   zone outside (`finders.blurred_codes`: a code's finder patterns blurred by a
@@ -98,6 +102,7 @@ from ordoscan.decoder.passes import (
     QR,
     SMALL_MODULE,
     SQUARE_PASS,
+    UNSMEAR_PASS,
     WHOLE_FRAME_PASS,
     ZOOM_BELOW,
     ZOOM_PASS,
@@ -420,6 +425,8 @@ class Decoder:
         jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in signed if box not in unfocused]
         # the generic passes read no code blurred past its modules: the defocus passes only
         jobs += [Job(p, guess_box(g)) for p in DEFOCUS_PASSES for g in blurred]
+        # a smeared code none of the above read: its modules solved for, the smear as the blur
+        jobs += [Job(UNSMEAR_PASS, box) for box in small]
         detected = unread_qr or unread_other
         if not found and not detected and busy and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

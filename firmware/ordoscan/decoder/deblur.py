@@ -189,7 +189,7 @@ def _vertex(a: float, b: float, c: float) -> float:
     return min(max(0.5 * (a - c) / d, -0.5), 0.5) if d > 0 else 0.0
 
 
-def _kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
+def kernel(m: Motion, shape: tuple[int, int]) -> npt.NDArray[np.complex128]:
     """The blur's transfer function for an image of `shape`: a centred line segment, its
     samples spread over their four nearest pixels (an even weight at any angle)."""
     h, w = shape
@@ -227,7 +227,7 @@ def deconvolved(region: Grey, m: Motion, versions: tuple[Version, ...]) -> Itera
     """The region with the motion blur `m` undone in each version in turn (Version: a
     multiple of its length, the Wiener noise ratio, degrees off its angle). The region's
     transform is taken once."""
-    return _wiener(region, [(partial(_kernel, replace(m, length=m.length * v.length,
+    return _wiener(region, [(partial(kernel, replace(m, length=m.length * v.length,
                                                       angle=m.angle + v.turn)), v.nsr)
                             for v in versions])
 

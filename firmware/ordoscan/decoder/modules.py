@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
-from ordoscan.decoder import warp
+from ordoscan.decoder import deblur, finders, warp
 from ordoscan.decoder.deblur import fast_len
 
 Grey = npt.NDArray[np.uint8]
@@ -135,9 +135,24 @@ def normal(h: _F, dim: int, radius: float, lam: float = LAMBDA) -> Normal:
     transfer function on the resampled grid and the regularised normal matrix's transfer
     function on the module lattice (a convolution: the normal kernel sampled at whole
     modules, whose transform is the sum over the aliases of |disc * box|^2)."""
-    big = dim + 2 * MARGIN
-    n = big * SAMPLES
-    k = _disc_spectrum(radius, _jacobian(h, dim / 2, dim / 2), n)
+    n = (dim + 2 * MARGIN) * SAMPLES
+    return _normal(_disc_spectrum(radius, _jacobian(h, dim / 2, dim / 2), n), lam)
+
+
+def smear_normal(h: _F, dim: int, motion: deblur.Motion, lam: float = LAMBDA) -> Normal:
+    """normal() for a motion blur (deblur.Motion, region pixels) instead of a disc: on the
+    resampled grid the smear is still a line segment, taken there by the grid's Jacobian."""
+    n = (dim + 2 * MARGIN) * SAMPLES
+    a = math.radians(motion.angle)
+    v = SAMPLES * np.linalg.solve(_jacobian(h, dim / 2, dim / 2),
+                                  motion.length * np.array([math.cos(a), math.sin(a)]))
+    along = deblur.Motion(math.degrees(math.atan2(v[1], v[0])), float(np.hypot(*v)))
+    return _normal(deblur.kernel(along, (n, n)), lam)
+
+
+def _normal(k: npt.NDArray[np.complex128], lam: float) -> Normal:
+    """normal() from the blur's transfer function `k` on the resampled grid (n x n)."""
+    n = k.shape[0]
     c = np.fft.irfft2((k * np.conj(k)).real * _box_spectrum(n), s=(n, n))[::SAMPLES, ::SAMPLES]
     cf = np.fft.rfft2(c).real
     return np.conj(k), cf + lam * cf[0, 0]
@@ -366,19 +381,29 @@ def unmixed(
     if stop is not None and stop():
         return
     for tl, tr, bl in found:
-        for dim in DIMS:
-            try:
-                h = grid(tl, tr, bl, dim)
-            except np.linalg.LinAlgError:
-                break
+        for dim, h in _grids(tl, tr, bl, DIMS):
             nm = normal(h, dim, radius)
-            if classify(solve(resample(light, h, dim), nm, dim), dim)[1] < REFINE_FLOOR:
+            if _share(light, h, dim, nm) < REFINE_FLOOR:
                 continue
             h, x = refined(light, np.array([tl, tr, bl, tr + bl - tl]), dim, nm, stop)
             bits, _ = classify(x, dim)
             if bits is not None:
                 yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
             return
+
+
+def _grids(tl: _F, tr: _F, bl: _F, dims: Iterable[int]) -> Iterator[tuple[int, _F]]:
+    """Each size's affine grid on these finder centres in turn (none once they are in line)."""
+    for dim in dims:
+        try:
+            yield dim, grid(tl, tr, bl, dim)
+        except np.linalg.LinAlgError:
+            return
+
+
+def _share(light: _F, h: _F, dim: int, nm: Normal) -> float:
+    """The share of the known modules the solve on grid `h` gets right (classify)."""
+    return classify(solve(resample(light, h, dim), nm, dim), dim)[1]
 
 
 def _tried(
@@ -408,3 +433,68 @@ def _tried(
                     break  # not this size, or not a code here
             else:
                 return  # the code's grid and size, and none of its tries read: no other
+
+
+# -- a smear: the same solve, the blur a line segment -----------------------------------
+#
+# A page moving during a dim room's long exposure smears each module along the motion by a
+# module or two; on a page tilted to the lens as well, the deconvolved region (deblur.py)
+# shows the finder patterns again, but zxing-cpp reads none of it (the ringing, the
+# perspective). Solved on the module lattice with the measured smear as the blur, on the
+# grid of the finder patterns found on the deconvolved copy, refined as above, it reads
+# (on gen2 dev 250 000-250 479, hard, every pass due: 5 more of 292 codes; on 300 240-300
+# 479 none more, none fewer). Which three finder patterns, and which of them is the
+# corner, is decided by the solve itself: each corner of a square among the SMEAR_FINDERS
+# most-crossed finder patterns, at the sizes its legs and modules allow, is solved once,
+# and the one whose known modules come out most right is refined.
+SMEAR_FINDERS = 5
+
+
+def _square_corners(found: list[finders.Finder]) -> Iterator[tuple[_F, _F, _F, list[int]]]:
+    """Each (top-left, top-right, bottom-left) among the finder patterns that could be a
+    code's seen at a slant (legs within _LEGS), with the one or two likeliest sizes."""
+    for trio in itertools.combinations(found, 3):
+        pts = [np.array([f.x, f.y], np.float64) for f in trio]
+        module = float(np.median([f.module for f in trio]))
+        for i in range(3):
+            tl, tr, bl = pts[i], pts[(i + 1) % 3], pts[(i + 2) % 3]
+            u, v = tr - tl, bl - tl
+            lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
+            if min(lu, lv) < _LEGS[0] or max(lu, lv) > _LEGS[1] * min(lu, lv):
+                continue
+            if abs(float(u @ v)) > _LEGS[2] * lu * lv:
+                continue
+            if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
+                tr, bl = bl, tr
+            size = (lu + lv) / 2 / module + 7  # finder centres are dim - 7 modules apart
+            yield tl, tr, bl, sorted(DIMS, key=lambda d: abs(d - size))[:1]
+
+
+def unsmeared(
+    region: Grey, motion: deblur.Motion, stop: Callable[[], bool] | None = None
+) -> Iterator[tuple[Grey, _F]]:
+    """A clean symbol for zxing-cpp, with the transform from its pixels back to the
+    region's (as unmixed), for a region smeared by `motion` (deblur.estimate): the modules
+    solved with the smear as the blur on the grid the finder patterns give (see above);
+    none where no grid gets REFINE_FLOOR of the known modules right."""
+    if min(region.shape) < 32:
+        return
+    light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
+    seen = finders.find_finders(deblur.deconvolve(region, motion))
+    found = sorted(seen, key=lambda f: -f.hits)[:SMEAR_FINDERS]
+    best: tuple[float, _F, int, Normal] | None = None
+    for tl, tr, bl, dims in _square_corners(found):
+        for dim, h in _grids(tl, tr, bl, dims):
+            nm = smear_normal(h, dim, motion)
+            share = _share(light, h, dim, nm)
+            if best is None or share > best[0]:
+                best = share, np.array([tl, tr, bl, tr + bl - tl]), dim, nm
+        if stop is not None and stop():
+            return
+    if best is None or best[0] < REFINE_FLOOR:
+        return
+    _, points, dim, nm = best
+    h, x = refined(light, points, dim, nm, stop)
+    bits, _ = classify(x, dim)
+    if bits is not None:
+        yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)

@@ -89,6 +89,8 @@ class Pass:
     histogram_too: bool = False
     # a QR Code's modules solved for on its grid, the disc as measured (modules.py)
     unmix: bool = False
+    # ... the smear as measured instead (a deblur pass's region: modules.unsmeared)
+    unsmear: bool = False
     # the region's QR finder patterns found again, the symbol squared on them (warp.squared)
     square: bool = False
 
@@ -203,6 +205,14 @@ DEBLUR_PASSES = (Pass("qr-zoom-deblur", QR, zoom=True, deblur=DEBLUR_VERSIONS,
 LATE_SMEAR_FLOOR = 0.3
 DEBLUR_LATE_PASSES = tuple(replace(p, name=f"{p.name}-late", smear_floor=LATE_SMEAR_FLOOR)
                            for p in DEBLUR_PASSES)
+# Where the deblur passes read nothing, the modules solved on their lattice with the smear
+# as the blur (modules.unsmeared: a tilted page moving in a dim room, its deconvolved
+# finder patterns clear, its modules not). A pass of its own, last but the whole frame's
+# (15-50 ms of x86 CPU a region, the finder patterns found and the grid chosen and refined
+# included), on any small region that may be smeared: gen2 dev 250 000-250 479, hard, 5 more
+# of 292 codes read every pass due, 4 more deployed; see modules.py.
+UNSMEAR_PASS = Pass("qr-zoom-unsmear", QR, zoom=True, downscale=False,
+                    smear_floor=LATE_SMEAR_FLOOR, unsmear=True)
 
 # A page nearer or farther than the lens is focused (autofocus hunting or lagging, or a
 # fixed-focus lens) blurs each module into a disc: on a region whose steepest edges
@@ -352,9 +362,13 @@ def run_pass(
         prepared = _eroded(prepared)
     if p.square:
         return _collect(_squared(prepared, p, stop), prepared, frame, box, found)
-    if p.deblur:
+    if p.deblur or p.unsmear:
         motion = deblur.estimate(prepared)
         if motion is None:
+            return []
+        if p.unsmear:
+            _read_unmixed(p, modules.unsmeared(prepared, motion, stop), prepared, frame, box,
+                          found)
             return []
         return _read_deblurred(p, prepared, motion, frame, box, found, stop)
     if p.defocus:
@@ -382,18 +396,19 @@ def _run_defocus(
     if not radii:
         return []
     if p.unmix:
-        _read_unmixed(p, d.prepared, radii[0], frame, box, found, stop)
+        _read_unmixed(p, modules.unmixed(d.prepared, radii[0], stop), d.prepared, frame,
+                      box, found)
         return []
     return _read_each(p, deblur.undone_defocus(d.prepared, radii), frame, box, found, stop)
 
 
 def _read_unmixed(
-    p: Pass, prepared: Grey, radius: float, frame: Grey, box: Box,
-    found: dict[tuple[str, bytes], Symbol], stop: Stop | None = None,
+    p: Pass, symbols: Iterator[tuple[Grey, npt.NDArray[np.float64]]], prepared: Grey,
+    frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol],
 ) -> None:
-    """A QR Code blurred past its modules, its modules solved for (modules.py), the clean
-    symbols read in turn until one reads; its corners taken back to the prepared region's."""
-    for clean, back in modules.unmixed(prepared, radius, stop):
+    """A QR Code blurred past its modules, its modules solved for (modules.py): the clean
+    `symbols` read in turn until one reads; its corners taken back to the prepared region's."""
+    for clean, back in symbols:
         results = zxingcpp.read_barcodes(
             clean, formats=p.formats, try_rotate=False, try_downscale=False, try_invert=False,
             text_mode=zxingcpp.TextMode.Plain,
