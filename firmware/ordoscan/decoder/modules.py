@@ -331,7 +331,7 @@ def refined(
     light: _F, points: _F, dim: int, nm: Normal, stop: Callable[[], bool] | None = None
 ) -> tuple[_F, _F]:
     """The grid (homography) and its solved modules after the coordinate descent above from
-    `points` (tl, tr, bl, br: 4 x 2 region pixels); `stop` is asked between rounds."""
+    `points` (tl, tr, bl, br: 4 x 2 region pixels); `stop` is asked before each solve."""
 
     def solved(pts: _F) -> tuple[float, _F, _F] | None:
         try:
@@ -347,10 +347,10 @@ def refined(
     module = float(np.hypot(*(points[1] - points[0]))) / (dim - 7)
     for step in REFINE_STEPS:
         for _ in range(REFINE_ROUNDS):
-            if stop is not None and stop():
-                return best[1], best[2]
             moved = False
             for k, sign in itertools.product(range(8), (1.0, -1.0)):
+                if stop is not None and stop():  # one solve is the unit of time here
+                    return best[1], best[2]
                 pts = points.copy()
                 pts[k // 2, k % 2] += sign * step * module
                 trial = solved(pts)
@@ -481,6 +481,8 @@ def unsmeared(
         return
     light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
     seen = finders.find_finders(deblur.deconvolve(region, motion))
+    if stop is not None and stop():
+        return
     found = sorted(seen, key=lambda f: -f.hits)[:SMEAR_FINDERS]
     best: tuple[float, _F, int, Normal] | None = None
     for tl, tr, bl, dims in _square_corners(found):
