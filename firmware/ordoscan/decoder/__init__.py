@@ -38,10 +38,11 @@ sign of a code the fast pass did not read:
   patterns give, refined for a page seen in perspective (`modules`: one
   unknown a module, where a disc wider than a module has left a per-pixel
   deconvolution nothing to work with);
-- on any small region that may be smeared, where nothing above read its QR
-  Code: the modules solved for with the smear as the blur (`modules`), on the
-  grid of the finder patterns its deconvolved copy shows (a tilted page moving
-  in a dim room, which no deconvolution alone reads);
+- on any small region with a sign of a code that may be smeared, where
+  nothing above read its QR Code: the modules solved for with the smear as
+  the blur (`modules`), on the grid of the finder patterns its deconvolved
+  copy shows (a tilted page moving in a dim room, which no deconvolution alone
+  reads);
 - when nothing read, detected, nor pointed at by the finder patterns or the
   statistics, three round dark blobs at the corners of a square with a quiet
   zone outside (`finders.blurred_codes`: a code's finder patterns blurred by a

@@ -209,8 +209,9 @@ DEBLUR_LATE_PASSES = tuple(replace(p, name=f"{p.name}-late", smear_floor=LATE_SM
 # as the blur (modules.unsmeared: a tilted page moving in a dim room, its deconvolved
 # finder patterns clear, its modules not). A pass of its own, last but the whole frame's
 # (15-50 ms of x86 CPU a region, the finder patterns found and the grid chosen and refined
-# included), on any small region that may be smeared: gen2 dev 250 000-250 479, hard, 5 more
-# of 292 codes read every pass due, 4 more deployed; see modules.py.
+# included), on any small region with a sign of a code that may be smeared: gen2 dev
+# 250 000-250 479, hard, 5 more of 292 codes read every pass due, 3-4 more deployed; see
+# modules.py.
 UNSMEAR_PASS = Pass("qr-zoom-unsmear", QR, zoom=True, downscale=False,
                     smear_floor=LATE_SMEAR_FLOOR, unsmear=True)
 
