@@ -25,6 +25,11 @@ within 3 s, by style and by kind (ORDOSCAN_BENCH_TIMES=file.json: each presentat
 time too). Targets: p95 at most 0.5 s, at most 1 % never read
 within 3 s.
 
+ORDOSCAN_BENCH_REPEATS=n runs the whole set n times (cpu clock): at x5.9 one decoder's p95
+moved by half a second between single runs (docs/EVALUATION.md, epoch 12), since which
+frames a slow scan loop analyses shifts with a few percent of CPU time. Each run's p50 and
+p95 are printed, and the table and targets take every run's times together.
+
 The frames are made once and kept in a memory-mapped file under the test cache (a camera
 hands over raw buffers: no image decoding in the loop).
 """
@@ -58,6 +63,7 @@ N = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATIONS", "120"))  # 4 styles x 5 k
 CLOCK = os.environ.get("ORDOSCAN_BENCH_CLOCK", "cpu")
 CPU_SCALE = float(os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1"))
 SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
+REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
 # the frames have a main stream, as on a kiosk (Frame.zoom, cpu clock only);
 # ORDOSCAN_BENCH_MAIN_STREAM=0: lores only, no zoom
 MAIN_STREAM = os.environ.get("ORDOSCAN_BENCH_MAIN_STREAM", "1") != "0"
@@ -309,6 +315,9 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
 
     if CLOCK not in ("cpu", "realtime"):
         raise ValueError(f"ORDOSCAN_BENCH_CLOCK={CLOCK!r}: expected 'cpu' or 'realtime'")
+    if not REPEATS.isdigit() or int(REPEATS) < 1:
+        raise ValueError(f"ORDOSCAN_BENCH_REPEATS={REPEATS!r}: expected a whole number >= 1")
+    repeats = int(REPEATS)
     t0 = time.perf_counter()
     data_path, index_path = _frames_file()
     made = time.perf_counter() - t0
@@ -322,23 +331,35 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     t1 = time.perf_counter()
     spec_file = tmp_path / "spec.json"  # too long for a command line (the frames' states)
     spec_file.write_text(json.dumps(spec))
-    r = subprocess.run(
-        [sys.executable, "-m", "tests.bench.test_bench_presentations", str(spec_file)],
-        cwd=ROOT, capture_output=True, text=True, timeout=7000,
-        env=child_env())
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    m = json.loads(r.stdout.strip().splitlines()[-1])
+    runs: list[dict[str, Any]] = []
+    for _ in range(repeats):
+        r = subprocess.run(
+            [sys.executable, "-m", "tests.bench.test_bench_presentations", str(spec_file)],
+            cwd=ROOT, capture_output=True, text=True, timeout=7000,
+            env=child_env())
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
     ran = time.perf_counter() - t1
-    times: list[float | None] = m["times"]
+    m = runs[-1]  # the last run's counters are printed below, the runs' sums where they add
+    total = {k: sum(run[k] for run in runs) for k in ("queued", "dips", "processed", "passed")}
+    times: list[float | None] = [t for run in runs for t in run["times"]]
+    n_pres = len(pres)
+    pres = pres * repeats  # each run's times against its presentations, in order
 
     clock = ("virtual: the scan thread's CPU time" + (f" x{CPU_SCALE:g}" if CPU_SCALE != 1 else "")
              + ", on which the decoder's budget and duty cycle count too"
              if CLOCK == "cpu" else "real time (this machine's load included)")
     mixed = ", half under held-out settings" if SPLIT == "heldout" else ""
     print(f"\n\nPresentations ({SPLIT} seeds{mixed}): "
-          f"{len(pres)}, each up to {SECONDS:g} s at {FPS:g} fps then {GAP / FPS:g} s of empty"
+          f"{n_pres}, each up to {SECONDS:g} s at {FPS:g} fps then {GAP / FPS:g} s of empty"
           f" counter; clock: {clock}. Frames made or loaded in {made:.0f} s; run {ran:.0f} s;"
-          f" load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f" load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+          + (f"; {repeats} runs, their times together" if repeats > 1 else ""))
+    if repeats > 1:
+        for k, run in enumerate(runs, 1):
+            rk = _ranked(run["times"])
+            print(f"  run {k}: p50 {_quantile(rk, 0.5):.2f} s, p95 {_quantile(rk, 0.95):.2f} s,"
+                  f" never read within {WITHIN_S:g} s: {rk.count(math.inf)}/{len(rk)}")
     print(f"  {'':<14} {'n':>3} {'read <= 3 s':>12} {'p50 s':>7} {'p95 s':>7} {'max s':>7}")
     groups: list[tuple[str, Any]] = [("all", lambda p: True)]
     groups += [(s, lambda p, s=s: p["style"] == s) for s in ("plain", "too_far", "tilted", "moved")]
@@ -361,10 +382,12 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     p95, never = _quantile(ranked, 0.95), ranked.count(math.inf)
     print(f"  p50 {_quantile(ranked, 0.5):.2f} s, p95 {p95:.2f} s (target <= {P95_TARGET_S:g} s);"
           f" never read within {WITHIN_S:g} s: {never}/{len(times)} (target <= {NEVER_TARGET:.0%});"
-          f" scans committed {m['queued']}, green-LED dips {m['dips']}; frames analysed"
-          f" {m['processed']} of {m['passed']} the camera gave")
+          f" scans committed {total['queued']}, green-LED dips {total['dips']}; frames analysed"
+          f" {total['processed']} of {total['passed']} the camera gave")
     if CLOCK == "cpu":
         hops = sorted(m["hops"]) or [math.nan]
+        if repeats > 1:
+            print("  the last run's counters:")
         print(f"  scan thread CPU {m['cpu_s']:.1f} s over {m['processed']} turns"
               f" ({1000 * m['cpu_s'] / max(m['processed'], 1):.1f} ms a turn); decoder: "
               f"{m['decoder']}; feedback hop to the pin (real time, not in the figures):"
@@ -376,8 +399,10 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     # only: in real time a presentation plays on after its read, and a code moved aside and
     # back is signalled again as a repeat, a dip with no new scan)
     if CLOCK == "cpu":
-        assert m["dips"] == m["queued"], (
-            f"{m['queued']} scans committed, {m['dips']} good-read dips: one per scan expected")
+        for run in runs:
+            assert run["dips"] == run["queued"], (
+                f"{run['queued']} scans committed, {run['dips']} good-read dips: one per scan"
+                " expected")
     assert p95 <= P95_TARGET_S and never <= NEVER_TARGET * len(times), (p95, never)
 
 
