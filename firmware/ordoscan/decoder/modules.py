@@ -204,8 +204,8 @@ _TRIPLES = 4  # corners of a square tried, best first
 # shortest leg (px), longest over shortest, |cos| of the angle: loose enough for a page
 # tilted 40 degrees to the lens, which shortens one leg to 0.77 of the other and bends
 # the right angle (on af_miss 0-119, with the grid's refinement below: 93 -> 95 of 120
-# read every pass due, where (10, 1.25, 0.3) and 2 corners found no grid on three codes
-# tilted 30-39 degrees)
+# read every pass due, where (10, 1.25, 0.3) and 2 corners found no grid on two codes
+# tilted 32-39 degrees)
 _LEGS = (10.0, 1.45, 0.5)
 DIMS = (21, 25, 29)  # versions 1-3: a prescription's payload is short
 # Tries on a grid, most useful first (on af_miss 0-59): (scale of the finders' triangle,
