@@ -27,6 +27,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -270,20 +271,31 @@ def corners(region: Grey) -> list[tuple[_F, _F, _F]]:
     for a, b, c in itertools.permutations(range(len(blobs)), 3):
         if b > c:
             continue
-        pa, pb, pc = (np.array(blobs[i][1:]) for i in (a, b, c))
-        u, v = pb - pa, pc - pa
-        lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
-        if min(lu, lv) < _LEGS[0] or max(lu, lv) / min(lu, lv) > _LEGS[1]:
+        pa = np.array(blobs[a][1:])
+        square = _right_angle(pa, np.array(blobs[b][1:]), np.array(blobs[c][1:]))
+        if square is None:
             continue
-        cos = float(u @ v) / (lu * lv)
-        if abs(cos) > _LEGS[2]:
-            continue
-        if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
-            pb, pc = pc, pb
-        strength = blobs[a][0] + blobs[b][0] + blobs[c][0] - 5 * abs(cos)
+        pb, pc, cos = square
+        strength = blobs[a][0] + blobs[b][0] + blobs[c][0] - 5 * cos
         found.append((strength, (pa, pb, pc)))
     found.sort(key=lambda t: -t[0])
     return [f[1] for f in found[:_TRIPLES]]
+
+
+def _right_angle(tl: _F, pb: _F, pc: _F) -> tuple[_F, _F, float] | None:
+    """`pb` and `pc` as the top-right and bottom-left finder centres of a code whose
+    top-left one is `tl`, with the |cos| of the angle at `tl`; None where the legs are
+    out of _LEGS."""
+    u, v = pb - tl, pc - tl
+    lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
+    if min(lu, lv) < _LEGS[0] or max(lu, lv) / min(lu, lv) > _LEGS[1]:
+        return None
+    cos = abs(float(u @ v) / (lu * lv))
+    if cos > _LEGS[2]:
+        return None
+    if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
+        return pc, pb, cos
+    return pb, pc, cos
 
 
 def grid(tl: _F, tr: _F, bl: _F, dim: int, br: _F | None = None) -> _F:
@@ -376,20 +388,27 @@ def unmixed(
     if min(region.shape) < 32:
         return
     light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
-    found = corners(region)
-    yield from _tried(light, found, radius, stop)
+    firsts: list[_First] = []
+    yield from _tried(light, corners(region), radius, stop, firsts)
     if stop is not None and stop():
         return
-    for tl, tr, bl in found:
-        for dim, h in _grids(tl, tr, bl, DIMS):
-            nm = normal(h, dim, radius)
-            if _share(light, h, dim, nm) < REFINE_FLOOR:
-                continue
-            h, x = refined(light, np.array([tl, tr, bl, tr + bl - tl]), dim, nm, stop)
-            bits, _ = classify(x, dim)
-            if bits is not None:
-                yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
-            return
+    first = next((f for f in firsts if f.share >= REFINE_FLOOR), None)
+    if first is None:
+        return
+    tl, tr, bl = first.centres
+    h, x = refined(light, np.array([tl, tr, bl, tr + bl - tl]), first.dim, first.nm, stop)
+    bits, _ = classify(x, first.dim)
+    if bits is not None:
+        yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
+
+
+class _First(NamedTuple):
+    """A corner and size's first solve in _tried (its affine grid), for the refinement."""
+
+    share: float  # of the known modules right (classify)
+    centres: tuple[_F, _F, _F]  # the finders' (top-left, top-right, bottom-left)
+    dim: int
+    nm: Normal
 
 
 def _grids(tl: _F, tr: _F, bl: _F, dims: Iterable[int]) -> Iterator[tuple[int, _F]]:
@@ -407,9 +426,11 @@ def _share(light: _F, h: _F, dim: int, nm: Normal) -> float:
 
 
 def _tried(
-    light: _F, found: list[tuple[_F, _F, _F]], radius: float, stop: Callable[[], bool] | None
+    light: _F, found: list[tuple[_F, _F, _F]], radius: float, stop: Callable[[], bool] | None,
+    firsts: list[_First],
 ) -> Iterator[tuple[Grey, _F]]:
-    """unmixed's first part: each corner and size, on the affine grid and its TRIES."""
+    """unmixed's first part: each corner and size, on the affine grid and its TRIES; the
+    affine grid's solve of each is appended to `firsts`."""
     for tl, tr, bl in found:
         mid = (tl + tr + bl) / 3
         for dim in DIMS:
@@ -424,7 +445,9 @@ def _tried(
                 if nm is None:
                     nm = normals[scale, wider] = normal(h, dim, radius * wider)
                 x = solve(resample(light, h, dim), nm, dim)
-                bits, _ = classify(x, dim)
+                bits, share = classify(x, dim)
+                if i == 0:
+                    firsts.append(_First(share, (tl, tr, bl), dim, nm))
                 if bits is not None:
                     yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
                 if stop is not None and stop():
@@ -450,24 +473,21 @@ def _tried(
 SMEAR_FINDERS = 5
 
 
-def _square_corners(found: list[finders.Finder]) -> Iterator[tuple[_F, _F, _F, list[int]]]:
+def _square_corners(found: list[finders.Finder]) -> Iterator[tuple[_F, _F, _F, int]]:
     """Each (top-left, top-right, bottom-left) among the finder patterns that could be a
-    code's seen at a slant (legs within _LEGS), with the one or two likeliest sizes."""
+    code's seen at a slant (_right_angle), with the likeliest size."""
     for trio in itertools.combinations(found, 3):
         pts = [np.array([f.x, f.y], np.float64) for f in trio]
         module = float(np.median([f.module for f in trio]))
         for i in range(3):
-            tl, tr, bl = pts[i], pts[(i + 1) % 3], pts[(i + 2) % 3]
-            u, v = tr - tl, bl - tl
-            lu, lv = float(np.hypot(*u)), float(np.hypot(*v))
-            if min(lu, lv) < _LEGS[0] or max(lu, lv) > _LEGS[1] * min(lu, lv):
+            tl = pts[i]
+            square = _right_angle(tl, pts[(i + 1) % 3], pts[(i + 2) % 3])
+            if square is None:
                 continue
-            if abs(float(u @ v)) > _LEGS[2] * lu * lv:
-                continue
-            if u[0] * v[1] - u[1] * v[0] < 0:  # y down: top-right is clockwise of bottom-left
-                tr, bl = bl, tr
-            size = (lu + lv) / 2 / module + 7  # finder centres are dim - 7 modules apart
-            yield tl, tr, bl, sorted(DIMS, key=lambda d: abs(d - size))[:1]
+            tr, bl, _ = square
+            legs = (float(np.hypot(*(tr - tl))) + float(np.hypot(*(bl - tl)))) / 2
+            size = legs / module + 7  # finder centres are dim - 7 modules apart
+            yield tl, tr, bl, min(DIMS, key=lambda d: abs(d - size))
 
 
 def unsmeared(
@@ -485,8 +505,8 @@ def unsmeared(
         return
     found = sorted(seen, key=lambda f: -f.hits)[:SMEAR_FINDERS]
     best: tuple[float, _F, int, Normal] | None = None
-    for tl, tr, bl, dims in _square_corners(found):
-        for dim, h in _grids(tl, tr, bl, dims):
+    for tl, tr, bl, size in _square_corners(found):
+        for dim, h in _grids(tl, tr, bl, (size,)):
             nm = smear_normal(h, dim, motion)
             share = _share(light, h, dim, nm)
             if best is None or share > best[0]:
