@@ -4,6 +4,7 @@ anti-aliased circle, drawn apart from the decoder's own: test_decoder_deblur.def
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import cv2
@@ -255,6 +256,39 @@ def test_a_code_seen_in_perspective_is_read_on_its_refined_grid(
     assert _reads(modules.unmixed(region, radius)) == [EPU]
     monkeypatch.setattr(modules, "REFINE_FLOOR", 1.01)  # no grid refined
     assert _reads(modules.unmixed(region, radius)) == []
+
+
+def test_the_refinement_hands_out_each_better_grid_and_reading_stops_at_the_first_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refinement yields its starting grid, then each better one as found (spreads
+    falling); read as they come, the solves stop at the first grid that reads, short of
+    the descent's end."""
+    radius = 8.0
+    region = tilted(radius, 0.75)[REGION]
+    light = 255.0 * (region / 255.0) ** modules.GAMMA
+    tl, tr, bl = modules.corners(region)[0]
+    dim = 21
+    nm = modules.normal(modules.grid(tl, tr, bl, dim), dim, radius)
+    points = np.array([tl, tr, bl, tr + bl - tl])
+    grids = list(modules.refined(light, points, dim, nm))
+    assert len(grids) > 2
+    np.testing.assert_allclose(grids[0][0], modules.grid(tl, tr, bl, dim))
+    spreads = [modules.spread(x, dim) for _, x in grids]
+    assert all(b < a for a, b in itertools.pairwise(spreads))
+
+    solves = [0]
+    solve = modules.solve
+
+    def counted(*args: object) -> np.ndarray:
+        solves[0] += 1
+        return solve(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(modules, "solve", counted)
+    list(modules.refined(light, points, dim, nm))  # the descent to its end
+    to_the_end, solves[0] = solves[0], 0
+    assert _reads(modules._drawn(modules.refined(light, points, dim, nm), dim)) == [EPU]
+    assert solves[0] < to_the_end
 
 
 def test_the_decoder_reads_a_tilted_code_blurred_past_its_modules() -> None:
