@@ -125,9 +125,10 @@ def test_the_unmix_pass_takes_the_region_the_defocus_pass_read_and_measured(
         assert zoomed == ([500 * 450] * 2 if z else [])
         return [s.text for s in found.values()]
 
-    run(zoom, {})
+    run(zoom, passes_module.Measured())
     assert asked == [(140, 60, 540, 420)] and measures == [(450, 500)]
-    assert run(None, {}) == run(None, None) == [EPU]  # (the unmix pass reads it)
+    # (the unmix pass reads it)
+    assert run(None, passes_module.Measured()) == run(None, None) == [EPU]
 
 
 @pytest.mark.parametrize(("shift", "dim"), [((0.0, 0.0), 25), ((3.0, 0.0), 21),
@@ -350,3 +351,41 @@ def test_a_sharp_code_s_region_gets_no_unsmear_solve(monkeypatch: pytest.MonkeyP
     found: dict[tuple[str, bytes], passes_module.Symbol] = {}
     passes_module.run_pass(UNSMEAR_PASS, defocused(0, 5), Box(140, 60, 540, 420), found, None)
     assert found == {} and calls == []
+
+
+def test_the_unsmear_pass_takes_the_deblur_pass_s_region_measure_and_deconvolution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a deblur pass on the same region of the same frame, the unsmear pass neither
+    reads the main stream nor measures the smear nor undoes it again: it starts from what
+    the deblur pass left (Measured), and reads the same."""
+    frame = line_blurred(slanted(0.85), 30, 12)
+    box = Box(140, 60, 540, 420)
+    asked: list[tuple[int, int, int, int]] = []
+
+    def zoom(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        asked.append((x0, y0, x1, y1))
+        size = ((x1 - x0) * 3 // 2, (y1 - y0) * 3 // 2)
+        return np.asarray(Image.fromarray(frame[y0:y1, x0:x1]).resize(size, Image.BICUBIC))
+
+    work: list[str] = []
+    estimate, deconvolved = deblur.estimate, deblur.deconvolved
+    monkeypatch.setattr(deblur, "estimate", lambda r: work.append("estimate") or estimate(r))
+    monkeypatch.setattr(deblur, "deconvolved",
+                        lambda *a: work.append("deconvolved") or deconvolved(*a))
+
+    def unsmear(measured: passes_module.Measured | None) -> list[str]:
+        found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+        passes_module.run_pass(DEBLUR_PASSES[0], frame, box, found, zoom, [], measured)
+        assert found == {}  # the deconvolutions read nothing: the unsmear pass's case
+        asked.clear()
+        work.clear()
+        zoomed: list[int] = []
+        passes_module.run_pass(UNSMEAR_PASS, frame, box, found, zoom, zoomed, measured)
+        assert zoomed == [600 * 540]  # its cost still learnt per main-stream pixel
+        return [s.text for s in found.values()]
+
+    assert unsmear(passes_module.Measured()) == [EPU]
+    assert asked == [] and work == []
+    assert unsmear(None) == [EPU]
+    assert asked == [(140, 60, 540, 420)] and work == ["estimate", "deconvolved"]

@@ -498,7 +498,7 @@ class Decoder:
         limit = min(self.budget_ms, self._credit)
         stop = ""
         extra = runs = zooms = 0
-        measured: Measured = {}  # this frame's regions as its defocus passes measured them
+        measured = Measured()  # this frame's regions as its passes measured them
 
         def out_of_time() -> bool:
             # a pass of several steps stops between two once the frame's limit is spent: its

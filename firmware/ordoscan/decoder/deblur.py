@@ -218,9 +218,12 @@ class Version(NamedTuple):
     turn: float = 0.0  # degrees off the angle as measured (the measure can be a few off)
 
 
+UNDONE = Version(1.0, MOTION_NSR)  # the smear as measured, undone (deconvolve)
+
+
 def deconvolve(region: Grey, m: Motion) -> Grey:
     """The region with the motion blur `m` undone (Wiener), as grey levels."""
-    return next(deconvolved(region, m, (Version(1.0, MOTION_NSR),)))
+    return next(deconvolved(region, m, (UNDONE,)))
 
 
 def deconvolved(region: Grey, m: Motion, versions: tuple[Version, ...]) -> Iterator[Grey]:

@@ -510,17 +510,21 @@ def _square_corners(found: list[finders.Finder]) -> Iterator[tuple[_F, _F, _F, i
 
 
 def unsmeared(
-    region: Grey, motion: deblur.Motion, stop: Callable[[], bool] | None = None
+    region: Grey, motion: deblur.Motion, stop: Callable[[], bool] | None = None,
+    undone: Grey | None = None,
 ) -> Iterator[tuple[Grey, _F]]:
     """Clean symbols for zxing-cpp, each with the transform from its pixels back to the
     region's (as unmixed), for a region smeared by `motion` (deblur.estimate): the modules
     solved with the smear as the blur on the grid the finder patterns give (see above),
     then on each better grid its refinement finds; none where no grid gets REFINE_FLOOR
-    of the known modules right."""
+    of the known modules right. `undone`: the region deconvolved already
+    (deblur.deconvolve), where a deblur pass made it."""
     if min(region.shape) < 32:
         return
     light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
-    seen = finders.find_finders(deblur.deconvolve(region, motion))
+    if undone is None:
+        undone = deblur.deconvolve(region, motion)
+    seen = finders.find_finders(undone)
     if stop is not None and stop():
         return
     found = sorted(seen, key=lambda f: -f.hits)[:SMEAR_FINDERS]

@@ -9,7 +9,7 @@ fast pass did not read (see ordoscan.decoder).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TypeVar
 
@@ -112,11 +112,31 @@ class Defocused:
     main: bool  # read from the main stream
 
 
-# One frame's regions as its defocus passes prepared and measured them: the unmix pass, after
-# the per-pixel defocus pass on the same region, takes them (the main stream read and the
-# measure are a third of its cost) rather than read and measure again. Keyed on the region
-# and how a pass prepares it; one dict a frame (a zoom gives that frame's pixels only).
-Measured = dict[tuple[Box, bool, float, bool], Defocused]
+@dataclass(slots=True)
+class Smeared:
+    """A region as a deblur pass prepared it, its smear as measured there (None: none), and
+    that smear undone as deblur.deconvolve undoes it, once the pass has drawn it."""
+
+    prepared: Grey
+    main: bool  # read from the main stream
+    motion: deblur.Motion | None
+    undone: Grey | None = None
+
+
+@dataclass(slots=True)
+class Measured:
+    """One frame's regions as its passes prepared and measured them, for a later pass on the
+    same region to take rather than read and measure again (a zoom gives that frame's
+    pixels only, so one a frame):
+    - `defocused`, from a defocus pass, for the unmix pass after it (the main stream read
+      and the measure are a third of its cost); keyed on the region and how a pass
+      prepares it;
+    - `smeared`, from a deblur pass, for the unsmear pass (the main stream read, the smear
+      measured and undone: a third of its cost on gen2 dev 250 000-250 479, every pass
+      due); keyed on the region (both are zoom passes, prepared alike)."""
+
+    defocused: dict[tuple[Box, bool, float, bool], Defocused] = field(default_factory=dict)
+    smeared: dict[Box, Smeared] = field(default_factory=dict)
 
 
 # The fast pass: QR Codes first (cheap, and the prescription's symbology), then
@@ -181,7 +201,7 @@ ERODE_PASSES = (
 # 91 -> 92; the deblur passes' CPU as before (every pass due; +35-45% where the turned
 # versions were undone without a detection asked: print smeared, mostly).
 DEBLUR_VERSIONS = (
-    deblur.Version(1.0, deblur.MOTION_NSR),
+    deblur.UNDONE,
     deblur.Version(0.9, deblur.MOTION_NSR),
     deblur.Version(1.0, deblur.NOISY_NSR),
     deblur.Version(1.0, deblur.MOTION_NSR, -4.0),
@@ -209,9 +229,10 @@ DEBLUR_LATE_PASSES = tuple(replace(p, name=f"{p.name}-late", smear_floor=LATE_SM
 # as the blur (modules.unsmeared: a tilted page moving in a dim room, its deconvolved
 # finder patterns clear, its modules not). A pass of its own, last but the whole frame's
 # (15-50 ms of x86 CPU a region, the finder patterns found and the grid chosen and refined
-# included), on any small region with a sign of a code that may be smeared: gen2 dev
-# 250 000-250 479, hard, 5 more of 292 codes read every pass due, 3-4 more deployed; see
-# modules.py.
+# included; half of that where it takes a deblur pass's main-stream read, smear measure
+# and deconvolution of the region: Measured), on any small region with a sign of a code
+# that may be smeared: gen2 dev 250 000-250 479, hard, 5 more of 292 codes read every pass
+# due, 3-4 more deployed; see modules.py.
 UNSMEAR_PASS = Pass("qr-zoom-unsmear", QR, zoom=True, downscale=False,
                     smear_floor=LATE_SMEAR_FLOOR, unsmear=True)
 
@@ -336,8 +357,8 @@ def run_pass(
     steps takes no step after its first once `stop()` says its time is up.
     """
     key = (box, p.zoom, p.scale, p.erode)
-    if p.defocus and measured is not None and key in measured:
-        d = measured[key]
+    if p.defocus and measured is not None and key in measured.defocused:
+        d = measured.defocused[key]
         if d.main and zoomed is not None:
             zoomed.append(d.prepared.size)  # its cost is learnt per main-stream pixel all the same
         return _run_defocus(p if d.main or not p.zoom else _upscaled(p), d, frame, box, found,
@@ -345,6 +366,14 @@ def run_pass(
     region = frame[box.y0 : box.y1, box.x0 : box.x1]
     if p.smear_floor and not deblur.may_smear(region, p.smear_floor):
         return []  # no sign of a smear: the main stream is not read
+    if p.unsmear and measured is not None and box in measured.smeared:
+        sm = measured.smeared[box]
+        if sm.main and zoomed is not None:
+            zoomed.append(sm.prepared.size)  # (as for the defocus passes above)
+        if sm.motion is not None:
+            _read_unmixed(p, modules.unsmeared(sm.prepared, sm.motion, stop, sm.undone),
+                          sm.prepared, frame, box, found)
+        return []
     prepared: Grey | None = None
     if p.zoom and zoom is not None:
         prepared = from_main_stream(zoom, box, region)
@@ -365,18 +394,21 @@ def run_pass(
         return _collect(_squared(prepared, p, stop), prepared, frame, box, found)
     if p.deblur or p.unsmear:
         motion = deblur.estimate(prepared)
+        sm = Smeared(prepared, p.zoom, motion)
+        if measured is not None and p.deblur:
+            measured.smeared[box] = sm
         if motion is None:
             return []
         if p.unsmear:
             _read_unmixed(p, modules.unsmeared(prepared, motion, stop), prepared, frame, box,
                           found)
             return []
-        return _read_deblurred(p, prepared, motion, frame, box, found, stop)
+        return _read_deblurred(p, prepared, motion, frame, box, found, stop, sm)
     if p.defocus:
         # (still a zoom pass only when the main stream gave the region)
         d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
         if measured is not None:
-            measured[key] = d
+            measured.defocused[key] = d
         return _run_defocus(p, d, frame, box, found, stop)
     return _read(p, prepared, frame, box, found)
 
@@ -423,11 +455,13 @@ def _read_unmixed(
 def _read_deblurred(
     p: Pass, prepared: Grey, motion: deblur.Motion, frame: Grey, box: Box,
     found: dict[tuple[str, bytes], Symbol], stop: Stop | None = None,
+    keep: Smeared | None = None,
 ) -> list[tuple[str, Box]]:
     """A deblur pass's versions read in turn until one reads (see run_pass); those turned off
     the measured angle only once an earlier one showed a QR Code detected but unread: most
     regions a deblur pass reads nothing on are print or a smear past undoing, where they
-    would only add to the pass's cost."""
+    would only add to the pass's cost. The version deblur.deconvolve makes is kept in
+    `keep` as it is drawn."""
     detected: list[tuple[str, Box]] = []
 
     def versions() -> Iterator[Grey]:
@@ -435,7 +469,10 @@ def _read_deblurred(
         for v in p.deblur:
             if v.turn and not any(symbology == "QRCode" for symbology, _ in detected):
                 return
-            yield next(images)
+            image = next(images)
+            if keep is not None and v == deblur.UNDONE:
+                keep.undone = image
+            yield image
 
     return _read_each(p, versions(), frame, box, found, stop, detected)
 
