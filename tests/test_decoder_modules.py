@@ -274,8 +274,8 @@ def test_the_refinement_hands_out_each_better_grid_and_reading_stops_at_the_firs
     points = np.array([tl, tr, bl, tr + bl - tl])
     grids = list(modules.refined(light, points, dim, nm))
     assert len(grids) > 2
-    np.testing.assert_allclose(grids[0][0], modules.grid(tl, tr, bl, dim))
-    spreads = [modules.spread(x, dim) for _, x in grids]
+    np.testing.assert_allclose(grids[0].h, modules.grid(tl, tr, bl, dim))
+    spreads = [modules.spread(g.x, dim) for g in grids]
     assert all(b < a for a, b in itertools.pairwise(spreads))
 
     solves = [0]
@@ -288,7 +288,7 @@ def test_the_refinement_hands_out_each_better_grid_and_reading_stops_at_the_firs
     monkeypatch.setattr(modules, "solve", counted)
     list(modules.refined(light, points, dim, nm))  # the descent to its end
     to_the_end, solves[0] = solves[0], 0
-    assert _reads(modules._drawn(modules.refined(light, points, dim, nm), dim)) == [EPU]
+    assert _reads(modules._drawn(modules.refined(light, points, dim, nm), nm, dim)) == [EPU]
     assert solves[0] < to_the_end
 
 
@@ -389,3 +389,36 @@ def test_the_unsmear_pass_takes_the_deblur_pass_s_region_measure_and_deconvoluti
     assert asked == [] and work == []
     assert unsmear(None) == [EPU]
     assert asked == [(140, 60, 540, 420)] and work == ["estimate", "deconvolved"]
+
+
+@pytest.mark.parametrize(("squeeze", "angle", "length"), [(0.75, 30, 16), (1.0, 0, 22)])
+def test_a_smeared_code_reads_once_its_known_modules_are_held(
+    squeeze: float, angle: float, length: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Smeared over 2.2-3 modules: the lattice solve's symbol reads on no grid; solved again
+    with the finder, separator and timing modules held at their levels, it reads."""
+    region = line_blurred(slanted(squeeze), angle, length)[REGION]
+    motion = deblur.estimate(region)
+    assert motion is not None
+    assert _reads(modules.unsmeared(region, motion)) == [EPU]
+    monkeypatch.setattr(modules, "held", lambda resampled, nm, dim, x: x)  # as solved
+    assert _reads(modules.unsmeared(region, motion)) == []
+
+
+def test_the_held_solve_keeps_the_known_modules_at_their_two_levels() -> None:
+    module, radius = 5, 8.0
+    region = defocused(radius, module)[REGION]
+    light = 255.0 * (region / 255.0) ** modules.GAMMA
+    tl, tr, bl, dim = _finders(module)
+    h = modules.grid(tl, tr, bl, dim)
+    nm = modules.normal(h, dim, radius)
+    resampled = modules.resample(light, h, dim)
+    x = modules.solve(resampled, nm, dim)
+    again = modules.held(resampled, nm, dim, x)
+    m = modules.MARGIN
+    core, core_again = x[m : m + dim, m : m + dim], again[m : m + dim, m : m + dim]
+    known, dark = modules.known_modules(dim)
+    assert np.allclose(core_again[known & dark], core[known & dark].mean())
+    assert np.allclose(core_again[known & ~dark], core[known & ~dark].mean())
+    # the others still split the same way on this code, which the first solve reads
+    assert (modules.classify(again, dim)[0] == modules.classify(x, dim)[0]).all()
