@@ -431,3 +431,35 @@ def test_blank_views_and_print_give_no_blurred_code() -> None:
         page, (cx, cy, _) = text_page(module, angle, blur, seed=seed)
         for g in blurred_codes(page):
             assert g.x0 <= cx <= g.x1 and g.y0 <= cy <= g.y1, (module, angle, blur, seed)
+
+
+@pytest.mark.parametrize(("region", "inner"), [
+    (Box(500, 300, 800, 560), True),  # the code's finders inside a region merged with print
+    (Box(560, 340, 680, 460), False),  # a region about the code's own size
+])
+def test_a_code_s_finders_inside_a_larger_region_get_its_own_late_deblur(
+    region: Box, inner: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The smear measured on a region merged with the print around a code may be the
+    print's: the late deblur pass also measures and undoes the smear on the code's own
+    (padded) box, where the region is more than twice its size."""
+    from ordoscan.decoder.finders import CodeGuess
+    from ordoscan.decoder.regions import pad
+
+    rng = np.random.default_rng(0)
+    frame = np.where(rng.random((720, 1280)) < 0.5, 40, 200).astype(np.uint8)
+    guess = CodeGuess(x0=580, y0=370, x1=640, y1=430, module=2.2, finders=2)
+    monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known: [guess])
+    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f: ([region], True))
+    ran: list[tuple[str, Box]] = []
+    real = decoder_module.run_pass
+
+    def spy(p: passes_module.Pass, f: np.ndarray, box: Box, *args: object) -> object:
+        ran.append((p.name, box))
+        return real(p, f, box, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decoder_module, "run_pass", spy)
+    Decoder(budget_ms=10_000, duty=None).decode(frame)
+    own = pad(Box(580, 370, 640, 430), frame)
+    late = [box for name, box in ran if name == DEBLUR_LATE_PASSES[0].name]
+    assert (own in late) == inner and len(late) == 1 + inner, ran

@@ -21,7 +21,9 @@ sign of a code the fast pass did not read:
 - on any of those regions that measures as motion-blurred (a page moving
   during a long exposure), the main stream deconvolved (`deblur`): before the
   generic passes where the frame's region measures the smear in its middle,
-  after them where only the main stream's does;
+  after them where only the main stream's does, and then on the code's own
+  box too where its finder patterns lie inside a region over twice its size
+  (the print merged around it may have set the smear measured there);
 - on a QR Code detected but unread (by the fast pass or any later one), after
   the generic passes, the symbol resampled on its own module grid (`warp`): a
   code on cloth or on a curled or creased page, whose modules drift off
@@ -129,6 +131,7 @@ from ordoscan.decoder.regions import (
     moving,
     new_guesses,
     outline,
+    pad,
     still,
     view,
     whole,
@@ -413,6 +416,12 @@ class Decoder:
         # the others may hold a smeared code off their middle, or their smear may be lines of
         # print: measured in the pass, after the generic passes (DEBLUR_LATE_PASSES)
         jobs += [Job(p, box) for p in DEBLUR_LATE_PASSES for box in small if box not in smeared]
+        # a code's finder patterns inside a region merged with print around them: the smear
+        # measured on the whole region may be the print's; measured and undone on the
+        # code's own box as well
+        inner = [pad(guess_box(g), frame) for g in guesses[:MAX_REGIONS]]
+        jobs += [Job(p, b) for p in DEBLUR_LATE_PASSES for b in inner
+                 if any(r.overlaps(b) and r.area > 2 * b.area for r in small)]
         # a full corner of finder patterns the generic passes did not read: a strong tilt
         # may leave zxing-cpp unable to size the symbol; squared on its finders it reads
         # (the whole region: a tilt bends the corner, the guess's box may have missed part)
