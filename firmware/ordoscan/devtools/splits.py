@@ -26,7 +26,7 @@ from itertools import product
 
 from ordoscan.devtools.docscenes import Setting
 
-HELDOUT_EPOCH = 13  # bumped when a held-out range has been looked at; moves every held-out seed
+HELDOUT_EPOCH = 14  # bumped when a held-out range has been looked at; moves every held-out seed
 
 # --- gen1: ordoscan.devtools.scenes.scene_set(seed, n, difficulty) -------------------
 # A set seed names a whole mixed set; scene i of set s has render seed s * 100_003 + i
@@ -104,9 +104,9 @@ def gen1_set(split: str) -> int:
 # Their own part of each gen2 range (present() and render() draw with different keys, the
 # seeds are kept apart all the same). Settings alternate dev / held-out with the seed.
 PRESENTATION_DEV_SEEDS = range(400_000, 500_000)
-# Held-out presentations already looked at in this epoch (epoch 13's first 120 were
-# measured once, docs/EVALUATION.md); the held-out range starts past them.
-_PRESENTATIONS_SEEN = 120
+# Held-out presentations already looked at in this epoch (none of epoch 14's yet); the
+# held-out range starts past them.
+_PRESENTATIONS_SEEN = 0
 PRESENTATION_HELDOUT_SEEDS = range(GEN2_HELDOUT_SEEDS.start + 90_000 + _PRESENTATIONS_SEEN,
                                    GEN2_HELDOUT_SEEDS.stop)
 # 16 dev and 16 held-out settings in a period-8 pattern (D H H D H D D H): presentation
