@@ -132,7 +132,7 @@ class Measured:
       and the measure are a third of its cost); keyed on the region and how a pass
       prepares it;
     - `smeared`, from a deblur pass, for the unsmear pass (the main stream read, the smear
-      measured and undone: a third of its cost on gen2 dev 250 000-250 479, every pass
+      measured and undone: half its CPU time on gen2 dev 250 000-250 479, every pass
       due); keyed on the region (both are zoom passes, prepared alike)."""
 
     defocused: dict[tuple[Box, bool, float, bool], Defocused] = field(default_factory=dict)
@@ -353,7 +353,8 @@ def run_pass(
     from `zoom` (its pixel count is appended to `zoomed`); without one, or
     when it gives nothing usable, the region is upscaled as a fitted pass would.
     A defocus pass takes the region from `measured` when an earlier one on the
-    same frame prepared it alike, and leaves it there for the next. A pass of several
+    same frame prepared it alike, and leaves it there for the next; the unsmear pass
+    takes a deblur pass's region, smear and deconvolution alike. A pass of several
     steps takes no step after its first once `stop()` says its time is up.
     """
     key = (box, p.zoom, p.scale, p.erode)
