@@ -371,10 +371,7 @@ def run_pass(
         sm = measured.smeared[box]
         if sm.main and zoomed is not None:
             zoomed.append(sm.prepared.size)  # (as for the defocus passes above)
-        if sm.motion is not None:
-            _read_unmixed(p, modules.unsmeared(sm.prepared, sm.motion, stop, sm.undone),
-                          sm.prepared, frame, box, found)
-        return []
+        return _unsmear(p, sm, frame, box, found, stop)
     prepared: Grey | None = None
     if p.zoom and zoom is not None:
         prepared = from_main_stream(zoom, box, region)
@@ -394,17 +391,12 @@ def run_pass(
     if p.square:
         return _collect(_squared(prepared, p, stop), prepared, frame, box, found)
     if p.deblur or p.unsmear:
-        motion = deblur.estimate(prepared)
-        sm = Smeared(prepared, p.zoom, motion)
-        if measured is not None and p.deblur:
-            measured.smeared[box] = sm
-        if motion is None:
-            return []
+        sm = Smeared(prepared, p.zoom, deblur.estimate(prepared))
         if p.unsmear:
-            _read_unmixed(p, modules.unsmeared(prepared, motion, stop), prepared, frame, box,
-                          found)
-            return []
-        return _read_deblurred(p, prepared, motion, frame, box, found, stop, sm)
+            return _unsmear(p, sm, frame, box, found, stop)
+        if measured is not None:
+            measured.smeared[box] = sm
+        return _read_deblurred(p, sm, frame, box, found, stop)
     if p.defocus:
         # (still a zoom pass only when the main stream gave the region)
         d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
@@ -453,26 +445,41 @@ def _read_unmixed(
             return
 
 
-def _read_deblurred(
-    p: Pass, prepared: Grey, motion: deblur.Motion, frame: Grey, box: Box,
-    found: dict[tuple[str, bytes], Symbol], stop: Stop | None = None,
-    keep: Smeared | None = None,
+def _unsmear(
+    p: Pass, sm: Smeared, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol],
+    stop: Stop | None = None,
 ) -> list[tuple[str, Box]]:
-    """A deblur pass's versions read in turn until one reads (see run_pass); those turned off
-    the measured angle only once an earlier one showed a QR Code detected but unread: most
-    regions a deblur pass reads nothing on are print or a smear past undoing, where they
-    would only add to the pass's cost. The version deblur.deconvolve makes is kept in
-    `keep` as it is drawn."""
+    """The unsmear pass on a region as prepared and measured (see run_pass): nothing where
+    no smear was measured."""
+    if sm.motion is not None:
+        _read_unmixed(p, modules.unsmeared(sm.prepared, sm.motion, stop, sm.undone),
+                      sm.prepared, frame, box, found)
+    return []
+
+
+def _read_deblurred(
+    p: Pass, sm: Smeared, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol],
+    stop: Stop | None = None,
+) -> list[tuple[str, Box]]:
+    """A deblur pass's versions of its region read in turn until one reads (see run_pass);
+    nothing where no smear was measured. Those turned off the measured angle only once an
+    earlier one showed a QR Code detected but unread: most regions a deblur pass reads
+    nothing on are print or a smear past undoing, where they would only add to the pass's
+    cost. The version deblur.deconvolve makes is kept in `sm` as it is drawn (for the
+    unsmear pass)."""
+    motion = sm.motion
+    if motion is None:
+        return []
     detected: list[tuple[str, Box]] = []
 
     def versions() -> Iterator[Grey]:
-        images = deblur.deconvolved(prepared, motion, p.deblur)  # each undone when drawn
+        images = deblur.deconvolved(sm.prepared, motion, p.deblur)  # each undone when drawn
         for v in p.deblur:
             if v.turn and not any(symbology == "QRCode" for symbology, _ in detected):
                 return
             image = next(images)
-            if keep is not None and v == deblur.UNDONE:
-                keep.undone = image
+            if v == deblur.UNDONE:
+                sm.undone = image
             yield image
 
     return _read_each(p, versions(), frame, box, found, stop, detected)
