@@ -19,6 +19,7 @@ from ordoscan.decoder import (
     DEFOCUS_PASSES,
     EXTRA_PASSES,
     FAST_PASSES,
+    WHOLE_FRAME_PASS,
     Decoder,
     DecodeStats,
     Symbol,
@@ -26,7 +27,6 @@ from ordoscan.decoder import (
     warp,
 )
 from ordoscan.decoder.passes import DEBLUR_LATE_PASSES, FLATTEN_PASS
-from ordoscan.decoder.regions import Box
 from ordoscan.devtools.scenes import render
 from ordoscan.errors import DecodeError
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -606,7 +606,7 @@ def test_load_image_refuses_decompression_bombs(
         load_image(tmp_path / "big.png")
 
 
-# --- nothing read on a busy view: the passes go to the regions, not to the whole frame
+# --- the whole-frame upscaled pass: nothing read on a view that is not blank
 
 
 def busy_counter() -> np.ndarray:
@@ -618,31 +618,48 @@ def busy_counter() -> np.ndarray:
     return frame
 
 
-def test_nothing_read_on_a_busy_view_gets_the_region_passes_only(
+def whole_frame_calls(decoder: Decoder, frame: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> int:
+    """How many zxing-cpp calls of one decode() read the whole frame upscaled x1.5."""
+    shapes: list[tuple[int, ...]] = []
+    real = zxingcpp.read_barcodes
+
+    def spy(img: np.ndarray, **kw: object) -> object:
+        shapes.append(img.shape)
+        return real(img, **kw)
+
+    monkeypatch.setattr(zxingcpp, "read_barcodes", spy)
+    decoder.decode(frame)
+    monkeypatch.setattr(zxingcpp, "read_barcodes", real)
+    h, w = frame.shape
+    s = WHOLE_FRAME_PASS.scale
+    return shapes.count((round(h * s), round(w * s)))
+
+
+def test_whole_frame_pass_runs_when_nothing_was_read_on_a_busy_view(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The statistics point at the patch and every pass due runs there, none on the whole
-    frame (a pass on it upscaled read no code in about 1 100 development frames once the
-    finder patterns and the statistics pointed at small codes, and it cost a slow core's
-    cluttered counter a pass a frame)."""
-    import ordoscan.decoder as decoder_module
-
-    boxes: list[Box] = []
-    real = decoder_module.run_pass
-
-    def spy(p: Any, frame: Any, box: Box, *rest: Any) -> Any:
-        boxes.append(box)
-        return real(p, frame, box, *rest)
-
-    monkeypatch.setattr(decoder_module, "run_pass", spy)
     decoder = Decoder(budget_ms=10_000, clock=TickClock(1.0), duty=None)
-    frame = busy_counter()
-    assert decoder.decode(frame) == []
-    h, w = frame.shape
-    whole = Box(0, 0, w, h)
-    assert boxes[:2] == [whole, whole]  # the fast pass: QR Code, then DataMatrix
-    assert len(boxes) > 2 and decoder.stats().hard_frames == 1
-    assert whole not in boxes[2:]  # the patch's region only
+    assert whole_frame_calls(decoder, busy_counter(), monkeypatch) == 1
+    # a code read, a code detected but not read, or a blank view: no whole-frame pass
+    assert whole_frame_calls(decoder, frame_with((code(EPU), 10, 10)), monkeypatch) == 0
+    assert whole_frame_calls(decoder, unreadable(), monkeypatch) == 0
+    for name, view in counter_views().items():
+        assert whole_frame_calls(decoder, view, monkeypatch) == 0, name
+
+
+def test_whole_frame_pass_only_within_budget_and_duty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is the last pass: a budget spent on the regions' passes, or a spent duty
+    cycle, leaves it out (counted calls, not timings)."""
+    assert whole_frame_calls(Decoder(budget_ms=0), busy_counter(), monkeypatch) == 0
+    tight = Decoder(budget_ms=35, clock=TickClock(10.0), duty=None)
+    runs = [whole_frame_calls(tight, busy_counter(), monkeypatch) for _ in range(4)]
+    assert runs[1:] == [0, 0, 0]  # once the costs are learnt, the budget stops it
+    generous = Decoder(budget_ms=200, clock=TickClock(5.0), duty=None)
+    runs = [whole_frame_calls(generous, busy_counter(), monkeypatch) for _ in range(10)]
+    assert runs == [1] * 10  # this budget has room for it on every frame
+    rationed = Decoder(budget_ms=200, clock=TickClock(5.0), duty=0.05, fps=10)
+    runs = [whole_frame_calls(rationed, busy_counter(), monkeypatch) for _ in range(30)]
+    assert 0 < sum(runs) < 30 and rationed.stats().duty_stops > 0
 
 
 def test_a_pass_is_told_when_the_frame_s_limit_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:

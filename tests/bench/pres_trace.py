@@ -86,7 +86,7 @@ def _instrument(rec: _Recorder) -> None:
         return lambda *a, **k: rec.timed(name, lambda: fn(*a, **k), note)
 
     dec.new_guesses = part(dec.new_guesses, "finders", len)
-    dec.candidate_regions = part(dec.candidate_regions, "stats", len)
+    dec.candidate_regions = part(dec.candidate_regions, "stats", lambda r: len(r[0]))
     dec.blurred_codes = part(dec.blurred_codes, "blobs", len)
     run = dec.run_pass
 

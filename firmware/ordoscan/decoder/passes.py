@@ -227,7 +227,7 @@ DEBLUR_LATE_PASSES = tuple(replace(p, name=f"{p.name}-late", smear_floor=LATE_SM
                            for p in DEBLUR_PASSES)
 # Where the deblur passes read nothing, the modules solved on their lattice with the smear
 # as the blur (modules.unsmeared: a tilted page moving in a dim room, its deconvolved
-# finder patterns clear, its modules not). A pass of its own, last
+# finder patterns clear, its modules not). A pass of its own, last but the whole frame's
 # (15-50 ms of x86 CPU a region, the finder patterns found and the grid chosen and refined
 # included; half of that where it takes a deblur pass's main-stream read, smear measure
 # and deconvolution of the region: Measured), on any small region with a sign of a code
@@ -280,6 +280,10 @@ SQUARE_PASS = Pass("qr-zoom-square", QR, zoom=True, downscale=False, square=True
 SQUARE_FINDERS = 5
 SQUARE_TRIES = 4
 SQUARE_MAX_COS = 0.65
+
+# When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
+WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
+
 
 # A small code's region read from the main stream (Zoom) as it comes.
 ZOOM_PASS = Pass("qr-zoom", QR, zoom=True)
