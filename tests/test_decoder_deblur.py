@@ -450,7 +450,7 @@ def test_a_code_s_finders_inside_a_larger_region_get_its_own_late_deblur(
     frame = np.where(rng.random((720, 1280)) < 0.5, 40, 200).astype(np.uint8)
     guess = CodeGuess(x0=580, y0=370, x1=640, y1=430, module=2.2, finders=2)
     monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known: [guess])
-    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f: ([region], True))
+    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f: ([region], None))
     ran: list[tuple[str, Box]] = []
     real = decoder_module.run_pass
 

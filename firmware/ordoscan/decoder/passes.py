@@ -281,8 +281,8 @@ SQUARE_FINDERS = 5
 SQUARE_TRIES = 4
 SQUARE_MAX_COS = 0.65
 
-# When the fast pass read nothing on a view that is not blank: the whole frame upscaled.
-WHOLE_FRAME_PASS = Pass("qr-frame-x1.5", QR, scale=1.5, downscale=False)
+# When the fast pass read nothing on a view that is not blank: its busy part upscaled.
+BUSY_PASS = Pass("qr-busy-x1.5", QR, scale=1.5, downscale=False)
 
 
 # A small code's region read from the main stream (Zoom) as it comes.

@@ -169,9 +169,10 @@ def _box3(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out / 9.0
 
 
-def candidate_regions(frame: Grey) -> tuple[list[Box], bool]:
+def candidate_regions(frame: Grey) -> tuple[list[Box], Box | None]:
     """Regions that look like a 2-D code, densest first (cheap statistics, no decoding),
-    and whether any cell had strong steps both ways (False: a blank view).
+    and the box of the cells with strong steps both ways (padded as a region is; None: a
+    blank view).
 
     A QR Code or DataMatrix is a patch with strong grey-level steps both
     across and along, well above the sensor noise, with about as many dark
@@ -182,7 +183,7 @@ def candidate_regions(frame: Grey) -> tuple[list[Box], bool]:
     c = _CELL // 2
     ch, cw = (h2 - 1) // c, (w2 - 1) // c
     if ch < 3 or cw < 3:
-        return [], False
+        return [], None
     # 2x2 sums: a quarter of the pixels to visit, and half the sensor noise
     rows = frame[0 : 2 * h2 : 2].astype(np.int16)
     rows += frame[1 : 2 * h2 : 2]
@@ -205,7 +206,10 @@ def candidate_regions(frame: Grey) -> tuple[list[Box], bool]:
     edges = np.minimum(_box3(across), _box3(along)) * per_pixel
     strong = (edges >= _EDGE_MIN) & (edges >= _EDGE_OVER_FLAT * flat)
     if not strong.any():
-        return [], False
+        return [], None
+    ys, xs = np.nonzero(strong)
+    busy = pad(Box(int(xs.min()) * _CELL, int(ys.min()) * _CELL, (int(xs.max()) + 1) * _CELL,
+                   (int(ys.max()) + 1) * _CELL), frame)
     # share of dark pixels, only near the strong cells: text is the common look-alike
     near = _box3(strong.astype(np.float64)) > 0
     ys, xs = np.nonzero(near)
@@ -233,7 +237,7 @@ def candidate_regions(frame: Grey) -> tuple[list[Box], bool]:
         patch = Box(x0 * _CELL, y0 * _CELL, (x1 + 1) * _CELL, (y1 + 1) * _CELL)
         found.append((score, pad(patch, frame)))
     found.sort(key=lambda f: -f[0])
-    return [b for _, b in found[:MAX_REGIONS]], True
+    return [b for _, b in found[:MAX_REGIONS]], busy
 
 
 def _components(
