@@ -178,6 +178,14 @@ def _atr(resampled: _F, nm: Normal, dim: int) -> _F:
     return out
 
 
+def _levels(x: _F, dim: int) -> tuple[float, float]:
+    """The mean solved level (solve) of the symbol's known dark modules and of its known
+    light ones."""
+    core = x[MARGIN : MARGIN + dim, MARGIN : MARGIN + dim]
+    known, dark = known_modules(dim)
+    return float(core[known & dark].mean()), float(core[known & ~dark].mean())
+
+
 # The solve again with the known modules (known_modules) held at the two levels the first
 # solve gives them: the blur no longer smears unknown grey from them into their
 # neighbours, and half a version-1 symbol's modules are no longer unknowns. The normal
@@ -196,8 +204,7 @@ def held(resampled: _F, nm: Normal, dim: int, x: _F) -> _F:
     levels of the known dark and light ones in `x`."""
     big = dim + 2 * MARGIN
     known, dark = known_modules(dim)
-    core = x[MARGIN : MARGIN + dim, MARGIN : MARGIN + dim]
-    lo, hi = float(core[known & dark].mean()), float(core[known & ~dark].mean())
+    lo, hi = _levels(x, dim)
     free = np.ones((big, big), np.bool_)
     free[MARGIN : MARGIN + dim, MARGIN : MARGIN + dim] = ~known
     fixed = np.zeros((big, big))
@@ -390,8 +397,7 @@ def spread(x: _F, dim: int) -> float:
     dark and of the known light ones, relative to the gap between those: 0 for a clean
     two-level symbol, inf where the known modules are not darker where dark."""
     core = x[MARGIN : MARGIN + dim, MARGIN : MARGIN + dim]
-    known, dark = known_modules(dim)
-    lo, hi = float(core[known & dark].mean()), float(core[known & ~dark].mean())
+    lo, hi = _levels(x, dim)
     if not hi > lo:
         return math.inf
     nearest = np.where(core < (lo + hi) / 2, lo, hi)
