@@ -54,6 +54,43 @@ def test_motion_is_measured_on_the_region(angle: float, length: int) -> None:
     assert abs(m.length - length) <= 0.2 * length + 1, m
 
 
+@pytest.mark.parametrize("shape", [(64, 64), (97, 130), (250, 180), (512, 500)])
+def test_the_blurs_transfer_functions_are_the_dense_kernels_transforms(
+    shape: tuple[int, int],
+) -> None:
+    """deblur.transfer transforms only the rows a kernel spans: its line segments and discs
+    equal numpy's rfft2 of the kernel drawn on the whole image, whose imaginary part is
+    nothing but rounding (the kernels are symmetric about pixel (0, 0))."""
+    rng = np.random.default_rng(11)
+    h, w = shape
+    for _ in range(12):
+        m = deblur.Motion(float(rng.uniform(0, 180)), float(rng.uniform(3, min(h, w) / 3)))
+        a = math.radians(m.angle)
+        t = np.linspace(-m.length / 2, m.length / 2, round(4 * m.length) + 1)
+        x, y = t * math.cos(a), t * math.sin(a)
+        dense = np.zeros(shape)
+        for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):  # each sample spread bilinearly
+            wx = x - np.floor(x) if dx else 1 - (x - np.floor(x))
+            wy = y - np.floor(y) if dy else 1 - (y - np.floor(y))
+            np.add.at(dense, ((np.floor(y).astype(int) + dy) % h,
+                              (np.floor(x).astype(int) + dx) % w), wx * wy)
+        want = np.fft.rfft2(dense / dense.sum())
+        assert np.abs(want.imag).max() < 1e-12
+        assert np.allclose(deblur.kernel(m, shape), want.real, rtol=0, atol=1e-12)
+        radius = float(rng.uniform(1.5, min(h, w) / 5))
+        r = math.ceil(radius) + 1
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        sub = (np.arange(4) + 0.5) / 4 - 0.5  # each pixel's share of the disc, 4x4 samples
+        cover = ((xx[..., None, None] + sub[None, :]) ** 2
+                 + (yy[..., None, None] + sub[:, None]) ** 2 <= radius**2).mean(axis=(2, 3))
+        disc = np.zeros(shape)
+        np.add.at(disc, (yy % h, xx % w), cover)
+        want = np.fft.rfft2(disc / disc.sum())
+        got = deblur._disc(radius, shape)
+        assert got.shape == want.shape and np.abs(want.imag).max() < 1e-12
+        assert np.allclose(got, want.real, rtol=0, atol=1e-12)
+
+
 def test_a_sharp_code_measures_no_motion() -> None:
     assert deblur.estimate(smeared(0, 0)[100:300, 150:350]) is None
 

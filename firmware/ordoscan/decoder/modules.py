@@ -86,7 +86,7 @@ def _jacobian(h: _F, u: float, v: float) -> _F:
     return np.array([[x0[1] - x0[0], x0[2] - x0[0]], [y0[1] - y0[0], y0[2] - y0[0]]]) / e
 
 
-def _disc_spectrum(radius: float, jac: _F, n: int) -> npt.NDArray[np.complex128]:
+def _disc_spectrum(radius: float, jac: _F, n: int) -> _F:
     """The transfer function on an n x n resampled grid of a disc of `radius` region pixels:
     in the resampled frame (SAMPLES px a module) the disc is the ellipse of offsets d with
     |jac d / SAMPLES| <= radius; each pixel weighted by the share of it inside (4x4 samples)."""
@@ -103,12 +103,8 @@ def _disc_spectrum(radius: float, jac: _F, n: int) -> npt.NDArray[np.complex128]
     px = m[0, 0] * xs + m[0, 1] * ys
     py = m[1, 0] * xs + m[1, 1] * ys
     cover = (px * px + py * py <= radius * radius).mean(axis=(2, 3))
-    k = np.zeros((n, n))
     iy, ix = np.nonzero(cover)
-    np.add.at(k, ((iy - r) % n, (ix - r) % n), cover[iy, ix])
-    k /= k.sum()
-    out: npt.NDArray[np.complex128] = np.fft.rfft2(k)
-    return out
+    return deblur.transfer(iy - r, ix - r, cover[iy, ix], (n, n))  # (symmetric: real)
 
 
 @lru_cache(maxsize=4)
@@ -130,7 +126,7 @@ def resample(region: _F, h: _F, dim: int) -> _F:
     return warp.bilinear(region, *warp.project(h, u, v))
 
 
-Normal = tuple[npt.NDArray[np.complex128], _F]  # the disc's transfer function, A^T A's
+Normal = tuple[_F, _F]  # the disc's transfer function, A^T A's
 
 
 def normal(h: _F, dim: int, radius: float, lam: float = LAMBDA) -> Normal:
@@ -153,12 +149,13 @@ def smear_normal(h: _F, dim: int, motion: deblur.Motion, lam: float = LAMBDA) ->
     return _normal(deblur.kernel(along, (n, n)), lam)
 
 
-def _normal(k: npt.NDArray[np.complex128], lam: float) -> Normal:
-    """normal() from the blur's transfer function `k` on the resampled grid (n x n)."""
+def _normal(k: _F, lam: float) -> Normal:
+    """normal() from the blur's transfer function `k` on the resampled grid (n x n; real,
+    the kernel being symmetric: deblur.transfer)."""
     n = k.shape[0]
-    c = np.fft.irfft2((k * np.conj(k)).real * _box_spectrum(n), s=(n, n))[::SAMPLES, ::SAMPLES]
+    c = np.fft.irfft2(k * k * _box_spectrum(n), s=(n, n))[::SAMPLES, ::SAMPLES]
     cf = np.fft.rfft2(c).real
-    return np.conj(k), cf + lam * cf[0, 0]
+    return k, cf + lam * cf[0, 0]
 
 
 def solve(resampled: _F, nm: Normal, dim: int) -> _F:
