@@ -384,18 +384,30 @@ def defocus_from_spectrum(region: Grey) -> float | None:
     return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM else None
 
 
-def _disc(radius: float, shape: tuple[int, int]) -> _F:
-    """A defocus disc's transfer function for an image of `shape` (real: see transfer):
-    each pixel weighted by the share of it the disc covers (4x4 samples a pixel), centred
-    on pixel (0, 0)."""
-    r = math.ceil(radius) + 1
+def covered(radius: float, m: _F | None = None) -> tuple[npt.NDArray[np.int64],
+                                                         npt.NDArray[np.int64], _F]:
+    """The pixels a disc of `radius` covers, as offsets (rows, columns) from pixel (0, 0),
+    and the share of each inside it (4x4 samples a pixel). With `m` (2x2): the ellipse
+    of offsets d with |m d| <= radius (a disc seen through a linear map)."""
+    m = np.eye(2) if m is None else m
+    inv = np.linalg.inv(m)
+    ext = radius * np.sqrt((inv * inv).sum(axis=1))  # its extent along each axis
+    r = math.ceil(float(ext.max())) + 1
     sub = (np.arange(4) + 0.5) / 4 - 0.5
     d = np.arange(-r, r + 1)
     ys = (d[:, None, None, None] + sub[None, None, :, None])
     xs = (d[None, :, None, None] + sub[None, None, None, :])
-    cover = (xs * xs + ys * ys <= radius * radius).mean(axis=(2, 3))
+    px = m[0, 0] * xs + m[0, 1] * ys
+    py = m[1, 0] * xs + m[1, 1] * ys
+    cover = (px * px + py * py <= radius * radius).mean(axis=(2, 3))
     iy, ix = np.nonzero(cover)
-    return transfer(iy - r, ix - r, cover[iy, ix], shape)
+    return iy - r, ix - r, cover[iy, ix]
+
+
+def _disc(radius: float, shape: tuple[int, int]) -> _F:
+    """A defocus disc's transfer function for an image of `shape` (real: see transfer):
+    each pixel weighted by the share of it the disc covers, centred on pixel (0, 0)."""
+    return transfer(*covered(radius), shape)
 
 
 def undone_defocus(region: Grey, radii: list[float]) -> Iterator[Grey]:

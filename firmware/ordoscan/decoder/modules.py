@@ -90,21 +90,7 @@ def _disc_spectrum(radius: float, jac: _F, n: int) -> _F:
     """The transfer function on an n x n resampled grid of a disc of `radius` region pixels:
     in the resampled frame (SAMPLES px a module) the disc is the ellipse of offsets d with
     |jac d / SAMPLES| <= radius; each pixel weighted by the share of it inside (4x4 samples)."""
-    m = jac / SAMPLES
-    # the ellipse's extent along each resampled axis
-    inv = np.linalg.inv(m)
-    ext = radius * np.sqrt((inv * inv).sum(axis=1))
-    r = math.ceil(float(ext.max())) + 1
-    sub = (np.arange(4) + 0.5) / 4 - 0.5
-    d = np.arange(-r, r + 1)
-    ys = (d[:, None, None, None] + sub[None, None, :, None]).repeat(4, 3)
-    xs = (d[None, :, None, None] + sub[None, None, None, :]).repeat(4, 2)
-    ys, xs = np.broadcast_arrays(ys, xs)
-    px = m[0, 0] * xs + m[0, 1] * ys
-    py = m[1, 0] * xs + m[1, 1] * ys
-    cover = (px * px + py * py <= radius * radius).mean(axis=(2, 3))
-    iy, ix = np.nonzero(cover)
-    return deblur.transfer(iy - r, ix - r, cover[iy, ix], (n, n))  # (symmetric: real)
+    return deblur.transfer(*deblur.covered(radius, jac / SAMPLES), (n, n))  # (symmetric: real)
 
 
 @lru_cache(maxsize=4)
