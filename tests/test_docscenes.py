@@ -169,16 +169,43 @@ def test_a_presentation_frame_has_a_main_stream_to_zoom_into() -> None:
         sc.main_crop(j, held.shot, (2200, 1200, 2400, 1300))
 
 
-def test_the_af_miss_family_renders_dev_scenes_only() -> None:
-    """The autofocus-miss family is a development family: dev seeds and dev settings."""
-    from ordoscan.devtools import af_miss, splits
+@pytest.mark.parametrize("name", ["af_miss", "pale"])
+def test_the_dev_families_render_dev_scenes_only(name: str) -> None:
+    """The autofocus-miss and pale-print families are development families: dev seeds and
+    dev settings."""
+    import importlib
+
+    from ordoscan.devtools import splits
     from ordoscan.devtools.docscenes import Setting
 
-    specs = af_miss.specs(40)
+    family = importlib.import_module(f"ordoscan.devtools.{name}")
+    specs = family.specs(40)
     assert all(seed in splits.GEN2_DEV_SEEDS and s in splits.DEV_SETTINGS for seed, s in specs)
     with pytest.raises(ValueError, match="dev seeds and settings only"):
-        af_miss.render(splits.GEN2_HELDOUT_SEEDS.start, specs[0][1])
+        family.render(splits.GEN2_HELDOUT_SEEDS.start, specs[0][1])
     with pytest.raises(ValueError, match="dev seeds and settings only"):
-        af_miss.render(0, Setting("office", "fixed_focus", "plain"))
+        family.render(specs[0][0], Setting("office", "fixed_focus", "plain"))
     with pytest.raises(ValueError, match="no seed"):
-        af_miss.specs(1, offset=len(splits.GEN2_DEV_SEEDS))
+        family.specs(1, offset=len(splits.GEN2_DEV_SEEDS))
+
+
+def test_pale_print_is_the_dev_scene_but_for_its_ink() -> None:
+    """A pale scene is its dev seed's ordonnance scene with the ink drawn from PALE_INK
+    (the pose, light and exposure draws unmoved); its code's contrast is lower."""
+    from ordoscan.devtools import pale
+
+    ((seed, setting),) = pale.specs(1, offset=3)
+    light = ds.render("ordonnance", seed, setting=setting, difficulty="hard", sensor=ds.LORES)
+    faint = pale.render(seed, setting, sensor=ds.LORES)
+    assert pale.PALE_INK[0] <= faint.params["ink_fade"] <= pale.PALE_INK[1]
+    assert light.params["ink_fade"] < pale.PALE_INK[0]
+    for key in ("z_mm", "roll", "tilt_x", "tilt_y", "lux", "defocus_px"):
+        assert faint.params[key] == light.params[key], key
+    (code,) = [c for c in faint.codes if c.kind is Kind.ORDONNANCE]
+    x0, y0, x1, y1 = (round(v) for v in code.box)
+
+    def spread(img: np.ndarray) -> float:
+        lo, hi = np.percentile(img[y0:y1, x0:x1], (5, 95))
+        return float(hi - lo)
+
+    assert spread(faint.image) < 0.85 * spread(light.image)

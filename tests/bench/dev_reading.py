@@ -1,7 +1,8 @@
 """Reading on the development splits only: the tool to study misses and tune the decoder.
 
     .venv/bin/python -m tests.bench.dev_reading [--gen2 0:160 ...] [--gen1 3,11] [--corpus]
-                                                [--af-miss 0:120] [--misses DIR] [--cached]
+                                                [--af-miss 0:120] [--pale 0:120]
+                                                [--misses DIR] [--cached]
 
 Readers: one default zxing-cpp call, the Decoder as deployed (its budget and duty cycle on
 the thread's CPU time times ORDOSCAN_BENCH_CPU_SCALE: heldout.cpu_clock, as the held-out
@@ -9,7 +10,8 @@ bench) and the Decoder with every pass due (no budget, no duty cycle: independen
 machine). gen2: dev seeds START:END, hard, under the dev settings, at the sensor mode
 (ORDOSCAN_BENCH_SENSOR as the held-out bench), cached alike; gen1: dev sets, 50 hard
 frames each; af-miss: the dev family ordoscan.devtools.af_miss (ordonnances with the
-autofocus locked behind the page), its scenes START:END; ZXing's photos and false-positive
+autofocus locked behind the page), its scenes START:END; pale: the dev family
+ordoscan.devtools.pale (ordonnances in pale print), alike; ZXing's photos and false-positive
 images (seen before: a check). Prints the held-out bench's table and each gen2 miss with
 its setting, and which reader missed it.
 Never give it held-out seeds or settings: splits.gen2_specs("dev", ...) refuses them.
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="dev seeds START:END (may be given more than once)")
     ap.add_argument("--af-miss", type=_span, action="append", default=[],
                     help="the dev family af_miss, its scenes START:END")
+    ap.add_argument("--pale", type=_span, action="append", default=[],
+                    help="the dev family pale, its scenes START:END")
     ap.add_argument("--gen1", default="", help="dev sets, comma-separated (e.g. 3,11)")
     ap.add_argument("--corpus", action="store_true", help="ZXing's photos, false positives")
     ap.add_argument("--misses", type=Path, default=None, help="write gen2 misses here")
@@ -72,9 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     for a, b in args.gen2:
         frames = list(ho.gen2_frames("dev", b - a, offset=a, cached_only=args.cached))
         sources.append((f"gen2 dev {a}-{b - 1}, hard", frames))
-    for a, b in args.af_miss:
-        frames = list(ho.af_miss_frames(b - a, offset=a, cached_only=args.cached))
-        sources.append((f"gen2 af_miss {a}-{b - 1}", frames))
+    for family, spans in (("af_miss", args.af_miss), ("pale", args.pale)):
+        for a, b in spans:
+            frames = list(ho.family_frames(family, b - a, offset=a, cached_only=args.cached))
+            sources.append((f"gen2 {family} {a}-{b - 1}", frames))
     if args.gen1:
         sets = [int(x) for x in args.gen1.split(",")]
         sources.append((f"gen1 dev sets {args.gen1}", _gen1(sets)))

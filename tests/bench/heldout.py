@@ -8,6 +8,7 @@ by a hash of the generator's source: any change to the generator renders them an
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import numpy.typing as npt
@@ -102,13 +104,11 @@ def _generator_hash(presentations: bool = False) -> str:
     return h.hexdigest()[:12]
 
 
-def _cache_dir(family: str = "") -> Path | None:
+def _cache_dir(family: ModuleType | None = None) -> Path | None:
     key = _generator_hash()
-    if family:  # a dev family's module is part of its key (it renders its own scenes)
-        from ordoscan.devtools import af_miss
-
-        key += "-" + hashlib.sha256(Path(af_miss.__file__).read_bytes()).hexdigest()[:8]
-    d = CACHE / "docscenes" / (f"{family}-{key}" if family else key)
+    if family is not None:  # a dev family's module is part of its key (it renders its own)
+        key += "-" + hashlib.sha256(Path(str(family.__file__)).read_bytes()).hexdigest()[:8]
+    d = CACHE / "docscenes" / (f"{family.NAME}-{key}" if family is not None else key)
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -172,18 +172,18 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
             yield f
 
 
-def af_miss_frames(n: int, offset: int = 0, cached_only: bool = False) -> Iterator[Frame]:
-    """`n` frames of the dev family af_miss (ordoscan.devtools.af_miss) from its `offset`-th,
-    hard, cached under their own key."""
-    from ordoscan.devtools import af_miss
-
+def family_frames(name: str, n: int, offset: int = 0, cached_only: bool = False
+                  ) -> Iterator[Frame]:
+    """`n` frames of the dev family `name` (a module of ordoscan.devtools with NAME, specs()
+    and render(): af_miss, pale) from its `offset`-th, hard, cached under their own key."""
+    family = importlib.import_module(f"ordoscan.devtools.{name}")
     sensor = _sensor()
-    cache = _cache_dir(af_miss.NAME)
-    for seed, setting in af_miss.specs(n, offset):
-        name = f"af_miss-{seed}-hard-{setting.light}-{setting.camera}-{setting.paper}-" \
+    cache = _cache_dir(family)
+    for seed, setting in family.specs(n, offset):
+        name = f"{family.NAME}-{seed}-hard-{setting.light}-{setting.camera}-{setting.paper}-" \
                f"{SENSOR_MODE}"
         f = _frame(cache, name, setting, cached_only,
-                   partial(af_miss.render, seed, setting, sensor=sensor))
+                   partial(family.render, seed, setting, sensor=sensor))
         if f is not None:
             yield f
 

@@ -24,21 +24,13 @@ FOCUS_BEHIND_MM = (80.0, 400.0)  # where the focus locked, behind the page
 
 def specs(n: int, offset: int = 0) -> list[tuple[int, Setting]]:
     """The first `n` scenes of the family from its `offset`-th: (dev seed, dev setting)."""
-    out = []
-    for i in range(offset, offset + n):
-        seed = splits.GEN2_DEV_SEEDS.start + i
-        if seed not in splits.GEN2_DEV_SEEDS:
-            raise ValueError(f"af_miss has no seed {seed}: dev range {splits.GEN2_DEV_SEEDS}")
-        setting = splits.DEV_SETTINGS[(seed * 7919) % len(splits.DEV_SETTINGS)]
-        out.append((seed, setting))
-    return out
+    return splits.dev_family_specs(NAME, 0, n, offset)
 
 
 def render(seed: int, setting: Setting, difficulty: str = "hard",
            sensor: tuple[int, int] | None = None) -> DocScene:
     """One ordonnance scene of `seed` under a dev `setting`, the autofocus locked behind it."""
-    if seed not in splits.GEN2_DEV_SEEDS or setting not in splits.DEV_SETTINGS:
-        raise ValueError(f"af_miss renders dev seeds and settings only, not {seed} {setting}")
+    splits.check_dev(NAME, seed, setting)
     # the focus from a stream of its own, so the scene's other draws are not moved
     behind = float(np.random.default_rng([seed, 0xAF]).uniform(*FOCUS_BEHIND_MM))
     return docscenes.render("ordonnance", seed, setting=setting, difficulty=difficulty,

@@ -91,6 +91,25 @@ def gen2_specs(split: str, n: int, difficulty: str, offset: int = 0) -> Iterator
                    difficulty)
 
 
+def dev_family_specs(family: str, first: int, n: int, offset: int = 0
+                     ) -> list[tuple[int, Setting]]:
+    """The first `n` scenes of a dev family (ordoscan.devtools.af_miss, .pale) from its
+    `offset`-th: (dev seed, dev setting), its seeds from dev seed `first`."""
+    out = []
+    for i in range(offset, offset + n):
+        seed = GEN2_DEV_SEEDS.start + first + i
+        if seed not in GEN2_DEV_SEEDS:
+            raise ValueError(f"{family} has no seed {seed}: dev range {GEN2_DEV_SEEDS}")
+        out.append((seed, DEV_SETTINGS[(seed * 7919) % len(DEV_SETTINGS)]))
+    return out
+
+
+def check_dev(family: str, seed: int, setting: Setting) -> None:
+    """Refuse a held-out seed or setting for a dev family's scene (ValueError)."""
+    if seed not in GEN2_DEV_SEEDS or setting not in DEV_SETTINGS:
+        raise ValueError(f"{family} renders dev seeds and settings only, not {seed} {setting}")
+
+
 def gen1_set(split: str) -> int:
     """The gen1 set seed the benchmarks use for `split` ("dev" or "heldout")."""
     if split == "dev":

@@ -19,7 +19,7 @@ presentation sequences (hand brings the paper in, holds it, moves it) are built 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import cv2
@@ -471,11 +471,13 @@ def _rng(seed: int, kind: str, difficulty: str, setting: Setting) -> np.random.G
 
 def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: str = "medium",
            sensor: tuple[int, int] | None = None,
-           focus_behind_mm: float | None = None) -> DocScene:
+           focus_behind_mm: float | None = None, ink_fade: float | None = None) -> DocScene:
     """Render one scene; the same arguments give the same pixels.
 
     `focus_behind_mm`: the lens focused that far behind the page instead of on it (an
-    autofocus that missed, ordoscan.devtools.af_miss); every other draw is the scene's own."""
+    autofocus that missed, ordoscan.devtools.af_miss); `ink_fade`: the print's ink that far
+    lightened towards the paper (0: black; pale print, ordoscan.devtools.pale) instead of
+    what the paper draws. Every other draw is the scene's own."""
     setting = setting or Setting()
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; expected one of "
@@ -486,6 +488,8 @@ def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: 
                          "multiples of 4)")
     rng = _rng(seed, kind, difficulty, setting)
     sub = subject(kind, rng, setting)
+    if ink_fade is not None and not sub.doc.emissive:
+        sub = replace(sub, ink_fade=ink_fade)
     pose = pose_for(sub, rng, difficulty)
     ev = {"easy": 0.2, "medium": 0.4, "hard": 0.7}[difficulty]
     ae = AutoExposure(error_ev=float(rng.normal(0, ev)))
