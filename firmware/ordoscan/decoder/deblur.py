@@ -235,6 +235,9 @@ class Version(NamedTuple):
     length: float  # a multiple of the length as measured (the measure can overshoot)
     nsr: float  # the Wiener noise ratio
     turn: float = 0.0  # degrees off the angle as measured (the measure can be a few off)
+    # this multiple of the defocus disc measured across the smear (across), undone with it
+    # (0: the smear alone)
+    disc: float = 0.0
 
 
 UNDONE = Version(1.0, MOTION_NSR)  # the smear as measured, undone (deconvolve)
@@ -245,13 +248,52 @@ def deconvolve(region: Grey, m: Motion) -> Grey:
     return next(deconvolved(region, m, (UNDONE,)))
 
 
-def deconvolved(region: Grey, m: Motion, versions: tuple[Version, ...]) -> Iterator[Grey]:
+def deconvolved(region: Grey, m: Motion, versions: tuple[Version, ...],
+                disc: float | None = None) -> Iterator[Grey]:
     """The region with the motion blur `m` undone in each version in turn (Version: a
-    multiple of its length, the Wiener noise ratio, degrees off its angle). The region's
-    transform is taken once."""
-    return _wiener(region, [(partial(kernel, replace(m, length=m.length * v.length,
-                                                      angle=m.angle + v.turn)), v.nsr)
-                            for v in versions])
+    multiple of its length, the Wiener noise ratio, degrees off its angle, a multiple of
+    the defocus `disc` radius undone with it; a version with a disc is left out when
+    `disc` is None). The region's transform is taken once."""
+    w = Wiener(region)
+    return (undone(w, m, v, disc or 0.0) for v in versions if not v.disc or disc)
+
+
+def undone(w: Wiener, m: Motion, v: Version, disc: float = 0.0) -> Grey:
+    """`w`'s region with the motion blur `m` undone in version `v` (with `disc`, the
+    defocus radius the version's multiple applies to)."""
+    moved = replace(m, length=m.length * v.length, angle=m.angle + v.turn)
+    return w(partial(_smear, moved, v.disc * disc), v.nsr)
+
+
+def _smear(m: Motion, radius: float, shape: tuple[int, int]) -> _F:
+    """The transfer function of the smear `m`, and of a defocus disc of `radius` with it
+    (0: none): the product of the two, both real."""
+    k = kernel(m, shape)
+    return k * _disc(radius, shape) if radius else k
+
+
+class Wiener:
+    """Wiener deconvolutions of one region, its transform taken once (on the first)."""
+
+    def __init__(self, region: Grey) -> None:
+        self._f = region.astype(np.float64)
+        self._spectrum: npt.NDArray[np.complex128] | None = None
+        self._shape = (0, 0)
+
+    def __call__(self, kernel: Callable[[tuple[int, int]], _F], nsr: float) -> Grey:
+        """The region deconvolved by the transfer function `kernel(shape)` gives, at the
+        noise ratio `nsr`. The transfer functions are real (symmetric kernels): the filter
+        k / (k^2 + nsr) is too."""
+        f = self._f
+        if self._spectrum is None:
+            # mirrored on the right and below: the FFT's wrap-around then meets like pixels
+            ph, pw = (fast_len(n + n // 4) - n for n in f.shape)
+            big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
+            self._shape = (big.shape[0], big.shape[1])
+            self._spectrum = np.fft.rfft2(big)
+        k = kernel(self._shape)
+        out = np.fft.irfft2(self._spectrum * (k / (k * k + nsr)), s=self._shape)
+        return np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
 
 
 def _wiener(
@@ -259,17 +301,9 @@ def _wiener(
     kernels: list[tuple[Callable[[tuple[int, int]], _F], float]],
 ) -> Iterator[Grey]:
     """The region deconvolved (Wiener) by each transfer function `kernel(shape)` gives, at
-    its noise ratio, in turn, lazily (a caller that reads the first stops there). The
-    transfer functions are real (symmetric kernels): the filter k / (k^2 + nsr) is too."""
-    f = region.astype(np.float64)
-    # mirrored on the right and below: the FFT's wrap-around then meets like pixels
-    ph, pw = (fast_len(n + n // 4) - n for n in f.shape)
-    big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
-    spectrum = np.fft.rfft2(big)
-    for kernel, nsr in kernels:
-        k = kernel((big.shape[0], big.shape[1]))
-        out = np.fft.irfft2(spectrum * (k / (k * k + nsr)), s=big.shape)
-        yield np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
+    its noise ratio, in turn, lazily (a caller that reads the first stops there)."""
+    w = Wiener(region)
+    return (w(kernel, nsr) for kernel, nsr in kernels)
 
 
 # -- defocus: a lens focused in front of or behind the page blurs each point into a disc --
@@ -293,6 +327,21 @@ def defocus(region: Grey) -> float | None:
     when it looks in focus, or blurred one way (a motion: deconvolve that instead).
 
     Measured on the region's middle, at most _MAX_SIDE pixels a side."""
+    return _slope_radius(region, None)
+
+
+def across(region: Grey, m: Motion) -> float | None:
+    """The radius of a defocus disc under the motion blur `m`, measured as defocus() does
+    but on the gradients across the smear only (edges along the motion are blurred by the
+    disc alone), or None when it measures no disc: a page moving in dim light under a lens
+    focused elsewhere (a fixed focus and the page close, an autofocus that missed) carries
+    both blurs, and undoing either alone leaves the modules merged."""
+    return _slope_radius(region, math.radians(m.angle + 90.0))
+
+
+def _slope_radius(region: Grey, normal: float | None) -> float | None:
+    """defocus() and across(): the gradients' magnitudes, or their part along `normal`
+    (radians), measured against the contrast."""
     if min(region.shape) < 16:
         return None
     h, w = (min(n, _MAX_SIDE) for n in region.shape)
@@ -300,14 +349,16 @@ def defocus(region: Grey) -> float | None:
     f = region[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
     f = (f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4  # 2x2 mean against the noise
     gx, gy = f[:-1, 1:] - f[:-1, :-1], f[1:, :-1] - f[:-1, :-1]
-    jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
-    if jxx + jyy <= 0 or _anisotropy(jxx, jyy, jxy) >= MIN_ANISOTROPY:
-        return None  # flat, or blurred one way: a motion
+    if normal is None:
+        jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+        if jxx + jyy <= 0 or _anisotropy(jxx, jyy, jxy) >= MIN_ANISOTROPY:
+            return None  # flat, or blurred one way: a motion
     lo, hi = np.percentile(f, (2, 98))
     contrast = float(hi - lo)
     if contrast < 16:
         return None
-    g = np.hypot(gx, gy)
+    g = np.hypot(gx, gy) if normal is None else np.abs(
+        math.cos(normal) * gx + math.sin(normal) * gy)
     edges = g[g > 0.1 * contrast]
     if edges.size < 64:
         return None

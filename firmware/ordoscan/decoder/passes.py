@@ -200,10 +200,17 @@ ERODE_PASSES = (
 # read one of the two); 200 240-200 479, 100 000-100 239 unchanged; af_miss 0-119
 # 91 -> 92; the deblur passes' CPU as before (every pass due; +35-45% where the turned
 # versions were undone without a detection asked: print smeared, mostly).
+# Before the turned ones, where the smear's edges across it measure a defocus disc too
+# (deblur.across: a page moving in dim light under a lens focused elsewhere), the smear
+# and that disc undone together, at both noise ratios: undoing either blur alone leaves the
+# modules merged. af_miss 0-119, every pass due: 97 -> 99 of 120; gen2 dev 250 000-250 239
+# 132 -> 133 of 143 (tuned on both).
 DEBLUR_VERSIONS = (
     deblur.UNDONE,
     deblur.Version(0.9, deblur.MOTION_NSR),
     deblur.Version(1.0, deblur.NOISY_NSR),
+    deblur.Version(1.0, deblur.MOTION_NSR, disc=1.0),
+    deblur.Version(1.0, deblur.NOISY_NSR, disc=1.0),
     deblur.Version(1.0, deblur.MOTION_NSR, -4.0),
     deblur.Version(1.0, deblur.MOTION_NSR, 4.0),
 )
@@ -473,11 +480,16 @@ def _read_deblurred(
     detected: list[tuple[str, Box]] = []
 
     def versions() -> Iterator[Grey]:
-        images = deblur.deconvolved(sm.prepared, motion, p.deblur)  # each undone when drawn
+        w = deblur.Wiener(sm.prepared)  # each version undone when drawn
+        disc: list[float | None] = []  # measured across the smear once a version asks
         for v in p.deblur:
             if v.turn and not any(symbology == "QRCode" for symbology, _ in detected):
                 return
-            image = next(images)
+            if v.disc and not disc:
+                disc.append(deblur.across(sm.prepared, motion))
+            if v.disc and disc[0] is None:
+                continue
+            image = deblur.undone(w, motion, v, disc[0] or 0.0 if disc else 0.0)
             if v == deblur.UNDONE:
                 sm.undone = image
             yield image
