@@ -13,7 +13,7 @@ Both are measured on the region itself (numpy, two FFTs); no model of the scene.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
 from typing import NamedTuple
@@ -262,7 +262,8 @@ def undone(w: Wiener, m: Motion, v: Version, disc: float = 0.0) -> Grey:
     """`w`'s region with the motion blur `m` undone in version `v` (with `disc`, the
     defocus radius the version's multiple applies to)."""
     moved = replace(m, length=m.length * v.length, angle=m.angle + v.turn)
-    return w(partial(_smear, moved, v.disc * disc), v.nsr)
+    radius = v.disc * disc
+    return w(partial(_smear, moved, radius), v.nsr, key=(moved, radius))
 
 
 def _smear(m: Motion, radius: float, shape: tuple[int, int]) -> _F:
@@ -273,17 +274,20 @@ def _smear(m: Motion, radius: float, shape: tuple[int, int]) -> _F:
 
 
 class Wiener:
-    """Wiener deconvolutions of one region, its transform taken once (on the first)."""
+    """Wiener deconvolutions of one region, its transform taken once (on the first), and
+    each transfer function drawn once (versions that differ in their noise ratio only)."""
 
     def __init__(self, region: Grey) -> None:
         self._f = region.astype(np.float64)
         self._spectrum: npt.NDArray[np.complex128] | None = None
         self._shape = (0, 0)
+        self._kernels: dict[Hashable, _F] = {}
 
-    def __call__(self, kernel: Callable[[tuple[int, int]], _F], nsr: float) -> Grey:
+    def __call__(self, kernel: Callable[[tuple[int, int]], _F], nsr: float,
+                 key: Hashable | None = None) -> Grey:
         """The region deconvolved by the transfer function `kernel(shape)` gives, at the
-        noise ratio `nsr`. The transfer functions are real (symmetric kernels): the filter
-        k / (k^2 + nsr) is too."""
+        noise ratio `nsr`; one `key` names one transfer function (drawn once). The
+        transfer functions are real (symmetric kernels): the filter k / (k^2 + nsr) is too."""
         f = self._f
         if self._spectrum is None:
             # mirrored on the right and below: the FFT's wrap-around then meets like pixels
@@ -291,7 +295,11 @@ class Wiener:
             big = np.pad(f, ((0, ph), (0, pw)), mode="reflect")
             self._shape = (big.shape[0], big.shape[1])
             self._spectrum = np.fft.rfft2(big)
-        k = kernel(self._shape)
+        k = self._kernels.get(key) if key is not None else None
+        if k is None:
+            k = kernel(self._shape)
+            if key is not None:
+                self._kernels[key] = k
         out = np.fft.irfft2(self._spectrum * (k / (k * k + nsr)), s=self._shape)
         return np.clip(out[: f.shape[0], : f.shape[1]], 0, 255).astype(np.uint8)
 
