@@ -436,9 +436,12 @@ def test_a_code_blurred_past_its_finder_patterns_is_found_by_their_blobs(
     """Dev scene 17 of af_miss: no finder pattern's runs survive the disc and the region
     statistics see no code, so nothing pointed at it; its finders' dark blobs at the
     corners of a square do, and the defocus passes there read it. Without that guess the
-    decoder reads nothing."""
+    decoder reads nothing (the statistics at their faint floor, kept to their own floor
+    here, point at it too: test_pale_print_out_of_focus_is_read_where_only_the_faint_...)."""
     from ordoscan.decoder.finders import blurred_codes
-    from ordoscan.decoder.regions import candidate_regions, new_guesses
+    from ordoscan.decoder.regions import _EDGE_MIN, candidate_regions, new_guesses
+
+    monkeypatch.setattr(decoder_module, "FAINT_EDGE_MIN", _EDGE_MIN)
 
     scene, epu = _af_miss(17)
     assert new_guesses(scene.image, []) == [] and candidate_regions(scene.image)[0] == []
@@ -488,7 +491,7 @@ def test_a_code_s_finders_inside_a_larger_region_get_its_own_late_deblur(
     frame = np.where(rng.random((720, 1280)) < 0.5, 40, 200).astype(np.uint8)
     guess = CodeGuess(x0=580, y0=370, x1=640, y1=430, module=2.2, finders=2)
     monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known: [guess])
-    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f: ([region], None))
+    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f, *a, **k: ([region], None))
     ran: list[tuple[str, Box]] = []
     real = decoder_module.run_pass
 
@@ -607,3 +610,57 @@ def test_versions_that_differ_in_noise_ratio_only_draw_their_blur_once(
     assert all(np.array_equal(a, b) for a, b in zip(alone, together, strict=True))
     distinct = {(v.length, v.turn, v.disc) for v in versions}
     assert len(drawn) == len(distinct) < len(versions)
+
+
+# -- pale print out of focus (ordoscan.devtools.af_pale, development scenes) -------------
+
+
+def faint_defocused(seed: int = 0) -> np.ndarray:
+    """A 5 px/module code in pale ink (grey 150 on paper 200) blurred by a 5 px disc, with
+    noise: its steps fall under the statistics' floor, not under their noise test."""
+    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
+    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=5, add_quiet_zones=True))
+    page = np.full((480, 640), 255, np.uint8)
+    page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
+    return disc_blurred((150 + page.astype(np.float32) * (50 / 255)).astype(np.float32), 5.0,
+                        seed)
+
+
+def test_a_faint_blurred_code_is_a_candidate_at_the_faint_floor_only() -> None:
+    from ordoscan.decoder import regions
+
+    frame = faint_defocused()
+    assert regions.candidate_regions(frame)[0] == []
+    emap = regions.edge_map(frame)
+    assert emap is not None and emap.edges.max() < regions._EDGE_MIN
+    boxes = regions.candidate_regions(frame, regions.FAINT_EDGE_MIN, emap)[0]
+    code = Box(200, 120, 200 + 37 * 5, 120 + 37 * 5)  # 21 modules and the quiet zones
+    assert boxes and any(b.overlaps(code) for b in boxes), boxes
+    # the same map searched twice gives what two searches give
+    assert regions.candidate_regions(frame, regions.FAINT_EDGE_MIN) == (
+        regions.candidate_regions(frame, regions.FAINT_EDGE_MIN, emap))
+    # paper and sensor noise alone are no candidate at that floor
+    blank = disc_blurred(np.full((480, 640), 200, np.float32), 0, 1)
+    assert regions.candidate_regions(blank, regions.FAINT_EDGE_MIN)[0] == []
+
+
+@pytest.mark.parametrize("seed", [3, 13])
+def test_pale_print_out_of_focus_is_read_where_only_the_faint_floor_points(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """af_pale 3 and 13 (development): pale print, the autofocus locked behind the page.
+    No finder pattern, no statistics at their floor, no dark blobs point at the code; the
+    statistics at the faint floor do, where nothing else does, and its defocus passes read
+    it."""
+    from ordoscan.decoder import regions
+    from ordoscan.devtools import af_pale
+
+    (spec,) = af_pale.specs(1, offset=seed)
+    scene = af_pale.render(*spec)
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    assert regions.candidate_regions(scene.image)[0] == []
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(decoder_module, "FAINT_EDGE_MIN", regions._EDGE_MIN)
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}

@@ -192,7 +192,8 @@ def test_a_symbol_only_an_upscaled_pass_detects_is_flattened_from_the_main_strea
     # the busy pass (the busy cells' box upscaled, queued before the flatten pass) reads this
     # code too: left out, for the flatten pass to be the one
     regions = decoder_module.candidate_regions
-    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f: (regions(f)[0], None))
+    monkeypatch.setattr(decoder_module, "candidate_regions",
+                        lambda f, *a, **k: (regions(f, *a, **k)[0], None))
     symbols = Decoder(budget_ms=10_000, duty=None).decode(scene.image, scene.zoom)
     assert epu in {s.text for s in symbols}
     assert runs[0] == ("qr", 0, 0)  # the fast pass saw nothing

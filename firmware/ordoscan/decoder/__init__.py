@@ -124,10 +124,12 @@ from ordoscan.decoder.passes import (
     run_pass,
 )
 from ordoscan.decoder.regions import (
+    FAINT_EDGE_MIN,
     MAX_REGIONS,
     Box,
     Grey,
     candidate_regions,
+    edge_map,
     guess_box,
     merge_regions,
     moving,
@@ -368,12 +370,19 @@ class Decoder:
             guesses = [] if qr_read else new_guesses(frame, known)
             # the region statistics: a code whose finder patterns did not survive, or a
             # DataMatrix
-            candidates, busy = candidate_regions(frame) if not found else ([], None)
+            emap = edge_map(frame) if not found else None
+            candidates, busy = candidate_regions(frame, emap=emap) if not found else ([], None)
             # a code blurred past its modules leaves no finder pattern's runs and may fail
             # the statistics: where nothing else points, its finders' dark blobs at the
             # corners of a square do (the defocus passes below read it)
             blurred = blurred_codes(frame) if not (
                 found or unread_qr or unread_other or guesses or candidates) else []
+            if not (found or unread_qr or unread_other or guesses or candidates):
+                # pale print blurred by a disc as wide as its modules: its steps are too faint
+                # for the statistics' floor, not for their noise test; kept where the frame
+                # measures the disc (a page of print in dim light is faint too, and sharp)
+                candidates = [b for b in candidate_regions(frame, FAINT_EDGE_MIN, emap)[0]
+                              if out_of_focus(frame, b)]
             if search_start is not None:  # the whole search's cost, learnt as a pass's is
                 self._learn(SEARCH, (self._clock() - search_start) * 1000.0 / (frame.size / 1e6))
             self._searched = (None if look is None
