@@ -169,10 +169,10 @@ def test_a_presentation_frame_has_a_main_stream_to_zoom_into() -> None:
         sc.main_crop(j, held.shot, (2200, 1200, 2400, 1300))
 
 
-@pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale"])
+@pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale", "af_near"])
 def test_the_dev_families_render_dev_scenes_only(name: str) -> None:
-    """The autofocus-miss, pale-print and both-at-once families are development families:
-    dev seeds and dev settings."""
+    """The autofocus-miss, pale-print, both-at-once and near-focus families are development
+    families: dev seeds and dev settings."""
     import importlib
 
     from ordoscan.devtools import splits
