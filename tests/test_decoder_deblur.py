@@ -417,8 +417,11 @@ def test_a_disc_wider_than_a_module_is_undone_well_past_its_measure(
 ) -> None:
     """Dev scene 23 of af_miss: the disc's measure falls well short of it (the modules never
     reach the full contrast); undone at 1.15 and 1.3 times the measure nothing reads, at 1.6
-    times it the code reads."""
+    times it the code reads (the unmix pass's solve at that larger disc reads it too: off
+    here)."""
     from ordoscan.decoder.passes import DEFOCUS_PASSES
+
+    monkeypatch.setattr(passes_module, "UNMIX_LARGER", 0.0)
 
     scene, epu = _af_miss(23)
     decoder = Decoder(budget_ms=10_000, duty=None)

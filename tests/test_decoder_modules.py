@@ -12,6 +12,7 @@ import numpy as np
 import ordoscan.decoder.passes as passes_module
 import pytest
 import zxingcpp
+from ordoscan.classifier import Kind
 from ordoscan.decoder import Decoder, deblur, modules
 from ordoscan.decoder.passes import DEBLUR_PASSES, DEFOCUS_PASSES, QR, UNMIX_PASS, UNSMEAR_PASS
 from ordoscan.decoder.regions import Box
@@ -422,3 +423,31 @@ def test_the_held_solve_keeps_the_known_modules_at_their_two_levels() -> None:
     assert np.allclose(core_again[known & ~dark], core[known & ~dark].mean())
     # the others still split the same way on this code, which the first solve reads
     assert (modules.classify(again, dim)[0] == modules.classify(x, dim)[0]).all()
+
+
+def test_the_solve_is_tried_at_a_larger_disc_where_the_rings_measured_the_slopes_own() -> None:
+    larger = passes_module.UNMIX_LARGER
+    # the rings' radius within UNMIX_SAME of the slope's, or no rings: a larger disc next
+    assert passes_module.unmix_radii((3.0, 3.1), 3.1) == [3.1, 3.0 * larger]
+    assert passes_module.unmix_radii((3.0, None), 3.45) == [3.45, 3.0 * larger]
+    # the rings measured a disc of their own (wider than the slope's): that one only
+    assert passes_module.unmix_radii((3.6, 4.8), 4.8) == [4.8]
+    assert passes_module.unmix_radii(None, 4.0) == [4.0]
+
+
+def test_a_disc_under_a_module_the_rings_misread_is_solved_at_the_larger_disc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """af_miss 93 (development): a 5.7 px disc on 5.4 px modules in the main stream; the
+    rings measure 3 px (the modules' own dip), the slope 3.6; solved at 1.6 times the
+    slope it reads, and not without that second solve."""
+    from ordoscan.devtools import af_miss
+
+    (spec,) = af_miss.specs(1, offset=93)
+    scene = af_miss.render(*spec)
+    epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(passes_module, "UNMIX_LARGER", 0.0)
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
