@@ -31,7 +31,11 @@ def render(seed: int, setting: Setting, difficulty: str = "hard",
            sensor: tuple[int, int] | None = None) -> DocScene:
     """One ordonnance scene of `seed` under a dev `setting`, the autofocus locked behind it."""
     splits.check_dev(NAME, seed, setting)
-    # the focus from a stream of its own, so the scene's other draws are not moved
-    behind = float(np.random.default_rng([seed, 0xAF]).uniform(*FOCUS_BEHIND_MM))
     return docscenes.render("ordonnance", seed, setting=setting, difficulty=difficulty,
-                            sensor=sensor, focus_behind_mm=behind)
+                            sensor=sensor, focus_behind_mm=focus_behind(seed))
+
+
+def focus_behind(seed: int) -> float:
+    """Where the focus locked behind the page of `seed`, in mm: from a stream of its own, so
+    the scene's other draws are not moved."""
+    return float(np.random.default_rng([seed, 0xAF]).uniform(*FOCUS_BEHIND_MM))

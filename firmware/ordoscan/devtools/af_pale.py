@@ -6,8 +6,6 @@ and settings only; not the held-out fixed-focus camera nor the faded paper.
 
 from __future__ import annotations
 
-import numpy as np
-
 from ordoscan.devtools import af_miss, docscenes, pale, splits
 from ordoscan.devtools.docscenes import DocScene, Setting
 
@@ -25,7 +23,6 @@ def render(seed: int, setting: Setting, difficulty: str = "hard",
     """One ordonnance scene of `seed` under a dev `setting`, printed pale, the autofocus
     locked behind it."""
     splits.check_dev(NAME, seed, setting)
-    behind = float(np.random.default_rng([seed, 0xAF]).uniform(*af_miss.FOCUS_BEHIND_MM))
-    fade = float(np.random.default_rng([seed, 0x1A4E]).uniform(*pale.PALE_INK))
     return docscenes.render("ordonnance", seed, setting=setting, difficulty=difficulty,
-                            sensor=sensor, focus_behind_mm=behind, ink_fade=fade)
+                            sensor=sensor, focus_behind_mm=af_miss.focus_behind(seed),
+                            ink_fade=pale.ink_fade(seed))

@@ -35,7 +35,11 @@ def render(seed: int, setting: Setting, difficulty: str = "hard",
            sensor: tuple[int, int] | None = None) -> DocScene:
     """One ordonnance scene of `seed` under a dev `setting`, printed pale."""
     splits.check_dev(NAME, seed, setting)
-    # the ink from a stream of its own, so every other draw is the dev scene's
-    fade = float(np.random.default_rng([seed, 0x1A4E]).uniform(*PALE_INK))
     return docscenes.render("ordonnance", seed, setting=setting, difficulty=difficulty,
-                            sensor=sensor, ink_fade=fade)
+                            sensor=sensor, ink_fade=ink_fade(seed))
+
+
+def ink_fade(seed: int) -> float:
+    """How far the ink of `seed` lightens towards the paper: from a stream of its own, so
+    every other draw is the dev scene's."""
+    return float(np.random.default_rng([seed, 0x1A4E]).uniform(*PALE_INK))
