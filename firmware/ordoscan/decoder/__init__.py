@@ -370,14 +370,15 @@ class Decoder:
             guesses = [] if qr_read else new_guesses(frame, known)
             # the region statistics: a code whose finder patterns did not survive, or a
             # DataMatrix
-            emap = edge_map(frame) if not found else None
-            candidates, busy = candidate_regions(frame, emap=emap) if not found else ([], None)
-            # a code blurred past its modules leaves no finder pattern's runs and may fail
-            # the statistics: where nothing else points, its finders' dark blobs at the
-            # corners of a square do (the defocus passes below read it)
-            blurred = blurred_codes(frame) if not (
-                found or unread_qr or unread_other or guesses or candidates) else []
+            emap = None if found else edge_map(frame)
+            candidates, busy = ([], None) if emap is None else candidate_regions(frame,
+                                                                                emap=emap)
+            blurred = []
             if not (found or unread_qr or unread_other or guesses or candidates):
+                # a code blurred past its modules leaves no finder pattern's runs and may fail
+                # the statistics: where nothing else points, its finders' dark blobs at the
+                # corners of a square do (the defocus passes below read it)
+                blurred = blurred_codes(frame)
                 # pale print blurred by a disc as wide as its modules: its steps are too faint
                 # for the statistics' floor, not for their noise test; kept where the frame
                 # measures the disc (a page of print in dim light is faint too, and sharp)

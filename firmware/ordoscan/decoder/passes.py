@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
 from typing import TypeVar
 
 import numpy as np
@@ -506,15 +506,15 @@ def _read_deblurred(
 
     def versions() -> Iterator[Grey]:
         w = deblur.Wiener(sm.prepared)  # each version undone when drawn
-        disc: list[float | None] = []  # measured across the smear once a version asks
+        # measured across the smear once, when a version first asks
+        disc = cache(lambda: deblur.across(sm.prepared, motion))
         for v in p.deblur:
             if v.turn and not any(symbology == "QRCode" for symbology, _ in detected):
                 return
-            if v.disc and not disc:
-                disc.append(deblur.across(sm.prepared, motion))
-            if v.disc and disc[0] is None:
-                continue
-            image = deblur.undone(w, motion, v, disc[0] or 0.0 if disc else 0.0)
+            radius = disc() if v.disc else 0.0
+            if radius is None:
+                continue  # no disc measured: the versions that undo one are left out
+            image = deblur.undone(w, motion, v, radius)
             if v == deblur.UNDONE:
                 sm.undone = image
             yield image
