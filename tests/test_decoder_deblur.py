@@ -256,14 +256,20 @@ def test_a_smear_measured_a_few_degrees_off_is_undone_turned(
 # -- defocus --------------------------------------------------------------------------
 
 
-def defocused(radius: float, module: int = 5, seed: int = 0) -> np.ndarray:
-    """A `module` px/module code on paper, blurred by a defocus disc of `radius` pixels (an
-    OpenCV anti-aliased filled circle, drawn apart from the decoder's own), with noise."""
+def code_page(module: int, ink: float = 30.0, gain: float = 0.7) -> np.ndarray:
+    """A 640x480 page (float32 grey levels: `ink` + `gain` x 255 on paper) with a `module`
+    px/module code at (200, 120)."""
     bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
     img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
     page = np.full((480, 640), 255, np.uint8)
     page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
-    return disc_blurred((30 + page.astype(np.float32) * 0.7).astype(np.float32), radius, seed)
+    return (ink + page.astype(np.float32) * gain).astype(np.float32)
+
+
+def defocused(radius: float, module: int = 5, seed: int = 0) -> np.ndarray:
+    """A `module` px/module code on paper, blurred by a defocus disc of `radius` pixels (an
+    OpenCV anti-aliased filled circle, drawn apart from the decoder's own), with noise."""
+    return disc_blurred(code_page(module), radius, seed)
 
 
 def disc_blurred(image: np.ndarray, radius: float, seed: int = 0) -> np.ndarray:
@@ -517,13 +523,8 @@ def smeared_and_defocused(angle: float, length: int, radius: float, module: int 
     """A `module` px/module code blurred by a defocus disc of `radius` px, then smeared
     along `angle` over `length` px (both drawn by OpenCV, apart from the decoder), with
     noise."""
-    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
-    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=module, add_quiet_zones=True))
-    page = np.full((480, 640), 255, np.uint8)
-    page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
-    grey = (30 + page.astype(np.float32) * 0.7).astype(np.float32)
-    return line_blurred(disc_blurred(grey, radius, seed).astype(np.float32), angle, length,
-                        seed + 1)
+    return line_blurred(disc_blurred(code_page(module), radius, seed).astype(np.float32),
+                        angle, length, seed + 1)
 
 
 @pytest.mark.parametrize(("angle", "length", "radius"), [(0, 12, 3.5), (100, 12, 3.5),
@@ -621,12 +622,7 @@ def test_versions_that_differ_in_noise_ratio_only_draw_their_blur_once(
 def faint_defocused(seed: int = 0) -> np.ndarray:
     """A 5 px/module code in pale ink (grey 150 on paper 200) blurred by a 5 px disc, with
     noise: its steps fall under the statistics' floor, not under their noise test."""
-    bc = zxingcpp.create_barcode(EPU, zxingcpp.BarcodeFormat.QRCode)
-    img = np.asarray(zxingcpp.write_barcode_to_image(bc, scale=5, add_quiet_zones=True))
-    page = np.full((480, 640), 255, np.uint8)
-    page[120 : 120 + img.shape[0], 200 : 200 + img.shape[1]] = img
-    return disc_blurred((150 + page.astype(np.float32) * (50 / 255)).astype(np.float32), 5.0,
-                        seed)
+    return disc_blurred(code_page(5, 150.0, 50 / 255), 5.0, seed)
 
 
 def test_a_faint_blurred_code_is_a_candidate_at_the_faint_floor_only() -> None:
