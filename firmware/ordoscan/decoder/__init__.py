@@ -108,6 +108,7 @@ from ordoscan.decoder.passes import (
     QR,
     SMALL_MODULE,
     SQUARE_PASS,
+    UNSIZED,
     UNSMEAR_PASS,
     ZOOM_BELOW,
     ZOOM_PASS,
@@ -325,7 +326,8 @@ class Decoder:
         unread_other: list[Box] = []
         for p in FAST_PASSES:
             for symbology, box in run_pass(p, frame, whole(frame), found, None):
-                (unread_qr if symbology == "QRCode" else unread_other).append(box)
+                if symbology != UNSIZED:  # (nowhere to look in the whole frame)
+                    (unread_qr if symbology == "QRCode" else unread_other).append(box)
         qr_read = any(s.format == "QRCode" for s in found.values())
         if qr_read and not unread_qr and not unread_other:
             self._search_handed = False
@@ -560,6 +562,9 @@ class Decoder:
                 jobs += [Job(_flatten_pass(zoom), b) for symbology, b in unread
                          if symbology == "QRCode"
                          and not any(j.p.flatten and j.box.overlaps(b) for j in jobs)]
+                # one it could not place: its finder patterns squared, once per region
+                jobs += [Job(SQUARE_PASS, b) for symbology, b in unread
+                         if symbology == UNSIZED and Job(SQUARE_PASS, b) not in jobs]
             runs += 1
             if zoomed:
                 zooms += 1

@@ -289,9 +289,13 @@ FLATTEN_ZOOM_PASS = Pass("qr-zoom-flatten", QR, zoom=True, downscale=False, flat
 # the best SQUARE_TRIES corners among the SQUARE_FINDERS best-crossed patterns, sharing
 # patterns or not: a grazing view bends the right angle to 55 degrees (a cosine up to
 # SQUARE_MAX_COS; the search keeps a tight bound against print), and then which of the
-# three is the corner is unclear (dev seed 300 411 read with the third choice).
+# three is the corner is unclear (dev seed 300 411 read with the third choice). Where the
+# affine squaring does not read, the projective map fitted to the three finders' outlines
+# does (a wide lens 14 cm from a page tilted 40 degrees both ways: dev seed 250 185). Also
+# run where a pass's zxing-cpp call failed on a QR Code it could not place (UNSIZED).
 SQUARE_PASS = Pass("qr-zoom-square", QR, zoom=True, downscale=False, square=True)
 SQUARE_FINDERS = 5
+UNSIZED = "QRCode-unsized"  # run_pass's symbology for a QR Code failure with no position
 SQUARE_TRIES = 4
 SQUARE_MAX_COS = 0.65
 
@@ -363,7 +367,8 @@ def run_pass(
     """Run one pass on a region, add its symbols to `found`.
 
     Returns the symbology and box (with a margin, in frame pixels) of each
-    symbol it detected but could not decode. A zoom pass reads the region
+    symbol it detected but could not decode; (UNSIZED, `box`) for a QR Code
+    zxing-cpp failed on without placing it. A zoom pass reads the region
     from `zoom` (its pixel count is appended to `zoomed`); without one, or
     when it gives nothing usable, the region is upscaled as a fitted pass would.
     A defocus pass takes the region from `measured` when an earlier one on the
@@ -604,10 +609,13 @@ def _collect(
         corners = tuple((round(x * sx) + box.x0, round(y * sy) + box.y0) for x, y in at)
         if not r.valid or r.error is not None:
             xs, ys = [c[0] for c in corners], [c[1] for c in corners]
-            # some failures come without a position (all corners at 0): nowhere to look
             if max(xs) - min(xs) >= MIN_SIDE and max(ys) - min(ys) >= MIN_SIDE:
                 box_seen = Box(min(xs), min(ys), max(xs) + 1, max(ys) + 1)
                 unread.append((r.symbology.name, pad(box_seen, frame)))
+            elif r.symbology.name == "QRCode" and (UNSIZED, box) not in unread:
+                # some failures come without a position (all corners at 0): three finder
+                # patterns the detector could not size a symbol on, somewhere in the region
+                unread.append((UNSIZED, box))
             continue
         key = (r.symbology.name, r.bytes)
         if key in found:
@@ -656,16 +664,27 @@ def _squared(
     prepared: Grey, p: Pass, stop: Stop | None = None
 ) -> list[tuple[zxingcpp.Barcode, Corners]]:
     """The symbols of a square pass: the region's best corners of finder patterns in turn,
-    the symbol squared on each, until one reads or `stop()` after the first (corners in
-    the region's pixels)."""
+    the symbol squared on each, then mapped through their outlines (warp.perspective),
+    until one reads or `stop()` after the first (corners in the region's pixels)."""
     found = finders.find_finders(prepared)[:SQUARE_FINDERS]
     tries = finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]
+    outlined: set[frozenset[tuple[float, float]]] = set()
     for _, (tl, tr, bl) in _until(tries, stop):
         module = (tl.module + tr.module + bl.module) / 3
         again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
                                 (bl.x, bl.y), module), p)
         if any(r.valid for r, _ in again):
             return again
+        # the same three through their outlines (any of them the corner), once
+        three = frozenset((f.x, f.y) for f in (tl, tr, bl))
+        if three in outlined:
+            continue
+        outlined.add(three)
+        mapped = warp.perspective(prepared, [(f.x, f.y, f.module) for f in (tl, tr, bl)])
+        for image, back in mapped:
+            again = _read_resampled(image, back, p)
+            if any(r.valid for r, _ in again):
+                return again
     return []
 
 
@@ -678,6 +697,14 @@ def _reread(
         image, back = resample()
     except np.linalg.LinAlgError:  # degenerate corners: nothing to resample
         return []
+    return _read_resampled(image, back, p)
+
+
+def _read_resampled(
+    image: Grey, back: npt.NDArray[np.float64], p: Pass
+) -> list[tuple[zxingcpp.Barcode, Corners]]:
+    """The symbols zxing-cpp reads on a resampled symbol, their corners taken back to the
+    region's pixels through `back`."""
     found = zxingcpp.read_barcodes(
         image,
         formats=p.formats,

@@ -295,3 +295,161 @@ def drawn(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     s = bilinear(region.astype(np.float64), *project(h, u, v))
     lo, hi = np.percentile(s, (10, 90))
     return draw_modules(s < (lo + hi) / 2, PPM), to_region(h, PPM)
+
+
+# -- a symbol under a strong perspective, mapped through its finder patterns' outlines ----
+#
+# A page tilted 35-40 degrees both ways close to a wide lens: the far finder pattern is
+# two thirds of the near one's size, the right angle at the corner finder closes to 50
+# degrees (past the corner search's bound, so the wrong finder may be taken for the
+# corner), and neither zxing-cpp's detector ("invalid symbol size") nor the affine map
+# above sizes the symbol. Each finder pattern's outer dark ring is a square of 7 modules
+# whatever the view: its four corners, found on rays from its centre, are four points of
+# the symbol's projective map, twelve for the three. For each symbol size and each choice
+# of the corner finder the map is fitted to the twelve; the right choice fits them to a
+# fraction of a pixel, a wrong one by several. The best fits are resampled upright.
+OUTLINE_RAYS = 32  # rays from a finder's centre to its outer ring's edge
+_MIN_OUTLINE = 12  # edge points a finder needs (some rays cross data or glare)
+_OUTLINE_REACH = (2.0, 7.0)  # modules from the centre the outer edge may lie at (perspective)
+_MIN_CONTRAST = 10.0  # grey levels between a finder's core and its light ring
+_CORNER_CUT = 1.0  # modules: edge points this near a corner are left out of its sides' fit
+MAX_FIT_ERROR = 0.25  # modules rms: a worse fit is not three finders of one symbol
+PERSPECTIVE_DIMS = tuple(range(21, 17 + 4 * 10 + 1, 4))  # versions 1 to 10
+PERSPECTIVE_TRIES = 2  # best fits resampled and read
+_SQUARE = np.array([(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)])  # a finder's corners
+
+
+def _outline(img: _F, x: float, y: float, module: float) -> _F | None:
+    """Points on the outer edge of the finder pattern's dark ring (n x 2), None when too few
+    rays cross core, light ring and dark ring in turn."""
+    ang = np.arange(OUTLINE_RAYS) * (2 * math.pi / OUTLINE_RAYS)
+    step = 0.25
+    r = np.arange(0.0, _OUTLINE_REACH[1] * module + 1, step)
+    xs = x + np.cos(ang)[:, None] * r[None, :]
+    ys = y + np.sin(ang)[:, None] * r[None, :]
+    s = bilinear(img, xs - 0.5, ys - 0.5)
+    # the finder's own ink and paper (its module measured along one line may be off by a
+    # third under perspective: no ring is assumed at a given radius)
+    dark, light = (float(v) for v in np.percentile(s[:, r < 4 * module], (5, 95)))
+    if light - dark < _MIN_CONTRAST:
+        return None
+    t = (dark + light) / 2
+    pts = []
+    for i in range(OUTLINE_RAYS):
+        d = s[i] < t
+        turns = np.flatnonzero(d[1:] != d[:-1])  # core -> ring -> dark ring -> outside
+        if not d[0] or turns.size < 3:
+            continue
+        k = int(turns[2])
+        a, b = float(s[i, k]), float(s[i, k + 1])
+        rr = r[k] + (t - a) / (b - a) * step if b != a else r[k] + step / 2
+        if _OUTLINE_REACH[0] * module < rr < _OUTLINE_REACH[1] * module:
+            pts.append((x + math.cos(ang[i]) * rr, y + math.sin(ang[i]) * rr))
+    return np.array(pts) if len(pts) >= _MIN_OUTLINE else None
+
+
+def _quad(pts: _F, module: float) -> _F | None:
+    """The quadrilateral through edge points of a finder's outline (4 x 2, in turn round it):
+    rough corners from the points' extremes, then each side a line fitted to its points."""
+    c = pts.mean(axis=0)
+    p0 = pts[np.argmax(((pts - c) ** 2).sum(axis=1))]
+    p2 = pts[np.argmax(((pts - p0) ** 2).sum(axis=1))]
+    d = p2 - p0
+    side = d[0] * (pts[:, 1] - p0[1]) - d[1] * (pts[:, 0] - p0[0])
+    corners = np.array([p0, pts[np.argmax(side)], p2, pts[np.argmin(side)]])
+    for _ in range(2):
+        lines = []
+        for j in range(4):
+            a, b = corners[j], corners[(j + 1) % 4]
+            ab = b - a
+            length = float(np.hypot(*ab))
+            if length < 1e-6:
+                return None
+            along = ((pts - a) @ ab) / length
+            off = np.abs(ab[0] * (pts[:, 1] - a[1]) - ab[1] * (pts[:, 0] - a[0])) / length
+            near = (along > _CORNER_CUT * module) & (along < length - _CORNER_CUT * module)
+            q = pts[near & (off < module)]
+            if len(q) < 2:
+                return None
+            mu = q.mean(axis=0)
+            normal = np.linalg.svd(q - mu)[2][1]
+            lines.append((normal, float(normal @ mu)))
+        try:
+            corners = np.array([np.linalg.solve(np.array([lines[j - 1][0], lines[j][0]]),
+                                                [lines[j - 1][1], lines[j][1]])
+                                for j in range(4)])
+        except np.linalg.LinAlgError:  # two sides parallel: no quadrilateral
+            return None
+    return corners
+
+
+def _labels(quad: _F, centre: _F, frame: _F) -> _F:
+    """Which corner of its 7-module square each quad corner is ((-1, -1) top-left... as
+    _SQUARE), from their directions in the symbol's frame (`frame`: image vectors to
+    module axes, from the finders' centres): the cyclic order that agrees best."""
+    a = (frame @ (quad - centre).T).T
+    a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-9)
+    turn = float(np.sum(a[:, 0] * np.roll(a[:, 1], -1) - np.roll(a[:, 0], -1) * a[:, 1]))
+    order = np.array([0, 1, 2, 3] if turn > 0 else [0, 3, 2, 1])
+    shifts = [_SQUARE[(order + k) % 4] for k in range(4)]
+    best: _F = shifts[int(np.argmax([float(np.sum(a * s)) for s in shifts]))]
+    return best
+
+
+def _fit(src: _F, dst: _F) -> tuple[_F, float]:
+    """The projective map taking module points `src` to image points `dst` (least squares,
+    n >= 4) and its rms error in image pixels."""
+    u, v = src[:, 0], src[:, 1]
+    x, y = dst[:, 0], dst[:, 1]
+    o, z = np.ones_like(u), np.zeros_like(u)
+    a = np.concatenate([np.stack([u, v, o, z, z, z, -x * u, -x * v, -x], axis=1),
+                        np.stack([z, z, z, u, v, o, -y * u, -y * v, -y], axis=1)])
+    h = np.linalg.svd(a)[2][-1].reshape(3, 3)
+    h = h / h[2, 2]
+    px, py = project(h, u, v)
+    return h, float(np.sqrt(np.mean((px - x) ** 2 + (py - y) ** 2)))
+
+
+def perspective(region: Grey, found: list[tuple[float, float, float]]) -> list[tuple[Grey, _F]]:
+    """The symbol whose three finder patterns are `found` ((x, y, module) each, in any
+    order), resampled upright SQUARE_PPM pixels a module with QUIET modules of quiet zone
+    through its best-fitting projective maps (at most PERSPECTIVE_TRIES, best first; none
+    when no fit is within MAX_FIT_ERROR), each with the transform back to the region."""
+    img = region.astype(np.float64)
+    quads = []
+    for x, y, m in found:
+        pts = _outline(img, x, y, m)
+        q = None if pts is None else _quad(pts, m)
+        if q is None:
+            return []
+        quads.append(q)
+    centres = np.array([(x, y) for x, y, _ in found])
+    module = float(np.mean([m for _, _, m in found]))
+    fits: list[tuple[float, _F, int]] = []
+    for k in range(3):  # each finder as the corner (top-left)
+        i, j = (n for n in range(3) if n != k)
+        e1, e2 = centres[i] - centres[k], centres[j] - centres[k]
+        if e1[0] * e2[1] - e1[1] * e2[0] < 0:  # clockwise on screen: top-right, bottom-left
+            i, j, e1, e2 = j, i, e2, e1
+        try:
+            frame = np.linalg.inv(np.stack([e1, e2], axis=1))
+        except np.linalg.LinAlgError:
+            continue
+        labels = [_labels(quads[n], centres[n], frame) for n in (k, i, j)]
+        dst = np.concatenate([quads[n] for n in (k, i, j)])
+        for dim in PERSPECTIVE_DIMS:
+            at = ((3.5, 3.5), (dim - 3.5, 3.5), (3.5, dim - 3.5))
+            src = np.concatenate([np.asarray(c) + 3.5 * lab
+                                  for c, lab in zip(at, labels, strict=True)])
+            h, err = _fit(src, dst)
+            if err <= MAX_FIT_ERROR * module:
+                fits.append((err, h, dim))
+    fits.sort(key=lambda f: f[0])
+    out = []
+    for _, h, dim in fits[:PERSPECTIVE_TRIES]:
+        back = to_region(h, SQUARE_PPM)
+        side = (dim + 2 * QUIET) * SQUARE_PPM
+        x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
+        rx, ry = project(back, x, y)
+        out.append((np.clip(bilinear(img, rx - 0.5, ry - 0.5), 0, 255).astype(np.uint8), back))
+    return out
