@@ -209,3 +209,27 @@ def test_pale_print_is_the_dev_scene_but_for_its_ink() -> None:
         return float(hi - lo)
 
     assert spread(faint.image) < 0.85 * spread(light.image)
+
+
+def test_an_exposure_cap_shortens_the_smear_and_raises_the_gain() -> None:
+    """The kiosk's tuning caps the shutter (camera.max_exposure_us, 8 ms by default): in a
+    dim room the auto-exposure then stops at the cap and the gain takes over; the scene's
+    other draws (pose, motion, codes) are the same."""
+    setting = ds.Setting("dim", "cm3", "plain")
+    free = ds.render("ordonnance", 5, setting=setting, difficulty="hard", sensor=ds.LORES)
+    capped = ds.render("ordonnance", 5, setting=setting, difficulty="hard", sensor=ds.LORES,
+                       max_exposure_ms=8.0)
+    assert free.params["exposure_ms"] > 8.0
+    assert capped.params["exposure_ms"] == pytest.approx(8.0)
+    assert capped.params["gain"] > free.params["gain"]
+    assert capped.params["blur_samples"] <= free.params["blur_samples"]
+    for key in ("z_mm", "roll", "tilt_x", "tilt_y", "speed_mm_s", "lux", "defocus_px"):
+        assert capped.params[key] == free.params[key], key
+    assert [c.payload for c in capped.codes] == [c.payload for c in free.codes]
+    # in bright light the cap changes nothing: the same pixels
+    office = ds.Setting("window", "cm3", "plain")
+    a = ds.render("ordonnance", 5, setting=office, difficulty="hard", sensor=ds.LORES)
+    b = ds.render("ordonnance", 5, setting=office, difficulty="hard", sensor=ds.LORES,
+                  max_exposure_ms=8.0)
+    assert a.params["exposure_ms"] < 8.0
+    assert np.array_equal(a.image, b.image) and a.params == b.params

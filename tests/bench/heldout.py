@@ -156,18 +156,30 @@ def _frame(cache: Path | None, name: str, setting: docscenes.Setting, cached_onl
     )
 
 
+def deployed_exposure_ms() -> float:
+    """The exposure cap the kiosk's picamera2 source gives the auto-exposure by default
+    (camera.max_exposure_us), in ms."""
+    from ordoscan.config.sections import CameraConfig
+
+    return float(CameraConfig.model_fields["max_exposure_us"].default) / 1000.0
+
+
 def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
-                cached_only: bool = False) -> Iterator[Frame]:
+                cached_only: bool = False, max_exposure_ms: float | None = None
+                ) -> Iterator[Frame]:
     """`n` gen2 frames of `split` from its `offset`-th seed, rendered or taken from the cache
-    (`cached_only`: the cached ones only, none rendered)."""
+    (`cached_only`: the cached ones only, none rendered); `max_exposure_ms`: the scenes'
+    auto-exposure capped there (docscenes.render), the same scenes otherwise."""
     sensor = _sensor()
     cache = _cache_dir()
+    cap = "" if max_exposure_ms is None else f"-cap{max_exposure_ms:g}ms"
     for spec in splits.gen2_specs(split, n, difficulty, offset):
         name = f"{spec.kind}-{spec.seed}-{difficulty}-{spec.setting.light}-" \
-               f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}"
+               f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}{cap}"
         f = _frame(cache, name, spec.setting, cached_only,
                    partial(docscenes.render, spec.kind, spec.seed, setting=spec.setting,
-                           difficulty=difficulty, sensor=sensor))
+                           difficulty=difficulty, sensor=sensor,
+                           max_exposure_ms=max_exposure_ms))
         if f is not None:
             yield f
 

@@ -264,6 +264,9 @@ class AutoExposure:
     gain: float = 1.0
     lag: float = 1.0
     error_ev: float = 0.0  # a fixed miss of the target (metering on a dark counter, say)
+    # the exposure profile's shutter stages clipped to this (ms), as the kiosk's tuning
+    # clips them (camera.max_exposure_us): the gain takes over sooner; None: the module's own
+    max_exposure_ms: float | None = None
 
     def meter(self, cam: cm.CameraModel, mean_radiance: float) -> None:
         """Pick exposure then gain as libcamera's normal profile does: shutter to 10 ms,
@@ -272,8 +275,10 @@ class AutoExposure:
         want *= 2.0 ** self.error_ev
         now = self.exposure_ms * self.gain
         target = now * (want / now) ** self.lag if self.lag < 1 else want
-        steps = ((10.0, 1.0), (10.0, 2.0), (cam.max_exposure_ms, 2.0),
-                 (cam.max_exposure_ms, cam.max_gain))
+        cap = cam.max_exposure_ms
+        if self.max_exposure_ms is not None:
+            cap = min(cap, self.max_exposure_ms)
+        steps = ((min(10.0, cap), 1.0), (min(10.0, cap), 2.0), (cap, 2.0), (cap, cam.max_gain))
         t, g = 0.1, 1.0
         for st, sg in steps:
             if target <= st * sg:
@@ -471,13 +476,16 @@ def _rng(seed: int, kind: str, difficulty: str, setting: Setting) -> np.random.G
 
 def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: str = "medium",
            sensor: tuple[int, int] | None = None,
-           focus_behind_mm: float | None = None, ink_fade: float | None = None) -> DocScene:
+           focus_behind_mm: float | None = None, ink_fade: float | None = None,
+           max_exposure_ms: float | None = None) -> DocScene:
     """Render one scene; the same arguments give the same pixels.
 
     `focus_behind_mm`: the lens focused that far behind the page instead of on it (an
     autofocus that missed, ordoscan.devtools.af_miss); `ink_fade`: the print's ink that far
     lightened towards the paper (0: black; pale print, ordoscan.devtools.pale) instead of
-    what the paper draws. Every other draw is the scene's own."""
+    what the paper draws; `max_exposure_ms`: the auto-exposure's shutter capped there (the
+    kiosk's picamera2 tuning, camera.max_exposure_us) instead of at the module's own 33 ms
+    (a USB camera's). Every other draw is the scene's own."""
     setting = setting or Setting()
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; expected one of "
@@ -492,7 +500,7 @@ def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: 
         sub = replace(sub, ink_fade=ink_fade)
     pose = pose_for(sub, rng, difficulty)
     ev = {"easy": 0.2, "medium": 0.4, "hard": 0.7}[difficulty]
-    ae = AutoExposure(error_ev=float(rng.normal(0, ev)))
+    ae = AutoExposure(error_ev=float(rng.normal(0, ev)), max_exposure_ms=max_exposure_ms)
     cam = cm.CAMERAS[setting.camera]
     focus = abs(float(rng.normal(0, {"easy": 0.05, "medium": 0.1, "hard": 0.2}[difficulty])))
     if focus_behind_mm is not None:
