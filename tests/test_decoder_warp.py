@@ -303,21 +303,27 @@ def test_no_map_is_fitted_where_three_finders_are_not_one_symbols() -> None:
     assert warp.perspective(apart, found) == []
 
 
-def test_a_page_tilted_close_to_a_wide_lens_is_read_through_its_finders_outlines(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("kind", "seed", "cap"), [
+    ("ordonnance", 250_185, None),  # a page 14 cm away tilted 39 and 33 degrees
+    ("phone_light", 250_089, None),  # a phone at 31 cm turned 33 degrees: finders foreshortened
+    ("phone_light", 250_161, 8.0),  # ... 24 cm, turned 32 degrees: two finders sheared small
+])
+def test_a_code_seen_at_a_grazing_angle_is_read_through_its_finders_outlines(
+    kind: str, seed: int, cap: float | None, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Development scene 250 185 of the second generator: a sharp code 14 cm from the wide
-    camera on a page tilted 39 and 33 degrees. zxing-cpp fails on it without placing it
-    (no position: nowhere for the flatten pass to look), and no full corner of finders
-    is found in the frame: the failure itself queues the square pass, whose outline fit
-    reads it."""
+    """Development scenes of the second generator, sharp codes under the wide camera at a
+    grazing angle. zxing-cpp fails on them without placing them (no position: nowhere for
+    the flatten pass to look), and no full corner of finders is found in the frame: the
+    failure itself queues the square pass. There the finders are searched with their rows'
+    and columns' modules up to twice apart, then on the region upscaled, the legs of the
+    corner up to 0.6 of each other, and the outline fit reads the code."""
     from ordoscan import decoder as decoder_module
     from ordoscan.classifier import Kind
     from ordoscan.devtools import docscenes, splits
 
-    seed = 250_185
     setting = splits.DEV_SETTINGS[(seed * 7919) % len(splits.DEV_SETTINGS)]
-    scene = docscenes.render("ordonnance", seed, setting=setting, difficulty="hard")
+    scene = docscenes.render(kind, seed, setting=setting, difficulty="hard",
+                             max_exposure_ms=cap)
     epu = next(p for k, p in scene.truth if k is Kind.ORDONNANCE)
     reads: list[str] = []
 

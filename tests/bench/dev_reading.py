@@ -3,13 +3,14 @@
     .venv/bin/python -m tests.bench.dev_reading [--gen2 0:160 ...] [--gen1 3,11] [--corpus]
                                                 [--af-miss 0:120] [--pale 0:120]
                                                 [--af-pale 0:120] [--af-near 0:120]
-                                                [--misses DIR] [--cached]
+                                                [--misses DIR] [--cached] [--cap MS]
 
 Readers: one default zxing-cpp call, the Decoder as deployed (its budget and duty cycle on
 the thread's CPU time times ORDOSCAN_BENCH_CPU_SCALE: heldout.cpu_clock, as the held-out
 bench) and the Decoder with every pass due (no budget, no duty cycle: independent of the
 machine). gen2: dev seeds START:END, hard, under the dev settings, at the sensor mode
-(ORDOSCAN_BENCH_SENSOR as the held-out bench), cached alike; gen1: dev sets, 50 hard
+(ORDOSCAN_BENCH_SENSOR as the held-out bench), cached alike, with `--cap MS` their exposure
+capped as the kiosk's tuning caps it (8 ms as deployed); gen1: dev sets, 50 hard
 frames each; af-miss: the dev family ordoscan.devtools.af_miss (ordonnances with the
 autofocus locked behind the page), its scenes START:END; pale: the dev family
 ordoscan.devtools.pale (ordonnances in pale print), alike; af-pale: the two at once
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--corpus", action="store_true", help="ZXing's photos, false positives")
     ap.add_argument("--misses", type=Path, default=None, help="write gen2 misses here")
     ap.add_argument("--cached", action="store_true", help="gen2: cached frames only")
+    ap.add_argument("--cap", type=float, default=None, metavar="MS",
+                    help="gen2 dev seeds: the exposure capped at MS ms (the kiosk's tuning: "
+                         "8 as deployed)")
     args = ap.parse_args(argv)
 
     def readers() -> list[tuple[str, ho.Reader]]:
@@ -81,8 +85,10 @@ def main(argv: list[str] | None = None) -> None:
 
     sources: list[tuple[str, list[ho.Frame]]] = []
     for a, b in args.gen2:
-        frames = list(ho.gen2_frames("dev", b - a, offset=a, cached_only=args.cached))
-        sources.append((f"gen2 dev {a}-{b - 1}, hard", frames))
+        frames = list(ho.gen2_frames("dev", b - a, offset=a, cached_only=args.cached,
+                                     max_exposure_ms=args.cap))
+        cap = "" if args.cap is None else f", {args.cap:g} ms cap"
+        sources.append((f"gen2 dev {a}-{b - 1}, hard{cap}", frames))
     for family, spans in (("af_miss", args.af_miss), ("pale", args.pale),
                           ("af_pale", args.af_pale), ("af_near", args.af_near)):
         for a, b in spans:

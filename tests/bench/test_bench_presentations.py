@@ -23,7 +23,9 @@ the good-read signal (cpu: the end of the scan loop's turn that committed the sc
 posted the signal; realtime: the green LED dip). Printed: p50, p95, the share never read
 within 3 s, by style and by kind (ORDOSCAN_BENCH_TIMES=file.json: each presentation's
 time too). Targets: p95 at most 0.5 s, at most 1 % never read
-within 3 s.
+within 3 s. The camera's auto-exposure is capped as the kiosk's picamera2 tuning caps it
+(ORDOSCAN_BENCH_EXPOSURE_CAP: "deployed", the default, camera.max_exposure_us; a number of
+ms; "none": the modules' own 33 ms, as before held-out epoch 19).
 
 ORDOSCAN_BENCH_REPEATS=n runs the whole set n times (cpu clock): at x5.9 one decoder's p95
 moved by half a second between single runs (docs/EVALUATION.md, epoch 12), since which
@@ -55,7 +57,7 @@ import pytest
 from ordoscan.camera import Zoom
 from ordoscan.decoder import Grey
 
-from tests.bench.heldout import CACHE, _generator_hash
+from tests.bench.heldout import CACHE, _generator_hash, deployed_exposure_ms
 from tests.bench.test_bench_pipeline import FPS, _paced_source
 from tests.support import ROOT, child_env
 
@@ -65,6 +67,10 @@ CPU_SCALE = float(os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1"))
 SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
 REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
 # the frames have a main stream, as on a kiosk (Frame.zoom, cpu clock only);
+# ORDOSCAN_BENCH_EXPOSURE_CAP: the camera's auto-exposure capped as the kiosk's picamera2
+# tuning caps it ("deployed", the default: camera.max_exposure_us), at that many ms, or
+# "none" (the modules' own 33 ms, as every presentation bench before held-out epoch 19)
+EXPOSURE_CAP = os.environ.get("ORDOSCAN_BENCH_EXPOSURE_CAP", "deployed")
 # ORDOSCAN_BENCH_MAIN_STREAM=0: lores only, no zoom
 MAIN_STREAM = os.environ.get("ORDOSCAN_BENCH_MAIN_STREAM", "1") != "0"
 SECONDS = 4.0  # frames per presentation: 4 s at 15 fps
@@ -76,6 +82,22 @@ WITHIN_S = 3.0
 P95_TARGET_S, NEVER_TARGET = 0.5, 0.01
 
 
+def exposure_cap() -> float | None:
+    """ORDOSCAN_BENCH_EXPOSURE_CAP in ms (None: no cap); a bad value stops the bench."""
+    if EXPOSURE_CAP == "none":
+        return None
+    if EXPOSURE_CAP == "deployed":
+        return deployed_exposure_ms()
+    try:
+        cap = float(EXPOSURE_CAP)
+    except ValueError:
+        cap = 0.0
+    if not cap > 0:
+        raise ValueError(f"ORDOSCAN_BENCH_EXPOSURE_CAP={EXPOSURE_CAP!r}: expected 'deployed',"
+                         " 'none' or a number of ms > 0")
+    return cap
+
+
 def _frames_file() -> tuple[Path, Path]:
     """Render (once) the presentations: a (frames, 720, 1280) uint8 file and its index."""
     from ordoscan.devtools import splits
@@ -83,7 +105,10 @@ def _frames_file() -> tuple[Path, Path]:
 
     settings = splits.presentation_settings(SPLIT)
     seeds = splits.presentation_seeds(SPLIT, N)
+    cap = exposure_cap()
     plan = f"{_generator_hash(presentations=True)}-{seeds}-{SECONDS}-{settings}-shots"
+    if cap is not None:  # (uncapped: the key as before the cap existed)
+        plan += f"-cap{cap:g}"
     key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
     data, index = folder / "frames.npy", folder / "index.json"
@@ -97,8 +122,7 @@ def _frames_file() -> tuple[Path, Path]:
     counter = camera.counter_texture(np.random.default_rng(1), LORES).mean(axis=2)
     out[0] = np.clip(np.rint(255 * (0.9 * counter) ** (1 / 2.2)), 0, 255).astype(np.uint8)
     meta: list[dict[str, Any]] = []
-    for k, p in enumerate(presentation.presentations(seeds,
-                                                     settings)):
+    for k, p in enumerate(presentation.presentations(seeds, settings, max_exposure_ms=cap)):
         first = 1 + k * n_frames
         for j, f in enumerate(p.frames[:n_frames]):
             out[first + j] = f.image
@@ -350,9 +374,13 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
              + ", on which the decoder's budget and duty cycle count too"
              if CLOCK == "cpu" else "real time (this machine's load included)")
     mixed = ", half under held-out settings" if SPLIT == "heldout" else ""
+    cap = exposure_cap()
+    exposure = ("the modules' own (to 33 ms)" if cap is None
+                else f"capped at {cap:g} ms (the kiosk's tuning)")
     print(f"\n\nPresentations ({SPLIT} seeds{mixed}): "
           f"{n_pres}, each up to {SECONDS:g} s at {FPS:g} fps then {GAP / FPS:g} s of empty"
-          f" counter; clock: {clock}. Frames made or loaded in {made:.0f} s; run {ran:.0f} s;"
+          f" counter; exposure {exposure}; clock: {clock}. Frames made or loaded in"
+          f" {made:.0f} s; run {ran:.0f} s;"
           f" load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
           + (f"; {repeats} runs, their times together" if repeats > 1 else ""))
     if repeats > 1:

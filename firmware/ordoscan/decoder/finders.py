@@ -241,7 +241,8 @@ def _looks_like_finder(dark: npt.NDArray[np.bool_], x: _F, y: _F, u: _F) -> npt.
     return (share(_CENTRE) >= _CENTRE_DARK) & ring
 
 
-def _level_finders(img: Grey, scale: float) -> list[Finder]:
+def _level_finders(img: Grey, scale: float, module_match: float = _MODULE_MATCH
+                   ) -> list[Finder]:
     """Finder centres of one pyramid level, in frame pixels.
 
     A centre is a grid cell crossed by at least two row hits and two column
@@ -279,7 +280,7 @@ def _level_finders(img: Grey, scale: float) -> list[Finder]:
     x = ((rx_sum + cx_sum) / (n_r + n_c)).astype(np.float64) + 0.5
     y = ((ry_sum + cy_sum) / (n_r + n_c)).astype(np.float64) + 0.5
     u = ((ur + uc) / 2).astype(np.float64)
-    keep = np.maximum(ur, uc) <= _MODULE_MATCH * np.minimum(ur, uc)
+    keep = np.maximum(ur, uc) <= module_match * np.minimum(ur, uc)
     keep &= _looks_like_finder(dark, x, y, u)
     hits = score[gy, gx].astype(np.int64)
     return [
@@ -305,11 +306,13 @@ def _pyramid(frame: Grey, n: int = 4) -> list[tuple[Grey, float]]:
     return levels
 
 
-def find_finders(frame: Grey, levels: int = 3) -> list[Finder]:
-    """Finder patterns of QR Codes in a grey frame, best confirmed first."""
+def find_finders(frame: Grey, levels: int = 3, module_match: float = _MODULE_MATCH
+                 ) -> list[Finder]:
+    """Finder patterns of QR Codes in a grey frame, best confirmed first (`module_match`:
+    how far the rows' and the columns' module sizes may differ, as a factor)."""
     seen: list[Finder] = []
     for img, scale in _pyramid(frame, levels):
-        seen.extend(_level_finders(np.ascontiguousarray(img), scale))
+        seen.extend(_level_finders(np.ascontiguousarray(img), scale, module_match))
     if not seen:
         return []
     seen.sort(key=lambda f: -f.hits)
@@ -330,13 +333,13 @@ def find_finders(frame: Grey, levels: int = 3) -> list[Finder]:
     return found
 
 
-def corners(finders: list[Finder], max_cos: float = 0.3, disjoint: bool = True
-            ) -> list[tuple[float, tuple[Finder, Finder, Finder]]]:
+def corners(finders: list[Finder], max_cos: float = 0.3, disjoint: bool = True,
+            min_legs: float = 0.8) -> list[tuple[float, tuple[Finder, Finder, Finder]]]:
     """Triples of finder patterns that form a QR Code's three corners, best first (with
     `disjoint`, none sharing a pattern): (how far from a right isosceles corner, (the
     right-angle corner, then top-right and bottom-left as seen: y down, the top-right one
     clockwise of the bottom-left)). `max_cos`: how far perspective may bend the right
-    angle."""
+    angle; `min_legs`: how far it may shorten one leg against the other (their ratio)."""
     if len(finders) < 3:
         return []
     pts = np.array([(f.x, f.y) for f in finders])
@@ -355,7 +358,7 @@ def corners(finders: list[Finder], max_cos: float = 0.3, disjoint: bool = True
         cos = (va * vb).sum(axis=1) / np.maximum(la * lb, 1e-9)
         legs = np.minimum(la, lb) / np.maximum(np.maximum(la, lb), 1e-9)
         # perspective bends the right angle and the legs' ratio: loose bounds
-        ok = (umax <= 1.5 * umin) & (np.abs(cos) <= max_cos) & (legs >= 0.8)
+        ok = (umax <= 1.5 * umin) & (np.abs(cos) <= max_cos) & (legs >= min_legs)
         ok &= np.minimum(la, lb) >= _LEG_MODULES[0] * um
         ok &= np.maximum(la, lb) <= _LEG_MODULES[1] * um
         for i in np.nonzero(ok)[0].tolist():

@@ -295,6 +295,15 @@ FLATTEN_ZOOM_PASS = Pass("qr-zoom-flatten", QR, zoom=True, downscale=False, flat
 # run where a pass's zxing-cpp call failed on a QR Code it could not place (UNSIZED).
 SQUARE_PASS = Pass("qr-zoom-square", QR, zoom=True, downscale=False, square=True)
 SQUARE_FINDERS = 5
+# a page or phone seen at a grazing angle foreshortens its finder patterns across by up to
+# half: their rows and columns measure modules up to twice apart (dev seed 250 089, a phone
+# at 31 cm turned 33 degrees from the wide camera); in a region where a code was seen only
+SQUARE_MODULE_MATCH = 2.0
+# and its legs measure up to 0.6 of each other (the outline fit tells a wrong three apart)
+SQUARE_MIN_LEGS = 0.6
+# then on the region upscaled 1.5 times: the far finders of such a view are sheared to two
+# pixels a module across, too few for the run-length search (dev seed 250 161)
+SQUARE_SCALES = (1.0, 1.5)
 UNSIZED = "QRCode-unsized"  # run_pass's symbology for a QR Code failure with no position
 SQUARE_TRIES = 4
 SQUARE_MAX_COS = 0.65
@@ -665,27 +674,38 @@ def _squared(
 ) -> list[tuple[zxingcpp.Barcode, Corners]]:
     """The symbols of a square pass: the region's best corners of finder patterns in turn,
     the symbol squared on each, then mapped through their outlines (warp.perspective),
-    until one reads or `stop()` after the first (corners in the region's pixels)."""
-    found = finders.find_finders(prepared)[:SQUARE_FINDERS]
-    tries = finders.corners(found, SQUARE_MAX_COS, disjoint=False)[:SQUARE_TRIES]
-    outlined: set[frozenset[tuple[float, float]]] = set()
-    for _, (tl, tr, bl) in _until(tries, stop):
-        module = (tl.module + tr.module + bl.module) / 3
-        again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
-                                (bl.x, bl.y), module), p)
-        if any(r.valid for r, _ in again):
-            return again
-        # the same three through their outlines (any of them the corner), once
-        three = frozenset((f.x, f.y) for f in (tl, tr, bl))
-        if three in outlined:
-            continue
-        outlined.add(three)
-        mapped = warp.perspective(prepared, [(f.x, f.y, f.module) for f in (tl, tr, bl)])
-        for image, back in mapped:
-            again = _read_resampled(image, back, p)
+    until one reads or `stop()` after the first (corners in the region's pixels); the
+    finders searched at each of SQUARE_SCALES in turn."""
+    outlined: set[frozenset[tuple[int, int]]] = set()
+    for scale in _until(SQUARE_SCALES, stop):
+        found = _square_finders(prepared, scale)
+        tries = finders.corners(found, SQUARE_MAX_COS, disjoint=False,
+                                min_legs=SQUARE_MIN_LEGS)[:SQUARE_TRIES]
+        for _, (tl, tr, bl) in _until(tries, stop):
+            module = (tl.module + tr.module + bl.module) / 3
+            again = _reread(partial(warp.squared, prepared, (tl.x, tl.y), (tr.x, tr.y),
+                                    (bl.x, bl.y), module), p)
             if any(r.valid for r, _ in again):
                 return again
+            # the same three through their outlines (any of them the corner), once
+            three = frozenset((round(f.x), round(f.y)) for f in (tl, tr, bl))
+            if three in outlined:
+                continue
+            outlined.add(three)
+            mapped = warp.perspective(prepared, [(f.x, f.y, f.module) for f in (tl, tr, bl)])
+            for image, back in mapped:
+                again = _read_resampled(image, back, p)
+                if any(r.valid for r, _ in again):
+                    return again
     return []
+
+
+def _square_finders(prepared: Grey, scale: float) -> list[finders.Finder]:
+    """The region's SQUARE_FINDERS best-crossed finder patterns, searched on it upscaled by
+    `scale`, in the region's pixels."""
+    img = prepared if scale == 1.0 else prepare(prepared, Pass("", QR, scale=scale))
+    found = finders.find_finders(img, module_match=SQUARE_MODULE_MATCH)[:SQUARE_FINDERS]
+    return [replace(f, x=f.x / scale, y=f.y / scale, module=f.module / scale) for f in found]
 
 
 def _reread(

@@ -350,12 +350,13 @@ def scene(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
 
 
 def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
-            seconds: float = 3.6) -> Presentation:
-    """Render one presentation's lores frames (reproducible from its arguments)."""
+            seconds: float = 3.6, max_exposure_ms: float | None = None) -> Presentation:
+    """Render one presentation's lores frames (reproducible from its arguments);
+    `max_exposure_ms`: the auto-exposure's shutter capped there (the kiosk's tuning)."""
     sc = scene(seed, setting, style, kind, seconds)
     rng = sc.rng
     cam = sc.cam
-    ae = AutoExposure(lag=0.35)
+    ae = AutoExposure(lag=0.35, max_exposure_ms=max_exposure_ms)
     focus_z = sc.path.at(0.0)[2]
     frames: list[PresentedFrame] = []
     for i in range(int(seconds * FPS)):
@@ -375,10 +376,12 @@ def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
     return Presentation(seed, style, setting, kind, sc.payload, tuple(frames))
 
 
-def presentations(seeds: range, settings: tuple[Setting, ...]) -> Iterator[Presentation]:
+def presentations(seeds: range, settings: tuple[Setting, ...],
+                  max_exposure_ms: float | None = None) -> Iterator[Presentation]:
     """One presentation per seed: styles, kinds and settings cycle with the seed."""
     for seed in seeds:
         style = STYLES[seed % len(STYLES)]
         kind = ("ordonnance", "ordonnance", "phone_light", "ordonnance", "phone_dark")[
             (seed // len(STYLES)) % 5]
-        yield present(seed, settings[seed % len(settings)], style, kind)
+        yield present(seed, settings[seed % len(settings)], style, kind,
+                      max_exposure_ms=max_exposure_ms)
