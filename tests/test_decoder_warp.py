@@ -303,6 +303,22 @@ def test_no_map_is_fitted_where_three_finders_are_not_one_symbols() -> None:
     assert warp.perspective(apart, found) == []
 
 
+def test_an_outline_fit_on_any_three_points_never_fails() -> None:
+    """Three points anywhere (on print, noise, the code's own modules, off the image, in a
+    line): a list of upright images or none, never an error."""
+    frame, _ = keystoned()
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, frame.shape).astype(np.uint8)
+    for img in (frame, noise):
+        for _ in range(60):
+            three = [(float(x), float(y), float(m)) for x, y, m in zip(
+                rng.uniform(-50, 450, 3), rng.uniform(-50, 370, 3), rng.uniform(0.5, 12, 3),
+                strict=True)]
+            for image, back in warp.perspective(img, three):
+                assert image.dtype == np.uint8 and back.shape == (3, 3)
+    assert warp.perspective(frame, [(100.0, 100.0, 6.0)] * 3) == []  # one point thrice
+
+
 @pytest.mark.parametrize(("kind", "seed", "cap"), [
     ("ordonnance", 250_185, None),  # a page 14 cm away tilted 39 and 33 degrees
     ("phone_light", 250_089, None),  # a phone at 31 cm turned 33 degrees: finders foreshortened

@@ -295,18 +295,19 @@ FLATTEN_ZOOM_PASS = Pass("qr-zoom-flatten", QR, zoom=True, downscale=False, flat
 # run where a pass's zxing-cpp call failed on a QR Code it could not place (UNSIZED).
 SQUARE_PASS = Pass("qr-zoom-square", QR, zoom=True, downscale=False, square=True)
 SQUARE_FINDERS = 5
-# a page or phone seen at a grazing angle foreshortens its finder patterns across by up to
-# half: their rows and columns measure modules up to twice apart (dev seed 250 089, a phone
-# at 31 cm turned 33 degrees from the wide camera); in a region where a code was seen only
-SQUARE_MODULE_MATCH = 2.0
-# and its legs measure up to 0.6 of each other (the outline fit tells a wrong three apart)
-SQUARE_MIN_LEGS = 0.6
-# then on the region upscaled 1.5 times: the far finders of such a view are sheared to two
-# pixels a module across, too few for the run-length search (dev seed 250 161)
-SQUARE_SCALES = (1.0, 1.5)
-UNSIZED = "QRCode-unsized"  # run_pass's symbology for a QR Code failure with no position
 SQUARE_TRIES = 4
 SQUARE_MAX_COS = 0.65
+# A grazing view foreshortens a finder pattern across by up to half: its rows and columns
+# measure modules up to twice apart (dev seed 250 089, a phone at 31 cm turned 33 degrees
+# from the wide camera), which the search allows here only, in a region where a code was
+# seen; the corner's legs may measure 0.6 of each other (the outline fit tells a wrong
+# three apart); and where that finds no corner that reads, the finders are searched again
+# on the region upscaled 1.5 times: the far ones are sheared to two pixels a module
+# across, too few for the run lengths (dev seed 250 161).
+SQUARE_MODULE_MATCH = 2.0
+SQUARE_MIN_LEGS = 0.6
+SQUARE_SCALES = (1.0, 1.5)
+UNSIZED = "QRCode-unsized"  # run_pass's symbology for a QR Code failure with no position
 
 # When the fast pass read nothing on a view that is not blank: its busy part upscaled.
 BUSY_PASS = Pass("qr-busy-x1.5", QR, scale=1.5, downscale=False)
@@ -703,7 +704,7 @@ def _squared(
 def _square_finders(prepared: Grey, scale: float) -> list[finders.Finder]:
     """The region's SQUARE_FINDERS best-crossed finder patterns, searched on it upscaled by
     `scale`, in the region's pixels."""
-    img = prepared if scale == 1.0 else prepare(prepared, Pass("", QR, scale=scale))
+    img = _resized(prepared, scale)
     found = finders.find_finders(img, module_match=SQUARE_MODULE_MATCH)[:SQUARE_FINDERS]
     return [replace(f, x=f.x / scale, y=f.y / scale, module=f.module / scale) for f in found]
 
@@ -751,10 +752,15 @@ def _in_region(
 
 def prepare(frame: Grey, p: Pass) -> Grey:
     """The frame as the pass wants it: the view itself when nothing is to be done."""
-    if p.scale == 1.0:
+    return _resized(frame, p.scale)
+
+
+def _resized(frame: Grey, scale: float) -> Grey:
+    """The frame scaled by `scale` (bilinear): the view itself at 1."""
+    if scale == 1.0:
         return frame
     img = Image.fromarray(frame)  # copies a strided view once
-    size = (max(1, round(img.width * p.scale)), max(1, round(img.height * p.scale)))
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR))
 
 

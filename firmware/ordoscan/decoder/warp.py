@@ -406,9 +406,12 @@ def _fit(src: _F, dst: _F) -> tuple[_F, float]:
     a = np.concatenate([np.stack([u, v, o, z, z, z, -x * u, -x * v, -x], axis=1),
                         np.stack([z, z, z, u, v, o, -y * u, -y * v, -y], axis=1)])
     h = np.linalg.svd(a)[2][-1].reshape(3, 3)
+    if abs(h[2, 2]) < 1e-12:  # the module origin mapped to infinity: no symbol's map
+        return h, math.inf
     h = h / h[2, 2]
     px, py = project(h, u, v)
-    return h, float(np.sqrt(np.mean((px - x) ** 2 + (py - y) ** 2)))
+    err = float(np.sqrt(np.mean((px - x) ** 2 + (py - y) ** 2)))
+    return h, err if math.isfinite(err) else math.inf
 
 
 def perspective(region: Grey, found: list[tuple[float, float, float]]) -> list[tuple[Grey, _F]]:
@@ -452,5 +455,7 @@ def perspective(region: Grey, found: list[tuple[float, float, float]]) -> list[t
         side = (dim + 2 * QUIET) * SQUARE_PPM
         x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
         rx, ry = project(back, x, y)
+        # (a quiet zone beyond the view's horizon maps to no point: the region's corner)
+        rx, ry = np.nan_to_num(rx, nan=0.0), np.nan_to_num(ry, nan=0.0)
         out.append((np.clip(bilinear(img, rx - 0.5, ry - 0.5), 0, 255).astype(np.uint8), back))
     return out
