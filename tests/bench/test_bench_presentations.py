@@ -66,11 +66,11 @@ CLOCK = os.environ.get("ORDOSCAN_BENCH_CLOCK", "cpu")
 CPU_SCALE = float(os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1"))
 SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
 REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
-# the frames have a main stream, as on a kiosk (Frame.zoom, cpu clock only);
 # ORDOSCAN_BENCH_EXPOSURE_CAP: the camera's auto-exposure capped as the kiosk's picamera2
 # tuning caps it ("deployed", the default: camera.max_exposure_us), at that many ms, or
 # "none" (the modules' own 33 ms, as every presentation bench before held-out epoch 19)
 EXPOSURE_CAP = os.environ.get("ORDOSCAN_BENCH_EXPOSURE_CAP", "deployed")
+# the frames have a main stream, as on a kiosk (Frame.zoom, cpu clock only);
 # ORDOSCAN_BENCH_MAIN_STREAM=0: lores only, no zoom
 MAIN_STREAM = os.environ.get("ORDOSCAN_BENCH_MAIN_STREAM", "1") != "0"
 SECONDS = 4.0  # frames per presentation: 4 s at 15 fps

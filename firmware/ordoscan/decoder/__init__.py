@@ -565,9 +565,8 @@ class Decoder:
                 # one it could not place: its finder patterns squared, once per region,
                 # next (zxing-cpp found three finder patterns there: the other generic
                 # passes would fail alike, and a slow core's budget ends before the last)
-                jobs[i + 1:i + 1] = [Job(SQUARE_PASS, b) for b in dict.fromkeys(
-                    b for symbology, b in unread if symbology == UNSIZED)
-                    if Job(SQUARE_PASS, b) not in jobs]
+                jobs[i + 1:i + 1] = [Job(SQUARE_PASS, b) for symbology, b in unread
+                                     if symbology == UNSIZED and Job(SQUARE_PASS, b) not in jobs]
             runs += 1
             if zoomed:
                 zooms += 1

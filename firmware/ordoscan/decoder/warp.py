@@ -183,10 +183,16 @@ def squared(region: Grey, tl: Point, tr: Point, bl: Point, module: float) -> tup
     affine = np.array([[*((b - a) / n), a[0]], [*((c - a) / n), a[1]], [0, 0, 1]])
     affine[:2, :2] = affine[:2, :2].T  # columns: one module along the top, down the side
     back: _F = affine @ to_units
+    return _upright(region.astype(np.float64), back, side), back
+
+
+def _upright(img: _F, back: _F, side: int) -> Grey:
+    """A `side`-pixel square image whose pixels `back` takes to `img`'s, sampled there
+    (a point beyond a projective map's horizon samples the image's corner)."""
     x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
     rx, ry = project(back, x, y)
-    img = bilinear(region.astype(np.float64), rx - 0.5, ry - 0.5)
-    return np.clip(img, 0, 255).astype(np.uint8), back
+    rx, ry = np.nan_to_num(rx, nan=0.0), np.nan_to_num(ry, nan=0.0)
+    return np.clip(bilinear(img, rx - 0.5, ry - 0.5), 0, 255).astype(np.uint8)
 
 
 # -- a version-1 symbol under perspective: its fourth corner searched for ------------------
@@ -452,10 +458,5 @@ def perspective(region: Grey, found: list[tuple[float, float, float]]) -> list[t
     out = []
     for _, h, dim in fits[:PERSPECTIVE_TRIES]:
         back = to_region(h, SQUARE_PPM)
-        side = (dim + 2 * QUIET) * SQUARE_PPM
-        x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
-        rx, ry = project(back, x, y)
-        # (a quiet zone beyond the view's horizon maps to no point: the region's corner)
-        rx, ry = np.nan_to_num(rx, nan=0.0), np.nan_to_num(ry, nan=0.0)
-        out.append((np.clip(bilinear(img, rx - 0.5, ry - 0.5), 0, 255).astype(np.uint8), back))
+        out.append((_upright(img, back, (dim + 2 * QUIET) * SQUARE_PPM), back))
     return out
