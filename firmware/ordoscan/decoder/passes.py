@@ -141,10 +141,14 @@ class Measured:
 
 # The fast pass: QR Codes first (cheap, and the prescription's symbology), then
 # DataMatrix without the inverted try (printed packs and documents are dark on
-# light, and the inverted try doubles the DataMatrix cost).
+# light, and the inverted try doubles the DataMatrix cost) nor the downscaled one: it
+# read no DataMatrix more on gen2 dev 250 000-250 239 (43), gen1 dev sets 0-3 (49),
+# ZXing's DataMatrix photos (23) nor dev presentations (33 in 2 058 frames), and it cost
+# 16 % of the pass on those stills; in the scan loop on dev presentations at Pi 4 speed
+# the pass went from 13.1 to 11.8 ms a turn (more than the QR pass's 8).
 FAST_PASSES: tuple[Pass, ...] = (
     Pass("qr", QR),
-    Pass("datamatrix", DM, invert=False),
+    Pass("datamatrix", DM, invert=False, downscale=False),
 )
 # Extra passes on hard frames, most useful first (measured, see the module doc):
 # small and blurred codes read once upscaled (x1.5 reads most of them, x2.5 a
