@@ -513,6 +513,40 @@ def test_a_code_s_finders_inside_a_larger_region_get_its_own_late_deblur(
     own = pad(Box(580, 370, 640, 430), frame)
     late = [box for name, box in ran if name == DEBLUR_LATE_PASSES[0].name]
     assert (own in late) == inner and len(late) == 1 + inner, ran
+    # the code's own box first: its smear is the code's, and it costs a fraction of the
+    # region's (a slow core's budget may end before the second)
+    assert late[0] == (own if inner else region), ran
+
+
+def test_a_smeared_region_gets_its_unsmear_pass_right_after_the_generic_passes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the frame's region measures smeared and shows a QR Code's finder patterns, the
+    smear is what failed the generic passes: its modules solved with that smear as the
+    blur come next, before the passes for other causes (the squared finders here)."""
+    from ordoscan.decoder.finders import CodeGuess
+    from ordoscan.decoder.passes import DEBLUR_PASSES, EXTRA_PASSES, SQUARE_PASS, UNSMEAR_PASS
+
+    frame = np.full((720, 1280), 200, np.uint8)
+    region = Box(540, 330, 700, 470)
+    guess = CodeGuess(x0=560, y0=350, x1=680, y1=450, module=3.0, finders=3)
+    monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known: [guess])
+    monkeypatch.setattr(decoder_module, "candidate_regions", lambda f, *a, **k: ([region], None))
+    monkeypatch.setattr(decoder_module, "merge_regions", lambda boxes, f: [region])
+    monkeypatch.setattr(decoder_module, "motion_blurred", lambda f, box: box == region)
+    ran: list[tuple[str, Box]] = []
+
+    def spy(p: passes_module.Pass, f: np.ndarray, box: Box, *args: object) -> list[object]:
+        ran.append((p.name, box))  # nothing read: every job queued runs, in its order
+        return []
+
+    monkeypatch.setattr(decoder_module, "run_pass", spy)
+    Decoder(budget_ms=10_000, duty=None).decode(frame)
+    names = [name for name, box in ran if box == region]
+    generic = [p.name for p in EXTRA_PASSES]
+    assert names[: 1 + len(generic) + 1] == [DEBLUR_PASSES[0].name, *generic,
+                                              UNSMEAR_PASS.name], names
+    assert names.count(UNSMEAR_PASS.name) == 1 and SQUARE_PASS.name in names, names
 
 
 # -- a smear and a defocus disc together (a page moving in dim light, out of focus) -----

@@ -44,7 +44,8 @@ sign of a code the fast pass did not read:
   nothing above read its QR Code: the modules solved for with the smear as
   the blur (`modules`), on the grid of the finder patterns its deconvolved
   copy shows (a tilted page moving in a dim room, which no deconvolution alone
-  reads);
+  reads); right after the generic passes where the frame's region measures
+  the smear in its middle, last elsewhere;
 - when nothing read, detected, nor pointed at by the finder patterns or the
   statistics, three round dark blobs at the corners of a square with a quiet
   zone outside (`finders.blurred_codes`: a code's finder patterns blurred by a
@@ -427,15 +428,21 @@ class Decoder:
                      if any(box.overlaps(q) for q in unread_qr + candidates)
                      and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
+        # a region that measures smeared in its middle and shows a sign of a QR Code, its
+        # deblur pass done: the smear is what fails the generic passes, so its modules solved
+        # for with that smear as the blur come next (the pass takes the deblur pass's read
+        # and measure of the region), before the passes for other causes
+        unsmear_first = [box for box in smeared if any(box.overlaps(q) for q in qr_signs)]
+        jobs += [Job(UNSMEAR_PASS, box) for box in unsmear_first]
         # the others may hold a smeared code off their middle, or their smear may be lines of
-        # print: measured in the pass, after the generic passes (DEBLUR_LATE_PASSES)
-        jobs += [Job(p, box) for p in DEBLUR_LATE_PASSES for box in small if box not in smeared]
-        # a code's finder patterns inside a region merged with print around them: the smear
-        # measured on the whole region may be the print's; measured and undone on the
-        # code's own box as well
+        # print: measured in the pass, after the generic passes (DEBLUR_LATE_PASSES). A
+        # code's finder patterns inside a region merged with print around them first: the
+        # smear measured on the whole region may be the print's; measured and undone on the
+        # code's own box (a fraction of the region's cost), then on the whole region
         inner = [pad(guess_box(g), frame) for g in guesses[:MAX_REGIONS]]
         jobs += [Job(p, b) for p in DEBLUR_LATE_PASSES for b in inner
                  if any(r.overlaps(b) and r.area > 2 * b.area for r in small)]
+        jobs += [Job(p, box) for p in DEBLUR_LATE_PASSES for box in small if box not in smeared]
         # a full corner of finder patterns the generic passes did not read: a strong tilt
         # may leave zxing-cpp unable to size the symbol; squared on its finders it reads
         # (the whole region: a tilt bends the corner, the guess's box may have missed part)
@@ -452,7 +459,7 @@ class Decoder:
         # a smeared code none of the above read: its modules solved for, the smear as the blur
         # (where a code was seen: the solve is dear, a slow core's budget seldom has room)
         jobs += [Job(UNSMEAR_PASS, box) for box in small
-                 if any(box.overlaps(q) for q in qr_signs)]
+                 if box not in unsmear_first and any(box.overlaps(q) for q in qr_signs)]
         detected = unread_qr or unread_other
         if not found and not detected and busy is not None and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

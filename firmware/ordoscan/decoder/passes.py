@@ -243,7 +243,9 @@ DEBLUR_LATE_PASSES = tuple(replace(p, name=f"{p.name}-late", smear_floor=LATE_SM
 # included; half of that where it takes a deblur pass's main-stream read, smear measure
 # and deconvolution of the region: Measured), on any small region with a sign of a code
 # that may be smeared: gen2 dev 250 000-250 479, hard, 5 more of 292 codes read every pass
-# due, 3-4 more deployed; see modules.py.
+# due, 3-4 more deployed; see modules.py. Right after the generic passes on a region that
+# measured smeared in the frame (its deblur pass first): gen2 dev 250 000-250 239 to 33 ms,
+# deployed x1, 134 -> 135 of 143 (every pass due: 135), 1.90x -> 1.80x raw.
 UNSMEAR_PASS = Pass("qr-zoom-unsmear", QR, zoom=True, downscale=False,
                     smear_floor=LATE_SMEAR_FLOOR, unsmear=True)
 
