@@ -518,14 +518,23 @@ def test_a_code_s_finders_inside_a_larger_region_get_its_own_late_deblur(
     assert late[0] == (own if inner else region), ran
 
 
+@pytest.mark.parametrize("main_stream", [False, True])
 def test_a_smeared_region_gets_its_unsmear_pass_right_after_the_generic_passes(
-    monkeypatch: pytest.MonkeyPatch,
+    main_stream: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Where the frame's region measures smeared and shows a QR Code's finder patterns, the
     smear is what failed the generic passes: its modules solved with that smear as the
-    blur come next, before the passes for other causes (the squared finders here)."""
+    blur come next, before the passes for other causes (the squared finders here). With a
+    main stream, its plain read of the region comes first of all: a fraction of a deblur
+    pass's cost, and a code smeared in this frame may read there as it is."""
     from ordoscan.decoder.finders import CodeGuess
-    from ordoscan.decoder.passes import DEBLUR_PASSES, EXTRA_PASSES, SQUARE_PASS, UNSMEAR_PASS
+    from ordoscan.decoder.passes import (
+        DEBLUR_PASSES,
+        EXTRA_PASSES,
+        SQUARE_PASS,
+        UNSMEAR_PASS,
+        ZOOM_PASS,
+    )
 
     frame = np.full((720, 1280), 200, np.uint8)
     region = Box(540, 330, 700, 470)
@@ -541,12 +550,15 @@ def test_a_smeared_region_gets_its_unsmear_pass_right_after_the_generic_passes(
         return []
 
     monkeypatch.setattr(decoder_module, "run_pass", spy)
-    Decoder(budget_ms=10_000, duty=None).decode(frame)
+    zoom = (lambda x0, y0, x1, y1: None) if main_stream else None
+    Decoder(budget_ms=10_000, duty=None).decode(frame, zoom)
     names = [name for name, box in ran if box == region]
     generic = [p.name for p in EXTRA_PASSES]
-    assert names[: 1 + len(generic) + 1] == [DEBLUR_PASSES[0].name, *generic,
-                                              UNSMEAR_PASS.name], names
+    first = [ZOOM_PASS.name] if main_stream else []
+    assert names[: len(first) + 1 + len(generic) + 1] == [
+        *first, DEBLUR_PASSES[0].name, *generic, UNSMEAR_PASS.name], names
     assert names.count(UNSMEAR_PASS.name) == 1 and SQUARE_PASS.name in names, names
+    assert names.count(ZOOM_PASS.name) == main_stream, names
 
 
 # -- a smear and a defocus disc together (a page moving in dim light, out of focus) -----

@@ -14,7 +14,8 @@ sign of a code the fast pass did not read:
   `zoom` when there is one, else upscaled to about 4 pixels a module;
 - on the regions of a symbol detected but unread or of the statistics below
   (a code held far off or tilted, whose finder patterns blur hid), the main
-  stream's pixels as they are, when there is one, before the upscaled passes;
+  stream's pixels as they are, when there is one, before the other passes
+  (it costs a fraction of a deblur or defocus pass);
 - on any of those regions whose whites are clipped (an over-exposed phone
   screen), the main stream's pixels with a 3x3 minimum, then split at a grey
   level just under the clipped white and eroded (ERODE_PASSES);
@@ -404,6 +405,16 @@ class Decoder:
         # may not reach past them. Small regions only: the main stream of a whole frame
         # costs three frames' worth.
         small = [box for box in regions if box != whole(frame)]
+        if zoom is not None:
+            # A code the statistics or zxing-cpp's detector saw but could not read is most
+            # often too small in this frame (held far off, or tilted): the main stream's
+            # pixels read it where the upscaled frame does not, for about the cost of one
+            # upscaled pass, a fraction of a deblur or defocus pass's: before those too (a
+            # region measured smeared or out of focus here may read as it is there). Not on
+            # a blown-out region: its erode passes read the main stream already.
+            jobs += [Job(ZOOM_PASS, box) for box in small
+                     if any(box.overlaps(q) for q in unread_qr + candidates)
+                     and not clipped(frame, box)]
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
@@ -418,15 +429,6 @@ class Decoder:
                   if box not in smeared and any(box.overlaps(q) for q in qr_signs)]
         unfocused = [box for box in signed if out_of_focus(frame, box)]
         jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in unfocused]
-        if zoom is not None:
-            # A code the statistics or zxing-cpp's detector saw but could not read is most
-            # often too small in this frame (held far off, or tilted): the main stream's
-            # pixels read it where the upscaled frame does not, for about the cost of one
-            # upscaled pass. Not on a blown-out region: its erode passes read the main
-            # stream already.
-            jobs += [Job(ZOOM_PASS, box) for box in small
-                     if any(box.overlaps(q) for q in unread_qr + candidates)
-                     and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         jobs += [Job(p, box) for p in EXTRA_PASSES for box in regions]
         # a region that measures smeared in its middle and shows a sign of a QR Code, its
         # deblur pass done: the smear is what fails the generic passes, so its modules solved
