@@ -2,11 +2,14 @@
 
     ORDOSCAN_BENCH_CPU_SCALE=5.9 .venv/bin/python -m tests.bench.pres_trace \
         [--seeds 400107,400011] [--slow 0.5] [--all] [--json out.json] [--free finders]
+        [--budget 60] [--duty 0.25]
 
 The dev presentations (ordoscan.devtools.splits.presentation_seeds("dev"), the frames the
-presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev; this
-tool refuses any other split) go through the deployed Decoder and the classifier on the
-bench's virtual 15 fps timeline (tests/bench/lockstep.py, without the rest of the App):
+presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev, and
+ORDOSCAN_BENCH_PRESENTATION_OFFSET for a further dev set; this tool refuses any other
+split) go through the Decoder (its budget and duty cycle as deployed, or --budget and
+--duty) and the classifier on the bench's virtual 15 fps timeline (tests/bench/lockstep.py,
+without the rest of the App):
 each turn advances time by the thread's CPU time times the scale, the newest frame is
 taken when the loop is free, a turn's `newer` says whether the next frame is captured by
 then, and the main stream's crops are rendered off the clock (MainStreams). Each
@@ -31,6 +34,7 @@ on the costs it learns change too).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -105,6 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--slow", type=float, default=0.5, help="trace presentations slower than this")
     ap.add_argument("--all", action="store_true", help="trace every presentation")
     ap.add_argument("--json", default="", help="write each presentation's time here")
+    ap.add_argument("--budget", type=float, default=ScanConfig().decode_budget_ms,
+                    help="the decoder's per-frame budget in ms (default: as deployed)")
+    ap.add_argument("--duty", type=float,
+                    default=inspect.signature(Decoder).parameters["duty"].default,
+                    help="the decoder's duty cycle (default: as deployed)")
     ap.add_argument("--free", default="", help="comma-separated parts (finders, stats, blobs, "
                     "a pass's name) whose CPU time is not counted: what if they cost nothing")
     args = ap.parse_args(argv)
@@ -124,8 +133,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rec = _Recorder(scale)
     _instrument(rec)
-    scan = ScanConfig()  # the deployed budget and duty cycle
-    decoder = Decoder(scan.decode_budget_ms, fps=FPS, clock=clock)
+    scan = ScanConfig()
+    decoder = Decoder(args.budget, duty=args.duty, fps=FPS, clock=clock)
     classifier = Classifier(scan)
     v = 0.0  # virtual time the loop is free
     n_last = -1  # global frame number last taken

@@ -32,6 +32,10 @@ moved by half a second between single runs (docs/EVALUATION.md, epoch 12), since
 frames a slow scan loop analyses shifts with a few percent of CPU time. Each run's p50 and
 p95 are printed, and the table and targets take every run's times together.
 
+ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev measures development presentations instead (the ones
+tuning may look at; tests/bench/pres_trace.py traces them), and
+ORDOSCAN_BENCH_PRESENTATION_OFFSET=k a further dev set from the k-th dev seed on.
+
 The frames are made once and kept in a memory-mapped file under the test cache (a camera
 hands over raw buffers: no image decoding in the loop).
 """
@@ -65,6 +69,9 @@ N = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATIONS", "120"))  # 4 styles x 5 k
 CLOCK = os.environ.get("ORDOSCAN_BENCH_CLOCK", "cpu")
 CPU_SCALE = float(os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1"))
 SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
+# ORDOSCAN_BENCH_PRESENTATION_OFFSET=k (dev split only): the presentations from the k-th dev
+# seed on, a further dev set (the held-out split always starts at its first seed)
+OFFSET = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATION_OFFSET", "0"))
 REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
 # ORDOSCAN_BENCH_EXPOSURE_CAP: the camera's auto-exposure capped as the kiosk's picamera2
 # tuning caps it ("deployed", the default: camera.max_exposure_us), at that many ms, or
@@ -104,7 +111,9 @@ def _frames_file() -> tuple[Path, Path]:
     from ordoscan.devtools.docscenes import LORES, camera, presentation
 
     settings = splits.presentation_settings(SPLIT)
-    seeds = splits.presentation_seeds(SPLIT, N)
+    if OFFSET and SPLIT != "dev":
+        raise ValueError("ORDOSCAN_BENCH_PRESENTATION_OFFSET is for the dev split only")
+    seeds = splits.presentation_seeds(SPLIT, OFFSET + N)[OFFSET:]
     cap = exposure_cap()
     plan = f"{_generator_hash(presentations=True)}-{seeds}-{SECONDS}-{settings}-shots"
     if cap is not None:  # (uncapped: the key as before the cap existed)
