@@ -414,7 +414,7 @@ class Decoder:
             # a blown-out region: its erode passes read the main stream already.
             jobs += [Job(ZOOM_PASS, box) for box in small
                      if any(box.overlaps(q) for q in unread_qr + candidates)
-                     and not clipped(frame, box)]
+                     and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
