@@ -459,9 +459,9 @@ class Decoder:
         # the generic passes read no code blurred past its modules: the defocus passes only
         jobs += [Job(p, guess_box(g)) for p in DEFOCUS_PASSES for g in blurred]
         # a smeared code none of the above read: its modules solved for, the smear as the blur
-        # (where a code was seen: the solve is dear, a slow core's budget seldom has room)
-        jobs += [Job(UNSMEAR_PASS, box) for box in small
-                 if box not in unsmear_first and any(box.overlaps(q) for q in qr_signs)]
+        # (where a code was seen: the solve is dear, a slow core's budget seldom has room; the
+        # regions measured smeared had theirs after the generic passes, the rest are `signed`)
+        jobs += [Job(UNSMEAR_PASS, box) for box in signed]
         detected = unread_qr or unread_other
         if not found and not detected and busy is not None and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither
