@@ -173,17 +173,21 @@ def _line_hits(dark: npt.NDArray[np.bool_]) -> tuple[_I, _F, _F]:
     near &= cols[:n] + total < w  # the fifth change in the same row
     near &= (total >= math.floor(7 * _MODULE[0])) & (total <= math.ceil(7 * _MODULE[1]))
     first = np.flatnonzero(near)
-    starts = cols[first[:, None] + np.arange(6)] + 1
-    lengths = np.diff(starts, axis=1).T
-    u = lengths.sum(axis=0) / 7.0
+    # each of the six changes as a whole array (a 2-D gather and its transposed sums cost
+    # twice as much on a page of print); a run's length is the step between two changes
+    change = [at[first + k] for k in range(6)]
+    u = total[first] / 7.0
     ok = (u >= _MODULE[0]) & (u <= _MODULE[1])
     # zxing's tolerance (half a module, 1.5 for the centre) plus some slack for blur at small scales
     side_tol = 0.5 * u + _SLACK
     for k in (0, 1, 3, 4):
-        ok &= np.abs(lengths[k] - u) <= side_tol
-    ok &= np.abs(lengths[2] - 3 * u) <= 1.5 * u + _SLACK
+        ok &= np.abs((change[k + 1] - change[k]) - u) <= side_tol
+    ok &= np.abs((change[3] - change[2]) - 3 * u) <= 1.5 * u + _SLACK
     idx = np.nonzero(ok)[0][:_MAX_HITS]
-    centre = starts[idx, 0] + lengths[0, idx] + lengths[1, idx] + lengths[2, idx] / 2.0
+    # the first dark run starts one pixel after its change; the centre is halfway along the
+    # third run
+    centre = (cols[first[idx]] + 1 + (change[2][idx] - change[0][idx])
+              + (change[3][idx] - change[2][idx]) / 2.0)
     return at[first[idx]] // w, centre, u[idx]
 
 
