@@ -499,7 +499,7 @@ def test_a_code_s_finders_inside_a_larger_region_get_its_own_late_deblur(
     rng = np.random.default_rng(0)
     frame = np.where(rng.random((720, 1280)) < 0.5, 40, 200).astype(np.uint8)
     guess = CodeGuess(x0=580, y0=370, x1=640, y1=430, module=2.2, finders=2)
-    monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known: [guess])
+    monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known, *_: [guess])
     monkeypatch.setattr(decoder_module, "candidate_regions", lambda f, *a, **k: ([region], None))
     ran: list[tuple[str, Box]] = []
     real = decoder_module.run_pass
@@ -539,7 +539,7 @@ def test_a_smeared_region_gets_its_unsmear_pass_right_after_the_generic_passes(
     frame = np.full((720, 1280), 200, np.uint8)
     region = Box(540, 330, 700, 470)
     guess = CodeGuess(x0=560, y0=350, x1=680, y1=450, module=3.0, finders=3)
-    monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known: [guess])
+    monkeypatch.setattr(decoder_module, "new_guesses", lambda f, known, *_: [guess])
     monkeypatch.setattr(decoder_module, "candidate_regions", lambda f, *a, **k: ([region], None))
     monkeypatch.setattr(decoder_module, "merge_regions", lambda boxes, f: [region])
     monkeypatch.setattr(decoder_module, "motion_blurred", lambda f, box: box == region)

@@ -138,9 +138,9 @@ def test_the_search_cost_is_learnt_as_a_pass_cost_is(monkeypatch: pytest.MonkeyP
     cost_ms = [30.0]
     real = dec.new_guesses
 
-    def dear(frame: Any, known: Any) -> Any:
+    def dear(frame: Any, known: Any, *rest: Any) -> Any:
         now[0] += cost_ms[0] / 1000.0
-        return real(frame, known)
+        return real(frame, known, *rest)
 
     monkeypatch.setattr(dec, "new_guesses", dear)
     decoder = Decoder(budget_ms=10_000, duty=None, fps=15, clock=lambda: now[0])

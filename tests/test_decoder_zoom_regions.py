@@ -23,7 +23,7 @@ def test_a_region_the_statistics_point_at_is_read_from_the_main_stream_first(
     lores = hires.reshape(720, 2, 1280, 2).mean(axis=(1, 3)).round().astype(np.uint8)
     cx, cy, side = cx / 2, cy / 2, side / 2
     box = Box(round(cx - side), round(cy - side), round(cx + side), round(cy + side))
-    monkeypatch.setattr(decoder_module, "new_guesses", lambda frame, known: [])
+    monkeypatch.setattr(decoder_module, "new_guesses", lambda frame, known, *_: [])
     monkeypatch.setattr(decoder_module, "candidate_regions", lambda frame, *a, **k: ([box], None))
     plain = Decoder(budget_ms=10_000, duty=None)
     assert EPU not in {s.text for s in plain.decode(lores)}  # the frame's own pixels, upscaled

@@ -26,6 +26,7 @@ from ordoscan import __version__
 from ordoscan.camera import CameraSource, LatestFrameReader, open_source
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import Config
+from ordoscan.decoder.side import SideCore
 from ordoscan.errors import OrdoscanError
 from ordoscan.feedback import Feedback
 from ordoscan.health import (
@@ -78,6 +79,7 @@ class App:
         clock: Clock = SYSTEM_CLOCK,
         decode_clock: Callable[[], float] = time.monotonic,
         frame_waiting: Callable[[], bool] | None = None,
+        decode_side: Callable[[], SideCore] = SideCore,
     ) -> None:
         self.cfg = cfg
         self.clock = clock  # the one clock, passed down to the stages that take one
@@ -87,6 +89,9 @@ class App:
         # whether a newer frame waits for the scan loop (None: the camera reader's slot); a
         # benchmark's camera on a virtual timeline says it itself
         self._frame_waiting = frame_waiting
+        # makes the decoder's second core when scan.decode_threads is 2; a benchmark's camera
+        # on a virtual timeline gives one on that timeline
+        self._decode_side = decode_side
         self.stop_event = threading.Event()
         self.stats = PipelineStats()
         self._pin_factory = pin_factory
@@ -260,6 +265,7 @@ class App:
             stop_event=self.stop_event, set_fault=self._set_fault, on_stored=self._on_stored,
             on_frame=self._on_frame, clock_synced=clock_synced(), clock=self.clock,
             decode_clock=self._decode_clock, frame_waiting=self._frame_waiting,
+            side=self._decode_side() if self.cfg.scan.decode_threads > 1 else None,
         )
         self.scanner.start()
 

@@ -28,6 +28,7 @@ from ordoscan.classifier import Classified, Classifier, Kind
 from ordoscan.clock import Clock
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder, Zoom
+from ordoscan.decoder.side import SideCore
 from ordoscan.dedupe import Deduper, Read
 from ordoscan.errors import OutboxDiskError, OutboxError, OutboxFull
 from ordoscan.feedback import Feedback
@@ -68,15 +69,19 @@ class Scanner(Service):
         clock: Clock,
         decode_clock: Callable[[], float] = time.monotonic,
         frame_waiting: Callable[[], bool] | None = None,
+        side: SideCore | None = None,
     ) -> None:
         """`stop_event` is shared with the other loops of the daemon; `on_stored` is
         called once per frame that committed a scan (after the good-read signal), and
         `on_frame` after each frame is fully handled (an observer for the demo and tests);
         `decode_clock` is what the decoder's budget and duty cycle count in;
         `frame_waiting` says whether a newer frame waits (default: the reader's), so that
-        the decoder gives its extra passes to the newest frame."""
+        the decoder gives its extra passes to the newest frame; `side`, the decoder's second
+        core (ordoscan.decoder.side), is the loop's: stop() closes it."""
         self._scan = scan
-        self._decoder = Decoder(scan.decode_budget_ms, fps=decode_fps, clock=decode_clock)
+        self._side = side
+        self._decoder = Decoder(scan.decode_budget_ms, fps=decode_fps, clock=decode_clock,
+                                side=side)
         self._classifier = Classifier(scan)
         self._deduper = Deduper(scan.same_code_timeout_s, scan.repeat_window_s)
         self._reader = reader
@@ -112,6 +117,8 @@ class Scanner(Service):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._side is not None and not self.alive():
+            self._side.close(timeout)  # (its last task was joined by the frame's decode)
 
     def alive(self) -> bool:
         """The loop's thread is running."""

@@ -45,11 +45,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from ordoscan.camera import CameraSource, Frame, Zoom
+from ordoscan.decoder.side import SideCore, Task
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -102,6 +105,8 @@ class LockstepCamera(CameraSource):
         self._taken_at = 0.0  # virtual time the scan loop took it
         self._free = 0.0  # virtual time the scan loop is free again
         self._cpu: float | None = None  # the scan thread's CPU time at the end of its last turn
+        self._charged = 0.0  # the scan thread's waits for the side core so far (virtual s)
+        self._waited = 0.0  # those of the turn under way
         self._seen = 0  # scans committed, as of the last turn
         self._k = -1  # presentation on the timeline (-1: warm-up, before start)
         self._end = 0  # global frame number at which the current presentation's gap ends
@@ -112,6 +117,7 @@ class LockstepCamera(CameraSource):
         self.trace: list[tuple[int, int, float, float]] = []
         self._fid = 0
         self.finished = threading.Event()
+        self.side_core: LockstepSide | None = None
 
     @property
     def name(self) -> str:
@@ -128,16 +134,32 @@ class LockstepCamera(CameraSource):
             self._cond.notify_all()
 
     def decode_clock(self) -> float:
-        """The decoder's clock: the calling (scan) thread's CPU time, scaled."""
-        return time.thread_time() * self._scale
+        """The decoder's clock: the calling (scan) thread's CPU time, scaled, and its waits
+        for the side core (charge())."""
+        return time.thread_time() * self._scale + self._charged
+
+    def now(self) -> float:
+        """On the scan thread, during a turn: the virtual time."""
+        if self._cpu is None:
+            return self._taken_at
+        return self._taken_at + (time.thread_time() - self._cpu) * self._scale + self._waited
+
+    def charge(self, seconds: float) -> None:
+        """On the scan thread: it waited this long (virtual s) for the side core."""
+        self._charged += seconds
+        self._waited += seconds
+
+    def side(self) -> LockstepSide:
+        """A side core for the decoder, on this timeline (kept as `side_core`)."""
+        self.side_core = LockstepSide(self.now, self.charge, self._scale)
+        return self.side_core
 
     def frame_waiting(self) -> bool:
         """On the scan thread, during a turn: has the next frame been captured by now?"""
         with self._cond:
             if not self._busy or self._cpu is None:
                 return False
-            now = self._taken_at + (time.thread_time() - self._cpu) * self._scale
-            return now >= self.capture_time(self._n + 1)
+            return self.now() >= self.capture_time(self._n + 1)
 
     def capture_time(self, n: int) -> float:
         return self._v0 + n / self._fps
@@ -198,12 +220,14 @@ class LockstepCamera(CameraSource):
         cpu = time.thread_time()
         with self._cond:
             spent = 0.0 if self._cpu is None else cpu - self._cpu
+            turn = spent * self._scale + self._waited  # virtual
+            self._waited = 0.0
             self.handled += 1
             if self._k >= 0 and not self.finished.is_set():
                 self.turns += 1
                 self.cpu_s += spent
-                self.trace.append((self._n, self._fid, self._taken_at, spent * self._scale))
-            self._free = self._taken_at + spent * self._scale
+                self.trace.append((self._n, self._fid, self._taken_at, turn))
+            self._free = self._taken_at + turn
             committed = self._committed()
             if committed > self._seen and 0 <= self._k < len(self.shown):
                 p = self.shown[self._k]
@@ -229,3 +253,41 @@ class LockstepCamera(CameraSource):
             took = None if t_in is None or p.read_at is None else p.read_at - t_in
             out.append({"took": took, "turns": p.turns, "read_wall": p.read_wall})
         return out
+
+
+class LockstepSide(SideCore):
+    """The decoder's side core on a virtual timeline: a second core as fast as the scan
+    thread's (its tasks' CPU time times `scale`), free at the start of each task unless
+    the one before still runs then.
+
+    A task starts at max(its submission, the end of the task before) on the timeline and
+    lasts its worker thread's CPU time x `scale`; when the scan thread asks for its result
+    before it ends there, the scan thread waits the difference (`charge`): that wait is in
+    its turn and on the decoder's clock. Not modelled: the two threads' contention for the
+    GIL (zxing-cpp and numpy's loops release it; their Python glue does not) and for the
+    memory bus: the side benchmark (tests/bench/test_bench_side.py) measures those in
+    real time on this machine's two cores."""
+
+    def __init__(self, now: Callable[[], float], charge: Callable[[float], None],
+                 scale: float) -> None:
+        super().__init__()
+        self._now = now
+        self._charge = charge
+        self._scale = scale
+        self._free_at = -math.inf  # virtual time the last task ended
+        self.waited = 0.0  # virtual s the scan thread waited for results
+
+    def submit(self, fn: Callable[[], T]) -> Task[T]:
+        task = super().submit(fn)
+        task.extra = self._now()
+        return task
+
+    def result(self, task: Task[T]) -> T:
+        task.wait()
+        start = max(float(task.extra), self._free_at)
+        self._free_at = start + task.spent * self._scale
+        wait = self._free_at - self._now()
+        if wait > 0:
+            self._charge(wait)
+            self.waited += wait
+        return super().result(task)

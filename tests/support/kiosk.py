@@ -254,11 +254,14 @@ class Kiosk:
             assert_pin(name, self.pins[name], expected[name])
 
 
-def start_kiosk(tmp: Path, port: int, **sections: dict[str, Any]) -> Kiosk:
+def start_kiosk(tmp: Path, port: int, app_options: dict[str, Any] | None = None,
+                **sections: dict[str, Any]) -> Kiosk:
+    """The App started on the test's broker and a folder camera (`app_options`: more of the
+    App's keyword arguments; `sections`: the config's, over kiosk_data's)."""
     factory = MockFactory(pin_class=InstantPin)
     cfg = kiosk_config(tmp, port, **sections)
     frames = FrameCounter()
-    app = App(cfg, pin_factory=factory, on_frame=frames)
+    app = App(cfg, pin_factory=factory, on_frame=frames, **(app_options or {}))
     app.start()
     pins = {name: factory.pin(getattr(cfg.gpio, name)) for name in CHANNELS}
     return Kiosk(app, pins, Camera(tmp / "camera"), tmp, frames)

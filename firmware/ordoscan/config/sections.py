@@ -165,6 +165,12 @@ class ScanConfig(_Section):
         le=2000,
         description="Time budget per frame for the decoder's extra passes on hard frames (milliseconds).",
     )
+    decode_threads: int = Field(
+        default=2,
+        ge=1,
+        le=2,
+        description="Cores the decoder uses: 2 runs the DataMatrix pass and the region statistics on a second core beside the QR Code pass and the finder search (a Pi 4 or 5 has four); 1 keeps the decoder on the scan thread.",
+    )
 
     @field_validator("accept")
     @classmethod

@@ -90,6 +90,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -130,6 +132,7 @@ from ordoscan.decoder.regions import (
     FAINT_EDGE_MIN,
     MAX_REGIONS,
     Box,
+    EdgeMap,
     Grey,
     candidate_regions,
     edge_map,
@@ -143,6 +146,7 @@ from ordoscan.decoder.regions import (
     view,
     whole,
 )
+from ordoscan.decoder.side import SideCore
 from ordoscan.errors import DecodeError
 from ordoscan.images import load_image as load_image  # the image loader lives in images.py
 
@@ -168,6 +172,8 @@ COST_AGEING = 0.8
 COST_WEIGHT = 0.2
 # the search for signs of a code, its cost learnt beside the passes' (Decoder._cost)
 SEARCH = "search"
+T = TypeVar("T")
+
 # frames in a row that may take a search's regions from an earlier frame of a still view
 # (see Decoder._reusable): the finder patterns of a code held still come and go with the
 # noise and the tremor, so a fresh search still comes every few frames
@@ -224,6 +230,30 @@ def _qr_read_in(found: dict[tuple[str, bytes], Symbol], box: Box) -> bool:
     return False
 
 
+def _fast(passes: tuple[Pass, ...], frame: Grey,
+          found: dict[tuple[str, bytes], Symbol] | None = None
+          ) -> tuple[dict[tuple[str, bytes], Symbol], list[tuple[str, Box]]]:
+    """`passes` on the whole frame: the symbols read (added to `found`, or to a dict of their
+    own) and the symbology and box of each symbol detected but unread."""
+    found = {} if found is None else found
+    detected = []
+    for p in passes:
+        for symbology, box in run_pass(p, frame, whole(frame), found, None):
+            if symbology != UNSIZED:  # (nowhere to look in the whole frame)
+                detected.append((symbology, box))
+    return found, detected
+
+
+def _statistics(frame: Grey) -> tuple[EdgeMap | None, list[Box], Box | None]:
+    """The region statistics of a frame: its edge map, the regions that look like a 2-D
+    code and its busy part (regions.candidate_regions)."""
+    emap = edge_map(frame)
+    if emap is None:
+        return None, [], None
+    candidates, busy = candidate_regions(frame, emap=emap)
+    return emap, candidates, busy
+
+
 class Decoder:
     """zxing-cpp on grey frames: a fast pass, then extra passes where a code went unread."""
 
@@ -234,6 +264,7 @@ class Decoder:
         clock: Callable[[], float] = time.monotonic,
         duty: float | None = 0.25,
         fps: float = 15.0,
+        side: SideCore | None = None,
     ) -> None:
         """`budget_ms` bounds the extra passes of one frame; 0 turns them off.
 
@@ -247,6 +278,9 @@ class Decoder:
         limit stops after its current step: an estimate is not a bound. `duty=None` turns the
         cycle off (still images, where each one should get its whole budget).
         `clock` is the monotonic clock in seconds (tests give their own).
+        `side`, when given, is a second core (ordoscan.decoder.side): the DataMatrix fast
+        pass and the region statistics run there beside the QR Code pass and the finder
+        search; what the frame gives is the same.
         decode() is for one thread at a time; stats() may be called from any.
         """
         if not budget_ms >= 0:  # also refuses NaN
@@ -257,6 +291,8 @@ class Decoder:
             raise DecodeError(f"decode fps = {fps!r}: must be a frame rate in (0, 1000]")
         self.budget_ms = float(budget_ms)
         self._clock = clock
+        self._side = side
+        self._fillers: list[Callable[[], None]] = []  # see _meanwhile
         # the duty cycle as a credit of extra-pass milliseconds (inf: no cycle)
         self._credit_step = duty * 1000.0 / fps if duty is not None else 0.0
         self._interval_ms = 1000.0 / fps
@@ -323,13 +359,15 @@ class Decoder:
         if frame is None:
             self._account((self._clock() - start) * 1000.0)
             return []
+        self._fillers.clear()  # (a frame's work is its own)
+        # the frame's coarse look, for a view with nothing read (below): with a side core,
+        # taken while this thread waits for the DataMatrix pass
+        look_of = self._meanwhile(view, frame)
         found: dict[tuple[str, bytes], Symbol] = {}
         unread_qr: list[Box] = []
         unread_other: list[Box] = []
-        for p in FAST_PASSES:
-            for symbology, box in run_pass(p, frame, whole(frame), found, None):
-                if symbology != UNSIZED:  # (nowhere to look in the whole frame)
-                    (unread_qr if symbology == "QRCode" else unread_other).append(box)
+        for symbology, box in self._fast_passes(frame, found):
+            (unread_qr if symbology == "QRCode" else unread_other).append(box)
         qr_read = any(s.format == "QRCode" for s in found.values())
         if qr_read and not unread_qr and not unread_other:
             self._search_handed = False
@@ -343,7 +381,7 @@ class Decoder:
             return self._finish(frame, handed, found, start, zoom, None)
         # a search on a still view can stand for this frame's: nothing to hand on then
         plain = not found and not unread_qr  # the search depends on the pixels alone
-        look = view(frame) if plain else None
+        look = look_of() if plain else None
         searched = self._reusable(look) if look is not None else None
         moved = look is not None and self._look is not None and moving(self._look, look)
         self._look = look
@@ -371,12 +409,14 @@ class Decoder:
             known = [Box(*outline(s.position)) for s in found.values()] + unread_qr
             # (on a stream: see the moving view above)
             search_start = self._clock() if newer is not None and plain else None
-            guesses = [] if qr_read else new_guesses(frame, known)
-            # the region statistics: a code whose finder patterns did not survive, or a
-            # DataMatrix
-            emap = None if found else edge_map(frame)
-            candidates, busy = ([], None) if emap is None else candidate_regions(frame,
-                                                                                emap=emap)
+            # the region statistics (a code whose finder patterns did not survive, or a
+            # DataMatrix); with a side core, done while this thread waits for its part of
+            # the finder search
+            stats_of = None if found else self._meanwhile(_statistics, frame)
+            try:
+                guesses = [] if qr_read else new_guesses(frame, known, self._beside)
+            finally:
+                emap, candidates, busy = (None, [], None) if stats_of is None else stats_of()
             blurred = []
             if not (found or unread_qr or unread_other or guesses or candidates):
                 # a code blurred past its modules leaves no finder pattern's runs and may fail
@@ -473,6 +513,57 @@ class Decoder:
             self._account((self._clock() - start) * 1000.0, blank=not found)
             return list(found.values())
         return self._finish(frame, jobs, found, start, zoom, newer)
+
+    def _beside(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
+        """`fn(*args)` on the side core, started now; what is returned waits for its value,
+        doing the work queued by _meanwhile first (without a side core: runs fn then, on
+        this thread)."""
+        side = self._side
+        if side is None:
+            return lambda: fn(*args)
+        task = side.submit(partial(fn, *args))
+
+        def join() -> T:
+            try:
+                while self._fillers:
+                    self._fillers.pop(0)()
+            finally:  # (joined whatever happened: the frame is lent)
+                value = side.result(task)
+            return value
+
+        return join
+
+    def _meanwhile(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
+        """`fn(*args)` on this thread, at the next wait for the side core or when its value
+        is asked for, whichever comes first (once): work for the time the scan thread would
+        wait, in the order queued (without a side core: when asked)."""
+        done: list[T] = []
+
+        def run() -> None:
+            if not done:
+                done.append(fn(*args))
+
+        if self._side is not None:
+            self._fillers.append(run)
+
+        def value() -> T:
+            run()
+            return done[0]
+
+        return value
+
+    def _fast_passes(self, frame: Grey, found: dict[tuple[str, bytes], Symbol]
+                     ) -> list[tuple[str, Box]]:
+        """The fast passes on the whole frame, their symbols added to `found` (in the passes'
+        order); the symbology and box of each symbol detected but unread. With a side core,
+        the QR Code pass runs here and the others there, at the same time."""
+        rest = self._beside(_fast, FAST_PASSES[1:], frame)
+        try:
+            detected = _fast(FAST_PASSES[:1], frame, found)[1]
+        finally:
+            rest_found, rest_detected = rest()  # (joined whatever happened: the frame is lent)
+        found.update(rest_found)
+        return detected + rest_detected
 
     def _reusable(self, look: npt.NDArray[np.float32]) -> _Search | None:
         """The last search, if this frame may take it for its own (and counted as taken):

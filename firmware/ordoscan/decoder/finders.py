@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +28,10 @@ import numpy.typing as npt
 Grey = npt.NDArray[np.uint8]
 _I = npt.NDArray[np.int64]
 _F = npt.NDArray[np.float64]
+T = TypeVar("T")
+# runs fn(*args) and gives what waits for its value: on this thread when asked (_later), or
+# on the decoder's side core from now (Decoder._beside); called from the scan thread only
+Beside = Callable[..., Callable[[], Any]]
 
 # Module sizes searched at each level of the pyramid, in that level's pixels: under
 # 1.2 px the runs cannot be told apart; over 5 px the next level sees them better.
@@ -245,9 +251,19 @@ def _looks_like_finder(dark: npt.NDArray[np.bool_], x: _F, y: _F, u: _F) -> npt.
     return (share(_CENTRE) >= _CENTRE_DARK) & ring
 
 
-def _level_finders(img: Grey, scale: float, module_match: float = _MODULE_MATCH
-                   ) -> list[Finder]:
-    """Finder centres of one pyramid level, in frame pixels.
+def _later(fn: Callable[..., T], *args: object) -> Callable[[], T]:
+    """fn(*args), run on this thread when its value is asked for (see Beside)."""
+    return lambda: fn(*args)
+
+
+def _column_hits(dark: npt.NDArray[np.bool_]) -> tuple[_I, _F, _F]:
+    """_line_hits along the columns: "row" is x, "centre" is y."""
+    return _line_hits(np.ascontiguousarray(dark.T))
+
+
+def _level_finders(img: Grey, scale: float, module_match: float = _MODULE_MATCH,
+                   beside: Beside = _later) -> list[Finder]:
+    """Finder centres of one pyramid level, in frame pixels (the column hits `beside`).
 
     A centre is a grid cell crossed by at least two row hits and two column
     hits (the 3-module centre square is crossed by about 3 modules' worth of
@@ -255,8 +271,11 @@ def _level_finders(img: Grey, scale: float, module_match: float = _MODULE_MATCH
     among its neighbours, with a dark centre in a light ring around it.
     """
     dark = _binarize(img)
-    ry, rx, ru = _line_hits(dark)
-    cx, cy, cu = _line_hits(np.ascontiguousarray(dark.T))  # columns: "row" is x, "centre" is y
+    columns = beside(_column_hits, dark)
+    try:
+        ry, rx, ru = _line_hits(dark)
+    finally:
+        cx, cy, cu = columns()
     if not ry.size or not cx.size:
         return []
     h, w = dark.shape
@@ -310,13 +329,27 @@ def _pyramid(frame: Grey, n: int = 4) -> list[tuple[Grey, float]]:
     return levels
 
 
-def find_finders(frame: Grey, levels: int = 3, module_match: float = _MODULE_MATCH
-                 ) -> list[Finder]:
-    """Finder patterns of QR Codes in a grey frame, best confirmed first (`module_match`:
-    how far the rows' and the columns' module sizes may differ, as a factor)."""
+def _coarse_finders(frame: Grey, levels: int, module_match: float) -> list[Finder]:
+    """The finder centres of the pyramid's levels after the first."""
     seen: list[Finder] = []
-    for img, scale in _pyramid(frame, levels):
+    for img, scale in _pyramid(frame, levels)[1:]:
         seen.extend(_level_finders(np.ascontiguousarray(img), scale, module_match))
+    return seen
+
+
+def find_finders(frame: Grey, levels: int = 3, module_match: float = _MODULE_MATCH,
+                 beside: Beside = _later) -> list[Finder]:
+    """Finder patterns of QR Codes in a grey frame, best confirmed first (`module_match`:
+    how far the rows' and the columns' module sizes may differ, as a factor).
+
+    `beside` runs part of the work elsewhere (the decoder's side core: the coarser levels,
+    and the full-size level's column hits, beside its row hits); the same finders."""
+    coarse = beside(_coarse_finders, frame, levels, module_match) if levels > 1 else None
+    try:
+        seen = _level_finders(np.ascontiguousarray(frame), 1.0, module_match, beside)
+    finally:  # (joined whatever happened: the frame is lent)
+        seen_coarse = [] if coarse is None else coarse()
+    seen.extend(seen_coarse)
     if not seen:
         return []
     seen.sort(key=lambda f: -f.hits)
