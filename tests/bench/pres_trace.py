@@ -53,6 +53,7 @@ from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder
 
 from tests.bench import test_bench_presentations as tbp
+from tests.bench.lockstep import LockstepSide
 
 FPS = tbp.FPS
 GAP = tbp.GAP
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="the decoder's duty cycle (default: as deployed)")
     ap.add_argument("--free", default="", help="comma-separated parts (finders, stats, blobs, "
                     "a pass's name) whose CPU time is not counted: what if they cost nothing")
+    ap.add_argument("--threads", type=int, default=0, choices=(0, 1, 2),
+                    help="the decoder's cores (scan.decode_threads; default: as deployed); "
+                    "the side core's time is on the timeline as tests/bench/lockstep.py "
+                    "models it (LockstepSide)")
     args = ap.parse_args(argv)
     if tbp.SPLIT != "dev":
         raise SystemExit("dev presentations only")
@@ -127,32 +132,45 @@ def main(argv: list[str] | None = None) -> None:
     streams = tbp.MainStreams(pres) if tbp.MAIN_STREAM else None
 
     _FREE.update(x for x in args.free.split(",") if x)
+    waits = [0.0, 0.0]  # the scan thread's waits for the side core: in all, in this turn
 
     def clock() -> float:
-        return _cpu() * scale
+        return _cpu() * scale + waits[0]
+
+    def charge(seconds: float) -> None:
+        waits[0] += seconds
+        waits[1] += seconds
+
+    taken = c0 = 0.0
+
+    def now() -> float:
+        return taken + (_cpu() - c0) * scale + waits[1]
 
     rec = _Recorder(scale)
     _instrument(rec)
     scan = ScanConfig()
-    decoder = Decoder(args.budget, duty=args.duty, fps=FPS, clock=clock)
+    threads = args.threads if args.threads else scan.decode_threads
+    side = LockstepSide(now, charge, scale) if threads > 1 else None
+    decoder = Decoder(args.budget, duty=args.duty, fps=FPS, clock=clock, side=side)
     classifier = Classifier(scan)
     v = 0.0  # virtual time the loop is free
     n_last = -1  # global frame number last taken
     out: list[dict[str, Any]] = []
 
     def turn(fid: int, n: int, zoom: Any) -> tuple[float, float, bool, dict[str, Any], list[Any]]:
-        nonlocal v, n_last
+        nonlocal v, n_last, taken, c0
         taken = max(v, n / FPS)
         before = decoder.stats()
         rec.parts = []
         c0 = _cpu()
+        waits[1] = 0.0
 
         def newer() -> bool:
-            return taken + (_cpu() - c0) * scale >= (n + 1) / FPS
+            return now() >= (n + 1) / FPS
 
         symbols = decoder.decode(frames[fid], zoom, newer)
         read = any(classifier.classify(s).kind is Kind.ORDONNANCE for s in symbols)
-        spent = (_cpu() - c0) * scale
+        spent = now() - taken
         v, n_last = taken + spent, n
         after = decoder.stats()
         what = {k: getattr(after, k) - getattr(before, k) for k in (
@@ -202,6 +220,10 @@ def main(argv: list[str] | None = None) -> None:
                       f" {'READ ' if read else ''}{what} | {bits}")
     if streams is not None:
         streams.close()
+    if side is not None:
+        side.close()
+        print(f"side core: {side.tasks} tasks, {1000 * side.cpu_s * scale / max(side.tasks, 1):.1f}"
+              f" virtual ms a task; the scan thread waited {side.waited:.2f} virtual s for them")
     done = sorted(o["took"] for o in out if o["took"] is not None and o["took"] <= WITHIN_S)
     ranked = done + [math.inf] * (len(out) - len(done))
     if ranked:

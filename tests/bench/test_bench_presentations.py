@@ -73,6 +73,8 @@ SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
 # seed on, a further dev set (the held-out split always starts at its first seed)
 OFFSET = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATION_OFFSET", "0"))
 REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
+# the decoder's cores (scan.decode_threads), when not as deployed: "1" or "2"
+THREADS = os.environ.get("ORDOSCAN_BENCH_DECODE_THREADS", "")
 # ORDOSCAN_BENCH_EXPOSURE_CAP: the camera's auto-exposure capped as the kiosk's picamera2
 # tuning caps it ("deployed", the default: camera.max_exposure_us), at that many ms, or
 # "none" (the modules' own 33 ms, as every presentation bench before held-out epoch 19)
@@ -246,7 +248,8 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         settle=lambda: holder[0].feedback.wait_idle(SETTLE_S) if holder else None)
     app, factory, cfg = _kiosk(spec, source, on_frame=source.on_frame,
                                decode_clock=source.decode_clock,
-                               frame_waiting=source.frame_waiting)
+                               frame_waiting=source.frame_waiting,
+                               decode_side=source.side)
     holder.append(app)
     try:
         assert app.feedback is not None
@@ -275,6 +278,9 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
     return {"times": [r["took"] for r in results], "turns": [r["turns"] for r in results],
             "queued": queued, "dips": len(dips), "hops": hops,
             "processed": source.turns, "passed": source.frames_passed, "cpu_s": source.cpu_s,
+            "side": None if source.side_core is None else {
+                "tasks": source.side_core.tasks, "cpu_s": source.side_core.cpu_s,
+                "waited_s": source.side_core.waited},
             "crops": 0 if streams is None else streams.crops,
             "crop_s": 0.0 if streams is None else streams.render_s,
             "decoder": None if decoder is None else {
@@ -348,6 +354,8 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
 
     if CLOCK not in ("cpu", "realtime"):
         raise ValueError(f"ORDOSCAN_BENCH_CLOCK={CLOCK!r}: expected 'cpu' or 'realtime'")
+    if THREADS not in ("", "1", "2"):
+        raise ValueError(f"ORDOSCAN_BENCH_DECODE_THREADS={THREADS!r}: expected 1 or 2")
     if not REPEATS.isdigit() or int(REPEATS) < 1:
         raise ValueError(f"ORDOSCAN_BENCH_REPEATS={REPEATS!r}: expected a whole number >= 1")
     repeats = int(REPEATS)
@@ -356,7 +364,9 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     made = time.perf_counter() - t0
     pres = json.loads(index_path.read_text())
     data = kiosk_data(tmp_path, broker.port)
-    data["scan"] = {}  # the deployed de-duplication window and decode budget
+    data["scan"] = {}  # the deployed de-duplication window, decode budget and cores
+    if THREADS:
+        data["scan"]["decode_threads"] = int(THREADS)
     data["log"] = {"level": "warning"}
     spec = {"frames": str(data_path), "presentations": pres, "config": data, "clock": CLOCK,
             "scale": CPU_SCALE, "main": MAIN_STREAM}
@@ -388,7 +398,8 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
                 else f"capped at {cap:g} ms (the kiosk's tuning)")
     print(f"\n\nPresentations ({SPLIT} seeds{mixed}): "
           f"{n_pres}, each up to {SECONDS:g} s at {FPS:g} fps then {GAP / FPS:g} s of empty"
-          f" counter; exposure {exposure}; clock: {clock}. Frames made or loaded in"
+          f" counter; exposure {exposure}; decoder cores: {THREADS or 'as deployed'};"
+          f" clock: {clock}. Frames made or loaded in"
           f" {made:.0f} s; run {ran:.0f} s;"
           f" load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
           + (f"; {repeats} runs, their times together" if repeats > 1 else ""))
@@ -429,6 +440,10 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
               f" ({1000 * m['cpu_s'] / max(m['processed'], 1):.1f} ms a turn); decoder: "
               f"{m['decoder']}; feedback hop to the pin (real time, not in the figures):"
               f" p50 {1000 * _quantile(hops, 0.5):.1f} ms, max {1000 * hops[-1]:.1f} ms")
+        if m["side"] is not None:
+            side = m["side"]
+            print(f"  decoder's side core: {side['tasks']} tasks, CPU {side['cpu_s']:.1f} s;"
+                  f" the scan thread waited {side['waited_s']:.1f} virtual s for their results")
         print(f"  main stream: {'rendered on demand' if MAIN_STREAM else 'none (lores only)'};"
               f" {m['crops']} zooms rendered ({m['crop_s']:.1f} s real time, off the scan"
               " thread's clock)")
