@@ -41,6 +41,7 @@ kiosk, where the gap alone lasts 1 s.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -255,6 +256,13 @@ class LockstepCamera(CameraSource):
         return out
 
 
+# How LockstepSide charges the scan thread's waits: "cpu" (the model below), or "wall": the
+# time the scan thread really waited for the task on this machine, times the scale. The
+# second takes in what the model leaves out (the GIL, handing a task over, the caches), and
+# whatever else runs on the machine: on an idle one it brackets the model from above.
+SIDE_MODEL = os.environ.get("ORDOSCAN_BENCH_SIDE_MODEL", "cpu")
+
+
 class LockstepSide(SideCore):
     """The decoder's side core on a virtual timeline: a second core as fast as the scan
     thread's (its tasks' CPU time times `scale`), free at the start of each task unless
@@ -266,7 +274,8 @@ class LockstepSide(SideCore):
     its turn and on the decoder's clock. Not modelled: the two threads' contention for the
     GIL (zxing-cpp and numpy's loops release it; their Python glue does not) and for the
     memory bus: the side benchmark (tests/bench/test_bench_side.py) measures those in
-    real time on this machine's two cores."""
+    real time on this machine's two cores, and SIDE_MODEL "wall" charges the real waits
+    instead."""
 
     def __init__(self, now: Callable[[], float], charge: Callable[[float], None],
                  scale: float) -> None:
@@ -283,10 +292,14 @@ class LockstepSide(SideCore):
         return task
 
     def result(self, task: Task[T]) -> T:
+        t0 = time.perf_counter()
         task.wait()
-        start = max(float(task.extra), self._free_at)
-        self._free_at = start + task.spent * self._scale
-        wait = self._free_at - self._now()
+        if SIDE_MODEL == "wall":  # the real wait, scaled (see SIDE_MODEL)
+            wait = (time.perf_counter() - t0) * self._scale
+        else:
+            start = max(float(task.extra), self._free_at)
+            self._free_at = start + task.spent * self._scale
+            wait = self._free_at - self._now()
         if wait > 0:
             self._charge(wait)
             self.waited += wait

@@ -354,6 +354,10 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
 
     if CLOCK not in ("cpu", "realtime"):
         raise ValueError(f"ORDOSCAN_BENCH_CLOCK={CLOCK!r}: expected 'cpu' or 'realtime'")
+    from tests.bench.lockstep import SIDE_MODEL
+
+    if SIDE_MODEL not in ("cpu", "wall"):
+        raise ValueError(f"ORDOSCAN_BENCH_SIDE_MODEL={SIDE_MODEL!r}: expected 'cpu' or 'wall'")
     if THREADS not in ("", "1", "2"):
         raise ValueError(f"ORDOSCAN_BENCH_DECODE_THREADS={THREADS!r}: expected 1 or 2")
     if not REPEATS.isdigit() or int(REPEATS) < 1:
@@ -398,7 +402,8 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
                 else f"capped at {cap:g} ms (the kiosk's tuning)")
     print(f"\n\nPresentations ({SPLIT} seeds{mixed}): "
           f"{n_pres}, each up to {SECONDS:g} s at {FPS:g} fps then {GAP / FPS:g} s of empty"
-          f" counter; exposure {exposure}; decoder cores: {THREADS or 'as deployed'};"
+          f" counter; exposure {exposure}; decoder cores: {THREADS or 'as deployed'}"
+          f" (a second core's waits: {SIDE_MODEL}, tests/bench/lockstep.py);"
           f" clock: {clock}. Frames made or loaded in"
           f" {made:.0f} s; run {ran:.0f} s;"
           f" load average {load0:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
