@@ -169,7 +169,7 @@ class ScanConfig(_Section):
         default=2,
         ge=1,
         le=2,
-        description="Cores the decoder uses: 2 runs the DataMatrix pass and the region statistics on a second core beside the QR Code pass and the finder search (a Pi 4 or 5 has four); 1 keeps the decoder on the scan thread.",
+        description="Cores the decoder uses: 2 runs the DataMatrix pass and part of the finder search on a second core beside the QR Code pass and the rest of the search (a Pi 4 or 5 has four); 1 keeps the decoder on the scan thread.",
     )
 
     @field_validator("accept")

@@ -76,8 +76,9 @@ Modules: `passes` (the zxing-cpp passes and running one), `regions` (where to lo
 boxes, the statistics, the finder guesses), `finders` (QR finder patterns, sharp or
 blurred to blobs), `deblur` (motion blur and defocus measured and undone), `warp` (a
 symbol on an uneven surface flattened, a version-1 symbol's fourth corner found),
-`modules` (a blurred symbol's modules solved for on their lattice); the Decoder here
-schedules the passes within the budget and the duty cycle.
+`modules` (a blurred symbol's modules solved for on their lattice), `side` (a second
+core: the DataMatrix fast pass and part of the finder search beside the rest); the Decoder
+here schedules the passes within the budget and the duty cycle.
 
 Corrupt input never crashes: an array that is not a 2-D uint8 image raises
 DecodeError, an empty one gives no symbols. Payloads are never logged here.
@@ -150,6 +151,8 @@ from ordoscan.decoder.side import SideCore
 from ordoscan.errors import DecodeError
 from ordoscan.images import load_image as load_image  # the image loader lives in images.py
 
+T = TypeVar("T")
+
 __all__ = [
     "BUSY_PASS",
     "DEFOCUS_PASSES",
@@ -172,8 +175,6 @@ COST_AGEING = 0.8
 COST_WEIGHT = 0.2
 # the search for signs of a code, its cost learnt beside the passes' (Decoder._cost)
 SEARCH = "search"
-T = TypeVar("T")
-
 # frames in a row that may take a search's regions from an earlier frame of a still view
 # (see Decoder._reusable): the finder patterns of a code held still come and go with the
 # noise and the tremor, so a fresh search still comes every few frames
@@ -279,8 +280,9 @@ class Decoder:
         cycle off (still images, where each one should get its whole budget).
         `clock` is the monotonic clock in seconds (tests give their own).
         `side`, when given, is a second core (ordoscan.decoder.side): the DataMatrix fast
-        pass and the region statistics run there beside the QR Code pass and the finder
-        search; what the frame gives is the same.
+        pass runs there beside the QR Code pass, and part of the finder search beside the
+        rest; this thread takes the frame's coarse look and the region statistics while it
+        waits. What a frame gives is the same.
         decode() is for one thread at a time; stats() may be called from any.
         """
         if not budget_ms >= 0:  # also refuses NaN
