@@ -97,7 +97,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ordoscan.decoder.finders import CodeGuess, blurred_codes
+from ordoscan.decoder.finders import CodeGuess, blurred_codes, later
 from ordoscan.decoder.passes import (
     BUSY_PASS,
     DEBLUR_LATE_PASSES,
@@ -522,7 +522,7 @@ class Decoder:
         this thread)."""
         side = self._side
         if side is None:
-            return lambda: fn(*args)
+            return later(fn, *args)
         task = side.submit(partial(fn, *args))
 
         def join() -> T:

@@ -29,7 +29,7 @@ Grey = npt.NDArray[np.uint8]
 _I = npt.NDArray[np.int64]
 _F = npt.NDArray[np.float64]
 T = TypeVar("T")
-# runs fn(*args) and gives what waits for its value: on this thread when asked (_later), or
+# runs fn(*args) and gives what waits for its value: on this thread when asked (later), or
 # on the decoder's side core from now (Decoder._beside); called from the scan thread only
 Beside = Callable[..., Callable[[], Any]]
 
@@ -251,7 +251,7 @@ def _looks_like_finder(dark: npt.NDArray[np.bool_], x: _F, y: _F, u: _F) -> npt.
     return (share(_CENTRE) >= _CENTRE_DARK) & ring
 
 
-def _later(fn: Callable[..., T], *args: object) -> Callable[[], T]:
+def later(fn: Callable[..., T], *args: object) -> Callable[[], T]:
     """fn(*args), run on this thread when its value is asked for (see Beside)."""
     return lambda: fn(*args)
 
@@ -262,7 +262,7 @@ def _column_hits(dark: npt.NDArray[np.bool_]) -> tuple[_I, _F, _F]:
 
 
 def _level_finders(img: Grey, scale: float, module_match: float = _MODULE_MATCH,
-                   beside: Beside = _later) -> list[Finder]:
+                   beside: Beside = later) -> list[Finder]:
     """Finder centres of one pyramid level, in frame pixels (the column hits `beside`).
 
     A centre is a grid cell crossed by at least two row hits and two column
@@ -338,7 +338,7 @@ def _coarse_finders(frame: Grey, levels: int, module_match: float) -> list[Finde
 
 
 def find_finders(frame: Grey, levels: int = 3, module_match: float = _MODULE_MATCH,
-                 beside: Beside = _later) -> list[Finder]:
+                 beside: Beside = later) -> list[Finder]:
     """Finder patterns of QR Codes in a grey frame, best confirmed first (`module_match`:
     how far the rows' and the columns' module sizes may differ, as a factor).
 

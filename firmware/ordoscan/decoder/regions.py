@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from ordoscan.decoder.finders import Beside, CodeGuess, find_finders, guess_codes
+from ordoscan.decoder.finders import Beside, CodeGuess, find_finders, guess_codes, later
 
 Grey = npt.NDArray[np.uint8]
 
@@ -63,14 +63,11 @@ class Box:
         return Box(min(self.x0, o.x0), min(self.y0, o.y0), max(self.x1, o.x1), max(self.y1, o.y1))
 
 
-def new_guesses(frame: Grey, known: list[Box], beside: Beside | None = None
-                ) -> list[CodeGuess]:
+def new_guesses(frame: Grey, known: list[Box], beside: Beside = later) -> list[CodeGuess]:
     """QR Codes the finder patterns point at, away from the `known` boxes (symbols read or
     detected already); `beside`: see finders.find_finders."""
     out = []
-    found = (find_finders(frame, _FINDER_LEVELS) if beside is None
-             else find_finders(frame, _FINDER_LEVELS, beside=beside))
-    for g in guess_codes(found, frame.shape):
+    for g in guess_codes(find_finders(frame, _FINDER_LEVELS, beside=beside), frame.shape):
         cx, cy = (g.x0 + g.x1) // 2, (g.y0 + g.y1) // 2
         centre = Box(cx, cy, cx + 1, cy + 1)
         if not any(k.overlaps(centre) for k in known):
