@@ -106,8 +106,7 @@ class LockstepCamera(CameraSource):
         self._taken_at = 0.0  # virtual time the scan loop took it
         self._free = 0.0  # virtual time the scan loop is free again
         self._cpu: float | None = None  # the scan thread's CPU time at the end of its last turn
-        self._charged = 0.0  # the scan thread's waits for the side core so far (virtual s)
-        self._waited = 0.0  # those of the turn under way
+        self.waits = Waits()  # the scan thread's waits for the side core
         self._seen = 0  # scans committed, as of the last turn
         self._k = -1  # presentation on the timeline (-1: warm-up, before start)
         self._end = 0  # global frame number at which the current presentation's gap ends
@@ -137,22 +136,17 @@ class LockstepCamera(CameraSource):
     def decode_clock(self) -> float:
         """The decoder's clock: the calling (scan) thread's CPU time, scaled, and its waits
         for the side core (charge())."""
-        return time.thread_time() * self._scale + self._charged
+        return time.thread_time() * self._scale + self.waits.total
 
     def now(self) -> float:
         """On the scan thread, during a turn: the virtual time."""
         if self._cpu is None:
             return self._taken_at
-        return self._taken_at + (time.thread_time() - self._cpu) * self._scale + self._waited
-
-    def charge(self, seconds: float) -> None:
-        """On the scan thread: it waited this long (virtual s) for the side core."""
-        self._charged += seconds
-        self._waited += seconds
+        return self._taken_at + (time.thread_time() - self._cpu) * self._scale + self.waits.turn
 
     def side(self) -> LockstepSide:
         """A side core for the decoder, on this timeline (kept as `side_core`)."""
-        self.side_core = LockstepSide(self.now, self.charge, self._scale)
+        self.side_core = LockstepSide(self.now, self.waits.charge, self._scale)
         return self.side_core
 
     def frame_waiting(self) -> bool:
@@ -221,8 +215,8 @@ class LockstepCamera(CameraSource):
         cpu = time.thread_time()
         with self._cond:
             spent = 0.0 if self._cpu is None else cpu - self._cpu
-            turn = spent * self._scale + self._waited  # virtual
-            self._waited = 0.0
+            turn = spent * self._scale + self.waits.turn  # virtual
+            self.waits.turn = 0.0
             self.handled += 1
             if self._k >= 0 and not self.finished.is_set():
                 self.turns += 1
@@ -256,6 +250,20 @@ class LockstepCamera(CameraSource):
         return out
 
 
+class Waits:
+    """The scan thread's waits for the side core (virtual s): in all, on the decoder's clock,
+    and in the turn under way, on the timeline (reset by whoever ends a turn)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.turn = 0.0
+
+    def charge(self, seconds: float) -> None:
+        """On the scan thread: it waited this long for the side core."""
+        self.total += seconds
+        self.turn += seconds
+
+
 # How LockstepSide charges the scan thread's waits: "cpu" (the model below), or "wall": the
 # time the scan thread really waited for the task on this machine, times the scale. The
 # second takes in what the model leaves out (the GIL, handing a task over, the caches), and
@@ -284,20 +292,22 @@ class LockstepSide(SideCore):
         self._charge = charge
         self._scale = scale
         self._free_at = -math.inf  # virtual time the last task ended
+        self._submitted: dict[Task[Any], float] = {}  # virtual time each task was submitted
         self.waited = 0.0  # virtual s the scan thread waited for results
 
     def submit(self, fn: Callable[[], T]) -> Task[T]:
         task = super().submit(fn)
-        task.extra = self._now()
+        self._submitted[task] = self._now()
         return task
 
     def result(self, task: Task[T]) -> T:
         t0 = time.perf_counter()
         task.wait()
+        submitted = self._submitted.pop(task)
         if SIDE_MODEL == "wall":  # the real wait, scaled (see SIDE_MODEL)
             wait = (time.perf_counter() - t0) * self._scale
         else:
-            start = max(float(task.extra), self._free_at)
+            start = max(submitted, self._free_at)
             self._free_at = start + task.spent * self._scale
             wait = self._free_at - self._now()
         if wait > 0:

@@ -53,7 +53,7 @@ from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder
 
 from tests.bench import test_bench_presentations as tbp
-from tests.bench.lockstep import LockstepSide
+from tests.bench.lockstep import LockstepSide, Waits
 
 FPS = tbp.FPS
 GAP = tbp.GAP
@@ -132,25 +132,21 @@ def main(argv: list[str] | None = None) -> None:
     streams = tbp.MainStreams(pres) if tbp.MAIN_STREAM else None
 
     _FREE.update(x for x in args.free.split(",") if x)
-    waits = [0.0, 0.0]  # the scan thread's waits for the side core: in all, in this turn
+    waits = Waits()
 
     def clock() -> float:
-        return _cpu() * scale + waits[0]
-
-    def charge(seconds: float) -> None:
-        waits[0] += seconds
-        waits[1] += seconds
+        return _cpu() * scale + waits.total
 
     taken = c0 = 0.0
 
     def now() -> float:
-        return taken + (_cpu() - c0) * scale + waits[1]
+        return taken + (_cpu() - c0) * scale + waits.turn
 
     rec = _Recorder(scale)
     _instrument(rec)
     scan = ScanConfig()
     threads = args.threads if args.threads else scan.decode_threads
-    side = LockstepSide(now, charge, scale) if threads > 1 else None
+    side = LockstepSide(now, waits.charge, scale) if threads > 1 else None
     decoder = Decoder(args.budget, duty=args.duty, fps=FPS, clock=clock, side=side)
     classifier = Classifier(scan)
     v = 0.0  # virtual time the loop is free
@@ -163,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         before = decoder.stats()
         rec.parts = []
         c0 = _cpu()
-        waits[1] = 0.0
+        waits.turn = 0.0
 
         def newer() -> bool:
             return now() >= (n + 1) / FPS

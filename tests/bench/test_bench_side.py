@@ -32,7 +32,7 @@ from ordoscan.decoder import Decoder
 from ordoscan.decoder.side import SideCore
 from ordoscan.devtools.scenes import render, scene_set
 
-from tests.bench.lockstep import LockstepSide
+from tests.bench.lockstep import LockstepSide, Waits
 
 SEED, FRAMES, BLANKS, ROUNDS = 7, 150, 30, 3
 # a budget no frame reaches: every pass due runs, so that the three decoders read alike (under
@@ -40,27 +40,17 @@ SEED, FRAMES, BLANKS, ROUNDS = 7, 150, 30, 3
 EVERY_PASS_MS = 10_000.0
 
 
-class _Timeline:
-    """The scan thread's clock as LockstepSide sees it, at scale 1."""
-
-    def __init__(self) -> None:
-        self.waited = 0.0
-        self.start = time.thread_time()
-
-    def now(self) -> float:
-        return time.thread_time() - self.start + self.waited
-
-    def charge(self, seconds: float) -> None:
-        self.waited += seconds
-
-
 def _run(frames: list[np.ndarray], budget: float) -> dict[str, Any]:
     one = Decoder(budget, duty=None)
-    line = _Timeline()
-    modelled = LockstepSide(line.now, line.charge, 1.0)
+    waits = Waits()
+
+    def now() -> float:  # the scan thread's clock as LockstepSide sees it, at scale 1
+        return time.thread_time() + waits.total
+
+    modelled = LockstepSide(now, waits.charge, 1.0)
     real = SideCore()
     two = Decoder(budget, duty=None, side=real)
-    model = Decoder(budget, duty=None, side=modelled, clock=line.now)
+    model = Decoder(budget, duty=None, side=modelled, clock=now)
     wall1: list[float] = []
     wall2: list[float] = []
     model2: list[float] = []
@@ -74,9 +64,9 @@ def _run(frames: list[np.ndarray], budget: float) -> dict[str, Any]:
             t2 = time.perf_counter()
             b = sorted((s.format, s.text) for s in two.decode(f))
             t3 = time.perf_counter()
-            v0 = line.now()
+            v0 = now()
             c = sorted((s.format, s.text) for s in model.decode(f))
-            model2.append(line.now() - v0)
+            model2.append(now() - v0)
             assert a == b == c, (a, b, c)
             raw.append(t1 - t0)
             wall1.append(t2 - t1)

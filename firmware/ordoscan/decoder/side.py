@@ -1,10 +1,11 @@
 """A second core for the decoder: one worker thread beside the scan thread.
 
 A Pi 4 or 5 has four cores and the scan loop ran on one: on a Pi 4 a turn of it
-spent about as long on the DataMatrix fast pass and the region statistics as on
-the QR fast pass and the finder search. Those pairs do not depend on each other,
-and zxing-cpp and numpy's loops release the GIL, so the decoder hands one of
-each pair to this worker and does the other itself (fork and join within one
+spent most of its time on the two fast passes (QR Code, DataMatrix) and the
+finder search. The fast passes do not depend on each other, nor do the finder
+search's row and column hits and its coarser level, and zxing-cpp and numpy's
+loops release the GIL: the decoder hands the DataMatrix pass and part of the
+search to this worker and does the rest itself (fork and join within one
 decode() call: a frame's pixels are the camera's lease, held until the scan
 loop asks for the next frame, so no task outlives its frame's decode()).
 
@@ -36,7 +37,7 @@ THREAD_NAME = "ordoscan-decode-side"
 class Task(Generic[T]):
     """One piece of work handed to the side core."""
 
-    __slots__ = ("_done", "_fn", "error", "extra", "spent", "value")
+    __slots__ = ("_done", "_fn", "error", "spent", "value")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
@@ -44,7 +45,6 @@ class Task(Generic[T]):
         self.value: T | None = None
         self.error: BaseException | None = None
         self.spent = 0.0  # the worker's CPU time on it (s)
-        self.extra: Any = None  # the submitter's own note (a benchmark's timeline)
 
     def _run(self) -> None:
         t0 = time.thread_time()
