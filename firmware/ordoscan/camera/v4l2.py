@@ -1,4 +1,9 @@
-"""USB UVC camera (V4L2) through OpenCV; only the luma is kept."""
+"""USB UVC camera (V4L2) through OpenCV; only the luma is kept.
+
+The frames come through OpenCV; the exposure is the kiosk's own (camera/exposure.py),
+set on the camera's controls by ioctl (camera/v4l2_controls.py), so that the shutter
+stops at camera.max_exposure_us as the picamera2 source's does.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ordoscan.camera.base import CameraSource, Frame, Grey, import_cv2, teardown, why
+from ordoscan.camera.exposure import KioskExposure
+from ordoscan.camera.v4l2_controls import Controls, DeviceControls
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -28,10 +36,18 @@ class V4L2Source(CameraSource):
     """USB UVC camera through OpenCV's V4L2 backend; only the luma is kept."""
 
     def __init__(
-        self, cfg: CameraConfig, *, cv2_module: Any = None, clock: Clock = SYSTEM_CLOCK
+        self,
+        cfg: CameraConfig,
+        *,
+        cv2_module: Any = None,
+        clock: Clock = SYSTEM_CLOCK,
+        open_controls: Callable[[str], Controls] = DeviceControls,
     ) -> None:
         self._cfg = cfg
         self._cv2_module = cv2_module
+        self._open_controls = open_controls
+        self._controls: Controls | None = None
+        self.exposure: KioskExposure | None = None
         self._clock = clock
         self._cv2: Any = None
         self._cap: Any = None
@@ -113,6 +129,22 @@ class V4L2Source(CameraSource):
             ) from None
         self._cv2, self._cap, self._index = cv2, cap, 0
         log.info("%s open: %s %dx%d", self.name, self._fourcc or "?", *self._size)
+        if self._cfg.auto_exposure == "kiosk":
+            self._take_exposure()
+
+    def _take_exposure(self) -> None:
+        """The kiosk's capped auto-exposure, where the camera has manual controls (else logged)."""
+        try:
+            controls = self._open_controls(self._cfg.device)
+        except OSError as e:
+            log.warning("%s: controls unavailable (%s); the camera's own exposure is used",
+                        self.name, why(e))
+            return
+        self.exposure = KioskExposure.take_over(controls, self.name, self._cfg.max_exposure_us)
+        if self.exposure is None:
+            controls.close()
+        else:
+            self._controls = controls
 
     def read(self, timeout: float) -> Frame | None:
         # cap.read() waits at most one frame interval, or the read timeout on a stall
@@ -129,6 +161,8 @@ class V4L2Source(CameraSource):
         if luma is None:
             self.corrupt_frames += 1
             return None
+        if self.exposure is not None:
+            self.exposure.observe(luma)
         frame = Frame(luma, self._clock.monotonic(), self._index)
         self._index += 1
         return frame
@@ -161,6 +195,12 @@ class V4L2Source(CameraSource):
         )
 
     def close(self) -> None:
+        exposure, self.exposure = self.exposure, None
+        controls, self._controls = self._controls, None
+        if exposure is not None:
+            exposure.restore()
+        if controls is not None:
+            controls.close()
         cap, self._cap = self._cap, None
         if cap is not None:
             teardown(f"{self.name}: release", cap.release)

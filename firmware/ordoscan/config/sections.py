@@ -114,7 +114,11 @@ class CameraConfig(_Section):
         default=8000,
         ge=100,
         le=1_000_000,
-        description="picamera2: exposure cap in microseconds, so that a moving hand does not blur.",
+        description="Exposure cap in microseconds, so that a moving hand does not blur; past it the gain rises. picamera2: through the sensor's tuning; v4l2: see auto_exposure.",
+    )
+    auto_exposure: Literal["kiosk", "camera"] = Field(
+        default="kiosk",
+        description="v4l2: 'kiosk' runs the kiosk's own auto-exposure on the USB camera's manual controls, its shutter capped at max_exposure_us; 'camera' leaves the camera's own, uncapped (for a camera whose manual exposure misbehaves).",
     )
     buffer_count: int = Field(
         default=2,
