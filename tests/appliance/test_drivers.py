@@ -215,3 +215,45 @@ def test_good_reads_before_a_cut_are_delivered(kiosk: tuple[Appliance, Trace]) -
         f"{seen} good reads before the cut, delivered: "
         f"{len(fed & {m.payload for m in a.scans()})}")
     a.results["cut_good_reads"] = seen
+
+
+# A V4L2 device that has the controls the loopback camera lacks: the kernel's vivid test
+# driver (gain, brightness), asked through the kiosk's own ioctl layer in its installed venv.
+VIVID_CONTROLS = r"""
+modprobe vivid n_devs=1 node_types=0x1 >/dev/null 2>&1 || true
+udevadm settle || true
+node=""
+for d in /sys/class/video4linux/video*; do
+  case "$(cat "$d/name")" in vivid-*) node=/dev/$(basename "$d") ;; esac
+done
+ev "vivid-node ${node:-none}"
+if [ -n "$node" ]; then
+  ev "vivid-controls $(/opt/ordoscan/venv/bin/python - "$node" <<'PY' 2>&1 | tr '\n' ' '
+import sys
+from ordoscan.camera.v4l2_controls import CID_EXPOSURE_AUTO, CID_GAIN, DeviceControls
+BRIGHTNESS = 0x00980900
+controls = DeviceControls(sys.argv[1])
+gain = controls.query(CID_GAIN)
+controls.set(BRIGHTNESS, 200)
+print(gain.name.replace(" ", "_"), gain.minimum, gain.maximum, gain.default,
+      controls.get(BRIGHTNESS), controls.query(CID_EXPOSURE_AUTO) is None)
+controls.close()
+PY
+)"
+fi
+rmmod vivid >/dev/null 2>&1 || true
+"""
+
+
+def test_the_kernels_v4l2_controls_answer_the_kiosks_ioctl_layer(
+    kiosk: tuple[Appliance, Trace],
+) -> None:
+    """The kiosk's VIDIOC_QUERYCTRL, G_CTRL and S_CTRL (camera/v4l2_controls.py) on a real
+    kernel driver: vivid's gain range as vivid declares it, a brightness set and read back,
+    and a control it does not have answered as absent."""
+    a, _trace = kiosk
+    a.run(VIVID_CONTROLS, 300)
+    node = event_value(a, "vivid-node")
+    if node == "none":
+        pytest.skip("this guest's kernel has no vivid module")
+    assert event_value(a, "vivid-controls").split() == ["Gain", "0", "255", "100", "200", "True"]
