@@ -197,6 +197,10 @@ def test_camera_unplugged_fault_log_and_back(
         camera.plug()
         assert wait_until(lambda: "camera" not in app.faults(), 60)
         assert app.status()["camera"] == "ok"
+        # the telemetry's camera section says who sets the exposure, and under what cap
+        exposure = app.camera_state()["exposure"]
+        assert exposure is not None and exposure["by"] == "camera", exposure
+        assert exposure["cap_us"] == app.cfg.camera.max_exposure_us
         assert any("fault cleared: camera" in r.getMessage() for r in caplog.records)
     finally:
         app.stop()

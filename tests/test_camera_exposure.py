@@ -276,14 +276,20 @@ def test_the_v4l2_source_meters_its_frames_and_gives_the_camera_back_on_close() 
     source, cv2 = source_with(controls)
     room = Room(controls, light=0.6)
     source.open()
-    assert source.exposure is not None and controls.values[CID_EXPOSURE_AUTO] == MANUAL
+    assert source.kiosk_exposure is not None and controls.values[CID_EXPOSURE_AUTO] == MANUAL
     for _ in range(30):
         cv2.frames.append(yuyv_bytes(room.frame()[:48, :64]))
         assert source.read(1.0) is not None
-    assert source.exposure.steps > 0
+    assert source.kiosk_exposure.steps > 0
+    # the telemetry's camera.exposure: a dim room, the shutter at the cap and the gain up
+    assert source.exposure_state() == {
+        "by": "kiosk", "exposure_us": 8000, "cap_us": 8000, "gain": controls.values[CID_GAIN],
+        "gain_max": 255, "failed": False}
+    assert controls.values[CID_GAIN] > 32
     source.close()
+    assert source.exposure_state() is None
     assert controls.closed and controls.values[CID_EXPOSURE_AUTO] == APERTURE
-    assert source.exposure is None
+    assert source.kiosk_exposure is None
 
 
 def test_the_v4l2_source_leaves_the_cameras_exposure_when_told_or_when_it_cannot(
@@ -291,12 +297,13 @@ def test_the_v4l2_source_leaves_the_cameras_exposure_when_told_or_when_it_cannot
 ) -> None:
     source, cv2 = source_with(FakeUvcControls(), auto_exposure="camera")
     source.open()
-    assert source.exposure is None and source.opened_controls == []  # type: ignore[attr-defined]
+    assert source.exposure_state() == {"by": "camera"}
+    assert source.kiosk_exposure is None and source.opened_controls == []  # type: ignore[attr-defined]
     source.close()
     source, cv2 = source_with(None)
     with caplog.at_level(logging.WARNING, "ordoscan.camera"):
         source.open()
-    assert source.exposure is None and "controls unavailable" in caplog.text
+    assert source.kiosk_exposure is None and "controls unavailable" in caplog.text
     cv2.frames.append(yuyv_bytes(np.zeros((48, 64), np.uint8)))
     assert source.read(1.0) is not None  # the frames come all the same
     source.close()

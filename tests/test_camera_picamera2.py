@@ -150,6 +150,10 @@ def test_exposure_is_capped_in_dim_light_and_free_in_bright_light(system: Camera
         frame = read_frame(source, cam.emit)
         assert source.metadata["ExposureTime"] <= 8000
         assert source.metadata["AnalogueGain"] == pytest.approx(5.0)
+        # the telemetry's camera.exposure: libcamera's AGC, under the cap
+        state = source.exposure_state()
+        assert state is not None and state["by"] == "camera" and state["cap_us"] == 8000
+        assert state["exposure_us"] <= 8000 and state["gain"] == pytest.approx(5.0)
         source.release(frame)
         cam.needed_exposure_us = 3000  # bright: the AGC still picks a shorter exposure
         frame = read_frame(source, cam.emit)

@@ -364,9 +364,11 @@ class App:
         quiet = age is None or age > self.cfg.camera.stall_timeout_s
         if ok and quiet and not self._camera_live():
             state = "idle"  # a replay with nothing (more) to play
+        exposure = getattr(self._source, "exposure_state", None)  # (a source of one's own)
         return out | {
             "state": state, "frames": rs.frames, "dropped": rs.dropped, "reopens": rs.reopens,
             "last_frame_age_s": None if age is None else round(age, 1),
+            "exposure": exposure() if callable(exposure) else None,
         }
 
     def _camera_live(self) -> bool:

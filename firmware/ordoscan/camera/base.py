@@ -83,6 +83,10 @@ class CameraSource(abc.ABC):
     def close(self) -> None:
         """Close the source; never raises, and may be called more than once."""
 
+    def exposure_state(self) -> dict[str, Any] | None:
+        """Who sets the exposure and where it stands, for telemetry (None: nothing to say)."""
+        return None
+
     def __enter__(self) -> Self:
         self.open()
         return self

@@ -129,6 +129,11 @@ class KioskExposure:
         return kiosk
 
     @property
+    def gain_max(self) -> int | None:
+        """The gain control's maximum (None: the camera has no gain control)."""
+        return None if self._gain_info is None else self._gain_info.maximum
+
+    @property
     def cap(self) -> int:
         """The longest exposure the kiosk sets, in the control's units (100 µs)."""
         return self._cap

@@ -160,6 +160,17 @@ class Picamera2Source(CameraSource):
         """libcamera metadata of the last frame (exposure, gain, lens position, ...)."""
         return dict(self._metadata)
 
+    def exposure_state(self) -> dict[str, Any] | None:
+        """libcamera's AGC, as the last frame's metadata has it; its cap, unless the tuning
+        could not be capped."""
+        md = self._metadata
+        shutter, gain = md.get("ExposureTime"), md.get("AnalogueGain")
+        if not isinstance(shutter, int | float) or not isinstance(gain, int | float):
+            return None
+        cap = None if self._tuning_warned else self._cfg.max_exposure_us
+        return {"by": "camera", "exposure_us": int(shutter), "gain": round(float(gain), 2),
+                "cap_us": cap}
+
     def open(self) -> None:
         if self._cam is not None:
             return

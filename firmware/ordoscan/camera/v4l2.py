@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ordoscan.camera.base import CameraSource, Frame, Grey, import_cv2, teardown, why
 from ordoscan.camera.exposure import KioskExposure
-from ordoscan.camera.v4l2_controls import Controls, DeviceControls
+from ordoscan.camera.v4l2_controls import EXPOSURE_UNIT_US, Controls, DeviceControls
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.config import CameraConfig
 from ordoscan.errors import CameraLost, CameraOpenError
@@ -47,7 +47,7 @@ class V4L2Source(CameraSource):
         self._cv2_module = cv2_module
         self._open_controls = open_controls
         self._controls: Controls | None = None
-        self.exposure: KioskExposure | None = None
+        self.kiosk_exposure: KioskExposure | None = None
         self._clock = clock
         self._cv2: Any = None
         self._cap: Any = None
@@ -132,6 +132,16 @@ class V4L2Source(CameraSource):
         if self._cfg.auto_exposure == "kiosk":
             self._take_exposure()
 
+    def exposure_state(self) -> dict[str, Any] | None:
+        """The kiosk's auto-exposure where it runs (shutter, cap and gain in the camera's
+        units: 100 us steps, the maker's gain), else the camera's own; None when closed."""
+        kiosk = self.kiosk_exposure
+        if kiosk is not None:
+            return {"by": "kiosk", "exposure_us": kiosk.exposure * EXPOSURE_UNIT_US,
+                    "cap_us": kiosk.cap * EXPOSURE_UNIT_US, "gain": kiosk.gain,
+                    "gain_max": kiosk.gain_max, "failed": kiosk.failed}
+        return None if self._cap is None else {"by": "camera"}
+
     def _take_exposure(self) -> None:
         """The kiosk's capped auto-exposure, where the camera has manual controls (else logged)."""
         try:
@@ -140,11 +150,11 @@ class V4L2Source(CameraSource):
             log.warning("%s: controls unavailable (%s); the camera's own exposure is used",
                         self.name, why(e))
             return
-        self.exposure = KioskExposure.take_over(controls, self.name, self._cfg.max_exposure_us)
-        if self.exposure is None:
+        kiosk = KioskExposure.take_over(controls, self.name, self._cfg.max_exposure_us)
+        if kiosk is None:
             controls.close()
         else:
-            self._controls = controls
+            self.kiosk_exposure, self._controls = kiosk, controls
 
     def read(self, timeout: float) -> Frame | None:
         # cap.read() waits at most one frame interval, or the read timeout on a stall
@@ -161,8 +171,8 @@ class V4L2Source(CameraSource):
         if luma is None:
             self.corrupt_frames += 1
             return None
-        if self.exposure is not None:
-            self.exposure.observe(luma)
+        if self.kiosk_exposure is not None:
+            self.kiosk_exposure.observe(luma)
         frame = Frame(luma, self._clock.monotonic(), self._index)
         self._index += 1
         return frame
@@ -195,7 +205,7 @@ class V4L2Source(CameraSource):
         )
 
     def close(self) -> None:
-        exposure, self.exposure = self.exposure, None
+        exposure, self.kiosk_exposure = self.kiosk_exposure, None
         controls, self._controls = self._controls, None
         if exposure is not None:
             exposure.restore()
