@@ -144,3 +144,15 @@ def test_check_refuses_what_run_would_refuse(tmp_path: Path) -> None:
     table = rows(r.stdout)
     assert table["config"][0] == "FAIL" and "mqtt.password_file" in table["config"][1]
     assert r.returncode == 2
+
+
+def test_the_camera_check_says_whether_the_exposure_is_capped() -> None:
+    from ordoscan.commands.check import _exposure_note
+
+    assert _exposure_note(None) == ""  # a replay
+    assert _exposure_note({"by": "kiosk", "exposure_us": 4000, "cap_us": 8000, "gain": 3,
+                           "gain_max": 255, "failed": False}) == (
+        "; exposure: the kiosk's, capped at 8 ms")
+    assert _exposure_note({"by": "camera", "exposure_us": 8000, "gain": 2.0,
+                           "cap_us": 8000}) == "; exposure: the camera's, capped at 8 ms"
+    assert "uncapped" in _exposure_note({"by": "camera"})  # a USB camera left to its own

@@ -85,13 +85,14 @@ def check_camera(cfg: Config) -> Result:
             got += 1
             shapes.add(f"{frame.image.shape[1]}x{frame.image.shape[0]}")
             release_frame(source, frame)  # a CSI camera lends its buffers: give each back
+        exposure = source.exposure_state()
     except OrdoscanError as e:
         return Result("camera", FAIL, f"{source.name}: opened, then: {e}")
     finally:
         source.close()
     elapsed = time.monotonic() - started
     data = {"source": source.name, "frames": got, "sizes": sorted(shapes),
-            "elapsed_s": round(elapsed, 2)}
+            "elapsed_s": round(elapsed, 2), "exposure": exposure}
     if got < CAMERA_FRAMES:
         hint = ""
         if cfg.camera.source == "replay" and not cfg.camera.loop:
@@ -101,7 +102,18 @@ def check_camera(cfg: Config) -> Result:
         return Result("camera", FAIL, f"{source.name}: opened but gave {got} of "
                       f"{CAMERA_FRAMES} frames in {CAMERA_TIMEOUT_S:g} s{hint}", data)
     return Result("camera", OK, f"{source.name}: {got} frames ({', '.join(sorted(shapes))}) "
-                  f"in {elapsed:.1f} s", data)
+                  f"in {elapsed:.1f} s{_exposure_note(exposure)}", data)
+
+
+def _exposure_note(exposure: dict[str, Any] | None) -> str:
+    """What the installer should know of the exposure: capped, or left to a USB camera."""
+    if exposure is None:
+        return ""
+    cap = exposure.get("cap_us")
+    if cap is None:  # a USB camera without manual exposure, or an uncappable tuning
+        return "; exposure: the camera's own, uncapped (a moving hand may blur in dim light)"
+    who = "the kiosk's" if exposure.get("by") == "kiosk" else "the camera's"
+    return f"; exposure: {who}, capped at {cap / 1000:g} ms"
 
 
 def check_gpio(cfg: Config) -> Result:
