@@ -3,8 +3,9 @@
 Sources: gen1's held-out set (ordoscan.devtools.scenes, held-out seeds), gen2's two
 held-out splits (ordoscan.devtools.docscenes: held-out seeds under dev settings, and
 held-out settings), all hard, each twice: with the camera modules' own auto-exposure (up
-to 33 ms) and with its shutter capped as the kiosk's picamera2 source caps it
-(camera.max_exposure_us, 8 ms by default); then ZXing's real photographs (QR sets, and the
+to 33 ms: a camera the kiosk does not cap, such as a USB camera without manual exposure)
+and with its shutter capped as the kiosk caps it (camera.max_exposure_us, 8 ms by
+default: picamera2's tuning, a USB camera's manual controls); then ZXing's real photographs (QR sets, and the
 false-positive sets, where nothing may be read). For each: the per-frame read rate of
 the ordonnance codes in view (and of the small ones, 2-3 px per module), the other codes
 read, reads classified as an ordonnance that are none (false ordo), reads of nothing in
@@ -57,9 +58,10 @@ def test_bench_heldout() -> None:
     sources.append(("gen1 held-out seeds, hard", list(ho.gen1_frames(GEN1_FRAMES))))
     for split in ("heldout-seeds", "heldout-settings"):
         sources.append((f"gen2 {split}, hard", list(ho.gen2_frames(split, GEN2_FRAMES))))
-    # the same scenes as the Pi's camera takes them: its tuning caps the exposure, so the
-    # gain takes over sooner (a shorter smear, more noise); the rows above are a camera
-    # whose exposure runs to 33 ms (a USB camera's, or the cap lifted)
+    # the same scenes as the kiosk's cameras take them: the exposure capped (picamera2's
+    # tuning, a USB camera's manual controls), so the gain takes over sooner (a shorter
+    # smear, more noise); the rows above are a camera whose exposure runs to 33 ms (a USB
+    # camera without manual exposure, or the cap lifted)
     cap = ho.deployed_exposure_ms()
     for split in ("heldout-seeds", "heldout-settings"):
         sources.append((f"gen2 {split}, hard, {cap:g} ms cap",
