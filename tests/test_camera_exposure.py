@@ -214,6 +214,19 @@ def test_a_camera_without_manual_exposure_keeps_its_own(caplog: pytest.LogCaptur
     assert "has no manual exposure" in caplog.text
 
 
+def test_a_refusal_half_way_through_taking_over_gives_the_camera_back_its_mode() -> None:
+    class Refusing(FakeUvcControls):
+        def set(self, cid: int, value: int) -> None:
+            if cid == CID_EXPOSURE_ABSOLUTE and value != 333:
+                raise OSError(errno.EIO, "Input/output error")
+            super().set(cid, value)
+
+    controls = Refusing()
+    assert KioskExposure.take_over(controls, NAME, 8000) is None
+    assert controls.values[CID_EXPOSURE_AUTO] == APERTURE  # not left in manual
+    assert controls.values[CID_EXPOSURE_AUTO_PRIORITY] == 1
+
+
 def test_a_camera_without_gain_still_caps_the_shutter() -> None:
     controls = FakeUvcControls(gain=False)
     kiosk = KioskExposure.take_over(controls, NAME, 8000)

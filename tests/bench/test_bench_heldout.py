@@ -5,15 +5,15 @@ held-out splits (ordoscan.devtools.docscenes: held-out seeds under dev settings,
 held-out settings), all hard, each twice: with the camera modules' own auto-exposure (up
 to 33 ms: a camera the kiosk does not cap, such as a USB camera without manual exposure)
 and with its shutter capped as the kiosk caps it (camera.max_exposure_us, 8 ms by
-default: picamera2's tuning, a USB camera's manual controls); then ZXing's real photographs (QR sets, and the
-false-positive sets, where nothing may be read). For each: the per-frame read rate of
-the ordonnance codes in view (and of the small ones, 2-3 px per module), the other codes
-read, reads classified as an ordonnance that are none (false ordo), reads of nothing in
-the picture (stray), mean and p95 ms, and the ratio of the mean to one default zxing-cpp
-read_barcodes call in the same run on the same frames. Milliseconds, and the deployed
-Decoder's budget and duty cycle, count the bench thread's CPU time (time.thread_time)
-times ORDOSCAN_BENCH_CPU_SCALE (default 1: one unloaded core of this machine), so the
-figures do not depend on the machine's load.
+default: picamera2's tuning, a USB camera's manual controls); then ZXing's real
+photographs (QR sets, and the false-positive sets, where nothing may be read). For each:
+the per-frame read rate of the ordonnance codes in view (and of the small ones, 2-3 px
+per module), the other codes read, reads classified as an ordonnance that are none
+(false ordo), reads of nothing in the picture (stray), mean and p95 ms, and the ratio of
+the mean to one default zxing-cpp read_barcodes call in the same run on the same frames.
+Milliseconds, and the deployed Decoder's budget and duty cycle, count the bench thread's
+CPU time (time.thread_time) times ORDOSCAN_BENCH_CPU_SCALE (default 1: one unloaded core
+of this machine), so the figures do not depend on the machine's load.
 
 Targets (issue: reading on scenes the decoder was never tuned on): on the held-out hard
 scenes of both generators at least 95 % of ordonnance codes per frame at most 3x raw

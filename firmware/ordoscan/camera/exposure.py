@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 
 import numpy as np
 
@@ -85,6 +86,7 @@ class KioskExposure:
     @classmethod
     def take_over(cls, controls: Controls, name: str, max_exposure_us: int) -> KioskExposure | None:
         """Switches the camera to manual exposure under the cap; None (logged) if it cannot be."""
+        saved: dict[int, int] = {}
         try:
             mode = controls.query(CID_EXPOSURE_AUTO)
             exposure = controls.query(CID_EXPOSURE_ABSOLUTE)
@@ -98,7 +100,7 @@ class KioskExposure:
             gain = controls.query(CID_GAIN)
             gain = gain if gain is not None and gain.writable else None
             priority = controls.query(CID_EXPOSURE_AUTO_PRIORITY)
-            saved = {CID_EXPOSURE_AUTO: controls.get(CID_EXPOSURE_AUTO)}
+            saved[CID_EXPOSURE_AUTO] = controls.get(CID_EXPOSURE_AUTO)
             saved[CID_EXPOSURE_ABSOLUTE] = controls.get(CID_EXPOSURE_ABSOLUTE)
             if gain is not None:
                 saved[CID_GAIN] = controls.get(CID_GAIN)
@@ -117,6 +119,9 @@ class KioskExposure:
                 name,
                 why(e),
             )
+            # whatever was changed before the refusal goes back (its automatic mode above all)
+            teardown(f"{name}: restore the camera's own exposure", partial(_put_back, controls,
+                                                                          saved))
             return None
         log.info(
             "%s: the kiosk's auto-exposure, shutter capped at %.1f ms (exposure %d..%d x100 us%s)",
@@ -198,12 +203,13 @@ class KioskExposure:
 
     def restore(self) -> None:
         """Puts the camera's own settings back (its automatic mode last) for the next user."""
-
-        def put_back() -> None:
-            order = (CID_GAIN, CID_EXPOSURE_ABSOLUTE, CID_EXPOSURE_AUTO_PRIORITY, CID_EXPOSURE_AUTO)
-            for cid in order:
-                if cid in self._saved:
-                    self._controls.set(cid, self._saved[cid])
-
         # the first refusal ends it (an unplugged camera refuses them all): one warning
-        teardown(f"{self._name}: restore the camera's own exposure", put_back)
+        teardown(f"{self._name}: restore the camera's own exposure",
+                 partial(_put_back, self._controls, self._saved))
+
+
+def _put_back(controls: Controls, saved: dict[int, int]) -> None:
+    """Sets the saved values again, the automatic mode last; the first refusal raises."""
+    for cid in (CID_GAIN, CID_EXPOSURE_ABSOLUTE, CID_EXPOSURE_AUTO_PRIORITY, CID_EXPOSURE_AUTO):
+        if cid in saved:
+            controls.set(cid, saved[cid])
