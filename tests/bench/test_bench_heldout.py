@@ -34,6 +34,7 @@ from ordoscan.decoder import Decoder
 from PIL import Image
 
 from tests.bench import heldout as ho
+from tests.bench import usb_exposure
 
 GEN1_FRAMES = 150
 # per held-out split: about 140 ordonnance codes in view at 240 frames. At 80 (until
@@ -66,6 +67,11 @@ def test_bench_heldout() -> None:
     for split in ("heldout-seeds", "heldout-settings"):
         sources.append((f"gen2 {split}, hard, {cap:g} ms cap",
                         list(ho.gen2_frames(split, GEN2_FRAMES, max_exposure_ms=cap))))
+    # and as a USB camera takes them under the kiosk's own auto-exposure (camera/exposure.py:
+    # its controller settled on each scene, tests/bench/usb_exposure.py), capped the same
+    for split in ("heldout-seeds", "heldout-settings"):
+        sources.append((f"gen2 {split}, hard, USB AE",
+                        usb_exposure.frames(split, GEN2_FRAMES, 0, round(cap * 1000), None)[0]))
     made = time.perf_counter() - t0
     corpus_fp: list[ho.Frame] = []
     if ho.CORPUS.is_dir():
