@@ -16,11 +16,11 @@ For each gen2 scene of the split that holds an ordonnance (paper or phone), hard
 
 The scene is the same in every render (the same draws: only the exposure and the gain
 differ). The settled frames are cached beside the bench's, under a key that takes in the
-controller's source. Printed: the rows as the held-out bench prints them, and the
-exposures and gains the controller settled on (and on the dev split the misses). Scenes
-without an ordonnance are left out (the read rate is of ordonnance codes; the held-out
-bench checks the others). The camera model is the Pi modules' (gen2 has no webcam): a
-USB camera's optics and noise differ.
+controller's source and this module's. Printed: the rows as the held-out bench prints
+them, and the exposures and gains the controller settled on (and on the dev split the
+misses). Scenes without an ordonnance are left out (the read rate is of ordonnance
+codes; the held-out bench checks the others). The camera model is the Pi modules' (gen2
+has no webcam): a USB camera's optics and noise differ.
 """
 
 from __future__ import annotations
@@ -138,7 +138,10 @@ def frames(split: str, n: int, offset: int, cap_us: int,
     """The split's scenes of `kinds` (None: every kind) once the controller has settled on
     each, from the cache or rendered; and the settling of those rendered now."""
     cache = ho._cache_dir()
-    key = hashlib.sha256(Path(kiosk_ae.__file__).read_bytes()).hexdigest()[:8]
+    # the controller's source and this simulation's (the webcam's units) make the key
+    h = hashlib.sha256(Path(kiosk_ae.__file__).read_bytes())
+    h.update(Path(__file__).read_bytes())
+    key = h.hexdigest()[:8]
     out: list[ho.Frame] = []
     states: list[dict[str, Any]] = []
     for spec in splits.gen2_specs(split, n, "hard", offset):
