@@ -214,6 +214,8 @@ def test_expired_client_certificate_is_a_clear_fault_and_scans_stay(
         # the broker refuses it (as a TLS alert, or a bare close before CONNACK)
         assert relay.wait(lambda: relay.publisher.stats()["last_error"] is not None, 20)
         assert "client certificate" in str(relay.publisher.stats()["last_error"])
+        # and the fault still names the file to renew, not only the broker's refusal
+        assert str(pki.kiosk_expired.cert) in str(relay.fault)
         assert relay.link_up is False and relay.depth() == 4
     finally:
         relay.close()

@@ -185,6 +185,11 @@ class Publisher(Service):
                     log.exception("on_link callback failed")
 
     def _set_link_fault(self, text: str | None) -> None:
+        # a credentials problem found at start (an expired certificate, the file named) says
+        # more than the broker's refusal it causes: it stays the text until the link is up
+        problems = self._creds.problems if self._creds is not None else ()
+        if text is not None and problems:
+            text = problems[0]
         self._fault_link = text
         self._report()
 
