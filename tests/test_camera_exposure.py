@@ -106,6 +106,14 @@ class Room:
         return np.clip(signal, 0, 255).astype(np.uint8)
 
 
+def taken(**double: bool) -> tuple[FakeUvcControls, KioskExposure]:
+    """A webcam double (its options) whose exposure the kiosk has taken over."""
+    controls = FakeUvcControls(**double)
+    kiosk = KioskExposure.take_over(controls, NAME, 8000)
+    assert kiosk is not None
+    return controls, kiosk
+
+
 def run(kiosk: KioskExposure, room: Room, frames: int) -> np.ndarray:
     luma = room.frame()
     for _ in range(frames):
@@ -149,9 +157,7 @@ def test_taking_over_makes_the_camera_manual_at_a_steady_frame_rate_under_the_ca
 
 
 def test_in_a_dim_room_the_shutter_stops_at_the_cap_and_the_gain_takes_over() -> None:
-    controls = FakeUvcControls()
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken()
     room = Room(controls, light=0.6)  # at the cap and the camera's gain: a dark frame
     assert meter(room.frame()) < TARGET / 2
     luma = run(kiosk, room, 90)
@@ -162,9 +168,7 @@ def test_in_a_dim_room_the_shutter_stops_at_the_cap_and_the_gain_takes_over() ->
 
 
 def test_in_a_bright_room_the_gain_goes_down_first_then_the_shutter_shortens() -> None:
-    controls = FakeUvcControls()
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken()
     luma = run(kiosk, Room(controls, light=8.0), 90)
     assert settled(luma), meter(luma)
     assert controls.values[CID_GAIN] == 0
@@ -175,9 +179,7 @@ def test_in_a_bright_room_the_gain_goes_down_first_then_the_shutter_shortens() -
 
 
 def test_when_the_lights_go_down_and_up_again_it_follows_with_the_least_gain() -> None:
-    controls = FakeUvcControls()
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken()
     room = Room(controls, light=8.0)
     assert settled(run(kiosk, room, 60))
     assert controls.values[CID_EXPOSURE_ABSOLUTE] < 40
@@ -192,9 +194,7 @@ def test_when_the_lights_go_down_and_up_again_it_follows_with_the_least_gain() -
 
 
 def test_a_white_page_on_a_dark_counter_is_exposed_for_the_page() -> None:
-    controls = FakeUvcControls()
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken()
     room = Room(controls, light=2.0, page=0.95, counter=0.08)
     luma = run(kiosk, room, 120)
     page = luma[20:76, 34:94]
@@ -228,9 +228,7 @@ def test_a_refusal_half_way_through_taking_over_gives_the_camera_back_its_mode()
 
 
 def test_a_camera_without_gain_still_caps_the_shutter() -> None:
-    controls = FakeUvcControls(gain=False)
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken(gain=False)
     run(kiosk, Room(controls, light=0.5), 60)  # too dark even at the cap: it stays there
     assert controls.values[CID_EXPOSURE_ABSOLUTE] == 80
     assert max(controls.exposures()) <= 80
@@ -239,9 +237,7 @@ def test_a_camera_without_gain_still_caps_the_shutter() -> None:
 def test_a_refused_step_stops_the_control_once_and_never_raises(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    controls = FakeUvcControls()
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken()
     room = Room(controls, light=0.5)
     controls.fail = OSError(errno.EIO, "Input/output error")
     with caplog.at_level(logging.WARNING, "ordoscan.camera"):
@@ -253,9 +249,7 @@ def test_a_refused_step_stops_the_control_once_and_never_raises(
 def test_restore_puts_the_cameras_own_settings_back_its_automatic_mode_last(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    controls = FakeUvcControls()
-    kiosk = KioskExposure.take_over(controls, NAME, 8000)
-    assert kiosk is not None
+    controls, kiosk = taken()
     run(kiosk, Room(controls, light=0.6), 30)
     controls.writes.clear()
     kiosk.restore()

@@ -77,8 +77,9 @@ class KioskExposure:
         self._cap = cap  # in the control's units (100 µs)
         self._gain_info = gain
         self._saved = saved  # the camera's own settings, put back by restore()
-        self.exposure = exposure.clamp(min(controls.get(CID_EXPOSURE_ABSOLUTE), cap))
-        self.gain = controls.get(CID_GAIN) if gain is not None else 0
+        # it starts from where the camera's own auto-exposure left it, under the cap
+        self.exposure = exposure.clamp(min(saved[CID_EXPOSURE_ABSOLUTE], cap))
+        self.gain = saved[CID_GAIN] if gain is not None else 0
         self._frames = 0
         self.steps = 0
         self.failed = False
