@@ -97,7 +97,8 @@ class Publisher(Service):
             log.warning("%s", note)
         for problem in self._creds.problems:
             log.error("%s", problem)
-            self._set_link_fault(problem)
+        if self._creds.problems:
+            self._set_link_fault(self._creds.problems[0])  # the first stays the fault's text
         for note in broker_notes(self.cfg):
             log.warning("%s", note)
         self._waker.open()  # again, if an earlier stop() closed it
