@@ -24,10 +24,12 @@ from tests.support.relay_proc import (
     relay_config,
     write_config,
 )
+from tests.support.wait import WaitTimeout
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = "pharmacie-test"
 PREFIX = f"pharmacy/{SITE}/kiosk/kiosk-01"
+QUEUED = 8000  # scans in the outbox when each relay run of the SIGKILL test starts
 
 
 @pytest.fixture
@@ -72,26 +74,44 @@ def test_sigkill_at_random_points_while_draining_loses_nothing(
         sub.close()
 
 
+def stalled(what: str, relay: RelayProcess, broker: Broker, sub: Subscriber) -> str:
+    """A failed wait's message: what was awaited, the relay's and the broker's logs."""
+    return (f"{what}; the subscriber is {'' if sub.client.is_connected() else 'not '}connected"
+            f"\n{relay.tail()}\nbroker log:\n{broker.log()[-1500:]}")
+
+
 def sigkill_rounds(tmp_path: Path, broker: Broker, sub: Subscriber, rng: random.Random) -> None:
     data = relay_config(tmp_path / "kiosk", port=broker.port, site=SITE, reconnect=(0.1, 0.5))
     config = write_config(data, tmp_path / "relay.toml")
     cfg = as_config(data)
-    with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
-                device_id=cfg.device.id, site=cfg.device.site) as outbox:
-        prefilled = put_scans(outbox, 2500)
-    known = {r.seq: r.scan_id for r in prefilled}
+    known: dict[int, str] = {}
 
     kills = 5
     produced = 0
     left_at_kill: list[int] = []
     for round_ in range(kills + 1):
+        # every run starts with QUEUED scans at least (about a second's drain here): a run
+        # whose kill came late on a loaded machine had drained the 2 500 queued once at the
+        # start, and the next run had too few scans left to reach its target (a CI run
+        # stalled so; a kill 1 s late does it every time)
+        with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
+                    device_id=cfg.device.id, site=cfg.device.site) as outbox:
+            topped = put_scans(outbox, max(0, QUEUED - outbox.stats().depth),
+                               start=100_000 * (round_ + 1))
+        known.update((r.seq, r.scan_id) for r in topped)
         relay = RelayProcess(config, produce=40, start=10_000 + produced)
         produced += 40
         assert relay.wait_line("READY"), "the relay process did not start"
         if round_ < kills:
             # a random point of the drain: after some more scans have reached the subscriber
             target = len(sub.on("/scan")) + rng.randint(1, 150)
-            sub.wait_for(lambda s, t=target: len(s.on("/scan")) >= t, timeout=30)
+            # (a liveness wait, long for a loaded machine: a stall shows the relay's and the
+            # broker's logs)
+            try:
+                sub.wait_for(lambda s, t=target: len(s.on("/scan")) >= t, timeout=60)
+            except WaitTimeout as e:
+                raise AssertionError(stalled(f"round {round_}: {len(sub.on('/scan'))} of {target} "
+                                             f"scans arrived ({e})", relay, broker, sub)) from None
             relay.kill()
             known.update(relay.puts)
             with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
@@ -103,9 +123,13 @@ def sigkill_rounds(tmp_path: Path, broker: Broker, sub: Subscriber, rng: random.
             # the last run drains everything, then stops cleanly
             with Outbox(cfg.outbox.path, max_messages=20000, max_age_h=24,
                         device_id=cfg.device.id, site=cfg.device.site, readonly=True) as ro:
-                assert sub.wait_for(
-                    lambda s, r=relay: len(r.puts) == 40 and ro.stats().depth == 0, timeout=60
-                ), "the outbox did not drain"
+                try:
+                    sub.wait_for(
+                        lambda s, r=relay: len(r.puts) == 40 and ro.stats().depth == 0, timeout=60
+                    )
+                except WaitTimeout as e:
+                    raise AssertionError(stalled(f"the outbox did not drain ({e})", relay, broker,
+                                                 sub)) from None
             assert relay.terminate() == 0
             known.update(relay.puts)
 

@@ -186,6 +186,7 @@ class RelayProcess:
     # every child still running, so that a failed test does not leave one behind
     # (tests/conftest.py kills what is left after each test)
     live: ClassVar[set[RelayProcess]] = set()
+    _count: ClassVar[int] = 0
 
     @classmethod
     def kill_leftovers(cls) -> int:
@@ -199,11 +200,15 @@ class RelayProcess:
     def __init__(self, config: Path, produce: int = 0, start: int = 0) -> None:
         root = Path(__file__).resolve().parents[2]
         env = child_env()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.relay_proc", str(config),
-             "--produce", str(produce), "--interval", "0.005", "--start", str(start)],
-            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
+        # its log beside the config, one file per process, so that a failed test can show it
+        RelayProcess._count += 1
+        self.log = Path(config).with_name(f"relay-{RelayProcess._count}.log")
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.relay_proc", str(config),
+                 "--produce", str(produce), "--interval", "0.005", "--start", str(start)],
+                cwd=root, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+            )
         self.lines: queue.Queue[str] = queue.Queue()
         self.puts: list[tuple[int, str]] = []
         self.seen: list[str] = []  # every line, in order
@@ -232,6 +237,13 @@ class RelayProcess:
                 if self.proc.poll() is not None:
                     break
         raise WaitTimeout(f"the relay process never printed {text!r} (exit {self.proc.poll()})")
+
+    def tail(self, lines: int = 25) -> str:
+        """The last lines it printed and logged, for a failed test's message."""
+        log = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join(
+            ["stdout: " + " | ".join(self.seen[-8:]), f"log ({self.log}):", *log[-lines:]]
+        )
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
