@@ -2,7 +2,7 @@
 
     ORDOSCAN_BENCH_CPU_SCALE=5.9 .venv/bin/python -m tests.bench.pres_trace \
         [--seeds 400107,400011] [--slow 0.5] [--all] [--json out.json] [--free finders]
-        [--budget 60] [--duty 0.25]
+        [--budget 60] [--duty 0.25] [--lores 960]
 
 The dev presentations (ordoscan.devtools.splits.presentation_seeds("dev"), the frames the
 presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev, and
@@ -24,6 +24,9 @@ p95, max, and the mean and the mean of the 20 slowest but one (these two move by
 a frame: the quantiles go by whole frames and are noisier). The times differ a little from
 the bench's (no outbox commit, no other thread of the App); the load of the machine shows
 in CPU times too (cache sharing): compare two decoders in alternate runs.
+
+`--lores 960`: the frames scaled down to a smaller analysed stream (camera.size), the zooms
+mapped from it to the main stream as the kiosk does (what a smaller lores would cost or save).
 
 `--free finders,qr-zoom-defocus`: the CPU time of those parts of the search (finders,
 stats, blobs) or those passes is not counted, on the timeline nor on the decoder's clock
@@ -104,6 +107,21 @@ def _instrument(rec: _Recorder) -> None:
     dec.run_pass = run_pass
 
 
+class _Scaled:
+    """The rendered frames scaled down to a smaller analysed stream, off the clock."""
+
+    def __init__(self, frames: Any, size: tuple[int, int]) -> None:
+        self.frames, self.size = frames, size
+
+    def __getitem__(self, fid: int) -> Any:
+        import cv2
+
+        t0 = time.thread_time()
+        out = cv2.resize(np.asarray(self.frames[fid]), self.size, interpolation=cv2.INTER_AREA)
+        _freed[0] += time.thread_time() - t0
+        return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="", help="comma-separated dev seeds (default: all)")
@@ -117,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the decoder's duty cycle (default: as deployed)")
     ap.add_argument("--free", default="", help="comma-separated parts (finders, stats, blobs, "
                     "a pass's name) whose CPU time is not counted: what if they cost nothing")
+    ap.add_argument("--lores", type=int, default=0,
+                    help="the analysed stream's width (camera.size), the rendered frames scaled "
+                    "down to it (area filter, as a camera's scaler); default: as rendered")
     ap.add_argument("--threads", type=int, default=0, choices=(0, 1, 2),
                     help="the decoder's cores (scan.decode_threads; default: as deployed); "
                     "the side core's time is on the timeline as tests/bench/lockstep.py "
@@ -129,7 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     frames = np.load(data_path, mmap_mode="r")
     pres: list[dict[str, Any]] = json.loads(index_path.read_text())
     want = {int(s) for s in args.seeds.split(",") if s}
-    streams = tbp.MainStreams(pres) if tbp.MAIN_STREAM else None
+    lores = None
+    if args.lores:
+        lores = (args.lores, round(args.lores * frames.shape[1] / frames.shape[2]))
+        frames = _Scaled(frames, lores)
+    streams = tbp.MainStreams(pres, lores=lores) if tbp.MAIN_STREAM else None
 
     _FREE.update(x for x in args.free.split(",") if x)
     waits = Waits()

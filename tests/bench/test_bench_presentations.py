@@ -192,8 +192,13 @@ class MainStreams:
     presentations) and time to render.
     """
 
-    def __init__(self, presentations: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, presentations: list[dict[str, Any]], lores: tuple[int, int] | None = None
+    ) -> None:
+        from ordoscan.devtools.docscenes import LORES
+
         self._pres = presentations
+        self._lores = lores or LORES  # the analysed stream's size, which boxes are in
         self._where: dict[int, tuple[int, int]] = {}  # frame id -> (presentation, frame)
         for k, p in enumerate(presentations):
             for j in range(len(p.get("shots", []))):
@@ -215,7 +220,7 @@ class MainStreams:
 
     def _render(self, k: int, j: int, box: tuple[int, int, int, int]) -> Grey | None:
         from ordoscan.camera.base import zoom_box
-        from ordoscan.devtools.docscenes import LORES, Setting, presentation
+        from ordoscan.devtools.docscenes import Setting, presentation
 
         t0 = time.perf_counter()
         p = self._pres[k]
@@ -223,7 +228,7 @@ class MainStreams:
             self._scene = (k, presentation.scene(p["seed"], Setting(**p["settings"]),
                                                  p["style"], p["kind"]))
         sc = self._scene[1]
-        main = zoom_box(box, LORES, sc.main_size)
+        main = zoom_box(box, self._lores, sc.main_size)
         if main is None:
             return None
         crop: Grey = sc.main_crop(j, presentation.Shot(**p["shots"][j]), main)
