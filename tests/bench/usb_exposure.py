@@ -96,19 +96,9 @@ class _Webcam:
 def _render_at(spec: splits.Spec, exposure_ms: float | None, gain: float,
                sensor: tuple[int, int] | None) -> docscenes.DocScene:
     """The scene with the exposure and gain given (None: the camera's own auto-exposure)."""
-    own = docscenes.AutoExposure
-
-    class Set(own):  # type: ignore[misc, valid-type]
-        def meter(self, cam: cm.CameraModel, mean_radiance: float) -> None:
-            self.exposure_ms, self.gain = exposure_ms, gain
-
-    try:
-        if exposure_ms is not None:
-            docscenes.AutoExposure = Set  # type: ignore[misc]
-        return docscenes.render(spec.kind, spec.seed, setting=spec.setting, difficulty="hard",
-                                sensor=sensor)
-    finally:
-        docscenes.AutoExposure = own  # type: ignore[misc]
+    return docscenes.render(spec.kind, spec.seed, setting=spec.setting, difficulty="hard",
+                            sensor=sensor,
+                            exposure=None if exposure_ms is None else (exposure_ms, gain))
 
 
 def settle(spec: splits.Spec, cap_us: int) -> tuple[docscenes.DocScene, dict[str, Any]]:

@@ -291,6 +291,14 @@ class AutoExposure:
         self.exposure_ms, self.gain = max(t, 0.05), float(min(max(g, 1.0), cam.max_gain))
 
 
+class FixedExposure(AutoExposure):
+    """A camera in manual mode: the exposure and gain set from outside (a USB camera under
+    the kiosk's own auto-exposure, ordoscan.camera.exposure) whatever the frame meters."""
+
+    def meter(self, cam: cm.CameraModel, mean_radiance: float) -> None:
+        pass
+
+
 _SENSITIVITY = 200.0  # electrons per ms per unit of radiance (white paper at 500 lux ~ 0.9)
 _QE = np.array([0.55, 1.0, 0.45], np.float32)  # Bayer R, G, B relative response
 
@@ -477,7 +485,8 @@ def _rng(seed: int, kind: str, difficulty: str, setting: Setting) -> np.random.G
 def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: str = "medium",
            sensor: tuple[int, int] | None = None,
            focus_behind_mm: float | None = None, ink_fade: float | None = None,
-           max_exposure_ms: float | None = None) -> DocScene:
+           max_exposure_ms: float | None = None,
+           exposure: tuple[float, float] | None = None) -> DocScene:
     """Render one scene; the same arguments give the same pixels.
 
     `focus_behind_mm`: the lens focused that far behind the page instead of on it (an
@@ -485,7 +494,8 @@ def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: 
     lightened towards the paper (0: black; pale print, ordoscan.devtools.pale) instead of
     what the paper draws; `max_exposure_ms`: the auto-exposure's shutter capped there (the
     kiosk's picamera2 tuning, camera.max_exposure_us) instead of at the module's own 33 ms
-    (a USB camera's). Every other draw is the scene's own."""
+    (a USB camera's); `exposure`: the shutter (ms) and gain set by hand instead of by the
+    camera's auto-exposure (FixedExposure). Every other draw is the scene's own."""
     setting = setting or Setting()
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; expected one of "
@@ -501,6 +511,8 @@ def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: 
     pose = pose_for(sub, rng, difficulty)
     ev = {"easy": 0.2, "medium": 0.4, "hard": 0.7}[difficulty]
     ae = AutoExposure(error_ev=float(rng.normal(0, ev)), max_exposure_ms=max_exposure_ms)
+    if exposure is not None:  # (the metering error drawn all the same: the next draws stay)
+        ae = FixedExposure(exposure_ms=exposure[0], gain=exposure[1])
     cam = cm.CAMERAS[setting.camera]
     focus = abs(float(rng.normal(0, {"easy": 0.05, "medium": 0.1, "hard": 0.2}[difficulty])))
     if focus_behind_mm is not None:
