@@ -510,9 +510,9 @@ def render(kind: str, seed: int, *, setting: Setting | None = None, difficulty: 
         sub = replace(sub, ink_fade=ink_fade)
     pose = pose_for(sub, rng, difficulty)
     ev = {"easy": 0.2, "medium": 0.4, "hard": 0.7}[difficulty]
-    ae = AutoExposure(error_ev=float(rng.normal(0, ev)), max_exposure_ms=max_exposure_ms)
-    if exposure is not None:  # (the metering error drawn all the same: the next draws stay)
-        ae = FixedExposure(exposure_ms=exposure[0], gain=exposure[1])
+    error_ev = float(rng.normal(0, ev))  # drawn whatever the exposure: the next draws stay
+    ae = (AutoExposure(error_ev=error_ev, max_exposure_ms=max_exposure_ms) if exposure is None
+          else FixedExposure(exposure_ms=exposure[0], gain=exposure[1]))
     cam = cm.CAMERAS[setting.camera]
     focus = abs(float(rng.normal(0, {"easy": 0.05, "medium": 0.1, "hard": 0.2}[difficulty])))
     if focus_behind_mm is not None:
