@@ -164,6 +164,12 @@ def deployed_exposure_ms() -> float:
     return float(CameraConfig.model_fields["max_exposure_us"].default) / 1000.0
 
 
+def scene_name(kind: str, seed: int, difficulty: str, setting: docscenes.Setting) -> str:
+    """A rendered scene's name in the cache (the caller adds what else made it)."""
+    return (f"{kind}-{seed}-{difficulty}-{setting.light}-{setting.camera}-{setting.paper}-"
+            f"{SENSOR_MODE}")
+
+
 def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
                 cached_only: bool = False, max_exposure_ms: float | None = None
                 ) -> Iterator[Frame]:
@@ -174,8 +180,7 @@ def gen2_frames(split: str, n: int, difficulty: str = "hard", offset: int = 0,
     cache = _cache_dir()
     cap = "" if max_exposure_ms is None else f"-cap{max_exposure_ms:g}ms"
     for spec in splits.gen2_specs(split, n, difficulty, offset):
-        name = f"{spec.kind}-{spec.seed}-{difficulty}-{spec.setting.light}-" \
-               f"{spec.setting.camera}-{spec.setting.paper}-{SENSOR_MODE}{cap}"
+        name = scene_name(spec.kind, spec.seed, difficulty, spec.setting) + cap
         f = _frame(cache, name, spec.setting, cached_only,
                    partial(docscenes.render, spec.kind, spec.seed, setting=spec.setting,
                            difficulty=difficulty, sensor=sensor,
@@ -192,8 +197,7 @@ def family_frames(name: str, n: int, offset: int = 0, cached_only: bool = False
     sensor = _sensor()
     cache = _cache_dir(family)
     for seed, setting in family.specs(n, offset):
-        name = f"{family.NAME}-{seed}-hard-{setting.light}-{setting.camera}-{setting.paper}-" \
-               f"{SENSOR_MODE}"
+        name = scene_name(family.NAME, seed, "hard", setting)
         f = _frame(cache, name, setting, cached_only,
                    partial(family.render, seed, setting, sensor=sensor))
         if f is not None:

@@ -137,8 +137,7 @@ def frames(split: str, n: int, offset: int, cap_us: int,
     for spec in splits.gen2_specs(split, n, "hard", offset):
         if kinds is not None and spec.kind not in kinds:
             continue
-        name = (f"{spec.kind}-{spec.seed}-hard-{spec.setting.light}-{spec.setting.camera}-"
-                f"{spec.setting.paper}-{ho.SENSOR_MODE}-usbae{cap_us}-{key}")
+        name = f"{ho.scene_name(spec.kind, spec.seed, 'hard', spec.setting)}-usbae{cap_us}-{key}"
         state: dict[str, Any] = {}
 
         def render(spec: splits.Spec = spec, state: dict[str, Any] = state) -> Any:
