@@ -344,3 +344,66 @@ def test_binarized_border_is_light(shape: tuple[int, int]) -> None:
     assert not dark[bh:].any() and not dark[:, bw:].any()
     # the whole-block part is the same whatever lies past it
     assert np.array_equal(_binarize(np.ascontiguousarray(page[:bh, :bw])), dark[:bh, :bw])
+
+
+def dim_counter(seed: int, size: tuple[int, int] = (1280, 720)) -> np.ndarray:
+    """A dark wooden counter in a dim room at a high gain: grain streaks, vignetting, noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    streaks = np.repeat(rng.normal(0, 10.0, (h // 8 + 1, w)), 8, axis=0)[:h]
+    streaks = np.asarray(Image.fromarray(np.clip(streaks + 128, 0, 255).astype(np.uint8))
+                         .filter(ImageFilter.GaussianBlur(1.5)), np.float64) - 128
+    yy, xx = np.mgrid[0:h, 0:w]
+    light = 60 * (1 - 0.35 * (((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2))
+    return np.clip(light + streaks + rng.normal(0, 6.0, (h, w)), 0, 255).astype(np.uint8)
+
+
+def test_noise_and_grain_in_a_dim_room_make_no_finder_patterns() -> None:
+    """Gain noise on wood grain, binarized, gives 1:1:3:1:1 runs both ways by chance, but
+    no lighter ring around a darker centre: not finder patterns (each one proposed would
+    cost a hard frame's passes on a slow core)."""
+    from ordoscan.decoder import finders
+
+    frames = [dim_counter(seed) for seed in range(5)]
+    found = [len(find_finders(f, levels=2)) for f in frames]
+    assert sum(found) <= 2, found
+    # the same frames with the contrast test off: the runs are there
+    contrast, finders._MIN_CONTRAST = finders._MIN_CONTRAST, 0.0
+    try:
+        assert sum(len(find_finders(f, levels=2)) for f in frames) >= 10
+    finally:
+        finders._MIN_CONTRAST = contrast
+
+
+@pytest.mark.parametrize("module", [1.6, 2.4])
+def test_a_faint_small_code_in_a_dim_room_is_still_found(module: float) -> None:
+    """A small code, a little blurred, its ink 60 grey levels under a dim paper, on the dim
+    counter: its three finder patterns are found and guessed as one code, the same finders
+    near it as without the contrast test."""
+    from ordoscan.decoder import finders
+
+    frame = dim_counter(7).astype(np.float64)
+    qr = np.pad(modules(), 2)
+    side = round(qr.shape[0] * module)
+    tile = Image.fromarray(np.where(qr, 40, 100).astype(np.uint8)).resize(
+        (side, side), Image.Resampling.BOX)
+    tile = np.asarray(tile.filter(ImageFilter.GaussianBlur(0.6)), np.float64)
+    y0, x0 = 300, 560
+    frame[y0 : y0 + side, x0 : x0 + side] = tile + np.random.default_rng(8).normal(
+        0, 6.0, tile.shape)
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+
+    def near_code(found: list[finders.Finder]) -> list[finders.Finder]:
+        return [f for f in found if x0 <= f.x <= x0 + side and y0 <= f.y <= y0 + side]
+
+    found = find_finders(frame, levels=2)
+    contrast, finders._MIN_CONTRAST = finders._MIN_CONTRAST, 0.0
+    try:
+        assert near_code(find_finders(frame, levels=2)) == near_code(found)
+    finally:
+        finders._MIN_CONTRAST = contrast
+    guesses = [g for g in guess_codes(found, frame.shape) if g.finders == 3]
+    assert guesses, found
+    g = guesses[0]
+    assert g.x0 <= x0 + 4 * module and g.x1 >= x0 + side - 4 * module
+    assert g.y0 <= y0 + 4 * module and g.y1 >= y0 + side - 4 * module
