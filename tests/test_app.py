@@ -95,6 +95,38 @@ def test_ordonnance_beside_a_refused_code_gets_only_the_good_read(
     assert [bool(s.state) for s in kiosk.pins["red"].states] == [False, True, False]
 
 
+def test_an_ordonnance_is_committed_while_its_frame_is_still_being_decoded(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """The scan loop commits and signals an ordonnance as soon as the decoder reads it
+    (decode's on_read), not once the frame's other passes are done; once, all the same."""
+    inside = threading.Event()  # the scan loop is within the decoder's decode()
+    stored_inside: list[bool] = []
+    k = start_kiosk(tmp_path, broker.port,
+                    app_options={"on_stored": lambda: stored_inside.append(inside.is_set())})
+    try:
+        wait_ready(k)
+        assert k.app.scanner is not None
+        decoder = k.app.scanner._decoder
+        real = decoder.decode
+
+        def decode(*args: object, **kwargs: object) -> object:
+            inside.set()
+            try:
+                return real(*args, **kwargs)  # type: ignore[arg-type]
+            finally:
+                inside.clear()
+
+        decoder.decode = decode  # type: ignore[method-assign,assignment]
+        k.show_image(side_by_side(("ordonnance", 0), ("medicine_pack", 0)), "ordonnance+pack")
+        k.assert_signals(GOOD_READ)
+        assert stored_inside == [True]
+        snap = k.app.stats.snapshot()
+        assert snap["queued"] == 1 and snap["refusals"] == {"medicine_pack": 1}
+    finally:
+        k.app.stop()
+
+
 def test_an_ins_code_alone_gives_no_signal_and_leaves_no_trace(
     kiosk: Kiosk, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:

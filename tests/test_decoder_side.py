@@ -213,3 +213,81 @@ def test_the_kiosk_uses_the_cores_configured_and_stops_the_side_core(
     if made:
         assert made[0].tasks >= 1  # the frame's DataMatrix pass at least
     assert wait_until(lambda: not any(t.name == THREAD_NAME for t in threading.enumerate()), 10)
+
+
+class Gated(SideCore):
+    """A side core whose tasks wait (up to 10 s) for `open` first, noting whether it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.was_open: list[bool] = []
+
+    def submit(self, fn: Callable[[], T]) -> Task[T]:
+        def gated() -> T:
+            self.was_open.append(self.open.wait(10))
+            return fn()
+
+        return super().submit(gated)
+
+
+def test_the_qr_fast_pass_read_is_given_before_the_side_cores_pass_is_waited_for() -> None:
+    """decode's on_read has the QR Code the moment its pass read it: the DataMatrix pass
+    beside it (held back here until then) has not ended; every symbol once, all returned."""
+    reported: list[tuple[str, str]] = []
+    with Gated() as side:
+        decoder = Decoder(side=side)
+
+        def on_read(symbol: Any) -> None:
+            reported.append((symbol.format, symbol.text))
+            if symbol.format == "QRCode":
+                side.open.set()
+
+        got = decoder.decode(render("ordonnance", 2).image, on_read=on_read)
+    assert side.was_open[0]  # the DataMatrix pass ran only once the QR Code was given
+    assert reported[0][0] == "QRCode" and "DataMatrix" in {f for f, _ in reported}
+    assert sorted(reported) == sorted((s.format, s.text) for s in got)
+    assert len(set(reported)) == len(reported)
+
+
+def test_an_extra_passs_read_is_given_before_the_next_pass_runs() -> None:
+    import ordoscan.decoder as dec
+
+    log: list[tuple[str, str, bool]] = []
+    real = dec.run_pass
+
+    def run_pass(p: Any, frame: Any, box: Any, found: Any, *a: Any, **k: Any) -> Any:
+        n = len(found)
+        out = real(p, frame, box, found, *a, **k)
+        log.append(("pass", p.name, len(found) > n))
+        return out
+
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    dec.run_pass = run_pass
+    try:
+        got = decoder.decode(render("ordonnance", 700151, difficulty="hard").image,
+                             on_read=lambda s: log.append(("read", s.format, True)))
+    finally:
+        dec.run_pass = real
+    reads = [i for i, (what, *_) in enumerate(log) if what == "read"]
+    assert len(reads) == len(got) == 1
+    # right after the pass that read it, a pass after the fast ones, and before the next
+    i = reads[0]
+    assert log[i - 1][0] == "pass" and log[i - 1][2] and log[i - 1][1] not in ("qr", "datamatrix")
+    assert log[i + 1:] and all(what == "pass" for what, *_ in log[i + 1:])
+
+
+def test_a_failing_on_read_ends_the_frame_and_the_next_frame_reads() -> None:
+    def on_read(symbol: Any) -> None:
+        raise RuntimeError("the caller's handler failed")
+
+    frame = render("ordonnance", 2).image
+    side = Watched()
+    try:
+        decoder = Decoder(side=side)
+        with pytest.raises(RuntimeError, match="handler failed"):
+            decoder.decode(frame, on_read=on_read)
+        assert side.out == 0  # the side core's pass was joined all the same
+        assert {s.format for s in decoder.decode(frame)} == {"QRCode", "DataMatrix"}
+    finally:
+        side.close()

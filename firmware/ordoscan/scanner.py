@@ -6,7 +6,10 @@ reads give, in order:
 1. an INS code is ignored: no signal, nothing kept, never logged;
 2. each new ordonnance is committed to the outbox, and only then the
    good-read signal is given (once per frame); a repeat gets the same signal
-   and is not sent again; a full outbox or a disk error gets the fault signal;
+   and is not sent again; a full outbox or a disk error gets the fault signal.
+   This is done as soon as the decoder reads the ordonnance, while its other
+   passes on the frame still run (a slow core's budget is spent after the
+   beep, not before it); the frame's other codes once it is decoded;
 3. a refused code (medicine pack, 2D-Doc, URL, anything else) gets the
    refusal signal, except while an ordonnance is in view (this frame, or seen
    within same_code_timeout_s): the kiosk then says "got it" and nothing else,
@@ -27,7 +30,7 @@ from ordoscan.camera import LatestFrameReader
 from ordoscan.classifier import Classified, Classifier, Kind
 from ordoscan.clock import Clock
 from ordoscan.config import ScanConfig
-from ordoscan.decoder import Decoder, Zoom
+from ordoscan.decoder import Decoder, Symbol, Zoom
 from ordoscan.decoder.side import SideCore
 from ordoscan.dedupe import Deduper, Read
 from ordoscan.errors import OutboxDiskError, OutboxError, OutboxFull
@@ -140,10 +143,24 @@ class Scanner(Service):
                 log.exception("frame %d could not be processed", frame.index)
 
     def process(self, image: Any, timestamp: float, zoom: Zoom | None = None) -> None:
-        """One frame through decode → classify → dedupe → outbox → feedback."""
+        """One frame through decode → classify → dedupe → outbox → feedback (an ordonnance
+        as soon as it is read, see the module)."""
         t0 = time.perf_counter()
+        failed: list[Exception] = []
+
+        def on_read(symbol: Symbol) -> None:
+            if failed:
+                return
+            item = self._classifier.classify(symbol)
+            if item.kind is not Kind.ORDONNANCE:
+                return  # (a refusal waits for the whole frame: an ordonnance silences it)
+            try:
+                self._take(timestamp, [item])
+            except Exception as e:  # the frame's, not the decoder's: raised once it is decoded
+                failed.append(e)
+
         try:
-            symbols = self._decoder.decode(image, zoom, self._frame_waiting)
+            symbols = self._decoder.decode(image, zoom, self._frame_waiting, on_read)
         except Exception as e:  # a corrupt frame must not end the loop
             self._stats.frame_error()
             self._frame_errors_in_row += 1
@@ -153,13 +170,19 @@ class Scanner(Service):
             return
         self._frame_errors_in_row = 0
         self._stats.frame(time.perf_counter() - t0)
-        items: list[Classified] = [self._classifier.classify(s) for s in symbols]
+        if failed:
+            raise failed[0]
+        # every symbol again: an ordonnance taken already is still in view for the deduper
+        self._take(timestamp, [self._classifier.classify(s) for s in symbols])
+        self._frame_done()
+
+    def _take(self, timestamp: float, items: list[Classified]) -> None:
+        """Classified symbols of the frame at `timestamp` through dedupe, outbox, feedback."""
         if any(i.kind is Kind.ORDONNANCE for i in items):
             self._ordonnance_seen_at = timestamp
         reads = self._deduper.update(timestamp, items)
         if reads:
             self._act(reads, timestamp)
-        self._frame_done()
 
     def _frame_done(self) -> None:
         if self._on_frame is not None:

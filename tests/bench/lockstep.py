@@ -63,8 +63,10 @@ class Shown:
     frames: Sequence[int]  # frame ids, in order
     start: int = -1  # global frame number of its first frame
     read_frame: int | None = None  # global number of the frame whose turn committed a scan
-    read_at: float | None = None  # virtual time that turn ended (the good-read signal)
-    read_wall: float | None = None  # time.monotonic() when that turn ended
+    # virtual time of the commit (the good-read signal): within the turn when the App says
+    # so (stored()), else the turn's end
+    read_at: float | None = None
+    read_wall: float | None = None  # time.monotonic() then
     turns: int = 0  # frames of it the scan loop analysed
 
 
@@ -149,6 +151,16 @@ class LockstepCamera(CameraSource):
         self.side_core = LockstepSide(self.now, self.waits.charge, self._scale)
         return self.side_core
 
+    def stored(self) -> None:
+        """On the scan thread, when the App commits a scan (its on_stored observer): the
+        presentation on the timeline is read now, within the turn (the kiosk signals a read
+        as soon as the decoder has it, while the frame's other passes still run)."""
+        with self._cond:
+            if 0 <= self._k < len(self.shown) and self._busy:
+                p = self.shown[self._k]
+                if p.read_frame is None and self._n >= p.start:
+                    p.read_frame, p.read_at, p.read_wall = self._n, self.now(), time.monotonic()
+
     def frame_waiting(self) -> bool:
         """On the scan thread, during a turn: has the next frame been captured by now?"""
         with self._cond:
@@ -226,8 +238,9 @@ class LockstepCamera(CameraSource):
             committed = self._committed()
             if committed > self._seen and 0 <= self._k < len(self.shown):
                 p = self.shown[self._k]
-                if p.read_frame is None and self._n >= p.start:
+                if p.read_frame is None and self._n >= p.start:  # (no stored(): at the end)
                     p.read_frame, p.read_at, p.read_wall = self._n, self._free, time.monotonic()
+                if p.read_frame == self._n:
                     # the hand goes away after the beep: the gap starts at the next frame
                     self._end = self._n + 1 + self._gap
             self._seen = committed

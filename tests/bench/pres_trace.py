@@ -2,7 +2,7 @@
 
     ORDOSCAN_BENCH_CPU_SCALE=5.9 .venv/bin/python -m tests.bench.pres_trace \
         [--seeds 400107,400011] [--slow 0.5] [--all] [--json out.json] [--free finders]
-        [--budget 60] [--duty 0.25] [--lores 960]
+        [--budget 60] [--duty 0.25] [--lores 960] [--at-end]
 
 The dev presentations (ordoscan.devtools.splits.presentation_seeds("dev"), the frames the
 presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev, and
@@ -16,8 +16,9 @@ then, and the main stream's crops are rendered off the clock (MainStreams). Each
 presentation follows 1 s of empty counter, as in the bench.
 
 Printed per presentation: its time to read (from the first frame wholly in view to the
-end of the turn that read an ordonnance), and with --all or when slower than --slow, each
-turn: the frame (its offset from the first frame in view), when it was taken, what the
+moment a pass read an ordonnance, within its turn: decode's on_read, where the kiosk commits
+and signals it; with --at-end, the end of that turn), and with --all or when slower than
+--slow, each turn: the frame (its offset from the first frame in view), when it was taken, what the
 decoder did (fast read; search moving / handed on / reused; hard: passes), the cost of
 the search's parts and of each extra pass (virtual ms), and whether it read. Last: p50,
 p95, max, and the mean and the mean of the 20 slowest but one (these two move by less than
@@ -138,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lores", type=int, default=0,
                     help="the analysed stream's width (camera.size), the rendered frames scaled "
                     "down to it (area filter, as a camera's scaler); default: as rendered")
+    ap.add_argument("--at-end", action="store_true",
+                    help="a read counts at the end of its turn (a scan loop that acts on the "
+                    "frame's symbols once decode() returns), not when the pass read it")
     ap.add_argument("--threads", type=int, default=0, choices=(0, 1, 2),
                     help="the decoder's cores (scan.decode_threads; default: as deployed); "
                     "the side core's time is on the timeline as tests/bench/lockstep.py "
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     n_last = -1  # global frame number last taken
     out: list[dict[str, Any]] = []
 
-    def turn(fid: int, n: int, zoom: Any) -> tuple[float, float, bool, dict[str, Any], list[Any]]:
+    def turn(fid: int, n: int, zoom: Any
+             ) -> tuple[float, float, bool, float, dict[str, Any], list[Any]]:
         nonlocal v, n_last, taken, c0
         taken = max(v, n / FPS)
         before = decoder.stats()
@@ -189,16 +194,23 @@ def main(argv: list[str] | None = None) -> None:
         def newer() -> bool:
             return now() >= (n + 1) / FPS
 
-        symbols = decoder.decode(frames[fid], zoom, newer)
+        read_at: list[float] = []  # when decode's on_read saw an ordonnance
+
+        def on_read(symbol: Any) -> None:
+            if not read_at and classifier.classify(symbol).kind is Kind.ORDONNANCE:
+                read_at.append(now())
+
+        symbols = decoder.decode(frames[fid], zoom, newer, None if args.at_end else on_read)
         read = any(classifier.classify(s).kind is Kind.ORDONNANCE for s in symbols)
         spent = now() - taken
+        at = read_at[0] if read_at else taken + spent
         v, n_last = taken + spent, n
         after = decoder.stats()
         what = {k: getattr(after, k) - getattr(before, k) for k in (
             "hard_frames", "blank_frames", "budget_stops", "duty_stops", "handed_on",
             "searches_handed_on", "searches_reused", "searches_moving", "extra_passes",
             "zooms") if getattr(after, k) != getattr(before, k)}
-        return taken, spent, read, what, list(rec.parts)
+        return taken, spent, read, at, what, list(rec.parts)
 
     for p in pres:
         if want and p["seed"] not in want:
@@ -219,10 +231,10 @@ def main(argv: list[str] | None = None) -> None:
                 break
             fid = p["first"] + j
             zoom = streams.zoom(fid) if streams is not None else None
-            taken, spent, read, what, parts = turn(fid, n, zoom)
+            taken, spent, read, at, what, parts = turn(fid, n, zoom)
             rows.append((j - (p["in_view"] or 0), taken - start / FPS, spent, read, what, parts))
             if read:
-                took = None if t_in is None else v - t_in
+                took = None if t_in is None else at - t_in
                 break
         by = next((name for name, _, note in (rows[-1][5] if rows and took is not None else [])
                    if isinstance(note, str) and note.endswith("READ")), None)

@@ -252,7 +252,7 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         scale=spec["scale"], zoom=None if streams is None else streams.zoom,
         settle=lambda: holder[0].feedback.wait_idle(SETTLE_S) if holder else None)
     app, factory, cfg = _kiosk(spec, source, on_frame=source.on_frame,
-                               decode_clock=source.decode_clock,
+                               on_stored=source.stored, decode_clock=source.decode_clock,
                                frame_waiting=source.frame_waiting,
                                decode_side=source.side)
     holder.append(app)
@@ -275,8 +275,8 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         app.stop()
         if streams is not None:
             streams.close()
-    # the feedback thread's hop from the end of the committing turn to the pin (real time;
-    # one dip per committed scan, in order; negative: the pin moved before the turn ended)
+    # the feedback thread's hop from the commit to the pin (real time; one dip per committed
+    # scan, in order)
     ends = sorted(r["read_wall"] for r in results if r["read_wall"] is not None)
     hops = ([d - e for d, e in zip(sorted(dips), ends, strict=True)]
             if len(dips) == len(ends) else [])

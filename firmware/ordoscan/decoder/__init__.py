@@ -324,11 +324,22 @@ class Decoder:
         self._searches_reused = 0
         self._look: npt.NDArray[np.float32] | None = None  # the last frame's view, if plain
         self._searches_moving = 0
+        self._on_read: Callable[[Symbol], None] | None = None  # this frame's (see decode)
+        self._reported: set[tuple[str, bytes]] = set()  # the symbols given to it so far
 
     def decode(
-        self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None
+        self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None,
+        on_read: Callable[[Symbol], None] | None = None,
     ) -> list[Symbol]:
         """The QR Codes and DataMatrix symbols of a grey frame, each once.
+
+        `on_read`, when given, is called on this thread with each symbol as soon as it is
+        read, once per symbol: the QR Code fast pass's before the side core's DataMatrix
+        pass is waited for, an extra pass's before the next pass starts. A caller acts on a
+        read (stores it, signals it) while the frame's other passes still run, instead of
+        at their end: on a slow core that is up to a budget sooner. The list returned holds
+        every symbol all the same; an exception from `on_read` ends the frame's decoding
+        and is raised here.
 
         `zoom`, when given, reads a region of the frame from the camera's
         full-resolution stream: a QR Code found too small to read here (under
@@ -355,6 +366,7 @@ class Decoder:
         own, MAX_REUSE frames in a row at most (regions.still, regions.moving).
         """
         start = self._clock()
+        self._on_read, self._reported = on_read, set()
         handed, self._handed = self._handed, []
         frame = check(image)
         self._credit = min(self._credit + self._credit_step, self._credit_max)
@@ -562,10 +574,21 @@ class Decoder:
         rest = self._beside(_fast, FAST_PASSES[1:], frame)
         try:
             detected = _fast(FAST_PASSES[:1], frame, found)[1]
+            self._report(found)  # (the side core's pass may take a while yet)
         finally:
             rest_found, rest_detected = rest()  # (joined whatever happened: the frame is lent)
         found.update(rest_found)
+        self._report(found)
         return detected + rest_detected
+
+    def _report(self, found: dict[tuple[str, bytes], Symbol]) -> None:
+        """The frame's new symbols, to its on_read (see decode)."""
+        if self._on_read is None:
+            return
+        for key, symbol in list(found.items()):
+            if key not in self._reported:
+                self._reported.add(key)
+                self._on_read(symbol)
 
     def _reusable(self, look: npt.NDArray[np.float32]) -> _Search | None:
         """The last search, if this frame may take it for its own (and counted as taken):
@@ -658,6 +681,8 @@ class Decoder:
             zoomed: list[int] = []
             unread = run_pass(p, frame, box, found, zoom, zoomed, measured, out_of_time)
             extra += len(found) - before
+            if len(found) > before:
+                self._report(found)
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
                 # too, once, last: the fast pass's detections are already queued
