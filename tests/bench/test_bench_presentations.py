@@ -276,7 +276,7 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
         if streams is not None:
             streams.close()
     # the feedback thread's hop from the commit to the pin (real time; one dip per committed
-    # scan, in order)
+    # scan, in order; negative: the pin moved before the App's observer of the commit ran)
     ends = sorted(r["read_wall"] for r in results if r["read_wall"] is not None)
     hops = ([d - e for d, e in zip(sorted(dips), ends, strict=True)]
             if len(dips) == len(ends) else [])
