@@ -18,9 +18,9 @@ presentation follows 1 s of empty counter, as in the bench.
 Printed per presentation: its time to read (from the first frame wholly in view to the
 moment a pass read an ordonnance, within its turn: decode's on_read, where the kiosk commits
 and signals it; with --at-end, the end of that turn), and with --all or when slower than
---slow, each turn: the frame (its offset from the first frame in view), when it was taken, what the
-decoder did (fast read; search moving / handed on / reused; hard: passes), the cost of
-the search's parts and of each extra pass (virtual ms), and whether it read. Last: p50,
+--slow, each turn: the frame (its offset from the first frame in view), when it was taken,
+what the decoder did (fast read; search moving / handed on / reused; hard: passes), the
+cost of the search's parts and of each extra pass (virtual ms), and whether it read. Last: p50,
 p95, max, and the mean and the mean of the 20 slowest but one (these two move by less than
 a frame: the quantiles go by whole frames and are noisier). The times differ a little from
 the bench's (no outbox commit, no other thread of the App); the load of the machine shows
