@@ -252,21 +252,17 @@ def _looks_like_finder(img: Grey, dark: npt.NDArray[np.bool_], x: _F, y: _F, u: 
         sy = np.clip(np.rint(y[:, None] + offsets[None, :, 1] * u[:, None]), 0, h - 1)
         return sy.astype(np.int64), sx.astype(np.int64)
 
-    def share(where: tuple[_I, _I]) -> _F:
-        got: _F = dark[where].mean(axis=1)
-        return got
-
-    def grey(where: tuple[_I, _I]) -> _F:
-        got: _F = img[where].mean(axis=1)
+    def mean(a: npt.NDArray[Any], where: tuple[_I, _I]) -> _F:
+        got: _F = a[where].mean(axis=1)
         return got
 
     centre = at(_CENTRE)
     rings = [at(offsets) for offsets in _RINGS]
     ring = np.zeros(x.shape, np.bool_)
     for where in rings:
-        ring |= 1 - share(where) >= _RING_LIGHT
-    contrast: _F = np.max([grey(where) for where in rings], axis=0) - grey(centre)
-    looks: npt.NDArray[np.bool_] = (share(centre) >= _CENTRE_DARK) & ring
+        ring |= 1 - mean(dark, where) >= _RING_LIGHT
+    contrast: _F = np.max([mean(img, where) for where in rings], axis=0) - mean(img, centre)
+    looks: npt.NDArray[np.bool_] = (mean(dark, centre) >= _CENTRE_DARK) & ring
     return looks & (contrast >= _MIN_CONTRAST)
 
 
