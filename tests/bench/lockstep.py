@@ -156,10 +156,18 @@ class LockstepCamera(CameraSource):
         presentation on the timeline is read now, within the turn (the kiosk signals a read
         as soon as the decoder has it, while the frame's other passes still run)."""
         with self._cond:
-            if 0 <= self._k < len(self.shown) and self._busy:
-                p = self.shown[self._k]
-                if p.read_frame is None and self._n >= p.start:
-                    p.read_frame, p.read_at, p.read_wall = self._n, self.now(), time.monotonic()
+            if self._busy:
+                self._read(self.now())
+
+    def _read(self, at: float) -> Shown | None:
+        """The presentation on the timeline (None: none), read at virtual time `at` by the
+        frame out now if it was not read before."""
+        if not 0 <= self._k < len(self.shown):
+            return None
+        p = self.shown[self._k]
+        if p.read_frame is None and self._n >= p.start:
+            p.read_frame, p.read_at, p.read_wall = self._n, at, time.monotonic()
+        return p
 
     def frame_waiting(self) -> bool:
         """On the scan thread, during a turn: has the next frame been captured by now?"""
@@ -236,11 +244,9 @@ class LockstepCamera(CameraSource):
                 self.trace.append((self._n, self._fid, self._taken_at, turn))
             self._free = self._taken_at + turn
             committed = self._committed()
-            if committed > self._seen and 0 <= self._k < len(self.shown):
-                p = self.shown[self._k]
-                if p.read_frame is None and self._n >= p.start:  # (no stored(): at the end)
-                    p.read_frame, p.read_at, p.read_wall = self._n, self._free, time.monotonic()
-                if p.read_frame == self._n:
+            if committed > self._seen:
+                p = self._read(self._free)  # (no stored() before: at the turn's end)
+                if p is not None and p.read_frame == self._n:
                     # the hand goes away after the beep: the gap starts at the next frame
                     self._end = self._n + 1 + self._gap
             self._seen = committed
