@@ -250,7 +250,9 @@ def test_the_qr_fast_pass_read_is_given_before_the_side_cores_pass_is_waited_for
     assert len(set(reported)) == len(reported)
 
 
-def test_an_extra_passs_read_is_given_before_the_next_pass_runs() -> None:
+def test_an_extra_passs_read_is_given_before_the_next_pass_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import ordoscan.decoder as dec
 
     log: list[tuple[str, str, bool]] = []
@@ -262,13 +264,10 @@ def test_an_extra_passs_read_is_given_before_the_next_pass_runs() -> None:
         log.append(("pass", p.name, len(found) > n))
         return out
 
-    decoder = Decoder(budget_ms=10_000, duty=None)
-    dec.run_pass = run_pass
-    try:
-        got = decoder.decode(render("ordonnance", 700151, difficulty="hard").image,
-                             on_read=lambda s: log.append(("read", s.format, True)))
-    finally:
-        dec.run_pass = real
+    monkeypatch.setattr(dec, "run_pass", run_pass)
+    got = Decoder(budget_ms=10_000, duty=None).decode(
+        render("ordonnance", 700151, difficulty="hard").image,
+        on_read=lambda s: log.append(("read", s.format, True)))
     reads = [i for i, (what, *_) in enumerate(log) if what == "read"]
     assert len(reads) == len(got) == 1
     # right after the pass that read it, a pass after the fast ones, and before the next
