@@ -18,6 +18,7 @@ class ScriptedSource:
     """A FrameSource fed by the test: frames and failures go through a queue, in order."""
 
     name = "scripted camera"
+    stall_hint = ""
 
     def __init__(self, live: bool = True) -> None:
         self.live = live
@@ -206,6 +207,20 @@ def test_a_live_source_silent_for_stall_timeout_is_lost() -> None:
         clock.now += 0.2
         wait_until(lambda: recorder.saw(False, "no frame for 3.1 s"))
         wait_until(lambda: source.count("open") == 2)
+
+
+def test_a_stall_the_reader_notices_carries_the_sources_hint() -> None:
+    """A CSI camera's silence reads "check the ribbon cable" whether its source or the reader
+    notices first: the two clocks start a moment apart (at the last frame, at the next
+    request)."""
+    clock = FakeClock()
+    source = ScriptedSource(live=True)
+    source.stall_hint = "check the cable"
+    recorder = Recorder()
+    with make_reader(source, clock=clock, on_state=recorder, backoff_first_s=0.01):
+        wait_until(lambda: source.count("open") == 1)
+        clock.now += 3.1
+        wait_until(lambda: recorder.saw(False, "no frame for 3.1 s (check the cable)"))
 
 
 def test_a_replay_that_ended_is_not_a_fault() -> None:

@@ -55,6 +55,12 @@ class LeasingSource(Protocol):
     def release(self, frame: Frame) -> None: ...
 
 
+def stall_message(source: object, name: str, silent: float) -> str:
+    """The camera state when `source` has given no frame for `silent` seconds."""
+    hint = getattr(source, "stall_hint", "")
+    return f"{name}: no frame for {silent:.1f} s" + (f" ({hint})" if hint else "")
+
+
 def release_frame(source: object, frame: Frame) -> None:
     """Give a frame back to its source if the source lends its buffers (else nothing to do)."""
     if isinstance(source, LeasingSource):
@@ -65,6 +71,9 @@ class CameraSource(abc.ABC):
     """A FrameSource with a name, a live flag and a context manager: the built-in sources."""
 
     live = True  # a live camera that stays silent has stalled; a replay may just have ended
+    # what a silent camera most likely means, added to the stall message whichever of the
+    # source and the reader notices the silence first ("" when there is nothing to add)
+    stall_hint = ""
 
     @property
     @abc.abstractmethod

@@ -41,7 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from ordoscan.camera.base import CameraSource, Frame, Grey, bounded, teardown, why, zoom_box
+from ordoscan.camera.base import (
+    CameraSource,
+    Frame,
+    Grey,
+    bounded,
+    stall_message,
+    teardown,
+    why,
+    zoom_box,
+)
 from ordoscan.camera.tuning import (
     TUNING_ENV,
     cap_exposure_profiles,
@@ -112,6 +121,8 @@ class _Lease:
 
 class Picamera2Source(CameraSource):
     """CSI camera through picamera2: the Y plane of a lores YUV420 stream, without a copy."""
+
+    stall_hint = _STALL_HINT
 
     def __init__(
         self,
@@ -321,9 +332,7 @@ class Picamera2Source(CameraSource):
         except TimeoutError:
             waited = self._clock.monotonic() - self._job_since
             if waited > self._cfg.stall_timeout_s:
-                raise CameraLost(
-                    f"{self.name}: no frame for {waited:.1f} s ({_STALL_HINT})"
-                ) from None
+                raise CameraLost(stall_message(self, self.name, waited)) from None
             return None
         except Exception as e:
             self._job = None

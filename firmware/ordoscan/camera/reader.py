@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ordoscan.backoff import Backoff
-from ordoscan.camera.base import Frame, FrameSource, release_frame, why
+from ordoscan.camera.base import Frame, FrameSource, release_frame, stall_message, why
 from ordoscan.clock import SYSTEM_CLOCK, Clock
 from ordoscan.errors import CameraError
 from ordoscan.lifecycle import Service
@@ -207,7 +207,7 @@ class LatestFrameReader(Service):
         if frame is None and self._live and self._last_frame_at is not None:
             silent = self._clock.monotonic() - self._last_frame_at
             if silent > self._stall:
-                return None, f"{self._name}: no frame for {silent:.1f} s"
+                return None, stall_message(self._source, self._name, silent)
         return frame, None
 
     def _open(self) -> bool:
