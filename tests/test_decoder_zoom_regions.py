@@ -13,19 +13,6 @@ from ordoscan.decoder.regions import Box
 from tests.test_decoder_finders import EPU, Crops, text_page
 
 
-def _spied_passes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Box]]:
-    """The decoder's passes, each run as before and listed (name, region) as it starts."""
-    ran: list[tuple[str, Box]] = []
-    real = decoder_module.run_pass
-
-    def spy(p: Any, frame: Any, region: Box, *args: Any) -> Any:
-        ran.append((p.name, region))
-        return real(p, frame, region, *args)
-
-    monkeypatch.setattr(decoder_module, "run_pass", spy)
-    return ran
-
-
 def test_a_region_the_statistics_point_at_is_read_from_the_main_stream_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -40,7 +27,14 @@ def test_a_region_the_statistics_point_at_is_read_from_the_main_stream_first(
     monkeypatch.setattr(decoder_module, "candidate_regions", lambda frame, *a, **k: ([box], None))
     plain = Decoder(budget_ms=10_000, duty=None)
     assert EPU not in {s.text for s in plain.decode(lores)}  # the frame's own pixels, upscaled
-    ran = _spied_passes(monkeypatch)
+    ran: list[tuple[str, Box]] = []
+    real = decoder_module.run_pass
+
+    def spy(p: Any, frame: Any, region: Box, *args: Any) -> Any:
+        ran.append((p.name, region))
+        return real(p, frame, region, *args)
+
+    monkeypatch.setattr(decoder_module, "run_pass", spy)
     zoom = Crops(hires, 2)
     decoder = Decoder(budget_ms=10_000, duty=None)
     assert EPU in {s.text for s in decoder.decode(lores, zoom)}
@@ -49,36 +43,3 @@ def test_a_region_the_statistics_point_at_is_read_from_the_main_stream_first(
     # read there: the region's other QR passes are not run
     assert [name for name, _ in extra if name.startswith("qr")] == ["qr-zoom"], ran
     assert zoom.boxes == [(box.x0, box.y0, box.x1, box.y1)] and decoder.stats().zooms == 1
-
-
-def test_paper_whose_whites_clip_is_read_from_the_main_stream_before_the_erode_passes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A page in window light whose whites clip, its code held far off: the region counts
-    as blown out, as a phone screen does. The erode passes made for a phone's bloom merge
-    the page's modules and read nothing; the main stream as it is reads the code, and is
-    read first (it costs a fraction of an erode pass)."""
-    from ordoscan.decoder.passes import ERODE_PASSES, ZOOM_PASS, Measured, clipped, run_pass
-
-    hires, (cx, cy, side) = text_page(3.2, 20.0, 1.2, seed=3, size=(2560, 1440))
-    hires = np.clip(hires * 1.2, 0, 255).astype(np.uint8)  # paper 225 -> 255: clipped
-    lores = hires.reshape(720, 2, 1280, 2).mean(axis=(1, 3)).round().astype(np.uint8)
-    cx, cy, side = cx / 2, cy / 2, side / 2
-    box = Box(round(cx - side), round(cy - side), round(cx + side), round(cy + side))
-    assert clipped(lores, box)
-    for p in ERODE_PASSES:  # what the region got before: nothing
-        found: dict[Any, Any] = {}
-        run_pass(p, lores, box, found, Crops(hires, 2), [], Measured())
-        assert not found, p.name
-    found = {}
-    run_pass(ZOOM_PASS, lores, box, found, Crops(hires, 2), [], Measured())
-    assert EPU in {s.text for s in found.values()}
-    monkeypatch.setattr(decoder_module, "new_guesses", lambda frame, known, *_: [])
-    monkeypatch.setattr(decoder_module, "candidate_regions", lambda frame, *a, **k: ([box], None))
-    ran = _spied_passes(monkeypatch)
-    decoder = Decoder(budget_ms=10_000, duty=None)
-    assert EPU in {s.text for s in decoder.decode(lores, Crops(hires, 2))}
-    # the first pass on the region, and its only QR Code pass: read there
-    assert [name for name, region in ran if region == box and name.startswith("qr")] == [
-        "qr-zoom"
-    ], ran

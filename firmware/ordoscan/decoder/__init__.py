@@ -464,14 +464,11 @@ class Decoder:
             # often too small in this frame (held far off, or tilted): the main stream's
             # pixels read it where the upscaled frame does not, for about the cost of one
             # upscaled pass, a fraction of a deblur or defocus pass's: before those too (a
-            # region measured smeared or out of focus here may read as it is there). On a
-            # blown-out region too, before its erode passes: paper whose whites clip (window
-            # or office light) reads as it is, and the erode passes, made for a phone's
-            # bloom, merge its modules; they cost several times this read (dev
-            # presentations at x5.9: ordonnances held far on clipped paper, 1.3 s to read).
+            # region measured smeared or out of focus here may read as it is there). Not on
+            # a blown-out region: its erode passes read the main stream already.
             jobs += [Job(ZOOM_PASS, box) for box in small
                      if any(box.overlaps(q) for q in unread_qr + candidates)
-                     and Job(ZOOM_PASS, box) not in jobs]
+                     and not clipped(frame, box) and Job(ZOOM_PASS, box) not in jobs]
         # A blown-out region that also measures smeared is a phone screen whose clipped
         # whites fake the blur's marks: its erode pass comes first.
         jobs += [Job(p, box) for box in small if clipped(frame, box) for p in ERODE_PASSES]
