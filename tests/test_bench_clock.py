@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.bench import heldout as ho
+from tests.bench import pi_speed
 
 
 def test_cpu_clock_does_not_count_waiting() -> None:
@@ -48,7 +51,52 @@ def test_cpu_scale_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert ho.cpu_scale() == 1.0
     monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "2.7")
     assert ho.cpu_scale() == 2.7
-    for bad in ("fast", "0", "-1", "nan", "inf"):
+    for bad in ("fast", "0", "-1", "nan", "inf", "pi3"):
         monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", bad)
-        with pytest.raises(ValueError, match="ORDOSCAN_BENCH_CPU_SCALE"):
+        with pytest.raises(ValueError, match=r"ORDOSCAN_BENCH_CPU_SCALE.*pi4, pi5"):
             ho.cpu_scale()
+
+
+def test_a_board_name_charges_this_machines_measured_speed(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    # 10 G instructions/s here: a Pi 4 core (1.98 G/s) is 5.05x slower, a Pi 5 (4.32) 2.31x
+    speed = pi_speed.Speed(instructions=1_000_000_000, seconds=0.1)
+    monkeypatch.setattr(pi_speed, "this_machine", lambda: speed)
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi4")
+    assert ho.cpu_scale() == pytest.approx(1e10 / (1.8e9 * 1.1))
+    assert "x5.05 for a Pi 4 core" in ho.cpu_scale_label()
+    assert "10.00 G instructions/s" in ho.cpu_scale_label()
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi5")
+    assert ho.cpu_scale() == pytest.approx(1e10 / (2.4e9 * 1.8))
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "5.9")
+    assert ho.cpu_scale_label() == "x5.9"
+
+
+def _small_frames() -> np.ndarray:
+    from ordoscan.devtools.scenes import scene_set
+
+    # two crops of gen1 dev scenes: a few M instructions, seconds under callgrind
+    return np.stack([s.image[200:520, 400:720] for s in scene_set(3, 2, "easy")])
+
+
+@pytest.mark.skipif(pi_speed.VALGRIND is None, reason="valgrind is not installed (./dev setup)")
+def test_the_instruction_count_is_callgrinds_and_is_kept(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    frames = _small_frames()
+    n = pi_speed.instructions(frames, tmp_path)
+    # one zxing-cpp call on a 320x320 grey image executes well over a million instructions
+    assert n > 1_000_000
+    assert [p.suffix for p in tmp_path.iterdir()] == [".json"]  # the frames and dump removed
+    # kept: the second call counts nothing again (no valgrind needed)
+    monkeypatch.setattr(pi_speed, "VALGRIND", None)
+    assert pi_speed.instructions(frames, tmp_path) == n
+    # other frames are another key: without valgrind, a clear error, not a guess
+    with pytest.raises(pi_speed.CalibrationError, match="valgrind is not installed"):
+        pi_speed.instructions(frames[:1], tmp_path)
+
+
+def test_the_time_is_the_median_of_native_passes() -> None:
+    frames = _small_frames()
+    t = pi_speed.seconds(frames, passes=5)
+    assert 0 < t < 5.0

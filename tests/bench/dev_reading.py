@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         deployed = Decoder(clock=ho.cpu_clock())
         every = Decoder(budget_ms=10_000, duty=None)
         return [("zxing-cpp read_barcodes", ho.zxing_reader),
-                (f"Decoder deployed x{ho.cpu_scale():g}", deployed.decode),
+                (f"Decoder deployed x{ho.cpu_scale():.2f}", deployed.decode),
                 ("Decoder every pass due", every.decode)]
 
     sources: list[tuple[str, list[ho.Frame]]] = []

@@ -28,6 +28,8 @@ from ordoscan.config import ScanConfig
 from ordoscan.decoder import Symbol, load_image
 from ordoscan.devtools import docscenes, splits
 
+from tests.bench import pi_speed
+
 Grey = npt.NDArray[np.uint8]
 CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
 SMALL_MODULE_PX = 3.3  # a "small" code: 2-3 px per module at 1280x720 (50-60 px wide)
@@ -40,16 +42,30 @@ CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "zx
 
 
 def cpu_scale() -> float:
-    """ORDOSCAN_BENCH_CPU_SCALE: how many times this machine's CPU time a core is charged
-    (1: one unloaded core of this machine; 5.9: a Pi 4, 2.7: a Pi 5, docs/EVALUATION.md)."""
+    """ORDOSCAN_BENCH_CPU_SCALE: how many times this machine's CPU time a core is charged.
+
+    A factor (1, the default: one unloaded core of this machine), or a board, `pi4` or
+    `pi5`: the factor measured for it on this machine (tests/bench/pi_speed.py: this
+    machine's instruction rate on a reference workload against the board's)."""
     text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
+    if text in pi_speed.PI_RATES:
+        return pi_speed.this_machine().scale(text)
     try:
         scale = float(text)
     except ValueError:
         scale = math.nan
     if not 0 < scale < 1000:  # also refuses NaN
-        raise ValueError(f"ORDOSCAN_BENCH_CPU_SCALE={text!r}: expected a factor in (0, 1000)")
+        raise ValueError(f"ORDOSCAN_BENCH_CPU_SCALE={text!r}: expected a factor in (0, 1000)"
+                         f" or a board ({', '.join(pi_speed.PI_RATES)})")
     return scale
+
+
+def cpu_scale_label() -> str:
+    """How cpu_scale() was found, for a bench's header."""
+    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
+    if text in pi_speed.PI_RATES:
+        return pi_speed.describe(text, pi_speed.this_machine())
+    return f"x{cpu_scale():g}"
 
 
 def cpu_clock(scale: float | None = None) -> Callable[[], float]:

@@ -1,6 +1,6 @@
 """Where a dev presentation's time goes, frame by frame, at a given core speed.
 
-    ORDOSCAN_BENCH_CPU_SCALE=5.9 .venv/bin/python -m tests.bench.pres_trace \
+    ORDOSCAN_BENCH_CPU_SCALE=pi4 .venv/bin/python -m tests.bench.pres_trace \
         [--seeds 400107,400011] [--slow 0.5] [--all] [--json out.json] [--free finders]
         [--budget 60] [--duty 0.25] [--lores 960] [--at-end]
 
@@ -56,6 +56,7 @@ from ordoscan.classifier import Classifier, Kind
 from ordoscan.config import ScanConfig
 from ordoscan.decoder import Decoder
 
+from tests.bench import heldout as ho
 from tests.bench import test_bench_presentations as tbp
 from tests.bench.lockstep import LockstepSide, Waits
 
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if tbp.SPLIT != "dev":
         raise SystemExit("dev presentations only")
-    scale = tbp.CPU_SCALE
+    scale = ho.cpu_scale()
+    print(f"clock: the scan thread's CPU time {ho.cpu_scale_label()}")
     data_path, index_path = tbp._frames_file()
     frames = np.load(data_path, mmap_mode="r")
     pres: list[dict[str, Any]] = json.loads(index_path.read_text())

@@ -17,9 +17,6 @@ callgrind collects from its entry to its exit (--collect-atstart=no
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,10 +25,9 @@ import numpy as np
 import pytest
 
 from tests.bench import heldout as ho
-from tests.support import ROOT, child_env
+from tests.bench import pi_speed
 
 FRAMES = 4  # frames measured per reader (the first ones of the held-out split)
-VALGRIND = shutil.which("valgrind")
 
 
 def child(spec: dict[str, object]) -> None:
@@ -69,31 +65,16 @@ def _zoom(frame: np.ndarray, full: np.ndarray | None) -> ho.Zoom | None:
     return ho.Frame("gen2", "", frame, (), full=full).zoom
 
 
-def _collected(stderr: str) -> int:
-    m = re.search(r"Collected\s*:\s*(\d+)", stderr)
-    if not m:
-        raise AssertionError(f"no instruction count from callgrind:\n{stderr[-2000:]}")
-    return int(m.group(1))
-
-
 def _run(spec: dict[str, object], out: Path) -> tuple[int, float]:
     """(instructions counted, CPU seconds of the counted window under valgrind)."""
-    assert VALGRIND is not None
-    r = subprocess.run(
-        [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no",
-         "--collect-atstart=no", "--toggle-collect=functools_reduce",
-         sys.executable, "-m", "tests.bench.test_bench_callgrind", json.dumps(spec)],
-        cwd=ROOT, capture_output=True, text=True, timeout=3600,
-        env=child_env(PYTHONMALLOC="malloc", PYTHONHASHSEED="0"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    seconds = json.loads(r.stdout.strip().splitlines()[-1])["seconds"]
-    return _collected(r.stderr), float(seconds)
+    n, stdout = pi_speed.callgrind("tests.bench.test_bench_callgrind", spec, out)
+    return n, float(json.loads(stdout.strip().splitlines()[-1])["seconds"])
 
 
 @pytest.mark.bench
 @pytest.mark.timeout(7200)
 def test_bench_callgrind(tmp_path: Path) -> None:
-    if VALGRIND is None:
+    if pi_speed.VALGRIND is None:
         pytest.fail("valgrind is not installed: ./dev setup installs it (apt package valgrind)")
     import zxingcpp
 
@@ -131,10 +112,9 @@ def test_bench_callgrind(tmp_path: Path) -> None:
     print(f"  {'reader':<36} {'Minstr/frame':>13} {'/raw':>6} {'Pi 4 ms':>8} {'Pi 5 ms':>8}")
     for key, n in counts.items():
         per = n / len(chosen)
-        # Pi 4: A72 at 1.8 GHz, ~1.1 instructions per cycle on this code; Pi 5: A76 at
-        # 2.4 GHz, ~1.8 (docs/EVALUATION.md gives the reasoning)
-        pi4 = per / (1.8e9 * 1.1) * 1000
-        pi5 = per / (2.4e9 * 1.8) * 1000
+        # the boards' instruction rates (pi_speed.PI_RATES; docs/EVALUATION.md says why)
+        pi4 = per / pi_speed.PI_RATES["pi4"] * 1000
+        pi5 = per / pi_speed.PI_RATES["pi5"] * 1000
         print(f"  {names[key]:<36} {per / 1e6:13.1f} {n / counts['raw']:5.2f}x {pi4:8.1f}"
               f" {pi5:8.1f}")
     # the Decoder's fast pass is itself a zxing-cpp read: it cannot cost much less

@@ -89,7 +89,7 @@ def test_bench_heldout() -> None:
               if ho.SENSOR_MODE == "mode" else "")
     print(f"\n\nHeld-out reading, 1280x720 lores frames{stream} (made or loaded in {made:.0f} s;"
           f" gen2 frames cached under {ho.CACHE}/docscenes); ms and the Decoder's budget:"
-          f" the thread's CPU time x{ho.cpu_scale():g}")
+          f" the thread's CPU time {ho.cpu_scale_label()}")
     for name, frames in sources:
         n_ordo = sum(k is ho.Kind.ORDONNANCE for f in frames for k, _ in f.truth)
         print(f"  {name}: {len(frames)} frames, {n_ordo} ordonnance codes in view")

@@ -13,7 +13,8 @@ Two clocks (ORDOSCAN_BENCH_CLOCK):
   (tests/bench/lockstep.py): each turn of the loop advances time by the CPU time the scan
   thread spent on it, and the decoder's budget and duty cycle count that time too. The
   figures are the kiosk's on one unloaded core of this machine, whatever the load;
-  ORDOSCAN_BENCH_CPU_SCALE=x charges x times the CPU time (a slower core). Once a code is
+  ORDOSCAN_BENCH_CPU_SCALE=x charges x times the CPU time (a slower core; `pi4` or `pi5`:
+  the factor measured for that board on this machine, tests/bench/pi_speed.py). Once a code is
   read the hand goes away (the gap starts).
 - `realtime`: the frames are replayed in real time, whole; the figures then include this
   machine's load (the loop skips the frames it has no time for).
@@ -61,13 +62,18 @@ import pytest
 from ordoscan.camera import Zoom
 from ordoscan.decoder import Grey
 
-from tests.bench.heldout import CACHE, _generator_hash, deployed_exposure_ms
+from tests.bench.heldout import (
+    CACHE,
+    _generator_hash,
+    cpu_scale,
+    cpu_scale_label,
+    deployed_exposure_ms,
+)
 from tests.bench.test_bench_pipeline import FPS, _paced_source
 from tests.support import ROOT, child_env
 
 N = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATIONS", "120"))  # 4 styles x 5 kinds x 6
 CLOCK = os.environ.get("ORDOSCAN_BENCH_CLOCK", "cpu")
-CPU_SCALE = float(os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1"))
 SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
 # ORDOSCAN_BENCH_PRESENTATION_OFFSET=k (dev split only): the presentations from the k-th dev
 # seed on, a further dev set (the held-out split always starts at its first seed)
@@ -378,7 +384,7 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
         data["scan"]["decode_threads"] = int(THREADS)
     data["log"] = {"level": "warning"}
     spec = {"frames": str(data_path), "presentations": pres, "config": data, "clock": CLOCK,
-            "scale": CPU_SCALE, "main": MAIN_STREAM}
+            "scale": cpu_scale(), "main": MAIN_STREAM}
     load0 = os.getloadavg()[0]
     t1 = time.perf_counter()
     spec_file = tmp_path / "spec.json"  # too long for a command line (the frames' states)
@@ -398,7 +404,7 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
     n_pres = len(pres)
     pres = pres * repeats  # each run's times against its presentations, in order
 
-    clock = ("virtual: the scan thread's CPU time" + (f" x{CPU_SCALE:g}" if CPU_SCALE != 1 else "")
+    clock = ("virtual: the scan thread's CPU time " + cpu_scale_label()
              + ", on which the decoder's budget and duty cycle count too"
              if CLOCK == "cpu" else "real time (this machine's load included)")
     mixed = ", half under held-out settings" if SPLIT == "heldout" else ""

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
                 profiles[group] = st
             else:
                 prev.add(st)
-    print(f"{len(frames)} frames; ms: thread CPU x{ho.cpu_scale():g}, without the profiler")
+    print(f"{len(frames)} frames; ms: thread CPU {ho.cpu_scale_label()}, without the profiler")
     for group in ("read", "blank", "searched", "hard"):
         if not ms[group]:
             continue

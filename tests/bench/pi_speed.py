@@ -1,0 +1,199 @@
+"""A Pi core's speed, in CPU time of the machine that runs a bench.
+
+The benches charge the scan thread's CPU time times a factor (`heldout.cpu_clock`). A fixed
+factor for a Pi 4 (5.9, measured once on one development machine) charged a slower
+development machine as a slower Pi: the same decoder gave a p95 of 0.62 s on one machine
+and 0.73-0.79 s on another. `ORDOSCAN_BENCH_CPU_SCALE=pi4` (or `pi5`) instead measures, in
+the same run, how many instructions a second one core of this machine executes on a
+reference workload, and divides by what a Pi core executes (`PI_RATES`):
+
+- the workload: one default zxing-cpp read_barcodes call on each of a few fixed frames: dev
+  presentations 400 000-400 007 (all four styles, paper and a phone), 1280x720, each a few
+  frames after its code came into view, as the presentations bench charges. The content
+  matters: on gen1's hard scenes the same machine ran 7.2 G instructions/s, on its easy ones
+  10.8, so the reference is the generator and stream the benches charge;
+- its instructions: counted once under valgrind's callgrind (cached under
+  /var/cache/ordoscan-test/pi-speed, keyed by the frames, zxing-cpp, Python and the machine);
+- its time: this thread's CPU time, the median of repeated passes, measured natively now, so
+  the machine's load as the bench runs is in it too.
+
+The Pi rates are an assumption (docs/EVALUATION.md: a Cortex-A72 at 1.8 GHz retiring ~1.1
+instructions a cycle on this code, a Cortex-A76 at 2.4 GHz ~1.8; +/-30 %), but the same one
+on every development machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# x86-64 instructions of this code a second on one core of each board (the callgrind
+# bench's Pi columns use the same figures)
+PI_RATES = {"pi4": 1.8e9 * 1.1, "pi5": 2.4e9 * 1.8}
+PI_NAMES = {"pi4": "a Pi 4 core (Cortex-A72, 1.8 GHz)", "pi5": "a Pi 5 core (Cortex-A76, 2.4 GHz)"}
+REFERENCE_SEEDS = range(400_000, 400_008)  # dev presentations
+REFERENCE_AFTER = 8  # frames after the code came into view
+PASSES = 25  # native passes over the frames; their median is the time taken
+VALGRIND = shutil.which("valgrind")
+CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test")) / "pi-speed"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class CalibrationError(RuntimeError):
+    """This machine's speed could not be measured (no valgrind, or callgrind failed)."""
+
+
+@dataclass(frozen=True)
+class Speed:
+    """This machine's speed on the reference workload."""
+
+    instructions: int  # per pass over the reference frames (callgrind)
+    seconds: float  # per pass, this thread's CPU time (median of PASSES)
+
+    @property
+    def rate(self) -> float:
+        """Instructions a second on one core of this machine."""
+        return self.instructions / self.seconds
+
+    def scale(self, board: str) -> float:
+        """How many times this machine's CPU time one core of `board` takes."""
+        return self.rate / PI_RATES[board]
+
+
+def collected(stderr: str) -> int:
+    """The instruction count callgrind printed ("Collected : n")."""
+    m = re.search(r"Collected\s*:\s*(\d+)", stderr)
+    if not m:
+        raise CalibrationError(f"no instruction count from callgrind:\n{stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def callgrind(module: str, spec: dict[str, Any], out: Path) -> tuple[int, str]:
+    """Run `python -m module <spec as JSON>` under callgrind, counting only what runs inside
+    functools.reduce (the child puts its measured work there): (instructions, its stdout)."""
+    if VALGRIND is None:
+        raise CalibrationError("valgrind is not installed: ./dev setup installs it"
+                               " (apt package valgrind)")
+    from tests.support import child_env
+
+    r = subprocess.run(
+        [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no",
+         "--collect-atstart=no", "--toggle-collect=functools_reduce",
+         sys.executable, "-m", module, json.dumps(spec)],
+        cwd=ROOT, capture_output=True, text=True, timeout=3600,
+        env=child_env(PYTHONMALLOC="malloc", PYTHONHASHSEED="0"))
+    if r.returncode != 0:
+        raise CalibrationError(f"callgrind on {module} exited {r.returncode}:\n{r.stderr[-3000:]}")
+    return collected(r.stderr), r.stdout
+
+
+def reference_frames(cache: Path = CACHE) -> np.ndarray:
+    """The reference frames, (len(REFERENCE_SEEDS), 720, 1280) uint8 (rendered once)."""
+    from ordoscan.devtools import splits
+    from ordoscan.devtools.docscenes import presentation
+
+    if not set(REFERENCE_SEEDS) <= set(splits.PRESENTATION_DEV_SEEDS):
+        raise ValueError(f"the reference must be dev presentations, not {REFERENCE_SEEDS}")
+    source = Path(presentation.__file__).parent
+    h = hashlib.sha256(f"{REFERENCE_SEEDS} {REFERENCE_AFTER}".encode())
+    for f in sorted(source.glob("*.py")):  # the generator's code: a change renders anew
+        h.update(f.read_bytes())
+    stored = cache / f"frames-{h.hexdigest()[:16]}.npy"
+    if stored.exists():
+        return np.load(stored)
+    frames = []
+    for p in presentation.presentations(REFERENCE_SEEDS, splits.presentation_settings("dev")):
+        first = p.first_in_view or 0
+        frames.append(p.frames[min(first + REFERENCE_AFTER, len(p.frames) - 1)].image)
+    out = np.stack(frames)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(stored, out)
+    return out
+
+
+def _one_pass(frames: np.ndarray) -> int:
+    import zxingcpp
+
+    return functools.reduce(lambda n, f: n + len(zxingcpp.read_barcodes(f)), frames, 0)
+
+
+def _key(frames: np.ndarray) -> str:
+    import zxingcpp
+
+    h = hashlib.sha256(frames.tobytes())
+    h.update(f"{getattr(zxingcpp, '__version__', '?')} {sys.version} {platform.machine()}"
+             .encode())
+    return h.hexdigest()[:16]
+
+
+def instructions(frames: np.ndarray, cache: Path = CACHE) -> int:
+    """Instructions of one pass over `frames` (callgrind, cached)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    stored = cache / f"{_key(frames)}.json"
+    if stored.exists():
+        return int(json.loads(stored.read_text())["instructions"])
+    path = cache / f"{_key(frames)}.npy"
+    np.save(path, frames)
+    try:
+        n, _ = callgrind("tests.bench.pi_speed", {"frames": str(path)},
+                         cache / f"{_key(frames)}.callgrind")
+    finally:
+        path.unlink(missing_ok=True)
+        (cache / f"{_key(frames)}.callgrind").unlink(missing_ok=True)
+    stored.write_text(json.dumps({"instructions": n}))
+    return n
+
+
+def seconds(frames: np.ndarray, passes: int = PASSES) -> float:
+    """This thread's CPU time for one pass over `frames`: the median of `passes`."""
+    _one_pass(frames)  # warm-up: the library loaded, its first allocations made
+    took = []
+    for _ in range(passes):
+        t = time.thread_time()
+        _one_pass(frames)
+        took.append(time.thread_time() - t)
+    return statistics.median(took)
+
+
+@functools.cache
+def this_machine() -> Speed:
+    """This machine's speed on the reference workload (measured once per process)."""
+    frames = reference_frames()
+    return Speed(instructions(frames), seconds(frames))
+
+
+def describe(board: str, speed: Speed) -> str:
+    """One line on how the factor for `board` was found."""
+    return (f"x{speed.scale(board):.2f} for {PI_NAMES[board]}: this machine ran the reference"
+            f" (zxing-cpp on {len(REFERENCE_SEEDS)} dev presentation frames,"
+            f" {speed.instructions / 1e6:.0f} M instructions) in"
+            f" {speed.seconds * 1000:.1f} ms of CPU, {speed.rate / 1e9:.2f} G instructions/s;"
+            f" the board ~{PI_RATES[board] / 1e9:.2f} G/s (tests/bench/pi_speed.py)")
+
+
+def _child(spec: dict[str, Any]) -> None:
+    """Under callgrind: warm up, then one pass inside functools.reduce (the counted window)."""
+    frames = np.load(str(spec["frames"]))
+    import zxingcpp
+
+    for f in frames:
+        zxingcpp.read_barcodes(f)
+    _one_pass(frames)
+
+
+if __name__ == "__main__":
+    _child(json.loads(sys.argv[1]))
