@@ -100,3 +100,36 @@ def test_the_time_is_the_median_of_native_passes() -> None:
     frames = _small_frames()
     t = pi_speed.seconds(frames, passes=5)
     assert 0 < t < 5.0
+
+
+def test_a_time_measured_on_the_board_replaces_the_assumed_rate(monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    speed = pi_speed.Speed(instructions=1_000_000_000, seconds=0.1)
+    monkeypatch.setattr(pi_speed, "this_machine", lambda: speed)
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi4")
+    monkeypatch.setenv("ORDOSCAN_BENCH_PI4_REFERENCE_MS", "640")
+    assert ho.cpu_scale() == pytest.approx(6.4)  # 640 ms on the board, 100 ms here
+    assert "took 640.0 ms of CPU on the board, 100.0 ms on this machine" in ho.cpu_scale_label()
+    # a Pi 5 without its own figure keeps the assumed rate
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi5")
+    assert ho.cpu_scale() == pytest.approx(1e10 / (2.4e9 * 1.8))
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi4")
+    for bad in ("fast", "0", "-3", "nan"):
+        monkeypatch.setenv("ORDOSCAN_BENCH_PI4_REFERENCE_MS", bad)
+        with pytest.raises(ValueError, match="ORDOSCAN_BENCH_PI4_REFERENCE_MS"):
+            ho.cpu_scale()
+
+
+def test_the_board_side_command_times_a_frames_file_and_refuses_a_bad_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = _small_frames()
+    np.save(tmp_path / "ref.npy", frames)
+    pi_speed.main(["--frames", str(tmp_path / "ref.npy")])
+    out = capsys.readouterr().out
+    assert "reference: 2 frames 320x320" in out and "ms of CPU a pass" in out
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(SystemExit, match=r"bad\.npy: not a frames file"):
+        pi_speed.main(["--frames", str(tmp_path / "bad.npy")])
+    np.save(tmp_path / "flat.npy", np.zeros((4, 4), np.float32))
+    with pytest.raises(SystemExit, match=r"flat\.npy: expected \(frames, height, width\) uint8"):
+        pi_speed.main(["--frames", str(tmp_path / "flat.npy")])

@@ -19,7 +19,11 @@ reference workload, and divides by what a Pi core executes (`PI_RATES`):
 
 The Pi rates are an assumption (docs/EVALUATION.md: a Cortex-A72 at 1.8 GHz retiring ~1.1
 instructions a cycle on this code, a Cortex-A76 at 2.4 GHz ~1.8; +/-30 %), but the same one
-on every development machine.
+on every development machine. A measurement replaces it: on the board, time the same
+reference (`python -m tests.bench.pi_speed [--frames reference.npy]`: the frames file
+this machine cached, so both time the very same pixels) and give the figure to the benches
+as ORDOSCAN_BENCH_PI4_REFERENCE_MS (or ..._PI5_...): the factor is then that time over
+this machine's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -70,8 +75,30 @@ class Speed:
         return self.instructions / self.seconds
 
     def scale(self, board: str) -> float:
-        """How many times this machine's CPU time one core of `board` takes."""
+        """How many times this machine's CPU time one core of `board` takes: the board's
+        time on the reference over this machine's where it was measured (board_ms), else
+        from the board's assumed instruction rate."""
+        measured = board_ms(board)
+        if measured is not None:
+            return measured / (self.seconds * 1000.0)
         return self.rate / PI_RATES[board]
+
+
+def board_ms(board: str) -> float | None:
+    """The reference's CPU ms a pass measured on `board` itself, when given
+    (ORDOSCAN_BENCH_PI4_REFERENCE_MS, ORDOSCAN_BENCH_PI5_REFERENCE_MS)."""
+    name = f"ORDOSCAN_BENCH_{board.upper()}_REFERENCE_MS"
+    text = os.environ.get(name)
+    if text is None:
+        return None
+    try:
+        ms = float(text)
+    except ValueError:
+        ms = math.nan
+    if not 0 < ms < 1e6:  # also refuses NaN
+        raise ValueError(f"{name}={text!r}: expected the reference's CPU milliseconds a pass"
+                         " on the board (python -m tests.bench.pi_speed prints it)")
+    return ms
 
 
 def collected(stderr: str) -> int:
@@ -82,8 +109,8 @@ def collected(stderr: str) -> int:
     return int(m.group(1))
 
 
-def callgrind(module: str, spec: dict[str, Any], out: Path) -> tuple[int, str]:
-    """Run `python -m module <spec as JSON>` under callgrind, counting only what runs inside
+def callgrind(module: str, args: list[str], out: Path) -> tuple[int, str]:
+    """Run `python -m module *args` under callgrind, counting only what runs inside
     functools.reduce (the child puts its measured work there): (instructions, its stdout)."""
     if VALGRIND is None:
         raise CalibrationError("valgrind is not installed: ./dev setup installs it"
@@ -93,7 +120,7 @@ def callgrind(module: str, spec: dict[str, Any], out: Path) -> tuple[int, str]:
     r = subprocess.run(
         [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no",
          "--collect-atstart=no", "--toggle-collect=functools_reduce",
-         sys.executable, "-m", module, json.dumps(spec)],
+         sys.executable, "-m", module, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=3600,
         env=child_env(PYTHONMALLOC="malloc", PYTHONHASHSEED="0"))
     if r.returncode != 0:
@@ -131,12 +158,18 @@ def _one_pass(frames: np.ndarray) -> int:
     return functools.reduce(lambda n, f: n + len(zxingcpp.read_barcodes(f)), frames, 0)
 
 
-def _key(frames: np.ndarray) -> str:
-    import zxingcpp
+def _zxing_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version("zxing-cpp")
+    except PackageNotFoundError:
+        return "?"
+
+
+def _key(frames: np.ndarray) -> str:
     h = hashlib.sha256(frames.tobytes())
-    h.update(f"{getattr(zxingcpp, '__version__', '?')} {sys.version} {platform.machine()}"
-             .encode())
+    h.update(f"{_zxing_version()} {sys.version} {platform.machine()}".encode())
     return h.hexdigest()[:16]
 
 
@@ -149,7 +182,7 @@ def instructions(frames: np.ndarray, cache: Path = CACHE) -> int:
     path = cache / f"{_key(frames)}.npy"
     np.save(path, frames)
     try:
-        n, _ = callgrind("tests.bench.pi_speed", {"frames": str(path)},
+        n, _ = callgrind("tests.bench.pi_speed", ["--child", json.dumps({"frames": str(path)})],
                          cache / f"{_key(frames)}.callgrind")
     finally:
         path.unlink(missing_ok=True)
@@ -178,6 +211,12 @@ def this_machine() -> Speed:
 
 def describe(board: str, speed: Speed) -> str:
     """One line on how the factor for `board` was found."""
+    measured = board_ms(board)
+    if measured is not None:
+        return (f"x{speed.scale(board):.2f} for {PI_NAMES[board]}: the reference (zxing-cpp on"
+                f" {len(REFERENCE_SEEDS)} dev presentation frames) took {measured:.1f} ms of CPU"
+                f" on the board, {speed.seconds * 1000:.1f} ms on this machine"
+                " (tests/bench/pi_speed.py)")
     return (f"x{speed.scale(board):.2f} for {PI_NAMES[board]}: this machine ran the reference"
             f" (zxing-cpp on {len(REFERENCE_SEEDS)} dev presentation frames,"
             f" {speed.instructions / 1e6:.0f} M instructions) in"
@@ -195,5 +234,39 @@ def _child(spec: dict[str, Any]) -> None:
     _one_pass(frames)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Time the reference on this machine (on a Pi: the figure for the benches' board factor)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.bench.pi_speed", description=main.__doc__)
+    ap.add_argument("--frames", type=Path, help="the reference frames (.npy) another machine "
+                    "cached, to time the very same pixels (default: rendered here)")
+    ap.add_argument("--count", action="store_true",
+                    help="also count its instructions under callgrind (valgrind needed)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # the run callgrind counts
+    args = ap.parse_args(argv)
+    if args.child:
+        _child(json.loads(args.child))
+        return
+    if args.frames is not None:
+        try:
+            frames = np.load(args.frames)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"{args.frames}: not a frames file ({e})") from None
+        if frames.ndim != 3 or frames.dtype != np.uint8:
+            raise SystemExit(f"{args.frames}: expected (frames, height, width) uint8, got"
+                             f" {frames.shape} {frames.dtype}")
+    else:
+        frames = reference_frames()
+    digest = hashlib.sha256(frames.tobytes()).hexdigest()[:16]
+    ms = seconds(frames) * 1000.0
+    print(f"reference: {len(frames)} frames {frames.shape[2]}x{frames.shape[1]} (sha256 {digest}),"
+          f" zxing-cpp {_zxing_version()}, {platform.machine()}:"
+          f" {ms:.1f} ms of CPU a pass (median of {PASSES})")
+    if args.count:
+        n = instructions(frames)
+        print(f"  {n / 1e6:.0f} M instructions (callgrind): {n / (ms / 1000.0) / 1e9:.2f} G/s")
+
+
 if __name__ == "__main__":
-    _child(json.loads(sys.argv[1]))
+    main()

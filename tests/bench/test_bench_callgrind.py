@@ -67,7 +67,7 @@ def _zoom(frame: np.ndarray, full: np.ndarray | None) -> ho.Zoom | None:
 
 def _run(spec: dict[str, object], out: Path) -> tuple[int, float]:
     """(instructions counted, CPU seconds of the counted window under valgrind)."""
-    n, stdout = pi_speed.callgrind("tests.bench.test_bench_callgrind", spec, out)
+    n, stdout = pi_speed.callgrind("tests.bench.test_bench_callgrind", [json.dumps(spec)], out)
     return n, float(json.loads(stdout.strip().splitlines()[-1])["seconds"])
 
 
