@@ -87,18 +87,24 @@ class Speed:
 def board_ms(board: str) -> float | None:
     """The reference's CPU ms a pass measured on `board` itself, when given
     (ORDOSCAN_BENCH_PI4_REFERENCE_MS, ORDOSCAN_BENCH_PI5_REFERENCE_MS)."""
-    name = f"ORDOSCAN_BENCH_{board.upper()}_REFERENCE_MS"
-    text = os.environ.get(name)
+    return env_number(f"ORDOSCAN_BENCH_{board.upper()}_REFERENCE_MS", None, 1e6,
+                      "the reference's CPU milliseconds a pass on the board"
+                      " (python -m tests.bench.pi_speed prints it)")
+
+
+def env_number(name: str, default: str | None, upper: float, expected: str) -> float | None:
+    """The environment's `name` as a number in (0, upper) (None: unset and no default);
+    anything else a ValueError naming the variable and saying what was `expected`."""
+    text = os.environ.get(name, default)
     if text is None:
         return None
     try:
-        ms = float(text)
+        value = float(text)
     except ValueError:
-        ms = math.nan
-    if not 0 < ms < 1e6:  # also refuses NaN
-        raise ValueError(f"{name}={text!r}: expected the reference's CPU milliseconds a pass"
-                         " on the board (python -m tests.bench.pi_speed prints it)")
-    return ms
+        value = math.nan
+    if not 0 < value < upper:  # also refuses NaN
+        raise ValueError(f"{name}={text!r}: expected {expected}")
+    return value
 
 
 def collected(stderr: str) -> int:
