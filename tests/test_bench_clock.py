@@ -61,7 +61,7 @@ def test_a_board_name_charges_this_machines_measured_speed(monkeypatch: pytest.M
                                                             ) -> None:
     # 10 G instructions/s here: a Pi 4 core (1.98 G/s) is 5.05x slower, a Pi 5 (4.32) 2.31x
     speed = pi_speed.Speed(instructions=1_000_000_000, seconds=0.1)
-    monkeypatch.setattr(pi_speed, "this_machine", lambda: speed)
+    monkeypatch.setattr(pi_speed, "this_machine", lambda board: speed)
     monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi4")
     assert ho.cpu_scale() == pytest.approx(1e10 / (1.8e9 * 1.1))
     assert "x5.05 for a Pi 4 core" in ho.cpu_scale_label()
@@ -105,7 +105,7 @@ def test_the_time_is_the_median_of_native_passes() -> None:
 def test_a_time_measured_on_the_board_replaces_the_assumed_rate(monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
     speed = pi_speed.Speed(instructions=1_000_000_000, seconds=0.1)
-    monkeypatch.setattr(pi_speed, "this_machine", lambda: speed)
+    monkeypatch.setattr(pi_speed, "this_machine", lambda board: speed)
     monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi4")
     monkeypatch.setenv("ORDOSCAN_BENCH_PI4_REFERENCE_MS", "640")
     assert ho.cpu_scale() == pytest.approx(6.4)  # 640 ms on the board, 100 ms here
@@ -133,3 +133,16 @@ def test_the_board_side_command_times_a_frames_file_and_refuses_a_bad_one(
     np.save(tmp_path / "flat.npy", np.zeros((4, 4), np.float32))
     with pytest.raises(SystemExit, match=r"flat\.npy: expected \(frames, height, width\) uint8"):
         pi_speed.main(["--frames", str(tmp_path / "flat.npy")])
+
+
+def test_with_the_boards_own_time_no_instruction_count_is_needed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a machine without valgrind can still charge a board measured on the board itself
+    monkeypatch.setattr(pi_speed, "VALGRIND", None)
+    monkeypatch.setattr(pi_speed, "reference_frames", _small_frames)
+    monkeypatch.setenv("ORDOSCAN_BENCH_PI4_REFERENCE_MS", "500")
+    speed = pi_speed.this_machine.__wrapped__("pi4")
+    assert speed.instructions is None and speed.seconds > 0
+    assert speed.scale("pi4") == pytest.approx(0.5 / speed.seconds)
+    with pytest.raises(pi_speed.CalibrationError, match="not counted"):
+        speed.scale("pi5")

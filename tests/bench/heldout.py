@@ -49,7 +49,7 @@ def cpu_scale() -> float:
     machine's instruction rate on a reference workload against the board's)."""
     text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
     if text in pi_speed.PI_RATES:
-        return pi_speed.this_machine().scale(text)
+        return pi_speed.this_machine(text).scale(text)
     boards = ", ".join(pi_speed.PI_RATES)
     scale = pi_speed.env_number("ORDOSCAN_BENCH_CPU_SCALE", "1", 1000,
                                 f"a factor in (0, 1000) or a board ({boards})")
@@ -61,7 +61,7 @@ def cpu_scale_label() -> str:
     """How cpu_scale() was found, for a bench's header."""
     text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
     if text in pi_speed.PI_RATES:
-        return pi_speed.describe(text, pi_speed.this_machine())
+        return pi_speed.describe(text, pi_speed.this_machine(text))
     return f"x{cpu_scale():g}"
 
 
