@@ -146,3 +146,19 @@ def test_with_the_boards_own_time_no_instruction_count_is_needed(
     assert speed.scale("pi4") == pytest.approx(0.5 / speed.seconds)
     with pytest.raises(pi_speed.CalibrationError, match="not counted"):
         speed.scale("pi5")
+
+
+def test_a_bench_ends_by_saying_whether_the_machines_speed_held(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "2.7")
+    assert ho.cpu_scale_drift() == ""  # a plain factor: nothing measured to compare
+    monkeypatch.setenv("ORDOSCAN_BENCH_CPU_SCALE", "pi4")
+    monkeypatch.setattr(pi_speed, "this_machine",
+                        lambda board: pi_speed.Speed(instructions=10**9, seconds=0.100))
+    monkeypatch.setattr(pi_speed, "reference_frames", _small_frames)
+    monkeypatch.setattr(pi_speed, "seconds", lambda frames: 0.103)
+    line = ho.cpu_scale_drift()
+    assert "103.0 ms of CPU at the end against 100.0 ms" in line and "(+3%): steady" in line
+    monkeypatch.setattr(pi_speed, "seconds", lambda frames: 0.085)
+    line = ho.cpu_scale_drift()
+    assert "(-15%): this machine's speed moved" in line

@@ -65,6 +65,17 @@ def cpu_scale_label() -> str:
     return f"x{cpu_scale():g}"
 
 
+def cpu_scale_drift() -> str:
+    """For a board's factor (ORDOSCAN_BENCH_CPU_SCALE=pi4|pi5): the reference timed again
+    now against its time when the factor was taken, a line for the end of a bench (this
+    machine's speed drifts: the factor holds only while it does not); "" otherwise."""
+    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
+    if text not in pi_speed.PI_RATES:
+        return ""
+    then = pi_speed.this_machine(text).seconds
+    return pi_speed.drift(then, pi_speed.seconds(pi_speed.reference_frames()))
+
+
 def cpu_clock(scale: float | None = None) -> Callable[[], float]:
     """A Decoder clock that counts the calling thread's CPU time (time.thread_time), times
     `scale` (default: cpu_scale()), in seconds.

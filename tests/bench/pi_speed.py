@@ -53,6 +53,7 @@ PI_NAMES = {"pi4": "a Pi 4 core (Cortex-A72, 1.8 GHz)", "pi5": "a Pi 5 core (Cor
 REFERENCE_SEEDS = range(400_000, 400_008)  # dev presentations
 REFERENCE_AFTER = 8  # frames after the code came into view
 PASSES = 25  # native passes over the frames; their median is the time taken
+DRIFT = 0.05  # a change of the reference's time over a bench beyond this is reported as such
 VALGRIND = shutil.which("valgrind")
 CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test")) / "pi-speed"
 ROOT = Path(__file__).resolve().parents[2]
@@ -218,6 +219,15 @@ def this_machine(board: str) -> Speed:
     reference is not given)."""
     frames = reference_frames()
     return Speed(instructions(frames) if board_ms(board) is None else None, seconds(frames))
+
+
+def drift(then: float, now: float) -> str:
+    """A line on the reference's time `then` (when a factor was taken) and `now`, in s."""
+    change = now / then - 1.0
+    verdict = ("steady" if abs(change) <= DRIFT else
+               "this machine's speed moved: the factor taken at the start is off by as much")
+    return (f"the reference took {now * 1000:.1f} ms of CPU at the end against"
+            f" {then * 1000:.1f} ms when the factor was taken ({change:+.0%}): {verdict}")
 
 
 def describe(board: str, speed: Speed) -> str:

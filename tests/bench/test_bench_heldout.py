@@ -135,5 +135,7 @@ def test_bench_heldout() -> None:
     for t in fp_tallies[1:]:
         if t.strays:
             unmet.append(f"zxing false-positive images: {t.strays} reads")
+    if drift := ho.cpu_scale_drift():
+        print(drift)
     print("targets: " + ("all met" if not unmet else "NOT MET: " + "; ".join(unmet)))
     assert not unmet, "; ".join(unmet)

@@ -66,6 +66,7 @@ from tests.bench.heldout import (
     CACHE,
     _generator_hash,
     cpu_scale,
+    cpu_scale_drift,
     cpu_scale_label,
     deployed_exposure_ms,
 )
@@ -448,6 +449,8 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
           f" never read within {WITHIN_S:g} s: {never}/{len(times)} (target <= {NEVER_TARGET:.0%});"
           f" scans committed {total['queued']}, green-LED dips {total['dips']}; frames analysed"
           f" {total['processed']} of {total['passed']} the camera gave")
+    if drift := cpu_scale_drift():
+        print(f"  {drift}")
     if CLOCK == "cpu":
         hops = sorted(m["hops"]) or [math.nan]
         if repeats > 1:
