@@ -41,15 +41,21 @@ SENSOR_MODE = os.environ.get("ORDOSCAN_BENCH_SENSOR", "mode")
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "zxing-blackbox"
 
 
+def _board() -> str | None:
+    """The board ORDOSCAN_BENCH_CPU_SCALE names (pi4, pi5), or None for a plain factor."""
+    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
+    return text if text in pi_speed.PI_RATES else None
+
+
 def cpu_scale() -> float:
     """ORDOSCAN_BENCH_CPU_SCALE: how many times this machine's CPU time a core is charged.
 
     A factor (1, the default: one unloaded core of this machine), or a board, `pi4` or
     `pi5`: the factor measured for it on this machine (tests/bench/pi_speed.py: this
     machine's instruction rate on a reference workload against the board's)."""
-    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
-    if text in pi_speed.PI_RATES:
-        return pi_speed.this_machine(text).scale(text)
+    board = _board()
+    if board is not None:
+        return pi_speed.this_machine(board).scale(board)
     boards = ", ".join(pi_speed.PI_RATES)
     scale = pi_speed.env_number("ORDOSCAN_BENCH_CPU_SCALE", "1", 1000,
                                 f"a factor in (0, 1000) or a board ({boards})")
@@ -59,9 +65,9 @@ def cpu_scale() -> float:
 
 def cpu_scale_label() -> str:
     """How cpu_scale() was found, for a bench's header."""
-    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
-    if text in pi_speed.PI_RATES:
-        return pi_speed.describe(text, pi_speed.this_machine(text))
+    board = _board()
+    if board is not None:
+        return pi_speed.describe(board, pi_speed.this_machine(board))
     return f"x{cpu_scale():g}"
 
 
@@ -69,10 +75,10 @@ def cpu_scale_drift() -> str:
     """For a board's factor (ORDOSCAN_BENCH_CPU_SCALE=pi4|pi5): the reference timed again
     now against its time when the factor was taken, a line for the end of a bench (this
     machine's speed drifts: the factor holds only while it does not); "" otherwise."""
-    text = os.environ.get("ORDOSCAN_BENCH_CPU_SCALE", "1")
-    if text not in pi_speed.PI_RATES:
+    board = _board()
+    if board is None:
         return ""
-    then = pi_speed.this_machine(text).seconds
+    then = pi_speed.this_machine(board).seconds
     return pi_speed.drift(then, pi_speed.seconds(pi_speed.reference_frames()))
 
 

@@ -55,7 +55,6 @@ REFERENCE_AFTER = 8  # frames after the code came into view
 PASSES = 25  # native passes over the frames; their median is the time taken
 DRIFT = 0.05  # a change of the reference's time over a bench beyond this is reported as such
 VALGRIND = shutil.which("valgrind")
-CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test")) / "pi-speed"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -138,17 +137,27 @@ def callgrind(module: str, args: list[str], out: Path) -> tuple[int, str]:
     return collected(r.stderr), r.stdout
 
 
-def reference_frames(cache: Path = CACHE) -> np.ndarray:
+def _cache() -> Path:
+    """Where the reference's frames and instruction counts are kept: beside the benches'
+    other renders (heldout.CACHE; imported here, as heldout imports this module)."""
+    from tests.bench.heldout import CACHE
+
+    return CACHE / "pi-speed"
+
+
+def reference_frames(cache: Path | None = None) -> np.ndarray:
     """The reference frames, (len(REFERENCE_SEEDS), 720, 1280) uint8 (rendered once)."""
     from ordoscan.devtools import splits
     from ordoscan.devtools.docscenes import presentation
 
+    from tests.bench.heldout import _generator_hash
+
     if not set(REFERENCE_SEEDS) <= set(splits.PRESENTATION_DEV_SEEDS):
         raise ValueError(f"the reference must be dev presentations, not {REFERENCE_SEEDS}")
-    source = Path(presentation.__file__).parent
-    h = hashlib.sha256(f"{REFERENCE_SEEDS} {REFERENCE_AFTER}".encode())
-    for f in sorted(source.glob("*.py")):  # the generator's code: a change renders anew
-        h.update(f.read_bytes())
+    cache = _cache() if cache is None else cache
+    # the generator's code is in the key: a change renders anew
+    h = hashlib.sha256(f"{REFERENCE_SEEDS} {REFERENCE_AFTER}"
+                       f" {_generator_hash(presentations=True)}".encode())
     stored = cache / f"frames-{h.hexdigest()[:16]}.npy"
     if stored.exists():
         return np.load(stored)
@@ -183,20 +192,22 @@ def _key(frames: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def instructions(frames: np.ndarray, cache: Path = CACHE) -> int:
+def instructions(frames: np.ndarray, cache: Path | None = None) -> int:
     """Instructions of one pass over `frames` (callgrind, cached)."""
+    cache = _cache() if cache is None else cache
     cache.mkdir(parents=True, exist_ok=True)
-    stored = cache / f"{_key(frames)}.json"
+    key = _key(frames)  # (a hash of every frame's pixels: taken once)
+    stored = cache / f"{key}.json"
     if stored.exists():
         return int(json.loads(stored.read_text())["instructions"])
-    path = cache / f"{_key(frames)}.npy"
+    path, dump = cache / f"{key}.npy", cache / f"{key}.callgrind"
     np.save(path, frames)
     try:
         n, _ = callgrind("tests.bench.pi_speed", ["--child", json.dumps({"frames": str(path)})],
-                         cache / f"{_key(frames)}.callgrind")
+                         dump)
     finally:
         path.unlink(missing_ok=True)
-        (cache / f"{_key(frames)}.callgrind").unlink(missing_ok=True)
+        dump.unlink(missing_ok=True)
     stored.write_text(json.dumps({"instructions": n}))
     return n
 
