@@ -33,11 +33,12 @@ from pathlib import Path
 import pytest
 from ordoscan.config import parse_config
 
+from tests.support import TEST_CACHE
 from tests.support.debian import SUITE, arch, debian_mirror, safe_rmtree
 from tests.support.pki import CertAuthority
 
 REPO = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
+CACHE = TEST_CACHE
 VARIANT = "minbase"
 INCLUDE = "systemd-sysv"  # minbase has no systemd; Raspberry Pi OS Lite has
 MAX_AGE_S = 30 * 86400

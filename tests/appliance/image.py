@@ -63,10 +63,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.appliance import foreign
+from tests.support import TEST_CACHE
 from tests.support.debian import SUITE, debian_mirror, safe_rmtree
 from tests.support.debian import arch as host_arch
 
-CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test")) / "appliance"
+CACHE = TEST_CACHE / "appliance"
 IMAGE_SIZE = "3G"
 # What a Raspberry Pi OS Lite kiosk has that minbase lacks, and what the
 # package needs from apt (numpy and Pillow come from Debian, as on the Pi).

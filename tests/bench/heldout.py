@@ -29,9 +29,10 @@ from ordoscan.decoder import Symbol, load_image
 from ordoscan.devtools import docscenes, splits
 
 from tests.bench import pi_speed
+from tests.support import TEST_CACHE
 
 Grey = npt.NDArray[np.uint8]
-CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
+CACHE = TEST_CACHE
 SMALL_MODULE_PX = 3.3  # a "small" code: 2-3 px per module at 1280x720 (50-60 px wide)
 # gen2 frames are rendered at the camera's sensor mode by default, as on a kiosk: the main
 # stream (e.g. 2304x1296) and the 1280x720 lores stream as its downscale, so the decoder

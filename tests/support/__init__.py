@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
+# where the slow suites keep what they build or render once (images, frames, counts)
+TEST_CACHE = Path(os.environ.get("ORDOSCAN_TEST_CACHE", "/var/cache/ordoscan-test"))
 
 
 def child_env(**extra: str) -> dict[str, str]:
