@@ -314,28 +314,6 @@ def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
     assert radii[0] == ring and len(radii) >= 2
 
 
-@pytest.mark.parametrize(("module", "radius"), [(7, 14), (8, 17), (6, 20)])
-def test_a_disc_too_wide_for_the_slope_is_measured_by_its_spectrum_alone(
-    module: int, radius: float
-) -> None:
-    """A disc of three modules and more: no gradient reaches a tenth of the contrast a
-    pixel, so the slope's measure has no edge to go on; the rings still give the disc."""
-    region = defocused(radius, module)[60:460, 130:530]
-    assert deblur.defocus(region) is None
-    disc = deblur.measure_defocus(region)
-    assert disc is not None and abs(disc[0] - radius) <= 0.1 * radius, disc
-    assert deblur.defocus_radii(disc, (1.15,))[0] == disc[0]
-
-
-def test_paper_in_a_soft_shadow_measures_no_wide_disc() -> None:
-    """Contrast without a steep edge is also a page's shading: without the rings of a disc
-    in its spectrum it measures none."""
-    yy, xx = np.mgrid[0:400, 0:400].astype(np.float32)
-    shade = 200 - 60 * np.exp(-((xx - 150) ** 2 + (yy - 250) ** 2) / (2 * 90.0**2))
-    region = np.clip(shade + np.random.default_rng(1).normal(0, 2.0, shade.shape), 0, 255)
-    assert deblur.measure_defocus(region.astype(np.uint8)) is None
-
-
 @pytest.mark.parametrize("module", [4, 6])
 def test_an_in_focus_code_gets_no_disc_to_undo(module: int) -> None:
     # its square modules leave dips in the spectrum as a small disc would: the slope's
@@ -459,45 +437,6 @@ def test_a_disc_wider_than_a_module_is_undone_well_past_its_measure(
     monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", short)
     without = Decoder(budget_ms=10_000, duty=None)
     assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
-
-
-def test_a_code_under_a_disc_of_three_modules_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dev scene 119 of af_miss: the focus locked behind the page, a disc of 13 px on
-    modules of 8 (main stream). The slope's measure sees no edge there; the spectrum alone
-    measures the disc, and the solve on the modules reads the code. Without that measure
-    (WIDE_DEFOCUS at 0) nothing does."""
-    scene, epu = _af_miss(119)
-    decoder = Decoder(budget_ms=10_000, duty=None)
-    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
-    monkeypatch.setattr(deblur, "WIDE_DEFOCUS", 0.0)
-    without = Decoder(budget_ms=10_000, duty=None)
-    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
-
-
-def test_a_region_measured_smeared_gets_the_defocus_passes_last(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Dev scene 18 of af_miss: a page held nearly still, the focus behind it. The frame's
-    region measures as a smear, so its deblur and unsmear passes come first and read
-    nothing; the defocus passes after them, on the main stream's disc, read it."""
-    from ordoscan.decoder.passes import motion_blurred
-
-    scene, epu = _af_miss(18)
-    ran: list[tuple[str, Box, bool]] = []
-
-    def spy(p, frame, box, found, *args, **kwargs):  # type: ignore[no-untyped-def]
-        before = {s.text for s in found.values()}
-        out = run_pass(p, frame, box, found, *args, **kwargs)
-        ran.append((p.name, box, epu in {s.text for s in found.values()} - before))
-        return out
-
-    monkeypatch.setattr(decoder_module, "run_pass", spy)
-    decoder = Decoder(budget_ms=10_000, duty=None)
-    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
-    (name, box, _), = [r for r in ran if r[2]]
-    assert name == "qr-zoom-unmix" and motion_blurred(scene.image, box)
-    names = [n for n, b, _ in ran if b == box]
-    assert names.index("qr-zoom-unsmear") < names.index("qr-zoom-defocus")
 
 
 def test_a_code_blurred_past_its_finder_patterns_is_found_by_their_blobs(

@@ -34,11 +34,8 @@ sign of a code the fast pass did not read:
 - on any of those small regions with a sign of a QR Code still unread after
   the generic passes (before them where the frame's own pixels already measure
   a disc; or a patch the statistics below point at: a disc as
-  wide as a module leaves no finder pattern; last of all on a region the frame
-  measures as smeared: a wide disc can look like one there), a defocus disc
-  measured on the main stream (by its edges' slope and by the rings of its
-  spectrum; by the rings alone where a disc of several modules leaves no steep
-  edge) and undone
+  wide as a module leaves no finder pattern), a defocus disc measured on the
+  main stream (by its edges' slope and by the rings of its spectrum) and undone
   (`deblur`; nothing is done where the region measures in focus); where that
   reads nothing, the modules themselves solved for on the grid the finder
   patterns give, refined for a page seen in perspective (`modules`: one
@@ -519,10 +516,6 @@ class Decoder:
         # (where a code was seen: the solve is dear, a slow core's budget seldom has room; the
         # regions measured smeared had theirs after the generic passes, the rest are `signed`)
         jobs += [Job(UNSMEAR_PASS, box) for box in signed]
-        # a region measured smeared here where a code was seen, none of the above read: the
-        # smear may be a disc's (a lens focused behind a page held still): the main stream
-        # measures which, the defocus passes doing nothing where it shows no disc
-        jobs += [Job(p, box) for p in DEFOCUS_PASSES for box in unsmear_first]
         detected = unread_qr or unread_other
         if not found and not detected and busy is not None and regions != [whole(frame)]:
             # nothing read or detected, not a blank view: a small code may hide where neither

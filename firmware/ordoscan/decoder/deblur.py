@@ -325,14 +325,9 @@ def _wiener(
 # DEFOCUS_PASSES undo it at more than one multiple. Under MIN_DEFOCUS the region is in
 # focus for zxing-cpp (or the blur is the lens's own and the ISP's): nothing is undone.
 MIN_DEFOCUS = 2.0  # px, as measured: a smaller disc leaves modules of 4 px and more readable
-MAX_DEFOCUS = 12.0  # px: a bound; the slope reads no more than 20 / pi px (edges under a tenth
-# of the contrast a pixel are not counted): a wider disc leaves too few edges, and the
-# spectrum alone measures it (measure_defocus; on af_miss 0-119, discs of 12-17 px of
-# which the module solve then reads some)
+MAX_DEFOCUS = 12.0  # px: a larger disc has wiped out any module the main stream has
 MAX_DEFOCUS_SPECTRUM = 14.0  # px: the spectrum's rings measure larger discs than the slope
-_MIN_EDGES = 64  # steep gradients the slope's measure needs
 _DEFOCUS_NSR = 0.02
-WIDE_DEFOCUS = 24.0  # px: the widest disc the spectrum alone is trusted to measure
 
 
 def defocus(region: Grey) -> float | None:
@@ -355,17 +350,6 @@ def across(region: Grey, m: Motion) -> float | None:
 def _slope_radius(region: Grey, normal: float | None) -> float | None:
     """defocus() and across(): the gradients' magnitudes, or their part along `normal`
     (radians), measured against the contrast."""
-    edges = _steep_edges(region, normal)
-    if edges is None or edges[1].size < _MIN_EDGES:
-        return None
-    contrast, steep = edges
-    radius = 2 * contrast / (math.pi * float(np.percentile(steep, 95)))
-    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS else None
-
-
-def _steep_edges(region: Grey, normal: float | None) -> tuple[float, _F] | None:
-    """The region's middle: its contrast and its gradients over a tenth of it (see above),
-    or None where it is flat or (without `normal`) blurred one way."""
     if min(region.shape) < 16:
         return None
     h, w = (min(n, _MAX_SIDE) for n in region.shape)
@@ -383,8 +367,11 @@ def _steep_edges(region: Grey, normal: float | None) -> tuple[float, _F] | None:
         return None
     g = np.hypot(gx, gy) if normal is None else np.abs(
         math.cos(normal) * gx + math.sin(normal) * gy)
-    steep: _F = g[g > 0.1 * contrast]
-    return contrast, steep
+    edges = g[g > 0.1 * contrast]
+    if edges.size < 64:
+        return None
+    radius = 2 * contrast / (math.pi * float(np.percentile(edges, 95)))
+    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS else None
 
 
 # The disc's size from the region's spectrum (blur identification from spectral zeros): a
@@ -395,7 +382,7 @@ def _steep_edges(region: Grey, normal: float | None) -> tuple[float, _F] | None:
 # the rings do not depend on contrast. The fit: log power = a + b log f + c log jinc^2,
 # least squares for each radius on a grid, the best with a real share of jinc (c).
 _SPECTRUM_SIDES = (256, 192, 128, 96, 64)  # pixels a side of the patch (the code's middle)
-_SPECTRUM_RADII = np.arange(1.5, 24.05, 0.1)  # radii tried, px
+_SPECTRUM_RADII = np.arange(1.5, 16.05, 0.1)  # radii tried, px
 _SPECTRUM_BAND = (2, 0.35)  # frequencies fitted: from 2 cycles a patch to 0.35 a pixel
 _MIN_JINC_SHARE = 0.2  # c below this: the spectrum shows no disc
 _JINC_FLOOR = 1e-3  # the noise floor under the zeros (8-bit noise over a code's contrast)
@@ -417,7 +404,7 @@ def _jinc_table(n: int) -> tuple[_F, _F, _F]:
     return k, np.log(k / n), np.log(jinc**2 + _JINC_FLOOR)
 
 
-def defocus_from_spectrum(region: Grey, largest: float = MAX_DEFOCUS_SPECTRUM) -> float | None:
+def defocus_from_spectrum(region: Grey) -> float | None:
     """The radius in pixels of the region's defocus disc from the rings of its spectrum
     (above), or None when the spectrum shows none or only a small one.
 
@@ -449,12 +436,11 @@ def defocus_from_spectrum(region: Grey, largest: float = MAX_DEFOCUS_SPECTRUM) -
         return None
     err = ((np.einsum("rbi,ri->rb", a, coef) - lp) ** 2).sum(axis=1)
     err[coef[:, 2] < _MIN_JINC_SHARE] = np.inf
-    err[largest + 2.05 < _SPECTRUM_RADII] = np.inf  # (a fit just past it: none measured)
     best = int(np.argmin(err))
     if not math.isfinite(float(err[best])):
         return None
     radius = float(_SPECTRUM_RADII[best])
-    return radius if MIN_DEFOCUS <= radius <= largest else None
+    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM else None
 
 
 def covered(radius: float, m: _F | None = None) -> tuple[npt.NDArray[np.int64],
@@ -497,16 +483,10 @@ Disc = tuple[float, float | None]
 def measure_defocus(region: Grey) -> Disc | None:
     """The region's defocus disc measured both ways, or None when the slope's measure sees
     no defocus (a sharp code's square modules leave dips of their own in the spectrum, as
-    a disc of about 0.6 module would: the spectrum is then not measured). A region with
-    contrast but hardly a steep edge (a disc so wide that no gradient reaches a tenth of
-    the contrast a pixel) is measured by its spectrum alone, up to WIDE_DEFOCUS."""
+    a disc of about 0.6 module would: the spectrum is then not measured)."""
     slope = defocus(region)
     if slope is None:
-        edges = _steep_edges(region, None)
-        if edges is None or edges[1].size >= _MIN_EDGES:
-            return None
-        ring = defocus_from_spectrum(region, WIDE_DEFOCUS)
-        return None if ring is None else (ring, ring)
+        return None
     return slope, defocus_from_spectrum(region)
 
 
