@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.support import TEST_CACHE
+
 # x86-64 instructions of this code a second on one core of each board (the callgrind
 # bench's Pi columns use the same figures)
 PI_RATES = {"pi4": 1.8e9 * 1.1, "pi5": 2.4e9 * 1.8}
@@ -55,6 +57,8 @@ REFERENCE_AFTER = 8  # frames after the code came into view
 PASSES = 25  # native passes over the frames; their median is the time taken
 DRIFT = 0.05  # a change of the reference's time over a bench beyond this is reported as such
 VALGRIND = shutil.which("valgrind")
+# beside the benches' other renders: the reference's frames and instruction counts
+CACHE = TEST_CACHE / "pi-speed"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -137,15 +141,7 @@ def callgrind(module: str, args: list[str], out: Path) -> tuple[int, str]:
     return collected(r.stderr), r.stdout
 
 
-def _cache() -> Path:
-    """Where the reference's frames and instruction counts are kept: beside the benches'
-    other renders (heldout.CACHE; imported here, as heldout imports this module)."""
-    from tests.bench.heldout import CACHE
-
-    return CACHE / "pi-speed"
-
-
-def reference_frames(cache: Path | None = None) -> np.ndarray:
+def reference_frames(cache: Path = CACHE) -> np.ndarray:
     """The reference frames, (len(REFERENCE_SEEDS), 720, 1280) uint8 (rendered once)."""
     from ordoscan.devtools import splits
     from ordoscan.devtools.docscenes import presentation
@@ -154,7 +150,6 @@ def reference_frames(cache: Path | None = None) -> np.ndarray:
 
     if not set(REFERENCE_SEEDS) <= set(splits.PRESENTATION_DEV_SEEDS):
         raise ValueError(f"the reference must be dev presentations, not {REFERENCE_SEEDS}")
-    cache = _cache() if cache is None else cache
     # the generator's code is in the key: a change renders anew
     h = hashlib.sha256(f"{REFERENCE_SEEDS} {REFERENCE_AFTER}"
                        f" {_generator_hash(presentations=True)}".encode())
@@ -192,9 +187,8 @@ def _key(frames: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def instructions(frames: np.ndarray, cache: Path | None = None) -> int:
+def instructions(frames: np.ndarray, cache: Path = CACHE) -> int:
     """Instructions of one pass over `frames` (callgrind, cached)."""
-    cache = _cache() if cache is None else cache
     cache.mkdir(parents=True, exist_ok=True)
     key = _key(frames)  # (a hash of every frame's pixels: taken once)
     stored = cache / f"{key}.json"
