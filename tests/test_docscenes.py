@@ -169,6 +169,39 @@ def test_a_presentation_frame_has_a_main_stream_to_zoom_into() -> None:
         sc.main_crop(j, held.shot, (2200, 1200, 2400, 1300))
 
 
+def test_a_presentation_with_the_focus_left_behind_the_page() -> None:
+    """af_miss's presentations: the dev presentation of the seed, its lens locked 8-40 cm
+    behind where the page is held for every frame (an autofocus left on the counter): the
+    same path and exposure, each frame blurred by a wider disc, the main stream's crops too;
+    a held-out seed is refused."""
+    from ordoscan.devtools import af_miss
+    from ordoscan.devtools.docscenes import presentation
+
+    seed = splits.PRESENTATION_DEV_SEEDS.start + 8  # plain style, paper
+    setting = splits.presentation_settings("dev")[seed % len(splits.DEV_SETTINGS)]
+    behind = af_miss.presentation_focus(seed)
+    assert af_miss.FOCUS_BEHIND_MM[0] <= behind <= af_miss.FOCUS_BEHIND_MM[1]
+    sharp = presentation.present(seed, setting, "plain", seconds=1.6)
+    soft = presentation.present(seed, setting, "plain", seconds=1.6, focus_behind_mm=behind)
+    sc = presentation.scene(seed, setting, "plain", seconds=1.6)
+    hold_z = sc.path.keys[-1][1][2]
+    assert all(f.shot is not None and f.shot.focus_z == pytest.approx(hold_z + behind)
+               for f in soft.frames)
+    held = len(soft.frames) - 1
+    a, b = sharp.frames[held], soft.frames[held]
+    assert a.in_view and b.in_view and a.module_px == b.module_px  # the same pose
+    assert a.shot is not None and b.shot is not None
+    assert a.shot.exposure_ms == b.shot.exposure_ms
+    assert sc.blur_sigma(b.shot, sc.main_size) > 2 * sc.blur_sigma(a.shot, sc.main_size)
+
+    def detail(img: np.ndarray) -> float:  # mean gradient: what a defocus disc takes away
+        return float(np.abs(np.diff(img.astype(np.float64), axis=1)).mean())
+
+    assert detail(b.image) < 0.8 * detail(a.image)
+    with pytest.raises(ValueError, match="dev presentation seeds only"):
+        af_miss.presentation_focus(splits.PRESENTATION_HELDOUT_SEEDS.start)
+
+
 @pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale", "af_near"])
 def test_the_dev_families_render_dev_scenes_only(name: str) -> None:
     """The autofocus-miss, pale-print, both-at-once and near-focus families are development

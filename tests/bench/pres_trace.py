@@ -6,7 +6,8 @@
 
 The dev presentations (ordoscan.devtools.splits.presentation_seeds("dev"), the frames the
 presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev, and
-ORDOSCAN_BENCH_PRESENTATION_OFFSET for a further dev set; this tool refuses any other
+ORDOSCAN_BENCH_PRESENTATION_OFFSET for a further dev set, ORDOSCAN_BENCH_PRESENTATION_FAMILY=
+af_miss for the same ones with the lens locked behind the page; this tool refuses any other
 split) go through the Decoder (its budget and duty cycle as deployed, or --budget and
 --duty) and the classifier on the bench's virtual 15 fps timeline (tests/bench/lockstep.py,
 without the rest of the App):

@@ -35,7 +35,10 @@ p95 are printed, and the table and targets take every run's times together.
 
 ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev measures development presentations instead (the ones
 tuning may look at; tests/bench/pres_trace.py traces them), and
-ORDOSCAN_BENCH_PRESENTATION_OFFSET=k a further dev set from the k-th dev seed on.
+ORDOSCAN_BENCH_PRESENTATION_OFFSET=k a further dev set from the k-th dev seed on, and
+ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss the same dev presentations with the lens locked
+8-40 cm behind the page (ordoscan.devtools.af_miss: what a focus off the page costs, on
+data tuning may look at).
 
 The frames are made once and kept in a memory-mapped file under the test cache (a camera
 hands over raw buffers: no image decoding in the loop).
@@ -54,6 +57,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,9 @@ SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
 # ORDOSCAN_BENCH_PRESENTATION_OFFSET=k (dev split only): the presentations from the k-th dev
 # seed on, a further dev set (the held-out split always starts at its first seed)
 OFFSET = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATION_OFFSET", "0"))
+# ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss (dev split only): the same dev presentations
+# with the lens locked 8-40 cm behind the page (ordoscan.devtools.af_miss)
+FAMILY = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_FAMILY", "")
 REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
 # the decoder's cores (scan.decode_threads), when not as deployed: "1" or "2"
 THREADS = os.environ.get("ORDOSCAN_BENCH_DECODE_THREADS", "")
@@ -114,6 +121,19 @@ def exposure_cap() -> float | None:
     return cap
 
 
+def _family_focus() -> Callable[[int], float] | None:
+    """ORDOSCAN_BENCH_PRESENTATION_FAMILY's lens, locked behind the page (None: unset)."""
+    if not FAMILY:
+        return None
+    if FAMILY != "af_miss":
+        raise ValueError(f"ORDOSCAN_BENCH_PRESENTATION_FAMILY={FAMILY!r}: expected 'af_miss'")
+    if SPLIT != "dev":
+        raise ValueError("ORDOSCAN_BENCH_PRESENTATION_FAMILY is for the dev split only")
+    from ordoscan.devtools import af_miss
+
+    return af_miss.presentation_focus
+
+
 def _frames_file() -> tuple[Path, Path]:
     """Render (once) the presentations: a (frames, 720, 1280) uint8 file and its index."""
     from ordoscan.devtools import splits
@@ -123,10 +143,13 @@ def _frames_file() -> tuple[Path, Path]:
     if OFFSET and SPLIT != "dev":
         raise ValueError("ORDOSCAN_BENCH_PRESENTATION_OFFSET is for the dev split only")
     seeds = splits.presentation_seeds(SPLIT, OFFSET + N)[OFFSET:]
+    focus_behind = _family_focus()
     cap = exposure_cap()
     plan = f"{_generator_hash(presentations=True)}-{seeds}-{SECONDS}-{settings}-shots"
     if cap is not None:  # (uncapped: the key as before the cap existed)
         plan += f"-cap{cap:g}"
+    if FAMILY:
+        plan += f"-{FAMILY}"
     key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
     data, index = folder / "frames.npy", folder / "index.json"
@@ -140,7 +163,8 @@ def _frames_file() -> tuple[Path, Path]:
     counter = camera.counter_texture(np.random.default_rng(1), LORES).mean(axis=2)
     out[0] = np.clip(np.rint(255 * (0.9 * counter) ** (1 / 2.2)), 0, 255).astype(np.uint8)
     meta: list[dict[str, Any]] = []
-    for k, p in enumerate(presentation.presentations(seeds, settings, max_exposure_ms=cap)):
+    for k, p in enumerate(presentation.presentations(seeds, settings, max_exposure_ms=cap,
+                                                     focus_behind=focus_behind)):
         first = 1 + k * n_frames
         for j, f in enumerate(p.frames[:n_frames]):
             out[first + j] = f.image
@@ -409,6 +433,8 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
              + ", on which the decoder's budget and duty cycle count too"
              if CLOCK == "cpu" else "real time (this machine's load included)")
     mixed = ", half under held-out settings" if SPLIT == "heldout" else ""
+    if FAMILY:
+        mixed += f", family {FAMILY} (the lens locked behind the page)"
     cap = exposure_cap()
     exposure = ("the modules' own (to 33 ms)" if cap is None
                 else f"capped at {cap:g} ms (the kiosk's tuning)")

@@ -39,3 +39,13 @@ def focus_behind(seed: int) -> float:
     """Where the focus locked behind the page of `seed`, in mm: from a stream of its own, so
     the scene's other draws are not moved."""
     return float(np.random.default_rng([seed, 0xAF]).uniform(*FOCUS_BEHIND_MM))
+
+
+def presentation_focus(seed: int) -> float:
+    """Where the lens is locked behind the page of dev presentation `seed`, in mm: the
+    family's presentations (docscenes.presentation.present(focus_behind_mm=)), the dev
+    presentations with the autofocus left on the counter behind the page (ValueError for a
+    seed outside the dev presentations)."""
+    if seed not in splits.PRESENTATION_DEV_SEEDS:
+        raise ValueError(f"{NAME} presents dev presentation seeds only, not {seed}")
+    return focus_behind(seed)

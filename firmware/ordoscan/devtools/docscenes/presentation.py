@@ -24,7 +24,7 @@ stream's resolution, with its own reproducible noise.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -350,14 +350,19 @@ def scene(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
 
 
 def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
-            seconds: float = 3.6, max_exposure_ms: float | None = None) -> Presentation:
+            seconds: float = 3.6, max_exposure_ms: float | None = None,
+            focus_behind_mm: float | None = None) -> Presentation:
     """Render one presentation's lores frames (reproducible from its arguments);
-    `max_exposure_ms`: the auto-exposure's shutter capped there (the kiosk's tuning)."""
+    `max_exposure_ms`: the auto-exposure's shutter capped there (the kiosk's tuning);
+    `focus_behind_mm`: the lens locked that far behind where the page is held, for the whole
+    presentation (an autofocus that stayed on the counter), instead of the camera's own."""
     sc = scene(seed, setting, style, kind, seconds)
     rng = sc.rng
     cam = sc.cam
     ae = AutoExposure(lag=0.35, max_exposure_ms=max_exposure_ms)
     focus_z = sc.path.at(0.0)[2]
+    # the hold: the path's last keyframe (the page's z there, without the tremor)
+    locked = None if focus_behind_mm is None else sc.path.keys[-1][1][2] + focus_behind_mm
     frames: list[PresentedFrame] = []
     for i in range(int(seconds * FPS)):
         t = i / FPS
@@ -365,7 +370,9 @@ def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
         rad = sc.radiance(t, blur_exposure, LORES, (0, 0, *LORES))
         ae.meter(cam, float(rad.mean()))
         # autofocus follows the page with a lag of ~0.2 s (contrast AF hunting)
-        if cam.focus == "auto":
+        if locked is not None:
+            focus_z = locked
+        elif cam.focus == "auto":
             focus_z += (sc.path.at(t)[2] - focus_z) * (1 - math.exp(-(1 / FPS) / 0.2))
         else:
             focus_z = cam.fixed_focus_mm
@@ -377,11 +384,15 @@ def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
 
 
 def presentations(seeds: range, settings: tuple[Setting, ...],
-                  max_exposure_ms: float | None = None) -> Iterator[Presentation]:
-    """One presentation per seed: styles, kinds and settings cycle with the seed."""
+                  max_exposure_ms: float | None = None,
+                  focus_behind: Callable[[int], float] | None = None
+                  ) -> Iterator[Presentation]:
+    """One presentation per seed: styles, kinds and settings cycle with the seed;
+    `focus_behind(seed)`: the lens locked that many mm behind the page (present())."""
     for seed in seeds:
         style = STYLES[seed % len(STYLES)]
         kind = ("ordonnance", "ordonnance", "phone_light", "ordonnance", "phone_dark")[
             (seed // len(STYLES)) % 5]
         yield present(seed, settings[seed % len(settings)], style, kind,
-                      max_exposure_ms=max_exposure_ms)
+                      max_exposure_ms=max_exposure_ms,
+                      focus_behind_mm=None if focus_behind is None else focus_behind(seed))
