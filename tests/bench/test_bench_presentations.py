@@ -148,8 +148,9 @@ def _frames_file() -> tuple[Path, Path]:
     plan = f"{_generator_hash(presentations=True)}-{seeds}-{SECONDS}-{settings}-shots"
     if cap is not None:  # (uncapped: the key as before the cap existed)
         plan += f"-cap{cap:g}"
-    if FAMILY:
-        plan += f"-{FAMILY}"
+    if focus_behind is not None:  # the family's module is part of the key (it draws the focus)
+        module = sys.modules[focus_behind.__module__].__file__
+        plan += f"-{FAMILY}-{hashlib.sha256(Path(str(module)).read_bytes()).hexdigest()[:8]}"
     key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
     data, index = folder / "frames.npy", folder / "index.json"
