@@ -18,7 +18,7 @@ from ordoscan.decoder.passes import DEBLUR_PASSES, DEFOCUS_PASSES, QR, UNMIX_PAS
 from ordoscan.decoder.regions import Box
 from PIL import Image
 
-from tests.test_decoder_deblur import EPU, defocused, disc_blurred, line_blurred
+from tests.test_decoder_deblur import EPU, code_page, defocused, disc_blurred, line_blurred
 
 REGION = (slice(60, 420), slice(140, 540))  # the code and its paper around it
 
@@ -58,6 +58,46 @@ def test_a_code_blurred_past_its_modules_is_read_on_its_module_lattice(
     assert not [r.text for v in deblur.undone_defocus(region, [radius])
                 for r in zxingcpp.read_barcodes(v)]
     assert _reads(modules.unmixed(region, radius)) == [EPU]
+
+
+def gauss_blurred(module: int, sigma: float, seed: int = 0) -> np.ndarray:
+    """A `module` px/module code on paper blurred by a Gaussian of `sigma` px in linear
+    light (a lens's rounded-off defocus; the ISP's tone curve after), with noise, uint8."""
+    light = cv2.GaussianBlur((code_page(module) / 255.0) ** 2.2, (0, 0), sigma)
+    out = 255.0 * light ** (1 / 2.2) + np.random.default_rng(seed).normal(0, 2.0, light.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("module", [5, 6])
+def test_a_gaussian_blur_is_told_from_a_disc_and_solved_as_one(module: int) -> None:
+    """A blur of 0.7-0.8 module with no rings in its spectrum: the spectrum's Gaussian fits
+    far better than any disc and measures its sigma; solved with a disc (at the rings'
+    radius, the slope's, or its larger multiple) the modules stay mixed, with the Gaussian
+    the code reads. Discs are not taken for Gaussians."""
+    region = gauss_blurred(module, 4.0)[REGION]
+    disc = deblur.measure_defocus(region)
+    assert disc is not None and disc.sigma is not None
+    assert abs(disc.sigma - 4.0) <= 0.4, disc
+    radii = [r for r in (disc.ring, disc.slope, disc.slope * passes_module.UNMIX_LARGER) if r]
+    assert not any(_reads(modules.unmixed(region, r)) for r in radii)
+    assert _reads(modules.unmixed(region, disc.sigma, None, True)) == [EPU]
+    blurs = passes_module.unmix_blurs(disc, radii[0])
+    assert blurs[0] == (disc.sigma, True) and (radii[0], False) in blurs
+    for module, radius in ((4, 5), (5, 7), (5, 8), (6, 10)):
+        assert deblur.spectrum_blur(defocused(radius, module)[REGION]).sigma is None
+
+
+def test_the_decoder_reads_a_gaussian_blurred_code_by_its_gaussian(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = gauss_blurred(6, 4.0)
+    assert EPU not in {r.text for r in zxingcpp.read_barcodes(frame)}
+    assert [s.text for s in Decoder(budget_ms=10_000, duty=None).decode(frame)] == [EPU]
+    # the same decoder with the discs only: nothing read
+    only_discs = passes_module.unmix_blurs
+    monkeypatch.setattr(passes_module, "unmix_blurs",
+                        lambda disc, first: [b for b in only_discs(disc, first) if not b[1]])
+    assert Decoder(budget_ms=10_000, duty=None).decode(frame) == []
 
 
 def test_the_defocus_pass_reads_what_the_per_pixel_deconvolution_does_not(
@@ -428,10 +468,10 @@ def test_the_held_solve_keeps_the_known_modules_at_their_two_levels() -> None:
 def test_the_solve_is_tried_at_a_larger_disc_where_the_rings_measured_the_slopes_own() -> None:
     larger = passes_module.UNMIX_LARGER
     # the rings' radius within UNMIX_SAME of the slope's, or no rings: a larger disc next
-    assert passes_module.unmix_radii((3.0, 3.1), 3.1) == [3.1, 3.0 * larger]
-    assert passes_module.unmix_radii((3.0, None), 3.45) == [3.45, 3.0 * larger]
+    assert passes_module.unmix_radii(deblur.Disc(3.0, 3.1), 3.1) == [3.1, 3.0 * larger]
+    assert passes_module.unmix_radii(deblur.Disc(3.0, None), 3.45) == [3.45, 3.0 * larger]
     # the rings measured a disc of their own (wider than the slope's): that one only
-    assert passes_module.unmix_radii((3.6, 4.8), 4.8) == [4.8]
+    assert passes_module.unmix_radii(deblur.Disc(3.6, 4.8), 4.8) == [4.8]
     assert passes_module.unmix_radii(None, 4.0) == [4.0]
 
 

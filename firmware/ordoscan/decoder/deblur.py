@@ -404,14 +404,56 @@ def _jinc_table(n: int) -> tuple[_F, _F, _F]:
     return k, np.log(k / n), np.log(jinc**2 + _JINC_FLOOR)
 
 
-def defocus_from_spectrum(region: Grey) -> float | None:
-    """The radius in pixels of the region's defocus disc from the rings of its spectrum
-    (above), or None when the spectrum shows none or only a small one.
+# A lens's blur is a disc only in the geometric limit: aberrations, diffraction and the
+# ISP's filtering round it off, and a soft defocus of a small module's lens looks more like
+# a Gaussian, whose spectrum falls off smoothly with no rings. The same fit with
+# log (exp(-4 pi^2 sigma^2 f^2) + floor) in place of the jinc measures it; where it fits
+# far better than any disc (GAUSSIAN_FIT), the Gaussian is the blur the module solve
+# assumes first (passes.unmix_blurs): a disc's solve leaves such modules mixed.
+_SPECTRUM_SIGMAS = np.arange(0.8, 12.05, 0.1)  # Gaussian sigmas tried, px
+GAUSSIAN_FIT = 0.25  # the Gaussian's residual at most this share of the disc's
 
-    Measured on the region's middle, at most 256 pixels a side."""
+
+@lru_cache(maxsize=8)
+def _gauss_table(n: int) -> _F:
+    """For an n-pixel patch: log |Gaussian|^2 (sigmas x fitted bins), with the floor."""
+    k = _jinc_table(n)[0]
+    g = np.exp(-4 * math.pi**2 * (_SPECTRUM_SIGMAS[:, None] * (k / n)[None, :]) ** 2)
+    return np.log(g + _JINC_FLOOR)
+
+
+def _best_fit(lp: _F, logf: _F, model: _F) -> tuple[int, float] | None:
+    """The row of `model` (sizes x bins) that fits the log power `lp` best as
+    a + b log f + c model, with c at least _MIN_JINC_SHARE: (row, residual), or None."""
+    # least squares for every size at once: normal equations of [1, log f, model]
+    a = np.stack([np.broadcast_to(np.ones_like(logf), model.shape),
+                  np.broadcast_to(logf, model.shape), model], axis=-1)  # sizes x bins x 3
+    ata = np.einsum("rbi,rbj->rij", a, a)
+    aty = np.einsum("rbi,b->ri", a, lp)
+    try:
+        coef = np.linalg.solve(ata, aty[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return None
+    err = ((np.einsum("rbi,ri->rb", a, coef) - lp) ** 2).sum(axis=1)
+    err[coef[:, 2] < _MIN_JINC_SHARE] = np.inf
+    best = int(np.argmin(err))
+    return (best, float(err[best])) if math.isfinite(float(err[best])) else None
+
+
+class Spectrum(NamedTuple):
+    """A region's blur as its spectrum shows it: the disc's radius (None: no rings, or a
+    small disc) and the Gaussian's sigma where it fits far better than any disc (None)."""
+
+    ring: float | None
+    sigma: float | None
+
+
+def spectrum_blur(region: Grey) -> Spectrum:
+    """The region's blur from its radially averaged power spectrum (above), both lens
+    models fitted. Measured on the region's middle, at most 256 pixels a side."""
     n = next((s for s in _SPECTRUM_SIDES if s <= min(region.shape)), 0)
     if not n:
-        return None
+        return Spectrum(None, None)
     y0, x0 = (region.shape[0] - n) // 2, (region.shape[1] - n) // 2
     f = region[y0 : y0 + n, x0 : x0 + n].astype(np.float64)
     f -= f.mean()
@@ -425,22 +467,23 @@ def defocus_from_spectrum(region: Grey) -> float | None:
     counts = np.bincount(ring, minlength=int(k[-1]) + 1)
     sel = k.astype(np.int64)
     lp = np.log(sums[sel] / np.maximum(counts[sel], 1) + 1e-9)
-    # least squares for every radius at once: normal equations of [1, log f, model_R]
-    a = np.stack([np.broadcast_to(np.ones_like(logf), model.shape),
-                  np.broadcast_to(logf, model.shape), model], axis=-1)  # radii x bins x 3
-    ata = np.einsum("rbi,rbj->rij", a, a)
-    aty = np.einsum("rbi,b->ri", a, lp)
-    try:
-        coef = np.linalg.solve(ata, aty[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return None
-    err = ((np.einsum("rbi,ri->rb", a, coef) - lp) ** 2).sum(axis=1)
-    err[coef[:, 2] < _MIN_JINC_SHARE] = np.inf
-    best = int(np.argmin(err))
-    if not math.isfinite(float(err[best])):
-        return None
-    radius = float(_SPECTRUM_RADII[best])
-    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM else None
+    disc = _best_fit(lp, logf, model)
+    gauss = _best_fit(lp, logf, _gauss_table(n))
+    radius = None if disc is None else float(_SPECTRUM_RADII[disc[0]])
+    if radius is not None and not MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM:
+        radius = None
+    sigma = None
+    if gauss is not None and (disc is None or gauss[1] < GAUSSIAN_FIT * disc[1]):
+        sigma = float(_SPECTRUM_SIGMAS[gauss[0]])
+    return Spectrum(radius, sigma)
+
+
+def defocus_from_spectrum(region: Grey) -> float | None:
+    """The radius in pixels of the region's defocus disc from the rings of its spectrum
+    (above), or None when the spectrum shows none or only a small one.
+
+    Measured on the region's middle, at most 256 pixels a side."""
+    return spectrum_blur(region).ring
 
 
 def covered(radius: float, m: _F | None = None) -> tuple[npt.NDArray[np.int64],
@@ -475,9 +518,13 @@ def undone_defocus(region: Grey, radii: list[float]) -> Iterator[Grey]:
     return _wiener(region, [(partial(_disc, r), _DEFOCUS_NSR) for r in radii])
 
 
-# A region's defocus disc measured both ways: (by its edges' slope, by its spectrum's rings
-# or None when they show none)
-Disc = tuple[float, float | None]
+class Disc(NamedTuple):
+    """A region's defocus measured both ways: by its edges' slope, by its spectrum's rings
+    (None when they show none), and the spectrum's Gaussian where it fits far better."""
+
+    slope: float
+    ring: float | None
+    sigma: float | None = None
 
 
 def measure_defocus(region: Grey) -> Disc | None:
@@ -487,7 +534,7 @@ def measure_defocus(region: Grey) -> Disc | None:
     slope = defocus(region)
     if slope is None:
         return None
-    return slope, defocus_from_spectrum(region)
+    return Disc(slope, *spectrum_blur(region))
 
 
 def defocus_radii(disc: Disc | None, factors: tuple[float, ...]) -> list[float]:
@@ -496,6 +543,6 @@ def defocus_radii(disc: Disc | None, factors: tuple[float, ...]) -> list[float]:
     multiples of the slope's (which reads short once the disc is as wide as a module)."""
     if disc is None:
         return []
-    slope, ring = disc
+    slope, ring = disc.slope, disc.ring
     radii = [ring] if ring is not None else []
     return radii + [slope * k for k in factors if all(abs(slope * k - r) > 0.05 * r for r in radii)]

@@ -93,6 +93,19 @@ def _disc_spectrum(radius: float, jac: _F, n: int) -> _F:
     return deblur.transfer(*deblur.covered(radius, jac / SAMPLES), (n, n))  # (symmetric: real)
 
 
+def _gauss_spectrum(sigma: float, jac: _F, n: int) -> _F:
+    """The transfer function on an n x n resampled grid of a Gaussian of `sigma` region
+    pixels (deblur.spectrum_blur): in the resampled frame its covariance is taken by the
+    map from region pixels to the grid's (SAMPLES / jac), exp(-2 pi^2 f' C f) (real)."""
+    a = SAMPLES * np.linalg.inv(jac)
+    c = a @ a.T * sigma * sigma
+    fy = np.fft.fftfreq(n)[:, None]
+    fx = np.fft.rfftfreq(n)[None, :]  # laid out as rfft2's, as deblur.transfer
+    out: _F = np.exp(-2 * math.pi**2 * (c[0, 0] * fx * fx + 2 * c[0, 1] * fx * fy
+                                        + c[1, 1] * fy * fy))
+    return out
+
+
 @lru_cache(maxsize=4)
 def _box_spectrum(n: int) -> _F:
     """|transfer function|^2 of one module's box (SAMPLES x SAMPLES) on an n x n grid."""
@@ -115,13 +128,16 @@ def resample(region: _F, h: _F, dim: int) -> _F:
 Normal = tuple[_F, _F]  # the disc's transfer function, A^T A's
 
 
-def normal(h: _F, dim: int, radius: float, lam: float = LAMBDA) -> Normal:
+def normal(h: _F, dim: int, radius: float, lam: float = LAMBDA,
+           gaussian: bool = False) -> Normal:
     """The parts of the solve that depend only on the grid's scale and the disc: the disc's
     transfer function on the resampled grid and the regularised normal matrix's transfer
     function on the module lattice (a convolution: the normal kernel sampled at whole
-    modules, whose transform is the sum over the aliases of |disc * box|^2)."""
+    modules, whose transform is the sum over the aliases of |disc * box|^2). With
+    `gaussian`, the blur is a Gaussian of sigma `radius` instead of a disc."""
     n = (dim + 2 * MARGIN) * SAMPLES
-    return _normal(_disc_spectrum(radius, _jacobian(h, dim / 2, dim / 2), n), lam)
+    spectrum = _gauss_spectrum if gaussian else _disc_spectrum
+    return _normal(spectrum(radius, _jacobian(h, dim / 2, dim / 2), n), lam)
 
 
 def smear_normal(h: _F, dim: int, motion: deblur.Motion, lam: float = LAMBDA) -> Normal:
@@ -454,7 +470,8 @@ def _symbols(g: Grid, bits: _B, nm: Normal, dim: int) -> Iterator[tuple[Grey, _F
 
 
 def unmixed(
-    region: Grey, radius: float, stop: Callable[[], bool] | None = None
+    region: Grey, radius: float, stop: Callable[[], bool] | None = None,
+    gaussian: bool = False,
 ) -> Iterator[tuple[Grey, _F]]:
     """Clean symbols for zxing-cpp, most likely first, each with the transform from its
     pixels back to the region's: for each likely corner of finder patterns and each
@@ -463,12 +480,13 @@ def unmixed(
     centres are found within about a pixel; the lens and the ISP blur a little more than
     the disc), and called dark or light. Once a grid has been tried through, no other
     is. Then, where none read, the first grid that got REFINE_FLOOR of the known modules
-    right refined for a view in perspective (`refined`), each better grid as found."""
+    right refined for a view in perspective (`refined`), each better grid as found.
+    With `gaussian`, the blur is a Gaussian of sigma `radius` (normal())."""
     if min(region.shape) < 32:
         return
     light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
     firsts: list[_First] = []
-    yield from _tried(light, corners(region), radius, stop, firsts)
+    yield from _tried(light, corners(region), radius, stop, firsts, gaussian)
     if stop is not None and stop():
         return
     first = next((f for f in firsts if f.share >= REFINE_FLOOR), None)
@@ -505,7 +523,7 @@ def _share(light: _F, h: _F, dim: int, nm: Normal) -> float:
 
 def _tried(
     light: _F, found: list[tuple[_F, _F, _F]], radius: float, stop: Callable[[], bool] | None,
-    firsts: list[_First],
+    firsts: list[_First], gaussian: bool = False,
 ) -> Iterator[tuple[Grey, _F]]:
     """unmixed's first part: each corner and size, on the affine grid and its TRIES; the
     affine grid's solve of each is appended to `firsts`."""
@@ -521,7 +539,8 @@ def _tried(
                     break
                 nm = normals.get((scale, wider))
                 if nm is None:
-                    nm = normals[scale, wider] = normal(h, dim, radius * wider)
+                    nm = normals[scale, wider] = normal(h, dim, radius * wider,
+                                                        gaussian=gaussian)
                 x = solve(resample(light, h, dim), nm, dim)
                 bits, share = classify(x, dim)
                 if i == 0:
