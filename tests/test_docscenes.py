@@ -202,6 +202,27 @@ def test_a_presentation_with_the_focus_left_behind_the_page() -> None:
         af_miss.presentation_focus(splits.PRESENTATION_HELDOUT_SEEDS.start)
 
 
+def test_the_presentations_bench_takes_the_af_miss_family_on_dev_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ordoscan.devtools import af_miss
+
+    import tests.bench.test_bench_presentations as tbp
+
+    monkeypatch.setattr(tbp, "SPLIT", "dev")
+    monkeypatch.setattr(tbp, "FAMILY", "")
+    assert tbp._family_focus() is None
+    monkeypatch.setattr(tbp, "FAMILY", "af_miss")
+    assert tbp._family_focus() is af_miss.presentation_focus
+    monkeypatch.setattr(tbp, "FAMILY", "pale")
+    with pytest.raises(ValueError, match="ORDOSCAN_BENCH_PRESENTATION_FAMILY='pale'"):
+        tbp._family_focus()
+    monkeypatch.setattr(tbp, "FAMILY", "af_miss")
+    monkeypatch.setattr(tbp, "SPLIT", "heldout")
+    with pytest.raises(ValueError, match="dev split only"):
+        tbp._family_focus()
+
+
 @pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale", "af_near"])
 def test_the_dev_families_render_dev_scenes_only(name: str) -> None:
     """The autofocus-miss, pale-print, both-at-once and near-focus families are development
