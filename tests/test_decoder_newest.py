@@ -152,3 +152,48 @@ def test_the_search_cost_is_learnt_as_a_pass_cost_is(monkeypatch: pytest.MonkeyP
         skipped.append(decoder.stats().searches_moving)
     # estimates 30, 44, 55.2, 64.2, 71.3 ms: the sixth frame is left unsearched
     assert skipped[:6] == [0, 0, 0, 0, 0, 1]
+
+
+def test_on_a_stream_the_passes_that_read_nothing_make_way_for_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A code detected but unreadable, a budget with room for a few extra passes a frame:
+    frame after frame a stream gets the passes not yet tried on the region first (a slow
+    core would otherwise give the same first few every frame); still images (no stream)
+    get the same first passes every time. A read forgets the history."""
+    import ordoscan.decoder as dec
+    from ordoscan.decoder import FAST_PASSES, TRIED_FRAMES
+
+    from tests.test_decoder import TickClock
+
+    fast = {p.name for p in FAST_PASSES}
+    ran: list[list[str]] = []
+    real = dec.run_pass
+
+    def spy(p: Any, *args: Any, **kwargs: Any) -> Any:
+        if p.name not in fast:
+            ran[-1].append(p.name)
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(dec, "run_pass", spy)
+    step = 5.0
+    distinct = {}
+    for newer in (None, False):
+        decoder = Decoder(budget_ms=5 * step, clock=TickClock(step), duty=None)
+        ran.clear()
+        for _ in range(TRIED_FRAMES + 2):  # (the first frame learns the passes' costs)
+            ran.append([])
+            assert texts(decoder, unreadable(), newer) == []
+        frames = ran[1:]
+        assert all(frames) and all(len(f) < 6 for f in frames)  # a few passes a frame
+        distinct[newer] = {name for f in frames for name in f}
+        if newer is None:
+            assert all(f == frames[0] for f in frames)
+        else:
+            # until every pass has run once, none runs twice
+            first = frames[:TRIED_FRAMES]
+            assert len({name for f in first for name in f}) == sum(map(len, first)), frames
+    assert len(distinct[False]) >= 2 * len(distinct[None])
+    assert len(decoder._tried) == TRIED_FRAMES and all(decoder._tried)
+    decoder.decode(frame_with((code(EPU), 50, 50)), newer=lambda: False)
+    assert not decoder._tried

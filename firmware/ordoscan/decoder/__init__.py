@@ -86,10 +86,11 @@ DecodeError, an empty one gives no symbols. Payloads are never logged here.
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
@@ -179,6 +180,9 @@ SEARCH = "search"
 # (see Decoder._reusable): the finder patterns of a code held still come and go with the
 # noise and the tremor, so a fresh search still comes every few frames
 MAX_REUSE = 2
+# frames of a stream whose failed passes are remembered (see _least_tried): a pass that read
+# nothing on a region goes after the passes not yet tried there, on the next frames
+TRIED_FRAMES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,23 @@ def _fast(passes: tuple[Pass, ...], frame: Grey,
             if symbology != UNSIZED:  # (nowhere to look in the whole frame)
                 detected.append((symbology, box))
     return found, detected
+
+
+def _least_tried(jobs: list[Job], tried: Iterable[dict[str, list[Box]]]) -> list[Job]:
+    """`jobs` with those whose pass read nothing on an overlapping region in more of the
+    last frames (`tried`) after the others, in their order otherwise. On a slow core the
+    budget and the duty cycle end a hard frame's passes after the first few: without this,
+    a code held still gets those same few, frame after frame, and never the pass that
+    would read it (a defocus or unsmear pass comes after the generic ones)."""
+    history = list(tried)
+    if not history:
+        return jobs
+
+    def times(job: Job) -> int:
+        return sum(any(job.box.overlaps(b) for b in failed.get(job.p.name, ()))
+                   for failed in history)
+
+    return sorted(jobs, key=times)  # (stable)
 
 
 def _statistics(frame: Grey) -> tuple[EdgeMap | None, list[Box], Box | None]:
@@ -326,6 +347,11 @@ class Decoder:
         self._searches_moving = 0
         self._on_read: Callable[[Symbol], None] | None = None  # this frame's (see decode)
         self._reported: set[tuple[str, bytes]] = set()  # the symbols given to it so far
+        # on a stream, the passes that ran on each region and read nothing, for the last
+        # TRIED_FRAMES frames (newest last): pass name -> regions
+        self._tried: collections.deque[dict[str, list[Box]]] = collections.deque(
+            maxlen=TRIED_FRAMES)
+        self._failed: dict[str, list[Box]] | None = None  # this frame's, while it runs
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None,
@@ -383,6 +409,8 @@ class Decoder:
         for symbology, box in self._fast_passes(frame, found):
             (unread_qr if symbology == "QRCode" else unread_other).append(box)
         qr_read = any(s.format == "QRCode" for s in found.values())
+        if qr_read:
+            self._tried.clear()  # (see _finish)
         if qr_read and not unread_qr and not unread_other:
             self._search_handed = False
             self._account((self._clock() - start) * 1000.0)
@@ -526,6 +554,8 @@ class Decoder:
         if not jobs:
             self._account((self._clock() - start) * 1000.0, blank=not found)
             return list(found.values())
+        if newer is not None:  # a stream: the next frames show the same regions
+            jobs = _least_tried(jobs, self._tried)
         return self._finish(frame, jobs, found, start, zoom, newer)
 
     def _beside(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
@@ -614,7 +644,14 @@ class Decoder:
     ) -> list[Symbol]:
         """Run the extra passes (or hand them on to a newer frame) and account the frame."""
         fast_end = self._clock()
+        self._failed = {} if newer is not None else None
         stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer)
+        if self._failed is not None:
+            if any(sym.format == "QRCode" for sym in found.values()):
+                self._tried.clear()  # a read: the page goes, its regions' history with it
+            else:
+                self._tried.append(self._failed)
+            self._failed = None
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
         self._account(
@@ -683,6 +720,8 @@ class Decoder:
             extra += len(found) - before
             if len(found) > before:
                 self._report(found)
+            elif self._failed is not None:
+                self._failed.setdefault(p.name, []).append(box)
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
                 # too, once, last: the fast pass's detections are already queued
