@@ -276,8 +276,8 @@ UNSMEAR_PASS = Pass("qr-zoom-unsmear", QR, zoom=True, downscale=False,
 # mixed. Where the region's spectrum fits a Gaussian far better than any disc
 # (deblur.spectrum_blur), the solve assumes that Gaussian first (unmix_blurs), the discs
 # after. On the dev presentations with the lens locked behind the page (af_miss, 400 000-
-# 400 119, at pi4): never read within 3 s 6 -> 3 of 120, p95 2.14 / 1.66 -> 1.22 s; dev
-# presentations and stills (gen2 dev, af_miss, af_near, pale, af_pale, gen1, ZXing)
+# 400 119, at pi4): never read within 3 s 6 -> 2-3 of 120, p95 1.66-2.14 -> 1.22-1.29 s;
+# dev presentations and stills (gen2 dev, af_miss, af_near, pale, af_pale, gen1, ZXing)
 # unchanged: their discs are not taken for Gaussians.
 UNMIX_LARGER = 1.6
 UNMIX_SAME = 0.2
