@@ -10,7 +10,7 @@ from ordoscan.classifier import Kind
 from ordoscan.decoder import MAX_REUSE, Decoder
 from ordoscan.devtools.scenes import render
 
-from tests.test_decoder import EPU, code, counter_views, frame_with, unreadable
+from tests.test_decoder import EPU, blank, code, counter_views, frame_with, unreadable
 
 
 def hard_scene() -> tuple[np.ndarray, str]:
@@ -197,3 +197,8 @@ def test_on_a_stream_the_passes_that_read_nothing_make_way_for_the_others(
     assert len(decoder._tried) == TRIED_FRAMES and all(decoder._tried)
     decoder.decode(frame_with((code(EPU), 50, 50)), newer=lambda: False)
     assert not decoder._tried
+    # nor does the history outlast a view with nothing in it
+    for _ in range(2):
+        texts(decoder, unreadable(), False)
+    assert decoder._tried
+    assert texts(decoder, blank(), False) == [] and not decoder._tried

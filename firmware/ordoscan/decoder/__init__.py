@@ -552,6 +552,8 @@ class Decoder:
             # cycle gate it
             jobs.append(Job(BUSY_PASS, busy))
         if not jobs:
+            if not found:
+                self._tried.clear()  # nothing in view: the next page is another one
             self._account((self._clock() - start) * 1000.0, blank=not found)
             return list(found.values())
         if newer is not None:  # a stream: the next frames show the same regions
