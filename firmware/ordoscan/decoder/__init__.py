@@ -351,7 +351,6 @@ class Decoder:
         # TRIED_FRAMES frames (newest last): pass name -> regions
         self._tried: collections.deque[dict[str, list[Box]]] = collections.deque(
             maxlen=TRIED_FRAMES)
-        self._failed: dict[str, list[Box]] | None = None  # this frame's, while it runs
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None,
@@ -646,14 +645,14 @@ class Decoder:
     ) -> list[Symbol]:
         """Run the extra passes (or hand them on to a newer frame) and account the frame."""
         fast_end = self._clock()
-        self._failed = {} if newer is not None else None
-        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer)
-        if self._failed is not None:
+        failed: dict[str, list[Box]] | None = {} if newer is not None else None
+        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer,
+                                                      failed)
+        if failed is not None:
             if any(sym.format == "QRCode" for sym in found.values()):
                 self._tried.clear()  # a read: the page goes, its regions' history with it
             else:
-                self._tried.append(self._failed)
-            self._failed = None
+                self._tried.append(failed)
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
         self._account(
@@ -676,8 +675,10 @@ class Decoder:
         fast_end: float,
         zoom: Zoom | None,
         newer: Callable[[], bool] | None = None,
+        failed: dict[str, list[Box]] | None = None,
     ) -> tuple[str, int, int, int]:
-        """Run the jobs in order (each generic pass on every region before the next pass).
+        """Run the jobs in order (each generic pass on every region before the next pass);
+        each that ran and read nothing is added to `failed` (pass name -> regions), if given.
 
         Returns what stopped them ("budget", "duty", "newer": handed on to the
         next frame, or ""), how many symbols they added, how many zxing-cpp
@@ -722,8 +723,8 @@ class Decoder:
             extra += len(found) - before
             if len(found) > before:
                 self._report(found)
-            elif self._failed is not None:
-                self._failed.setdefault(p.name, []).append(box)
+            elif failed is not None:
+                failed.setdefault(p.name, []).append(box)
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
                 # too, once, last: the fast pass's detections are already queued
