@@ -307,7 +307,7 @@ def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
     region = defocused(radius, module)[100:360, 180:440]
     slope = deblur.defocus(region)
     assert slope is not None and slope < 0.8 * radius  # the slope's measure reads short
-    ring = deblur.defocus_from_spectrum(region)
+    ring = deblur.spectrum_blur(region).ring
     assert ring is not None and abs(ring - radius) <= 0.1 * radius, ring
     # the spectrum's radius is undone first, then the slope's multiples
     radii = deblur.defocus_radii(deblur.measure_defocus(region), (1.15, 1.3))

@@ -478,14 +478,6 @@ def spectrum_blur(region: Grey) -> Spectrum:
     return Spectrum(radius, sigma)
 
 
-def defocus_from_spectrum(region: Grey) -> float | None:
-    """The radius in pixels of the region's defocus disc from the rings of its spectrum
-    (above), or None when the spectrum shows none or only a small one.
-
-    Measured on the region's middle, at most 256 pixels a side."""
-    return spectrum_blur(region).ring
-
-
 def covered(radius: float, m: _F | None = None) -> tuple[npt.NDArray[np.int64],
                                                          npt.NDArray[np.int64], _F]:
     """The pixels a disc of `radius` covers, as offsets (rows, columns) from pixel (0, 0),
