@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from gpiozero.pins.mock import MockFactory
 from ordoscan.app import App
-from ordoscan.decoder import Decoder
+from ordoscan.decoder import Decoder, deblur
 from ordoscan.devtools.scenes import render
 from ordoscan.errors import OrdoscanError
 from ordoscan.feedback import (
@@ -283,6 +283,25 @@ def test_active_low_pins(tmp_path: Path, broker: Broker) -> None:
         k.app.stop()
     # closed: every LED off, which is high
     assert k.pins["green"].state is True
+
+
+def test_the_scan_loop_builds_the_decoders_tables_before_its_first_frame(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # the defocus spectrum's tables cost a Pi 4 about a third of a second: built at start,
+    # not during the first out-of-focus code a customer shows (a sharp one here reads at
+    # the fast pass and would never build them)
+    deblur._fits.cache_clear()
+    deblur._rings.cache_clear()
+    k = start_kiosk(tmp_path, broker.port)
+    try:
+        wait_ready(k)
+        k.show_image(scene("ordonnance", 0), "ordonnance")
+        k.assert_signals(GOOD_READ)
+        assert deblur._fits.cache_info().currsize == len(deblur._SPECTRUM_SIDES)
+        assert deblur._rings.cache_info().currsize == len(deblur._SPECTRUM_SIDES)
+    finally:
+        k.app.stop()
 
 
 def test_a_failed_start_stops_what_it_started(tmp_path: Path) -> None:

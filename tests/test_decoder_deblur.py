@@ -314,6 +314,43 @@ def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
     assert radii[0] == ring and len(radii) >= 2
 
 
+@pytest.mark.parametrize("n", [64, 128, 256])
+def test_the_spectrum_fit_solved_ahead_is_the_least_squares_fit_of_each_size(n: int) -> None:
+    # the normal equations are inverted once per patch side (deblur._fits); a region's
+    # fit then takes one product: the same best size and residual as a least squares solve
+    # of each size on its own (numpy's lstsq), on the log power of real blurred codes
+    _, logf, model = deblur._jinc_table(n)
+    disc_fit, gauss_fit = deblur._fits(n)
+    for radius, module in ((0, 4), (3, 4), (6, 5), (9, 6)):
+        region = defocused(radius, module)[100 : 100 + n, 180 : 180 + n].astype(np.float64)
+        power = np.abs(np.fft.rfft2((region - region.mean()) * np.outer(*[np.hanning(n)] * 2)))
+        lp = np.log(deblur._ring_means(power**2, n) + 1e-9)
+        for fit, table in ((disc_fit, model), (gauss_fit, deblur._gauss_table(n))):
+            errs = []
+            for row in table:
+                a = np.stack([np.ones_like(logf), logf, row], axis=1)
+                coef, *_ = np.linalg.lstsq(a, lp, rcond=None)
+                errs.append(float(((a @ coef - lp) ** 2).sum())
+                            if coef[2] >= deblur._MIN_JINC_SHARE else math.inf)
+            best = deblur._best_fit(lp, fit)
+            if not any(math.isfinite(e) for e in errs):
+                assert best is None
+                continue
+            assert best is not None and best[0] == int(np.argmin(errs))
+            assert best[1] == pytest.approx(min(errs), rel=1e-6, abs=1e-6)
+
+
+def test_warm_builds_the_spectrum_tables_before_the_first_region() -> None:
+    deblur._fits.cache_clear()
+    deblur._rings.cache_clear()
+    Decoder().warm()
+    assert deblur._fits.cache_info().currsize == len(deblur._SPECTRUM_SIDES)
+    assert deblur._rings.cache_info().currsize == len(deblur._SPECTRUM_SIDES)
+    hits = deblur._fits.cache_info().hits
+    deblur.spectrum_blur(defocused(5, 5)[100:360, 180:440])
+    assert deblur._fits.cache_info().hits == hits + 1  # built already: taken, not built
+
+
 @pytest.mark.parametrize("module", [4, 6])
 def test_an_in_focus_code_gets_no_disc_to_undo(module: int) -> None:
     # its square modules leave dips in the spectrum as a small disc would: the slope's

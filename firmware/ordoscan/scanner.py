@@ -130,6 +130,7 @@ class Scanner(Service):
     # -- the loop --------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        self._decoder.warm()  # (before the first frame, not during a customer's scan)
         while not self._stop.is_set():
             self.beat = self._clock.monotonic()
             frame = self._reader.get(timeout=FRAME_WAIT_S)

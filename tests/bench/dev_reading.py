@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def readers() -> list[tuple[str, ho.Reader]]:
         deployed = Decoder(clock=ho.cpu_clock())
+        deployed.warm()  # (as the kiosk's scan loop, before its first frame)
         every = Decoder(budget_ms=10_000, duty=None)
         return [("zxing-cpp read_barcodes", ho.zxing_reader),
                 (f"Decoder deployed x{ho.cpu_scale():.2f}", deployed.decode),

@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads if args.threads else scan.decode_threads
     side = LockstepSide(now, waits.charge, scale) if threads > 1 else None
     decoder = Decoder(args.budget, duty=args.duty, fps=FPS, clock=clock, side=side)
+    decoder.warm()  # (as the kiosk's scan loop, before the first frame)
     classifier = Classifier(scan)
     v = 0.0  # virtual time the loop is free
     n_last = -1  # global frame number last taken

@@ -50,6 +50,7 @@ def test_bench_heldout() -> None:
     # the daemon's default budget and duty cycle, counted in this thread's CPU time (times
     # ORDOSCAN_BENCH_CPU_SCALE): what a kiosk's scan thread gets, whatever this machine's load
     ours = Decoder(clock=ho.cpu_clock())
+    ours.warm()  # (as the kiosk's scan loop, before its first frame)
     readers: list[tuple[str, ho.Reader]] = [
         ("zxing-cpp read_barcodes", ho.zxing_reader),
         (f"ordoscan Decoder ({ours.budget_ms:g} ms)", ours.decode),

@@ -98,6 +98,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from ordoscan.decoder import deblur
 from ordoscan.decoder.finders import CodeGuess, blurred_codes, later
 from ordoscan.decoder.passes import (
     BUSY_PASS,
@@ -785,6 +786,11 @@ class Decoder:
             self._handed_on += handed_on
             self._searches_handed_on += search_handed_on
             self._searches_moving += search_moving
+
+    def warm(self) -> None:
+        """Build the tables the passes would otherwise build on their first use (the
+        defocus spectrum's: deblur.warm): a kiosk calls it before its first frame."""
+        deblur.warm()
 
     def stats(self) -> DecodeStats:
         """A snapshot of the counters since the decoder was made."""

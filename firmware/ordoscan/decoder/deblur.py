@@ -422,22 +422,75 @@ def _gauss_table(n: int) -> _F:
     return np.log(g + _JINC_FLOOR)
 
 
-def _best_fit(lp: _F, logf: _F, model: _F) -> tuple[int, float] | None:
-    """The row of `model` (sizes x bins) that fits the log power `lp` best as
-    a + b log f + c model, with c at least _MIN_JINC_SHARE: (row, residual), or None."""
-    # least squares for every size at once: normal equations of [1, log f, model]
+class _Fit(NamedTuple):
+    """The least squares of log power = a + b log f + c model, for every row (size) of
+    `model` at once, taken as far as it goes without the power: the design matrices
+    (sizes x bins x 3) and the inverses of their normal matrices (None: one is singular)."""
+
+    design: _F
+    inverse: _F | None
+
+
+def _fit_table(logf: _F, model: _F) -> _Fit:
+    """The fit's parts that do not depend on the region (see _Fit)."""
     a = np.stack([np.broadcast_to(np.ones_like(logf), model.shape),
-                  np.broadcast_to(logf, model.shape), model], axis=-1)  # sizes x bins x 3
-    ata = np.einsum("rbi,rbj->rij", a, a)
-    aty = np.einsum("rbi,b->ri", a, lp)
+                  np.broadcast_to(logf, model.shape), model], axis=-1)
     try:
-        coef = np.linalg.solve(ata, aty[..., None])[..., 0]
+        inverse = np.linalg.inv(np.einsum("rbi,rbj->rij", a, a))
     except np.linalg.LinAlgError:
+        return _Fit(a, None)
+    return _Fit(a, inverse)
+
+
+@lru_cache(maxsize=8)
+def _fits(n: int) -> tuple[_Fit, _Fit]:
+    """For an n-pixel patch: the disc's and the Gaussian's fits (see _best_fit)."""
+    _, logf, model = _jinc_table(n)
+    return _fit_table(logf, model), _fit_table(logf, _gauss_table(n))
+
+
+def _best_fit(lp: _F, fit: _Fit) -> tuple[int, float] | None:
+    """The row of the fit's model (sizes x bins) that fits the log power `lp` best as
+    a + b log f + c model, with c at least _MIN_JINC_SHARE: (row, residual), or None."""
+    if fit.inverse is None:
         return None
-    err = ((np.einsum("rbi,ri->rb", a, coef) - lp) ** 2).sum(axis=1)
+    aty = np.einsum("rbi,b->ri", fit.design, lp)
+    coef = np.einsum("rij,rj->ri", fit.inverse, aty)
+    # the residual at the least-squares solution: |lp|^2 - coef . A'lp
+    err = float(lp @ lp) - np.einsum("ri,ri->r", coef, aty)
     err[coef[:, 2] < _MIN_JINC_SHARE] = np.inf
     best = int(np.argmin(err))
     return (best, float(err[best])) if math.isfinite(float(err[best])) else None
+
+
+@lru_cache(maxsize=8)
+def _rings(n: int) -> tuple[_F, npt.NDArray[np.int64], _F]:
+    """For an n-pixel patch: its window (Hann, both ways), each rfft2 bin's ring (its
+    frequency rounded, in cycles a patch; flattened) and the bins of each fitted ring."""
+    k = _jinc_table(n)[0]
+    hann = np.hanning(n)
+    fy = np.fft.fftfreq(n)[:, None] * n
+    fx = np.arange(n // 2 + 1)[None, :]
+    ring = np.rint(np.hypot(fy, fx)).astype(np.int64).ravel()
+    counts = np.bincount(ring, minlength=int(k[-1]) + 1)[k.astype(np.int64)]
+    return np.outer(hann, hann), ring, np.maximum(counts, 1).astype(np.float64)
+
+
+def _ring_means(power: _F, n: int) -> _F:
+    """The mean of an n-pixel patch's rfft2 power over each fitted ring (_rings)."""
+    _, ring, counts = _rings(n)
+    k = _jinc_table(n)[0]
+    sums = np.bincount(ring, weights=power.ravel(), minlength=int(k[-1]) + 1)
+    means: _F = sums[k.astype(np.int64)] / counts
+    return means
+
+
+def warm() -> None:
+    """Build the spectrum's tables for every patch side now (about 80 ms of x86 CPU, four
+    to five times that on a Pi 4), not at the first out-of-focus code a customer shows."""
+    for n in _SPECTRUM_SIDES:
+        _fits(n)
+        _rings(n)
 
 
 class Spectrum(NamedTuple):
@@ -457,18 +510,11 @@ def spectrum_blur(region: Grey) -> Spectrum:
     y0, x0 = (region.shape[0] - n) // 2, (region.shape[1] - n) // 2
     f = region[y0 : y0 + n, x0 : x0 + n].astype(np.float64)
     f -= f.mean()
-    hann = np.hanning(n)
-    power = np.abs(np.fft.rfft2(f * np.outer(hann, hann))) ** 2
-    fy = np.fft.fftfreq(n)[:, None] * n
-    fx = np.arange(power.shape[1])[None, :]
-    ring = np.rint(np.hypot(fy, fx)).astype(np.int64).ravel()
-    k, logf, model = _jinc_table(n)
-    sums = np.bincount(ring, weights=power.ravel(), minlength=int(k[-1]) + 1)
-    counts = np.bincount(ring, minlength=int(k[-1]) + 1)
-    sel = k.astype(np.int64)
-    lp = np.log(sums[sel] / np.maximum(counts[sel], 1) + 1e-9)
-    disc = _best_fit(lp, logf, model)
-    gauss = _best_fit(lp, logf, _gauss_table(n))
+    power = np.abs(np.fft.rfft2(f * _rings(n)[0])) ** 2
+    lp = np.log(_ring_means(power, n) + 1e-9)
+    disc_fit, gauss_fit = _fits(n)
+    disc = _best_fit(lp, disc_fit)
+    gauss = _best_fit(lp, gauss_fit)
     radius = None if disc is None else float(_SPECTRUM_RADII[disc[0]])
     if radius is not None and not MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM:
         radius = None
