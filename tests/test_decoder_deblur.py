@@ -314,6 +314,58 @@ def test_a_disc_wider_than_a_module_is_measured_by_the_rings_of_its_spectrum(
     assert radii[0] == ring and len(radii) >= 2
 
 
+@pytest.mark.parametrize(("module", "radius"), [(7, 14), (8, 17), (6, 20)])
+def test_a_disc_too_wide_for_the_slope_is_measured_by_its_spectrum_alone(
+    module: int, radius: float
+) -> None:
+    """A disc of three modules and more: no gradient reaches a tenth of the contrast a
+    pixel, so the slope's measure has no edge to go on; the rings still give the disc."""
+    region = defocused(radius, module)[60:460, 130:530]
+    assert deblur.defocus(region) is None
+    disc = deblur.measure_defocus(region)
+    assert disc is not None and disc.ring is not None, disc
+    assert abs(disc.ring - radius) <= 0.1 * radius, disc
+    assert deblur.defocus_radii(disc, (1.15,))[0] == disc.ring
+
+
+def test_a_wide_disc_gets_the_module_solve_and_no_per_pixel_deconvolution(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A disc of several modules leaves a per-pixel deconvolution nothing to work with
+    (on af_miss only the module solve read such codes): the Wiener pass does nothing
+    there, at no cost, and the unmix pass solves at the rings' radius."""
+    region = defocused(14, 7)[60:460, 130:530]
+    disc = deblur.measure_defocus(region)
+    assert disc is not None and disc.wide
+    d = passes_module.Defocused(region, disc, main=True)
+    undone: list[list[float]] = []
+    monkeypatch.setattr(deblur, "undone_defocus",
+                        lambda r, radii: undone.append(radii) or iter(()))
+    box = Box(0, 0, region.shape[1] // 2, region.shape[0] // 2)
+    wiener, unmix = passes_module.DEFOCUS_PASSES
+    assert not wiener.unmix and unmix.unmix
+    assert passes_module._run_defocus(wiener, d, region, box, {}) == []
+    assert undone == []
+    solved: list[float] = []
+    monkeypatch.setattr(passes_module.modules, "unmixed",
+                        lambda r, size, stop, gaussian: solved.append(size) or iter(()))
+    passes_module._run_defocus(unmix, d, region, box, {})
+    assert solved == [disc.ring]
+    # a disc the slope measured gets both, as before
+    narrow = passes_module.Defocused(region, deblur.Disc(4.0, 5.0), main=True)
+    passes_module._run_defocus(wiener, narrow, region, box, {})
+    assert undone and undone[0][0] == 5.0
+
+
+def test_paper_in_a_soft_shadow_measures_no_wide_disc() -> None:
+    """Contrast without a steep edge is also a page's shading: without the rings of a disc
+    in its spectrum it measures none."""
+    yy, xx = np.mgrid[0:400, 0:400].astype(np.float32)
+    shade = 200 - 60 * np.exp(-((xx - 150) ** 2 + (yy - 250) ** 2) / (2 * 90.0**2))
+    region = np.clip(shade + np.random.default_rng(1).normal(0, 2.0, shade.shape), 0, 255)
+    assert deblur.measure_defocus(region.astype(np.uint8)) is None
+
+
 @pytest.mark.parametrize("n", [64, 128, 256])
 def test_the_spectrum_fit_solved_ahead_is_the_least_squares_fit_of_each_size(n: int) -> None:
     # the normal equations are inverted once per patch side (deblur._fits); a region's
@@ -472,6 +524,19 @@ def test_a_disc_wider_than_a_module_is_undone_well_past_its_measure(
     short = tuple(replace(p, defocus=tuple(k for k in p.defocus if k < 1.5))
                   for p in DEFOCUS_PASSES)
     monkeypatch.setattr(decoder_module, "DEFOCUS_PASSES", short)
+    without = Decoder(budget_ms=10_000, duty=None)
+    assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+def test_a_code_under_a_disc_of_three_modules_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dev scene 119 of af_miss: the focus locked behind the page, a disc of 13 px on
+    modules of 8 (main stream). The slope's measure sees no edge there; the spectrum alone
+    measures the disc, and the solve on the modules reads the code. Without that measure
+    (WIDE_DEFOCUS at 0) nothing does."""
+    scene, epu = _af_miss(119)
+    decoder = Decoder(budget_ms=10_000, duty=None)
+    assert epu in {s.text for s in decoder.decode(scene.image, scene.zoom)}
+    monkeypatch.setattr(deblur, "WIDE_DEFOCUS", 0.0)
     without = Decoder(budget_ms=10_000, duty=None)
     assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
 

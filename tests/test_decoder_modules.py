@@ -473,6 +473,8 @@ def test_the_solve_is_tried_at_a_larger_disc_where_the_rings_measured_the_slopes
     # the rings measured a disc of their own (wider than the slope's): that one only
     assert passes_module.unmix_radii(deblur.Disc(3.6, 4.8), 4.8) == [4.8]
     assert passes_module.unmix_radii(None, 4.0) == [4.0]
+    # a wide disc is the rings' own measure (the slope saw no edge): that one only
+    assert passes_module.unmix_radii(deblur.Disc(14.0, 14.0, wide=True), 14.0) == [14.0]
 
 
 def test_a_disc_under_a_module_the_rings_misread_is_solved_at_the_larger_disc(

@@ -35,7 +35,9 @@ sign of a code the fast pass did not read:
   the generic passes (before them where the frame's own pixels already measure
   a disc; or a patch the statistics below point at: a disc as
   wide as a module leaves no finder pattern), a defocus disc measured on the
-  main stream (by its edges' slope and by the rings of its spectrum) and undone
+  main stream (by its edges' slope and by the rings of its spectrum; by the
+  rings alone where a disc of several modules leaves no steep edge, for the
+  module solve only) and undone
   (`deblur`; nothing is done where the region measures in focus); where that
   reads nothing, the modules themselves solved for on the grid the finder
   patterns give, refined for a page seen in perspective (`modules`: one

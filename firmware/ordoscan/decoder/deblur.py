@@ -325,9 +325,14 @@ def _wiener(
 # DEFOCUS_PASSES undo it at more than one multiple. Under MIN_DEFOCUS the region is in
 # focus for zxing-cpp (or the blur is the lens's own and the ISP's): nothing is undone.
 MIN_DEFOCUS = 2.0  # px, as measured: a smaller disc leaves modules of 4 px and more readable
-MAX_DEFOCUS = 12.0  # px: a larger disc has wiped out any module the main stream has
+MAX_DEFOCUS = 12.0  # px: a bound; the slope reads no more than 20 / pi px (edges under a tenth
+# of the contrast a pixel are not counted): a wider disc leaves too few edges, and the
+# spectrum alone measures it (measure_defocus; on af_miss 0-119, discs of 12-17 px of
+# which the module solve then reads some)
 MAX_DEFOCUS_SPECTRUM = 14.0  # px: the spectrum's rings measure larger discs than the slope
+_MIN_EDGES = 64  # steep gradients the slope's measure needs
 _DEFOCUS_NSR = 0.02
+WIDE_DEFOCUS = 24.0  # px: the widest disc the spectrum alone is trusted to measure
 
 
 def defocus(region: Grey) -> float | None:
@@ -350,6 +355,17 @@ def across(region: Grey, m: Motion) -> float | None:
 def _slope_radius(region: Grey, normal: float | None) -> float | None:
     """defocus() and across(): the gradients' magnitudes, or their part along `normal`
     (radians), measured against the contrast."""
+    edges = _steep_edges(region, normal)
+    if edges is None or edges[1].size < _MIN_EDGES:
+        return None
+    contrast, steep = edges
+    radius = 2 * contrast / (math.pi * float(np.percentile(steep, 95)))
+    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS else None
+
+
+def _steep_edges(region: Grey, normal: float | None) -> tuple[float, _F] | None:
+    """The region's middle: its contrast and its gradients over a tenth of it (see above),
+    or None where it is flat or (without `normal`) blurred one way."""
     if min(region.shape) < 16:
         return None
     h, w = (min(n, _MAX_SIDE) for n in region.shape)
@@ -367,11 +383,8 @@ def _slope_radius(region: Grey, normal: float | None) -> float | None:
         return None
     g = np.hypot(gx, gy) if normal is None else np.abs(
         math.cos(normal) * gx + math.sin(normal) * gy)
-    edges = g[g > 0.1 * contrast]
-    if edges.size < 64:
-        return None
-    radius = 2 * contrast / (math.pi * float(np.percentile(edges, 95)))
-    return radius if MIN_DEFOCUS <= radius <= MAX_DEFOCUS else None
+    steep: _F = g[g > 0.1 * contrast]
+    return contrast, steep
 
 
 # The disc's size from the region's spectrum (blur identification from spectral zeros): a
@@ -382,7 +395,7 @@ def _slope_radius(region: Grey, normal: float | None) -> float | None:
 # the rings do not depend on contrast. The fit: log power = a + b log f + c log jinc^2,
 # least squares for each radius on a grid, the best with a real share of jinc (c).
 _SPECTRUM_SIDES = (256, 192, 128, 96, 64)  # pixels a side of the patch (the code's middle)
-_SPECTRUM_RADII = np.arange(1.5, 16.05, 0.1)  # radii tried, px
+_SPECTRUM_RADII = np.arange(1.5, 24.05, 0.1)  # radii tried, px
 _SPECTRUM_BAND = (2, 0.35)  # frequencies fitted: from 2 cycles a patch to 0.35 a pixel
 _MIN_JINC_SHARE = 0.2  # c below this: the spectrum shows no disc
 _JINC_FLOOR = 1e-3  # the noise floor under the zeros (8-bit noise over a code's contrast)
@@ -449,9 +462,10 @@ def _fits(n: int) -> tuple[_Fit, _Fit]:
     return _fit_table(logf, model), _fit_table(logf, _gauss_table(n))
 
 
-def _best_fit(lp: _F, fit: _Fit) -> tuple[int, float] | None:
-    """The row of the fit's model (sizes x bins) that fits the log power `lp` best as
-    a + b log f + c model, with c at least _MIN_JINC_SHARE: (row, residual), or None."""
+def _best_fit(lp: _F, fit: _Fit, rows: int | None = None) -> tuple[int, float] | None:
+    """The row of the fit's model (sizes x bins; its first `rows` only) that fits the log
+    power `lp` best as a + b log f + c model, with c at least _MIN_JINC_SHARE:
+    (row, residual), or None."""
     if fit.inverse is None:
         return None
     aty = np.einsum("rbi,b->ri", fit.design, lp)
@@ -459,6 +473,8 @@ def _best_fit(lp: _F, fit: _Fit) -> tuple[int, float] | None:
     # the residual at the least-squares solution: |lp|^2 - coef . A'lp
     err = float(lp @ lp) - np.einsum("ri,ri->r", coef, aty)
     err[coef[:, 2] < _MIN_JINC_SHARE] = np.inf
+    if rows is not None:
+        err[rows:] = np.inf
     best = int(np.argmin(err))
     return (best, float(err[best])) if math.isfinite(float(err[best])) else None
 
@@ -501,9 +517,10 @@ class Spectrum(NamedTuple):
     sigma: float | None
 
 
-def spectrum_blur(region: Grey) -> Spectrum:
+def spectrum_blur(region: Grey, largest: float = MAX_DEFOCUS_SPECTRUM) -> Spectrum:
     """The region's blur from its radially averaged power spectrum (above), both lens
-    models fitted. Measured on the region's middle, at most 256 pixels a side."""
+    models fitted, discs up to `largest` px (a fit just past it: none measured).
+    Measured on the region's middle, at most 256 pixels a side."""
     n = next((s for s in _SPECTRUM_SIDES if s <= min(region.shape)), 0)
     if not n:
         return Spectrum(None, None)
@@ -513,10 +530,10 @@ def spectrum_blur(region: Grey) -> Spectrum:
     power = np.abs(np.fft.rfft2(f * _rings(n)[0])) ** 2
     lp = np.log(_ring_means(power, n) + 1e-9)
     disc_fit, gauss_fit = _fits(n)
-    disc = _best_fit(lp, disc_fit)
+    disc = _best_fit(lp, disc_fit, int(np.searchsorted(_SPECTRUM_RADII, largest + 2.05, "right")))
     gauss = _best_fit(lp, gauss_fit)
     radius = None if disc is None else float(_SPECTRUM_RADII[disc[0]])
-    if radius is not None and not MIN_DEFOCUS <= radius <= MAX_DEFOCUS_SPECTRUM:
+    if radius is not None and not MIN_DEFOCUS <= radius <= largest:
         radius = None
     sigma = None
     if gauss is not None and (disc is None or gauss[1] < GAUSSIAN_FIT * disc[1]):
@@ -558,20 +575,28 @@ def undone_defocus(region: Grey, radii: list[float]) -> Iterator[Grey]:
 
 class Disc(NamedTuple):
     """A region's defocus measured both ways: by its edges' slope, by its spectrum's rings
-    (None when they show none), and the spectrum's Gaussian where it fits far better."""
+    (None when they show none), and the spectrum's Gaussian where it fits far better;
+    `wide`: by the rings alone (no steep edge left, the slope is the rings' radius)."""
 
     slope: float
     ring: float | None
     sigma: float | None = None
+    wide: bool = False
 
 
 def measure_defocus(region: Grey) -> Disc | None:
     """The region's defocus disc measured both ways, or None when the slope's measure sees
     no defocus (a sharp code's square modules leave dips of their own in the spectrum, as
-    a disc of about 0.6 module would: the spectrum is then not measured)."""
+    a disc of about 0.6 module would: the spectrum is then not measured). A region with
+    contrast but hardly a steep edge (a disc so wide that no gradient reaches a tenth of
+    the contrast a pixel) is measured by its spectrum's rings alone, up to WIDE_DEFOCUS."""
     slope = defocus(region)
     if slope is None:
-        return None
+        edges = _steep_edges(region, None)
+        if edges is None or edges[1].size >= _MIN_EDGES:
+            return None
+        wide = spectrum_blur(region, WIDE_DEFOCUS)
+        return None if wide.ring is None else Disc(wide.ring, wide.ring, wide.sigma, wide=True)
     return Disc(slope, *spectrum_blur(region))
 
 
