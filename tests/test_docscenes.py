@@ -119,6 +119,16 @@ def test_splits_never_overlap() -> None:
     assert dev_hi < held_lo and held_hi < 2**32  # render masks seeds to 32 bits
     assert splits.gen1_set("dev") in splits.GEN1_DEV_SETS
     assert splits.gen1_set("heldout") in splits.GEN1_HELDOUT_SETS
+    # every epoch's sets: after the dev sets, below 2**32 render seeds, none shared
+    seen: set[int] = set()
+    for epoch in range(0, 45):
+        sets = splits.gen1_heldout_sets(epoch)
+        assert sets.start * 100_003 > dev_hi and (sets.stop - 1) * 100_003 + 100_002 < 2**32
+        assert seen.isdisjoint(sets), epoch
+        seen |= set(sets)
+    assert splits.gen1_heldout_sets(22).start + 1 == 42_001  # (epoch 22's bench set, as measured)
+    with pytest.raises(ValueError, match="no gen1 sets left"):
+        splits.gen1_heldout_sets(46)
     with pytest.raises(ValueError, match="unknown split"):
         next(splits.gen2_specs("test", 1, "hard"))
 

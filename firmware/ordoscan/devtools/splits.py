@@ -33,8 +33,22 @@ HELDOUT_EPOCH = 22  # bumped when a held-out range has been looked at; moves eve
 # (kept below 2**32, where render masks it): sets of the two ranges never share a render
 # seed for sets of fewer than 100_003 scenes.
 GEN1_DEV_SETS = range(0, 1_000)  # includes 7, the bench's set until now
-_G1 = 20_000 + 1_000 * HELDOUT_EPOCH
-GEN1_HELDOUT_SETS = range(_G1, _G1 + 1_000)
+_SEED_LIMIT = 2**32
+
+
+def gen1_heldout_sets(epoch: int) -> range:
+    """The gen1 held-out sets of a held-out epoch: 1 000 a epoch to epoch 21, then 40 a
+    epoch from 42 000 (the bench takes one set; a set over 42 947 would push its scenes'
+    render seeds past 2**32, where render masks them and they would meet the dev sets')."""
+    if epoch < 22:
+        return range(20_000 + 1_000 * epoch, 21_000 + 1_000 * epoch)
+    start = 42_000 + 40 * (epoch - 22)
+    if (start + 40) * 100_003 > _SEED_LIMIT:
+        raise ValueError(f"held-out epoch {epoch}: no gen1 sets left under 2**32 render seeds")
+    return range(start, start + 40)
+
+
+GEN1_HELDOUT_SETS = gen1_heldout_sets(HELDOUT_EPOCH)
 
 # --- gen2: ordoscan.devtools.docscenes ------------------------------------------------
 DEV_LIGHTS = ("office", "dim", "window")
