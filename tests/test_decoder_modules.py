@@ -152,8 +152,9 @@ def test_the_unmix_pass_takes_the_region_the_defocus_pass_read_and_measured(
         return np.asarray(Image.fromarray(frame[y0:y1, x0:x1]).resize((500, 450)))
 
     measures: list[tuple[int, ...]] = []
-    measure = deblur.defocus
-    monkeypatch.setattr(deblur, "defocus", lambda r: measures.append(r.shape) or measure(r))
+    measure = deblur.measure_defocus
+    monkeypatch.setattr(deblur, "measure_defocus",
+                        lambda r: measures.append(r.shape) or measure(r))
 
     def run(z: passes_module.Zoom | None, measured: passes_module.Measured | None) -> list[str]:
         found: dict[tuple[str, bytes], passes_module.Symbol] = {}

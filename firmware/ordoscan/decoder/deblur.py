@@ -355,7 +355,12 @@ def across(region: Grey, m: Motion) -> float | None:
 def _slope_radius(region: Grey, normal: float | None) -> float | None:
     """defocus() and across(): the gradients' magnitudes, or their part along `normal`
     (radians), measured against the contrast."""
-    edges = _steep_edges(region, normal)
+    return _edge_radius(_steep_edges(region, normal))
+
+
+def _edge_radius(edges: tuple[float, _F] | None) -> float | None:
+    """The disc's radius from a region's contrast and steep gradients (_steep_edges), or
+    None where there are too few of them or it measures no defocus."""
     if edges is None or edges[1].size < _MIN_EDGES:
         return None
     contrast, steep = edges
@@ -590,9 +595,9 @@ def measure_defocus(region: Grey) -> Disc | None:
     a disc of about 0.6 module would: the spectrum is then not measured). A region with
     contrast but hardly a steep edge (a disc so wide that no gradient reaches a tenth of
     the contrast a pixel) is measured by its spectrum's rings alone, up to WIDE_DEFOCUS."""
-    slope = defocus(region)
+    edges = _steep_edges(region, None)  # (once: the wide measure looks at them too)
+    slope = _edge_radius(edges)
     if slope is None:
-        edges = _steep_edges(region, None)
         if edges is None or edges[1].size >= _MIN_EDGES:
             return None
         wide = spectrum_blur(region, WIDE_DEFOCUS)
