@@ -37,7 +37,7 @@ _SEED_LIMIT = 2**32
 
 
 def gen1_heldout_sets(epoch: int) -> range:
-    """The gen1 held-out sets of a held-out epoch: 1 000 a epoch to epoch 21, then 40 a
+    """The gen1 held-out sets of a held-out epoch: 1 000 an epoch to epoch 21, then 40 an
     epoch from 42 000 (the bench takes one set; a set over 42 947 would push its scenes'
     render seeds past 2**32, where render masks them and they would meet the dev sets')."""
     if epoch < 22:
