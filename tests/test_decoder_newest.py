@@ -154,17 +154,10 @@ def test_the_search_cost_is_learnt_as_a_pass_cost_is(monkeypatch: pytest.MonkeyP
     assert skipped[:6] == [0, 0, 0, 0, 0, 1]
 
 
-def test_on_a_stream_the_passes_that_read_nothing_make_way_for_the_others(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A code detected but unreadable, a budget with room for a few extra passes a frame:
-    frame after frame a stream gets the passes not yet tried on the region first (a slow
-    core would otherwise give the same first few every frame); still images (no stream)
-    get the same first passes every time. A read forgets the history."""
+def extra_passes_run(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The extra passes run (by name), a list per frame: append one before each frame."""
     import ordoscan.decoder as dec
-    from ordoscan.decoder import FAST_PASSES, TRIED_FRAMES
-
-    from tests.test_decoder import TickClock
+    from ordoscan.decoder import FAST_PASSES
 
     fast = {p.name for p in FAST_PASSES}
     ran: list[list[str]] = []
@@ -176,6 +169,21 @@ def test_on_a_stream_the_passes_that_read_nothing_make_way_for_the_others(
         return real(p, *args, **kwargs)
 
     monkeypatch.setattr(dec, "run_pass", spy)
+    return ran
+
+
+def test_on_a_stream_the_passes_that_read_nothing_make_way_for_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A code detected but unreadable, a budget with room for a few extra passes a frame:
+    frame after frame a stream gets the passes not yet tried on the region first (a slow
+    core would otherwise give the same first few every frame); still images (no stream)
+    get the same first passes every time. A read forgets the history."""
+    from ordoscan.decoder import TRIED_FRAMES
+
+    from tests.test_decoder import TickClock
+
+    ran = extra_passes_run(monkeypatch)
     step = 5.0
     distinct = {}
     for newer in (None, False):
@@ -202,3 +210,32 @@ def test_on_a_stream_the_passes_that_read_nothing_make_way_for_the_others(
         texts(decoder, unreadable(), False)
     assert decoder._tried
     assert texts(decoder, blank(), False) == [] and not decoder._tried
+
+
+def test_the_passes_a_frame_ran_for_the_one_before_it_are_remembered_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A newer frame always waiting (a slow core): every other frame runs the passes the
+    frame before it handed on. Those that read nothing there make way for the others on
+    the next such frame, as on a frame that searched itself; without that, a slow core gave
+    a code held still the same first few passes every other frame."""
+    from ordoscan.decoder import TRIED_FRAMES
+
+    from tests.test_decoder import TickClock
+
+    ran = extra_passes_run(monkeypatch)
+    step = 5.0
+    decoder = Decoder(budget_ms=5 * step, clock=TickClock(step), duty=None)
+    for _ in range(2 * (TRIED_FRAMES + 2)):
+        ran.append([])
+        assert texts(decoder, unreadable(), True) == []
+    s = decoder.stats()
+    assert s.handed_on == TRIED_FRAMES + 2  # every other frame searched and handed on
+    running = [f for f in ran if f]  # the frames that ran them
+    assert len(running) == TRIED_FRAMES + 2
+    later = running[1:]  # (the first learns the passes' costs)
+    assert all(len(f) < 6 for f in later)  # a few passes a frame
+    # until every pass has run once, none runs twice
+    first = later[:TRIED_FRAMES]
+    assert len({name for f in first for name in f}) == sum(map(len, first)), running
+    assert len(decoder._tried) == TRIED_FRAMES and all(decoder._tried)

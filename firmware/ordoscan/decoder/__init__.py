@@ -183,8 +183,9 @@ SEARCH = "search"
 # (see Decoder._reusable): the finder patterns of a code held still come and go with the
 # noise and the tremor, so a fresh search still comes every few frames
 MAX_REUSE = 2
-# frames of a stream whose failed passes are remembered (see _least_tried): a pass that read
-# nothing on a region goes after the passes not yet tried there, on the next frames
+# the last frames of a stream that tried passes, whose failed passes are remembered (see
+# _least_tried): a pass that read nothing on a region goes after the passes not yet tried
+# there, on the next frames
 TRIED_FRAMES = 3
 
 
@@ -422,7 +423,7 @@ class Decoder:
             # the last frame's search, on this newer frame: the code has moved a few pixels
             # at most, well within the regions' margins (a symbol detected here again is
             # among them: searching anew would hand the passes on again, for ever)
-            return self._finish(frame, handed, found, start, zoom, None)
+            return self._finish(frame, handed, found, start, zoom, None, stream=True)
         # a search on a still view can stand for this frame's: nothing to hand on then
         plain = not found and not unread_qr  # the search depends on the pixels alone
         look = look_of() if plain else None
@@ -560,7 +561,7 @@ class Decoder:
             return list(found.values())
         if newer is not None:  # a stream: the next frames show the same regions
             jobs = _least_tried(jobs, self._tried)
-        return self._finish(frame, jobs, found, start, zoom, newer)
+        return self._finish(frame, jobs, found, start, zoom, newer, stream=newer is not None)
 
     def _beside(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
         """`fn(*args)` on the side core, started now; what is returned waits for its value,
@@ -645,16 +646,21 @@ class Decoder:
         start: float,
         zoom: Zoom | None,
         newer: Callable[[], bool] | None,
+        stream: bool,
     ) -> list[Symbol]:
-        """Run the extra passes (or hand them on to a newer frame) and account the frame."""
+        """Run the extra passes (or hand them on to a newer frame) and account the frame.
+        On a stream (`stream`: handed passes run with no `newer`, so that they are not handed
+        on again) the passes that read nothing are remembered (see _least_tried)."""
         fast_end = self._clock()
-        failed: dict[str, list[Box]] | None = {} if newer is not None else None
+        failed: dict[str, list[Box]] | None = {} if stream else None
         stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer,
                                                       failed)
         if failed is not None:
             if any(sym.format == "QRCode" for sym in found.values()):
                 self._tried.clear()  # a read: the page goes, its regions' history with it
-            else:
+            elif failed:
+                # (a frame whose passes were all handed on or left to the budget tried none:
+                # on a slow core every other frame, which would halve the history)
                 self._tried.append(failed)
         end = self._clock()
         self._credit -= (end - fast_end) * 1000.0  # overruns too: the next frames pay them back
