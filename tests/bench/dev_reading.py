@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.corpus:
         qr, fp = ho.corpus_frames()
         sources.append(("zxing QR photos", qr))
+    for name, frames in sources:
+        if not frames:  # (the table's ratios are to its first reader's time)
+            raise SystemExit(f"{name}: no frames" + (
+                " cached: run once without --cached to render them" if args.cached else ""))
     print(ho.HEADER)
     for name, frames in sources:
         rs = readers()
