@@ -301,6 +301,35 @@ def test_a_code_seen_in_perspective_is_read_on_its_refined_grid(
     assert _reads(modules.unmixed(region, radius)) == []
 
 
+@pytest.mark.parametrize(("module", "radius"), [(5, 8), (6, 10)])
+def test_a_code_shown_light_on_dark_is_solved_as_its_negative(
+    module: int, radius: float, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A phone in dark mode may show its code light on the dark screen. Blurred past its
+    modules, its finder patterns are light blobs in dark rings: found as such and solved
+    as the negative (in light), the symbol zxing-cpp reads; the dark blobs alone find no
+    grid that reads. The same code dark on light is read as before."""
+    negative = disc_blurred(255.0 - code_page(module), radius)[REGION]
+    assert _reads(modules.unmixed(negative, radius)) == [EPU]
+    (_, inverted), *_ = modules.polar_corners(negative)
+    assert inverted
+    positive = defocused(radius, module)[REGION]
+    (_, inverted), *_ = modules.polar_corners(positive)
+    assert not inverted and _reads(modules.unmixed(positive, radius)) == [EPU]
+    # the dark blobs only (as before): the light-on-dark code does not read
+    monkeypatch.setattr(modules, "polar_corners",
+                        lambda r: [(c, False) for c in modules.corners(r)])
+    assert _reads(modules.unmixed(negative, radius)) == []
+
+
+def test_the_decoder_reads_a_blurred_code_shown_light_on_dark() -> None:
+    """Through the decoder's passes: a dark screen showing its code light, out of focus by
+    a disc wider than a module (the fast pass's inverted try reads it sharp, not so)."""
+    frame = disc_blurred(255.0 - code_page(6), 7)
+    assert not [r for r in zxingcpp.read_barcodes(frame) if r.text == EPU]
+    assert [s.text for s in Decoder(budget_ms=10_000, duty=None).decode(frame)] == [EPU]
+
+
 def test_the_refinement_hands_out_each_better_grid_and_reading_stops_at_the_first_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

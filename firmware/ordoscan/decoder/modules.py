@@ -40,6 +40,7 @@ from ordoscan.decoder.deblur import fast_len
 Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
+_Blob = tuple[float, float, float]  # (strength, x, y)
 
 SAMPLES = 4  # pixels a module of the resampled region
 MARGIN = 3  # modules of quiet zone solved around the symbol
@@ -257,6 +258,10 @@ def classify(x: _F, dim: int) -> tuple[_B | None, float]:
 # centre at a few scales. Three such centres at the corners of a square (two legs of
 # about the same length, at about a right angle) give the grid: the finders' centres sit
 # at modules (3.5, 3.5), (dim - 3.5, 3.5) and (3.5, dim - 3.5), an affine map for each dim.
+# A phone in dark mode may show its code light on the dark screen: its finder patterns are
+# light blobs in dark rings, and the code is solved as its negative. Corners of either kind
+# are tried, strongest first (blurred codes shown light on dark read as their dark-on-light
+# twins do, tests/test_decoder_modules.py; every dev family's stills read the same).
 _SCALES = (1.2, 1.6, 2.0, 2.6, 3.2, 4.0)  # px, the inner Gaussian's sigma (about a module)
 _OUTER = 2.2  # the outer Gaussian's sigma over the inner one's
 _PEAKS = 6  # darkest blobs kept
@@ -289,9 +294,12 @@ def _vertex(a: float, b: float, c: float) -> float:
     return float(np.clip(0.5 * (a - c) / d, -0.5, 0.5)) if d < 0 else 0.0
 
 
-def _blobs(region: Grey) -> list[tuple[float, float, float]]:
-    """The darkest blobs in light rings: (strength, x, y), strongest first. Found at half
-    the region's size (blurred past its modules, it loses nothing there)."""
+def _blobs(region: Grey) -> tuple[list[_Blob], list[_Blob]]:
+    """The strongest blobs, strongest first: dark ones in light rings, and light ones in
+    dark rings (a code shown light on dark: a phone in dark mode). Found at half the
+    region's size (blurred past its modules, it loses nothing there). A difference of
+    Gaussians sums to zero, so the light blobs' response is the dark ones' negated: one
+    set of transforms gives both."""
     h2, w2 = region.shape[0] // 2, region.shape[1] // 2
     half = region[: 2 * h2, : 2 * w2].astype(np.float64).reshape(h2, 2, w2, 2).mean(axis=(1, 3))
     pad = 8
@@ -299,12 +307,22 @@ def _blobs(region: Grey) -> list[tuple[float, float, float]]:
     f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
     spectrum = np.fft.rfft2(f)
     f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2
-    best = np.full((h2, w2), -np.inf)
+    dark = np.full((h2, w2), -np.inf)
+    light = np.full((h2, w2), -np.inf)
     for s in _SCALES:
         g = np.exp(-2 * math.pi**2 * (s / 2) ** 2 * f2)
         dog = np.fft.irfft2(spectrum * (g ** (_OUTER**2) - g), s=(h, w))[pad : pad + h2,
                                                                            pad : pad + w2]
-        np.maximum(best, dog / (dog.std() + 1e-9), out=best)
+        dog /= dog.std() + 1e-9
+        np.maximum(dark, dog, out=dark)
+        np.maximum(light, -dog, out=light)
+    return _peaks(dark), _peaks(light)
+
+
+def _peaks(best: _F) -> list[_Blob]:
+    """The _PEAKS strongest peaks of a blob response at half size: (strength, x, y) in the
+    region's pixels."""
+    h2, w2 = best.shape
     out = []
     left = best.copy()
     for _ in range(_PEAKS):
@@ -323,9 +341,9 @@ def _blobs(region: Grey) -> list[tuple[float, float, float]]:
     return out
 
 
-def corners(region: Grey) -> list[tuple[_F, _F, _F]]:
-    """Finder centres (top-left, top-right, bottom-left) of likely QR Codes, best first."""
-    blobs = _blobs(region)
+def _triples(blobs: list[_Blob]) -> list[tuple[float, tuple[_F, _F, _F]]]:
+    """Each three blobs at the corners of a square, as (strength, (top-left, top-right,
+    bottom-left)), strongest first."""
     found: list[tuple[float, tuple[_F, _F, _F]]] = []
     for a, b, c in itertools.permutations(range(len(blobs)), 3):
         if b > c:
@@ -338,7 +356,23 @@ def corners(region: Grey) -> list[tuple[_F, _F, _F]]:
         strength = blobs[a][0] + blobs[b][0] + blobs[c][0] - 5 * cos
         found.append((strength, (pa, pb, pc)))
     found.sort(key=lambda t: -t[0])
-    return [f[1] for f in found[:_TRIPLES]]
+    return found
+
+
+def corners(region: Grey, inverted: bool = False) -> list[tuple[_F, _F, _F]]:
+    """Finder centres (top-left, top-right, bottom-left) of likely QR Codes, best first
+    (`inverted`: of codes shown light on dark)."""
+    return [c for _, c in _triples(_blobs(region)[inverted])[:_TRIPLES]]
+
+
+def polar_corners(region: Grey) -> list[tuple[tuple[_F, _F, _F], bool]]:
+    """The likeliest corners of either polarity, strongest first, each with whether its
+    code is shown light on dark (see corners)."""
+    dark, light = _blobs(region)
+    both = ([(s, c, False) for s, c in _triples(dark)]
+            + [(s, c, True) for s, c in _triples(light)])
+    both.sort(key=lambda t: -t[0])
+    return [(c, inverted) for _, c, inverted in both[:_TRIPLES]]
 
 
 def _right_angle(tl: _F, pb: _F, pc: _F) -> tuple[_F, _F, float] | None:
@@ -485,15 +519,19 @@ def unmixed(
     if min(region.shape) < 32:
         return
     light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
+    # a code shown light on dark is solved as its negative (in light: the solve is linear),
+    # which is the symbol zxing-cpp reads
+    levels = (light, 255.0 - light)
     firsts: list[_First] = []
-    yield from _tried(light, corners(region), radius, stop, firsts, gaussian)
+    yield from _tried(levels, polar_corners(region), radius, stop, firsts, gaussian)
     if stop is not None and stop():
         return
     first = next((f for f in firsts if f.share >= REFINE_FLOOR), None)
     if first is None:
         return
     tl, tr, bl = first.centres
-    grids = refined(light, np.array([tl, tr, bl, tr + bl - tl]), first.dim, first.nm, stop)
+    grids = refined(levels[first.inverted], np.array([tl, tr, bl, tr + bl - tl]), first.dim,
+                    first.nm, stop)
     next(grids)  # the affine grid: _tried read it
     yield from _drawn(grids, first.nm, first.dim)
 
@@ -505,6 +543,7 @@ class _First(NamedTuple):
     centres: tuple[_F, _F, _F]  # the finders' (top-left, top-right, bottom-left)
     dim: int
     nm: Normal
+    inverted: bool  # the code shown light on dark
 
 
 def _grids(tl: _F, tr: _F, bl: _F, dims: Iterable[int]) -> Iterator[tuple[int, _F]]:
@@ -522,12 +561,14 @@ def _share(light: _F, h: _F, dim: int, nm: Normal) -> float:
 
 
 def _tried(
-    light: _F, found: list[tuple[_F, _F, _F]], radius: float, stop: Callable[[], bool] | None,
-    firsts: list[_First], gaussian: bool = False,
+    levels: tuple[_F, _F], found: list[tuple[tuple[_F, _F, _F], bool]], radius: float,
+    stop: Callable[[], bool] | None, firsts: list[_First], gaussian: bool = False,
 ) -> Iterator[tuple[Grey, _F]]:
-    """unmixed's first part: each corner and size, on the affine grid and its TRIES; the
-    affine grid's solve of each is appended to `firsts`."""
-    for tl, tr, bl in found:
+    """unmixed's first part: each corner and size, on the affine grid and its TRIES, solved
+    on `levels` (the region in light, and its negative for a corner found light on dark);
+    the affine grid's solve of each is appended to `firsts`."""
+    for (tl, tr, bl), inverted in found:
+        light = levels[inverted]
         mid = (tl + tr + bl) / 3
         for dim in DIMS:
             normals: dict[tuple[float, float], Normal] = {}  # a shift leaves it as it is
@@ -544,7 +585,7 @@ def _tried(
                 x = solve(resample(light, h, dim), nm, dim)
                 bits, share = classify(x, dim)
                 if i == 0:
-                    firsts.append(_First(share, (tl, tr, bl), dim, nm))
+                    firsts.append(_First(share, (tl, tr, bl), dim, nm, inverted))
                 if bits is not None:
                     yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
                 if stop is not None and stop():
