@@ -233,10 +233,10 @@ def test_the_presentations_bench_takes_the_af_miss_family_on_dev_only(
         tbp._family_focus()
 
 
-@pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale", "af_near"])
+@pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale", "af_near", "af_dark"])
 def test_the_dev_families_render_dev_scenes_only(name: str) -> None:
-    """The autofocus-miss, pale-print, both-at-once and near-focus families are development
-    families: dev seeds and dev settings."""
+    """The autofocus-miss, pale-print, both-at-once, near-focus and dark-mode phone
+    families are development families: dev seeds and dev settings."""
     import importlib
 
     from ordoscan.devtools import splits

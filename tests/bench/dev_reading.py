@@ -3,6 +3,7 @@
     .venv/bin/python -m tests.bench.dev_reading [--gen2 0:160 ...] [--gen1 3,11] [--corpus]
                                                 [--af-miss 0:120] [--pale 0:120]
                                                 [--af-pale 0:120] [--af-near 0:120]
+                                                [--af-dark 0:120]
                                                 [--misses DIR] [--cached] [--cap MS]
 
 Readers: one default zxing-cpp call, the Decoder as deployed (its budget and duty cycle on
@@ -15,7 +16,8 @@ frames each; af-miss: the dev family ordoscan.devtools.af_miss (ordonnances with
 autofocus locked behind the page), its scenes START:END; pale: the dev family
 ordoscan.devtools.pale (ordonnances in pale print), alike; af-pale: the two at once
 (ordoscan.devtools.af_pale), alike; af-near: the focus 2-8 cm behind the page
-(ordoscan.devtools.af_near), alike; ZXing's photos and false-positive
+(ordoscan.devtools.af_near), alike; af-dark: phones in dark mode with af_miss's focus
+(ordoscan.devtools.af_dark), alike; ZXing's photos and false-positive
 images (seen before: a check). Prints the held-out bench's table and each gen2 miss with
 its setting, and which reader missed it.
 Never give it held-out seeds or settings: splits.gen2_specs("dev", ...) refuses them.
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the dev family af_pale (af_miss and pale at once), START:END")
     ap.add_argument("--af-near", type=_span, action="append", default=[],
                     help="the dev family af_near (the focus a little off), START:END")
+    ap.add_argument("--af-dark", type=_span, action="append", default=[],
+                    help="the dev family af_dark (phones in dark mode, af_miss's focus), "
+                         "START:END")
     ap.add_argument("--gen1", default="", help="dev sets, comma-separated (e.g. 3,11)")
     ap.add_argument("--corpus", action="store_true", help="ZXing's photos, false positives")
     ap.add_argument("--misses", type=Path, default=None, help="write gen2 misses here")
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         cap = "" if args.cap is None else f", {args.cap:g} ms cap"
         sources.append((f"gen2 dev {a}-{b - 1}, hard{cap}", frames))
     for family, spans in (("af_miss", args.af_miss), ("pale", args.pale),
-                          ("af_pale", args.af_pale), ("af_near", args.af_near)):
+                          ("af_pale", args.af_pale), ("af_near", args.af_near),
+                          ("af_dark", args.af_dark)):
         for a, b in spans:
             frames = list(ho.family_frames(family, b - a, offset=a, cached_only=args.cached))
             sources.append((f"gen2 {family} {a}-{b - 1}", frames))
