@@ -308,14 +308,18 @@ def test_a_code_shown_light_on_dark_is_solved_as_its_negative(
     """A phone in dark mode may show its code light on the dark screen. Blurred past its
     modules, its finder patterns are light blobs in dark rings: found as such and solved
     as the negative (in light), the symbol zxing-cpp reads; the dark blobs alone find no
-    grid that reads. The same code dark on light is read as before."""
+    grid that reads. The same code dark on light keeps its corners, first, as before."""
     negative = disc_blurred(255.0 - code_page(module), radius)[REGION]
     assert _reads(modules.unmixed(negative, radius)) == [EPU]
-    (_, inverted), *_ = modules.polar_corners(negative)
-    assert inverted
+    kinds = [inverted for _, inverted in modules.polar_corners(negative)]
+    assert True in kinds and kinds == sorted(kinds)  # the dark-on-light corners first
     positive = defocused(radius, module)[REGION]
-    (_, inverted), *_ = modules.polar_corners(positive)
-    assert not inverted and _reads(modules.unmixed(positive, radius)) == [EPU]
+    dark = modules.corners(positive)
+    ranked = modules.polar_corners(positive)[: len(dark)]
+    assert dark and not any(inverted for _, inverted in ranked)
+    assert all(np.array_equal(a, b) for (c, _), d in zip(ranked, dark, strict=True)
+               for a, b in zip(c, d, strict=True))
+    assert _reads(modules.unmixed(positive, radius)) == [EPU]
     # the dark blobs only (as before): the light-on-dark code does not read
     monkeypatch.setattr(modules, "polar_corners",
                         lambda r: [(c, False) for c in modules.corners(r)])

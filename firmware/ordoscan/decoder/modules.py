@@ -259,8 +259,8 @@ def classify(x: _F, dim: int) -> tuple[_B | None, float]:
 # about the same length, at about a right angle) give the grid: the finders' centres sit
 # at modules (3.5, 3.5), (dim - 3.5, 3.5) and (3.5, dim - 3.5), an affine map for each dim.
 # A phone in dark mode may show its code light on the dark screen: its finder patterns are
-# light blobs in dark rings, and the code is solved as its negative. Corners of either kind
-# are tried, strongest first (blurred codes shown light on dark read as their dark-on-light
+# light blobs in dark rings, and the code is solved as its negative. Its corners are tried
+# after the dark-on-light ones (blurred codes shown light on dark read as their dark-on-light
 # twins do, tests/test_decoder_modules.py; every dev family's stills read the same).
 _SCALES = (1.2, 1.6, 2.0, 2.6, 3.2, 4.0)  # px, the inner Gaussian's sigma (about a module)
 _OUTER = 2.2  # the outer Gaussian's sigma over the inner one's
@@ -366,13 +366,13 @@ def corners(region: Grey, inverted: bool = False) -> list[tuple[_F, _F, _F]]:
 
 
 def polar_corners(region: Grey) -> list[tuple[tuple[_F, _F, _F], bool]]:
-    """The likeliest corners of either polarity, strongest first, each with whether its
-    code is shown light on dark (see corners)."""
+    """The likeliest corners of a code shown dark on light, strongest first, then those of
+    one shown light on dark, each with whether it is (see corners). Not ranked together:
+    the insides of printed letters are light blobs in dark rings too, and among lines of
+    print they displaced a code's own corners (dev stills, 3 of 87 solves)."""
     dark, light = _blobs(region)
-    both = ([(s, c, False) for s, c in _triples(dark)]
-            + [(s, c, True) for s, c in _triples(light)])
-    both.sort(key=lambda t: -t[0])
-    return [(c, inverted) for _, c, inverted in both[:_TRIPLES]]
+    return ([(c, False) for _, c in _triples(dark)[:_TRIPLES]]
+            + [(c, True) for _, c in _triples(light)[:_TRIPLES]])
 
 
 def _right_angle(tl: _F, pb: _F, pc: _F) -> tuple[_F, _F, float] | None:
