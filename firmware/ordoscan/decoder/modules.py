@@ -359,10 +359,10 @@ def _triples(blobs: list[_Blob]) -> list[tuple[float, tuple[_F, _F, _F]]]:
     return found
 
 
-def corners(region: Grey, inverted: bool = False) -> list[tuple[_F, _F, _F]]:
-    """Finder centres (top-left, top-right, bottom-left) of likely QR Codes, best first
-    (`inverted`: of codes shown light on dark)."""
-    return [c for _, c in _triples(_blobs(region)[inverted])[:_TRIPLES]]
+def corners(region: Grey) -> list[tuple[_F, _F, _F]]:
+    """Finder centres (top-left, top-right, bottom-left) of likely QR Codes shown dark on
+    light, best first."""
+    return [c for _, c in _triples(_blobs(region)[0])[:_TRIPLES]]
 
 
 def polar_corners(region: Grey) -> list[tuple[tuple[_F, _F, _F], bool]]:
