@@ -10,6 +10,7 @@ from ordoscan.devtools import docscenes as ds
 from ordoscan.devtools import splits
 from ordoscan.devtools.docscenes import camera as cm
 from ordoscan.devtools.docscenes import documents
+from ordoscan.devtools.scenes import SET_STRIDE
 
 
 def _read(img: np.ndarray) -> dict[bytes, zxingcpp.Barcode]:
@@ -112,10 +113,11 @@ def test_splits_never_overlap() -> None:
     assert all(s.setting in splits.HELDOUT_SETTINGS for s in settings_h)
     assert {s.setting for s in settings_h} == set(splits.HELDOUT_SETTINGS)  # all are used
     assert {s.kind for s in dev} == set(ds.KINDS)
-    # gen1: render seeds of dev sets and held-out sets (sets of up to 100_003 scenes)
-    dev_hi = (splits.GEN1_DEV_SETS.stop - 1) * 100_003 + 100_002
-    held_lo = splits.GEN1_HELDOUT_SETS.start * 100_003
-    held_hi = (splits.GEN1_HELDOUT_SETS.stop - 1) * 100_003 + 100_002
+    # gen1: render seeds of dev sets and held-out sets (sets of up to SET_STRIDE scenes)
+    stride = SET_STRIDE
+    dev_hi = (splits.GEN1_DEV_SETS.stop - 1) * stride + stride - 1
+    held_lo = splits.GEN1_HELDOUT_SETS.start * stride
+    held_hi = (splits.GEN1_HELDOUT_SETS.stop - 1) * stride + stride - 1
     assert dev_hi < held_lo and held_hi < 2**32  # render masks seeds to 32 bits
     assert splits.gen1_set("dev") in splits.GEN1_DEV_SETS
     assert splits.gen1_set("heldout") in splits.GEN1_HELDOUT_SETS
@@ -123,7 +125,7 @@ def test_splits_never_overlap() -> None:
     seen: set[int] = set()
     for epoch in range(0, 45):
         sets = splits.gen1_heldout_sets(epoch)
-        assert sets.start * 100_003 > dev_hi and (sets.stop - 1) * 100_003 + 100_002 < 2**32
+        assert sets.start * stride > dev_hi and (sets.stop - 1) * stride + stride - 1 < 2**32
         assert seen.isdisjoint(sets), epoch
         seen |= set(sets)
     assert splits.gen1_heldout_sets(22).start + 1 == 42_001  # (epoch 22's bench set, as measured)

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from itertools import product
 
 from ordoscan.devtools.docscenes import Setting
+from ordoscan.devtools.scenes import SET_STRIDE
 
 HELDOUT_EPOCH = 24  # bumped when a held-out range has been looked at; moves every held-out seed
 
 # --- gen1: ordoscan.devtools.scenes.scene_set(seed, n, difficulty) -------------------
-# A set seed names a whole mixed set; scene i of set s has render seed s * 100_003 + i
+# A set seed names a whole mixed set; scene i of set s has render seed s * SET_STRIDE + i
 # (kept below 2**32, where render masks it): sets of the two ranges never share a render
-# seed for sets of fewer than 100_003 scenes.
+# seed for sets of fewer than SET_STRIDE (100 003) scenes.
 GEN1_DEV_SETS = range(0, 1_000)  # includes 7, the bench's set until now
 _SEED_LIMIT = 2**32
 
@@ -43,7 +44,7 @@ def gen1_heldout_sets(epoch: int) -> range:
     if epoch < 22:
         return range(20_000 + 1_000 * epoch, 21_000 + 1_000 * epoch)
     start = 42_000 + 40 * (epoch - 22)
-    if (start + 40) * 100_003 > _SEED_LIMIT:
+    if (start + 40) * SET_STRIDE > _SEED_LIMIT:
         raise ValueError(f"held-out epoch {epoch}: no gen1 sets left under 2**32 render seeds")
     return range(start, start + 40)
 

@@ -227,9 +227,16 @@ def scene_kind(seed: int, index: int) -> str:
     return SCENE_KINDS[-1]
 
 
+# scene i of set s is rendered from seed s * SET_STRIDE + i: two sets never share a render
+# seed while they hold fewer scenes than this (ordoscan.devtools.splits keeps its dev and
+# held-out sets apart by it)
+SET_STRIDE = 100_003
+
+
 def scene_set(
     seed: int, n: int, difficulty: Difficulty = "hard", *, size: tuple[int, int] = (1280, 720)
 ) -> Iterator[Scene]:
     """`n` mixed scenes, reproducible from `seed` (rendered lazily, one at a time)."""
     for i in range(n):
-        yield render(scene_kind(seed, i), seed * 100_003 + i, size=size, difficulty=difficulty)
+        yield render(scene_kind(seed, i), seed * SET_STRIDE + i, size=size,
+                     difficulty=difficulty)
