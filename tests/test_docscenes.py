@@ -181,6 +181,12 @@ def test_a_presentation_frame_has_a_main_stream_to_zoom_into() -> None:
         sc.main_crop(j, held.shot, (2200, 1200, 2400, 1300))
 
 
+def _dev_plain_paper() -> tuple[int, ds.Setting]:
+    """A dev presentation seed of plain style showing paper, and its dev setting."""
+    seed = splits.PRESENTATION_DEV_SEEDS.start + 8
+    return seed, splits.presentation_settings("dev")[seed % len(splits.DEV_SETTINGS)]
+
+
 def test_a_presentation_with_the_focus_left_behind_the_page() -> None:
     """af_miss's presentations: the dev presentation of the seed, its lens locked 8-40 cm
     behind where the page is held for every frame (an autofocus left on the counter): the
@@ -189,8 +195,7 @@ def test_a_presentation_with_the_focus_left_behind_the_page() -> None:
     from ordoscan.devtools import af_miss
     from ordoscan.devtools.docscenes import presentation
 
-    seed = splits.PRESENTATION_DEV_SEEDS.start + 8  # plain style, paper
-    setting = splits.presentation_settings("dev")[seed % len(splits.DEV_SETTINGS)]
+    seed, setting = _dev_plain_paper()
     behind = af_miss.presentation_focus(seed)
     assert af_miss.FOCUS_BEHIND_MM[0] <= behind <= af_miss.FOCUS_BEHIND_MM[1]
     sharp = presentation.present(seed, setting, "plain", seconds=1.6)
@@ -214,25 +219,72 @@ def test_a_presentation_with_the_focus_left_behind_the_page() -> None:
         af_miss.presentation_focus(splits.PRESENTATION_HELDOUT_SEEDS.start)
 
 
-def test_the_presentations_bench_takes_the_af_miss_family_on_dev_only(
+def test_the_presentations_bench_takes_its_families_on_dev_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ordoscan.devtools import af_miss
+    from ordoscan.devtools import af_miss, pale
 
     import tests.bench.test_bench_presentations as tbp
 
     monkeypatch.setattr(tbp, "SPLIT", "dev")
     monkeypatch.setattr(tbp, "FAMILY", "")
-    assert tbp._family_focus() is None
+    assert tbp._family() is None
     monkeypatch.setattr(tbp, "FAMILY", "af_miss")
-    assert tbp._family_focus() is af_miss.presentation_focus
+    fam = tbp._family()
+    assert fam is not None and fam.module is af_miss and fam.ink_fade is None
+    assert fam.focus_behind is af_miss.presentation_focus
     monkeypatch.setattr(tbp, "FAMILY", "pale")
-    with pytest.raises(ValueError, match="ORDOSCAN_BENCH_PRESENTATION_FAMILY='pale'"):
-        tbp._family_focus()
-    monkeypatch.setattr(tbp, "FAMILY", "af_miss")
+    fam = tbp._family()
+    assert fam is not None and fam.module is pale and fam.focus_behind is None
+    assert fam.ink_fade is pale.presentation_ink
+    monkeypatch.setattr(tbp, "FAMILY", "af_pale")
+    with pytest.raises(ValueError, match="ORDOSCAN_BENCH_PRESENTATION_FAMILY='af_pale'"):
+        tbp._family()
+    monkeypatch.setattr(tbp, "FAMILY", "pale")
     monkeypatch.setattr(tbp, "SPLIT", "heldout")
     with pytest.raises(ValueError, match="dev split only"):
-        tbp._family_focus()
+        tbp._family()
+
+
+def test_pale_presentations_fade_the_prints_ink_and_nothing_else() -> None:
+    """pale's presentations: the dev presentation of the seed, its printed page's ink
+    lightened 0.15-0.35 towards the paper (lores frames and the main stream's crops alike):
+    the same path, exposure and focus, the code's dark modules lighter; a phone's screen
+    has no ink and is unchanged; a held-out seed is refused."""
+    from ordoscan.devtools import pale
+    from ordoscan.devtools.docscenes import presentation
+
+    seed, setting = _dev_plain_paper()
+    ink = pale.presentation_ink(seed)
+    assert pale.PALE_INK[0] <= ink <= pale.PALE_INK[1]
+    dark = presentation.present(seed, setting, "plain", seconds=1.6)
+    faded = presentation.present(seed, setting, "plain", seconds=1.6, ink_fade=ink)
+    held = len(faded.frames) - 1
+    a, b = dark.frames[held], faded.frames[held]
+    assert a.in_view and b.in_view and a.module_px == b.module_px  # the same pose
+    assert a.shot is not None and b.shot is not None
+    assert a.shot.focus_z == b.shot.focus_z  # the same focus (the exposure meters the page)
+    sc_a = presentation.scene(seed, setting, "plain", seconds=1.6)
+    sc_b = presentation.scene(seed, setting, "plain", seconds=1.6, ink_fade=ink)
+    assert sc_b.sub.ink_fade == ink != sc_a.sub.ink_fade
+    # where the two differ much, the faded one is lighter: the print (the code's modules
+    # among it), in the lores frame and in the main stream's crop, each rendered from its
+    # frame's own camera state (the auto-exposure's gain differs by a percent: the paper)
+    def lighter(x: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+        d = y.astype(np.int16) - x.astype(np.int16)
+        return int((d > 20).sum()), int((d < -20).sum())
+
+    up, down = lighter(a.image, b.image)
+    assert up > 500 and down < up / 20
+    main = (0, 0, *sc_a.main_size)
+    up, down = lighter(sc_a.main_crop(held, a.shot, main), sc_b.main_crop(held, b.shot, main))
+    assert up > 2000 and down < up / 20
+    # a phone: no ink to fade
+    phone = presentation.scene(seed, setting, "plain", "phone_light", seconds=1.6, ink_fade=ink)
+    assert phone.sub.ink_fade == presentation.scene(seed, setting, "plain", "phone_light",
+                                                    seconds=1.6).sub.ink_fade
+    with pytest.raises(ValueError, match="dev presentation seeds only"):
+        pale.presentation_ink(splits.PRESENTATION_HELDOUT_SEEDS.start)
 
 
 @pytest.mark.parametrize("name", ["af_miss", "pale", "af_pale", "af_near", "af_dark"])

@@ -6,12 +6,12 @@
 
 The dev presentations (ordoscan.devtools.splits.presentation_seeds("dev"), the frames the
 presentations bench renders and caches with ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev, and
-ORDOSCAN_BENCH_PRESENTATION_OFFSET for a further dev set, ORDOSCAN_BENCH_PRESENTATION_FAMILY=
-af_miss for the same ones with the lens locked behind the page; this tool refuses any other
-split) go through the Decoder (its budget and duty cycle as deployed, or --budget and
---duty) and the classifier on the bench's virtual 15 fps timeline (tests/bench/lockstep.py,
-without the rest of the App):
-each turn advances time by the thread's CPU time times the scale, the newest frame is
+ORDOSCAN_BENCH_PRESENTATION_OFFSET for a further dev set,
+ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss for the same ones with the lens locked behind
+the page, =pale with the print's ink pale; this tool refuses any other split) go through the
+Decoder (its budget and duty cycle as deployed, or --budget and --duty) and the classifier
+on the bench's virtual 15 fps timeline (tests/bench/lockstep.py, without the rest of the
+App): each turn advances time by the thread's CPU time times the scale, the newest frame is
 taken when the loop is free, a turn's `newer` says whether the next frame is captured by
 then, and the main stream's crops are rendered off the clock (MainStreams). Each
 presentation follows 1 s of empty counter, as in the bench.

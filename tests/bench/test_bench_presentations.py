@@ -38,7 +38,8 @@ tuning may look at; tests/bench/pres_trace.py traces them), and
 ORDOSCAN_BENCH_PRESENTATION_OFFSET=k a further dev set from the k-th dev seed on, and
 ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss the same dev presentations with the lens locked
 8-40 cm behind the page (ordoscan.devtools.af_miss: what a focus off the page costs, on
-data tuning may look at).
+data tuning may look at), =pale with the printed pages' ink lightened 0.15-0.35 towards the
+paper (ordoscan.devtools.pale: print from a printer short of toner; the phones unchanged).
 
 The frames are made once and kept in a memory-mapped file under the test cache (a camera
 hands over raw buffers: no image decoding in the loop).
@@ -85,7 +86,8 @@ SPLIT = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_SPLIT", "heldout")
 # seed on, a further dev set (the held-out split always starts at its first seed)
 OFFSET = int(os.environ.get("ORDOSCAN_BENCH_PRESENTATION_OFFSET", "0"))
 # ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss (dev split only): the same dev presentations
-# with the lens locked 8-40 cm behind the page (ordoscan.devtools.af_miss)
+# with the lens locked 8-40 cm behind the page (ordoscan.devtools.af_miss); =pale: with the
+# printed pages' ink lightened 0.15-0.35 towards the paper (ordoscan.devtools.pale)
 FAMILY = os.environ.get("ORDOSCAN_BENCH_PRESENTATION_FAMILY", "")
 REPEATS = os.environ.get("ORDOSCAN_BENCH_REPEATS", "1")
 # the decoder's cores (scan.decode_threads), when not as deployed: "1" or "2"
@@ -122,17 +124,33 @@ def exposure_cap() -> float | None:
     return cap
 
 
-def _family_focus() -> Callable[[int], float] | None:
-    """ORDOSCAN_BENCH_PRESENTATION_FAMILY's lens, locked behind the page (None: unset)."""
+@dataclasses.dataclass(frozen=True)
+class _Family:
+    """ORDOSCAN_BENCH_PRESENTATION_FAMILY: what it changes in each dev presentation."""
+
+    module: Any  # the family's module (its source is part of the frames' key)
+    focus_behind: Callable[[int], float] | None = None  # the lens locked behind the page
+    ink_fade: Callable[[int], float] | None = None  # the print's ink lightened
+
+
+FAMILIES = ("af_miss", "pale")
+FAMILY_CHANGE = {"af_miss": "the lens locked behind the page", "pale": "the print's ink pale"}
+
+
+def _family() -> _Family | None:
+    """ORDOSCAN_BENCH_PRESENTATION_FAMILY's family (None: unset)."""
     if not FAMILY:
         return None
-    if FAMILY != "af_miss":
-        raise ValueError(f"ORDOSCAN_BENCH_PRESENTATION_FAMILY={FAMILY!r}: expected 'af_miss'")
+    if FAMILY not in FAMILIES:
+        raise ValueError(f"ORDOSCAN_BENCH_PRESENTATION_FAMILY={FAMILY!r}: expected one of"
+                         f" {', '.join(FAMILIES)}")
     if SPLIT != "dev":
         raise ValueError("ORDOSCAN_BENCH_PRESENTATION_FAMILY is for the dev split only")
-    from ordoscan.devtools import af_miss
+    from ordoscan.devtools import af_miss, pale
 
-    return af_miss.presentation_focus
+    if FAMILY == "af_miss":
+        return _Family(af_miss, focus_behind=af_miss.presentation_focus)
+    return _Family(pale, ink_fade=pale.presentation_ink)
 
 
 def _frames_file() -> tuple[Path, Path]:
@@ -144,13 +162,13 @@ def _frames_file() -> tuple[Path, Path]:
     if OFFSET and SPLIT != "dev":
         raise ValueError("ORDOSCAN_BENCH_PRESENTATION_OFFSET is for the dev split only")
     seeds = splits.presentation_seeds(SPLIT, OFFSET + N)[OFFSET:]
-    focus_behind = _family_focus()
+    family = _family()
     cap = exposure_cap()
     plan = f"{_generator_hash(presentations=True)}-{seeds}-{SECONDS}-{settings}-shots"
     if cap is not None:  # (uncapped: the key as before the cap existed)
         plan += f"-cap{cap:g}"
-    if focus_behind is not None:  # the family's module is part of the key (it draws the focus)
-        module = sys.modules[focus_behind.__module__].__file__
+    if family is not None:  # the family's module is part of the key (it draws its change)
+        module = family.module.__file__
         plan += f"-{FAMILY}-{hashlib.sha256(Path(str(module)).read_bytes()).hexdigest()[:8]}"
     key = hashlib.sha256(plan.encode()).hexdigest()[:12]
     folder = CACHE / "presentations" / key
@@ -165,14 +183,18 @@ def _frames_file() -> tuple[Path, Path]:
     counter = camera.counter_texture(np.random.default_rng(1), LORES).mean(axis=2)
     out[0] = np.clip(np.rint(255 * (0.9 * counter) ** (1 / 2.2)), 0, 255).astype(np.uint8)
     meta: list[dict[str, Any]] = []
+    focus = family.focus_behind if family is not None else None
+    ink = family.ink_fade if family is not None else None
     for k, p in enumerate(presentation.presentations(seeds, settings, max_exposure_ms=cap,
-                                                     focus_behind=focus_behind)):
+                                                     focus_behind=focus, ink_fade=ink)):
         first = 1 + k * n_frames
         for j, f in enumerate(p.frames[:n_frames]):
             out[first + j] = f.image
         meta.append({"seed": p.seed, "style": p.style, "kind": p.kind, "setting": str(p.setting),
                      "settings": dataclasses.asdict(p.setting), "first": first, "n": n_frames,
                      "in_view": p.first_in_view,
+                     # the family's ink, for the main stream's crops (its focus is in the shots)
+                     "ink_fade": None if ink is None else ink(p.seed),
                      # the camera's state per frame: the main stream's crops are rendered from it
                      "shots": [dataclasses.asdict(f.shot) for f in p.frames[:n_frames]
                                if f.shot is not None]})
@@ -259,7 +281,8 @@ class MainStreams:
         p = self._pres[k]
         if self._scene is None or self._scene[0] != k:
             self._scene = (k, presentation.scene(p["seed"], Setting(**p["settings"]),
-                                                 p["style"], p["kind"]))
+                                                 p["style"], p["kind"],
+                                                 ink_fade=p.get("ink_fade")))
         sc = self._scene[1]
         main = zoom_box(box, self._lores, sc.main_size)
         if main is None:
@@ -434,7 +457,7 @@ def test_bench_presentations(tmp_path: Path, broker: Any) -> None:
              if CLOCK == "cpu" else "real time (this machine's load included)")
     mixed = ", half under held-out settings" if SPLIT == "heldout" else ""
     if FAMILY:
-        mixed += f", family {FAMILY} (the lens locked behind the page)"
+        mixed += f", family {FAMILY} ({FAMILY_CHANGE[FAMILY]})"
     cap = exposure_cap()
     exposure = ("the modules' own (to 33 ms)" if cap is None
                 else f"capped at {cap:g} ms (the kiosk's tuning)")

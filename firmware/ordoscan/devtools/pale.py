@@ -43,3 +43,12 @@ def ink_fade(seed: int) -> float:
     """How far the ink of `seed` lightens towards the paper: from a stream of its own, so
     every other draw is the dev scene's."""
     return float(np.random.default_rng([seed, 0x1A4E]).uniform(*PALE_INK))
+
+
+def presentation_ink(seed: int) -> float:
+    """How far the ink of dev presentation `seed` lightens towards the paper: the family's
+    presentations (docscenes.presentation.present(ink_fade=)), the dev presentations printed
+    pale (ValueError for a seed outside the dev presentations)."""
+    if seed not in splits.PRESENTATION_DEV_SEEDS:
+        raise ValueError(f"{NAME} presents dev presentation seeds only, not {seed}")
+    return ink_fade(seed)

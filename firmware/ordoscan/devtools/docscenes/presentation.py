@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -330,13 +330,18 @@ def _crop(a: npt.NDArray[np.float32], box: tuple[int, int, int, int]) -> npt.NDA
 
 
 def scene(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
-          seconds: float = 3.6) -> Scene:
-    """A presentation's document, room and hand's path, before any frame (reproducible)."""
+          seconds: float = 3.6, ink_fade: float | None = None) -> Scene:
+    """A presentation's document, room and hand's path, before any frame (reproducible);
+    `ink_fade`: a printed document's ink that far lightened towards the paper instead of
+    the paper's own draw (ordoscan.devtools.pale; a screen has no ink: unchanged), every
+    other draw the same."""
     if style not in STYLES:
         raise ValueError(f"unknown presentation style {style!r}; expected one of "
                          f"{', '.join(STYLES)}")
     rng = np.random.default_rng([seed & 0xFFFFFFFF, STYLES.index(style), 0x9E5])
     sub = subject(kind, rng, setting)
+    if ink_fade is not None and not sub.doc.emissive:
+        sub = replace(sub, ink_fade=ink_fade)
     main = next(c for c in sub.doc.codes if c.kind is Kind.ORDONNANCE)
     cam = cm.CAMERAS[setting.camera]
     path = _plan(rng, sub, style, seconds)
@@ -351,12 +356,14 @@ def scene(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
 
 def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
             seconds: float = 3.6, max_exposure_ms: float | None = None,
-            focus_behind_mm: float | None = None) -> Presentation:
+            focus_behind_mm: float | None = None, ink_fade: float | None = None
+            ) -> Presentation:
     """Render one presentation's lores frames (reproducible from its arguments);
     `max_exposure_ms`: the auto-exposure's shutter capped there (the kiosk's tuning);
     `focus_behind_mm`: the lens locked that far behind where the page is held, for the whole
-    presentation (an autofocus that stayed on the counter), instead of the camera's own."""
-    sc = scene(seed, setting, style, kind, seconds)
+    presentation (an autofocus that stayed on the counter), instead of the camera's own;
+    `ink_fade`: a printed document's ink lightened that far (scene())."""
+    sc = scene(seed, setting, style, kind, seconds, ink_fade)
     rng = sc.rng
     cam = sc.cam
     ae = AutoExposure(lag=0.35, max_exposure_ms=max_exposure_ms)
@@ -385,14 +392,17 @@ def present(seed: int, setting: Setting, style: str, kind: str = "ordonnance",
 
 def presentations(seeds: range, settings: tuple[Setting, ...],
                   max_exposure_ms: float | None = None,
-                  focus_behind: Callable[[int], float] | None = None
+                  focus_behind: Callable[[int], float] | None = None,
+                  ink_fade: Callable[[int], float] | None = None
                   ) -> Iterator[Presentation]:
     """One presentation per seed: styles, kinds and settings cycle with the seed;
-    `focus_behind(seed)`: the lens locked that many mm behind the page (present())."""
+    `focus_behind(seed)`: the lens locked that many mm behind the page, `ink_fade(seed)`: a
+    printed document's ink lightened that far (present())."""
     for seed in seeds:
         style = STYLES[seed % len(STYLES)]
         kind = ("ordonnance", "ordonnance", "phone_light", "ordonnance", "phone_dark")[
             (seed // len(STYLES)) % 5]
         yield present(seed, settings[seed % len(settings)], style, kind,
                       max_exposure_ms=max_exposure_ms,
-                      focus_behind_mm=None if focus_behind is None else focus_behind(seed))
+                      focus_behind_mm=None if focus_behind is None else focus_behind(seed),
+                      ink_fade=None if ink_fade is None else ink_fade(seed))
