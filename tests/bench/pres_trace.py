@@ -270,15 +270,14 @@ def main(argv: list[str] | None = None) -> None:
         side.close()
         print(f"side core: {side.tasks} tasks, {1000 * side.cpu_s * scale / max(side.tasks, 1):.1f}"
               f" virtual ms a task; the scan thread waited {side.waited:.2f} virtual s for them")
-    done = sorted(o["took"] for o in out if o["took"] is not None and o["took"] <= WITHIN_S)
-    ranked = done + [math.inf] * (len(out) - len(done))
+    took = [o["took"] for o in out]
+    ranked = quantiles.ranked(took, WITHIN_S)
     if ranked:
-        q = lambda f: ranked[round(f * (len(ranked) - 1))]  # noqa: E731
         capped = sorted(min(t, WITHIN_S) for t in ranked)
-        lo, hi = quantiles.interval([o["took"] for o in out], len(out), 0.95, WITHIN_S)
-        print(f"{len(out)} presentations: p50 {q(0.5):.2f} s, p95 {q(0.95):.2f} s "
-              f"({lo:.2f}-{hi:.2f} s over other draws, 90 %), "
-              f"max {ranked[-1]:.2f} s, never read {len(out) - len(done)}; mean"
+        lo, hi = quantiles.interval(took, len(out), 0.95, WITHIN_S)
+        print(f"{len(out)} presentations: p50 {quantiles.quantile(ranked, 0.5):.2f} s, p95"
+              f" {quantiles.quantile(ranked, 0.95):.2f} s ({lo:.2f}-{hi:.2f} s over other draws,"
+              f" 90 %), max {ranked[-1]:.2f} s, never read {ranked.count(math.inf)}; mean"
               f" {statistics.mean(capped):.3f} s, slowest 20 but one"
               f" {statistics.mean(capped[-21:-1] or capped):.3f} s")
     if args.json:
