@@ -527,3 +527,52 @@ def test_a_disc_under_a_module_the_rings_misread_is_solved_at_the_larger_disc(
     monkeypatch.setattr(passes_module, "UNMIX_LARGER", 0.0)
     without = Decoder(budget_ms=10_000, duty=None)
     assert epu not in {s.text for s in without.decode(scene.image, scene.zoom)}
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (131, 97), (606, 491)])
+def test_the_blob_search_s_shortcuts_give_what_the_direct_forms_give(
+    shape: tuple[int, int],
+) -> None:
+    """The blob search's shortcuts (each Gaussian as the product of a column's and a row's,
+    the 2x2 means summed in integers) and the light levels looked up, against the forms
+    they stand for: the same numbers, to rounding, on regions of any size (odd ones too)."""
+    h, w = (deblur.fast_len(n // 2 + 16) for n in shape)
+    f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2
+    for s, band in zip(modules._SCALES, modules._dog_bands(h, w), strict=True):
+        g = np.exp(-2 * np.pi**2 * (s / 2) ** 2 * f2)
+        np.testing.assert_allclose(band, g ** (modules._OUTER**2) - g, rtol=0, atol=1e-12)
+    region = np.random.default_rng(shape[0]).integers(0, 256, shape).astype(np.uint8)
+    np.testing.assert_array_equal(
+        modules._LIGHT[region],
+        255.0 * (region.astype(np.float64) / 255.0) ** modules.GAMMA)
+    # a blurred code's blobs, and a noisy region's: where the direct forms put them
+    page = defocused(8, 5)[REGION]
+    assert len(modules._blobs(page)[0]) >= 3  # (its three finder patterns at least)
+    for part in (page, region):
+        got = modules._blobs(part)
+        want = _direct_blobs(part)
+        assert [len(g) for g in got] == [len(x) for x in want]
+        np.testing.assert_allclose(np.array(got[0] + got[1]), np.array(want[0] + want[1]),
+                                   rtol=1e-9, atol=1e-9)
+
+
+def _direct_blobs(region: np.ndarray) -> tuple[list, list]:
+    """modules._blobs as first written: the float mean of each 2x2 block, each difference
+    of Gaussians made whole on the padded region's frequencies."""
+    h2, w2 = region.shape[0] // 2, region.shape[1] // 2
+    half = region[: 2 * h2, : 2 * w2].astype(np.float64).reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+    pad = 8
+    h, w = (deblur.fast_len(n + 2 * pad) for n in half.shape)
+    f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
+    spectrum = np.fft.rfft2(f)
+    f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2
+    dark = np.full((h2, w2), -np.inf)
+    light = np.full((h2, w2), -np.inf)
+    for s in modules._SCALES:
+        g = np.exp(-2 * np.pi**2 * (s / 2) ** 2 * f2)
+        dog = np.fft.irfft2(spectrum * (g ** (modules._OUTER**2) - g), s=(h, w))[
+            pad : pad + h2, pad : pad + w2]
+        dog /= dog.std() + 1e-9
+        np.maximum(dark, dog, out=dark)
+        np.maximum(light, -dog, out=light)
+    return modules._peaks(dark), modules._peaks(light)

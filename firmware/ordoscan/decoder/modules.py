@@ -286,6 +286,10 @@ TRIES = (
     (0.98, 1.0, 0.0, 0.0),
 )
 GAMMA = 2.2  # the ISP's tone curve undone: the blur mixes light, not grey levels
+# each grey level in light (GAMMA undone), looked up: a power of every pixel of a main-stream
+# region cost a Pi 4 about as much as a whole solve
+_LIGHT = 255.0 * (np.arange(256) / 255.0) ** GAMMA
+_LIGHT.setflags(write=False)
 
 
 def _vertex(a: float, b: float, c: float) -> float:
@@ -301,22 +305,38 @@ def _blobs(region: Grey) -> tuple[list[_Blob], list[_Blob]]:
     Gaussians sums to zero, so the light blobs' response is the dark ones' negated: one
     set of transforms gives both."""
     h2, w2 = region.shape[0] // 2, region.shape[1] // 2
-    half = region[: 2 * h2, : 2 * w2].astype(np.float64).reshape(h2, 2, w2, 2).mean(axis=(1, 3))
+    # (the mean of each 2x2 block: four small integers summed, exactly as a float mean)
+    q = region[: 2 * h2, : 2 * w2].astype(np.uint16)
+    half = (q[0::2, 0::2] + q[0::2, 1::2] + q[1::2, 0::2] + q[1::2, 1::2]) * 0.25
     pad = 8
     h, w = (fast_len(n + 2 * pad) for n in half.shape)
     f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
     spectrum = np.fft.rfft2(f)
-    f2 = np.fft.fftfreq(h)[:, None] ** 2 + np.fft.rfftfreq(w)[None, :] ** 2
     dark = np.full((h2, w2), -np.inf)
     light = np.full((h2, w2), -np.inf)
-    for s in _SCALES:
-        g = np.exp(-2 * math.pi**2 * (s / 2) ** 2 * f2)
-        dog = np.fft.irfft2(spectrum * (g ** (_OUTER**2) - g), s=(h, w))[pad : pad + h2,
-                                                                           pad : pad + w2]
+    for band in _dog_bands(h, w):
+        dog = np.fft.irfft2(spectrum * band, s=(h, w))[pad : pad + h2, pad : pad + w2]
         dog /= dog.std() + 1e-9
         np.maximum(dark, dog, out=dark)
         np.maximum(light, -dog, out=light)
     return _peaks(dark), _peaks(light)
+
+
+@lru_cache(maxsize=8)
+def _dog_bands(h: int, w: int) -> tuple[_F, ...]:
+    """The difference of Gaussians of each of _SCALES (half-size pixels: s / 2) on an h x w
+    padded region, as rfft2's transfer functions. A Gaussian is separable: each is the
+    product of a column's and a row's (exponentials of h + w values, not of h x w: made
+    whole, they cost more than the transforms they filter), and a few sizes recur."""
+    fy2, fx2 = np.fft.fftfreq(h) ** 2, np.fft.rfftfreq(w) ** 2
+    bands = []
+    for s in _SCALES:
+        a, b = (-2 * math.pi**2 * (s / 2 * k) ** 2 for k in (1.0, _OUTER))
+        band = np.outer(np.exp(b * fy2), np.exp(b * fx2)) - np.outer(np.exp(a * fy2),
+                                                                      np.exp(a * fx2))
+        band.setflags(write=False)
+        bands.append(band)
+    return tuple(bands)
 
 
 def _peaks(best: _F) -> list[_Blob]:
@@ -518,7 +538,7 @@ def unmixed(
     With `gaussian`, the blur is a Gaussian of sigma `radius` (normal())."""
     if min(region.shape) < 32:
         return
-    light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
+    light = _LIGHT[region]
     # a code shown light on dark is solved as its negative (in light: the solve is linear),
     # which is the symbol zxing-cpp reads
     levels = (light, 255.0 - light)
@@ -640,7 +660,7 @@ def unsmeared(
     (deblur.deconvolve), where a deblur pass made it."""
     if min(region.shape) < 32:
         return
-    light = 255.0 * (region.astype(np.float64) / 255.0) ** GAMMA
+    light = _LIGHT[region]
     if undone is None:
         undone = deblur.deconvolve(region, motion)
     seen = finders.find_finders(undone)
