@@ -322,21 +322,17 @@ def _blobs(region: Grey) -> tuple[list[_Blob], list[_Blob]]:
     return _peaks(dark), _peaks(light)
 
 
-@lru_cache(maxsize=8)
-def _dog_bands(h: int, w: int) -> tuple[_F, ...]:
+def _dog_bands(h: int, w: int) -> Iterator[_F]:
     """The difference of Gaussians of each of _SCALES (half-size pixels: s / 2) on an h x w
-    padded region, as rfft2's transfer functions. A Gaussian is separable: each is the
-    product of a column's and a row's (exponentials of h + w values, not of h x w: made
-    whole, they cost more than the transforms they filter), and a few sizes recur."""
+    padded region, as rfft2's transfer functions, in turn. A Gaussian is separable: each is
+    the product of a column's and a row's, exponentials of h + w values (those of the whole
+    h x w grid, and a power of them, cost a Pi 4 more than the transforms they filter)."""
     fy2, fx2 = np.fft.fftfreq(h) ** 2, np.fft.rfftfreq(w) ** 2
-    bands = []
     for s in _SCALES:
         a, b = (-2 * math.pi**2 * (s / 2 * k) ** 2 for k in (1.0, _OUTER))
-        band = np.outer(np.exp(b * fy2), np.exp(b * fx2)) - np.outer(np.exp(a * fy2),
-                                                                      np.exp(a * fx2))
-        band.setflags(write=False)
-        bands.append(band)
-    return tuple(bands)
+        band: _F = np.outer(np.exp(b * fy2), np.exp(b * fx2))
+        band -= np.outer(np.exp(a * fy2), np.exp(a * fx2))
+        yield band
 
 
 def _peaks(best: _F) -> list[_Blob]:
