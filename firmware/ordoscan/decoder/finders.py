@@ -534,18 +534,25 @@ def _bar_means(ii: _F, m: int, ys: _I, xs: _I, ry: _I, rx: _I) -> _F:
     return out
 
 
+def block_sums(image: Grey, k: int) -> npt.NDArray[np.uint16]:
+    """The sum of each whole k x k block of the image (k <= 16: the sums fit 16 bits), by
+    strided slices: numpy's reductions over a reshaped axis are far slower."""
+    h, w = image.shape[0] // k, image.shape[1] // k
+    rows = image[0 : h * k : k].astype(np.uint16)
+    for i in range(1, k):
+        rows += image[i : h * k : k]
+    sums = rows[:, 0 : w * k : k].copy()
+    for i in range(1, k):
+        sums += rows[:, i : w * k : k]
+    return sums
+
+
 def _dark_blobs(frame: Grey) -> tuple[_F, _F, _F, _F, _F, int]:
     """The darkest round blobs of the frame: darkness, x, y, radius (frame pixels), darkest
     first; and the blob map's summed-area table with its margin (see _integral)."""
     k = _BLOB_STEP
-    h, w = frame.shape[0] // k, frame.shape[1] // k
-    # k x k sums by strided slices (numpy's reductions over a reshaped axis are far slower)
-    rows = frame[0 : h * k : k].astype(np.uint16)
-    for i in range(1, k):
-        rows += frame[i : h * k : k]
-    sums = rows[:, 0 : w * k : k].copy()
-    for i in range(1, k):
-        sums += rows[:, i : w * k : k]
+    sums = block_sums(frame, k)
+    h, w = sums.shape
     small = sums.astype(np.float32) * np.float32(1 / (k * k))
     outer = [round(_BLOB_OUTER * r) for r in _BLOB_RADII]
     m = max(outer)

@@ -304,10 +304,9 @@ def _blobs(region: Grey) -> tuple[list[_Blob], list[_Blob]]:
     region's size (blurred past its modules, it loses nothing there). A difference of
     Gaussians sums to zero, so the light blobs' response is the dark ones' negated: one
     set of transforms gives both."""
-    h2, w2 = region.shape[0] // 2, region.shape[1] // 2
     # (the mean of each 2x2 block: four small integers summed, exactly as a float mean)
-    q = region[: 2 * h2, : 2 * w2].astype(np.uint16)
-    half = (q[0::2, 0::2] + q[0::2, 1::2] + q[1::2, 0::2] + q[1::2, 1::2]) * 0.25
+    half = finders.block_sums(region, 2) * 0.25
+    h2, w2 = half.shape
     pad = 8
     h, w = (fast_len(n + 2 * pad) for n in half.shape)
     f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
