@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
+import ordoscan.decoder as decoder_module
 import ordoscan.decoder.passes as passes_module
 import pytest
 import zxingcpp
@@ -23,9 +24,13 @@ from tests.test_decoder_deblur import EPU, code_page, defocused, disc_blurred, l
 REGION = (slice(60, 420), slice(140, 540))  # the code and its paper around it
 
 
-def _reads(images: Iterator[tuple[np.ndarray, np.ndarray]]) -> list[str]:
+def _reads(images: Iterator[tuple[np.ndarray, np.ndarray] | None]) -> list[str]:
+    """What the first of the solve's clean symbols that reads gives (its steps skipped)."""
     out = []
-    for clean, _ in images:
+    for step in images:
+        if step is None:
+            continue
+        clean, _ = step
         out += [r.text for r in zxingcpp.read_barcodes(clean, formats=QR)]
         if out:
             break
@@ -80,7 +85,7 @@ def test_a_gaussian_blur_is_told_from_a_disc_and_solved_as_one(module: int) -> N
     assert abs(disc.sigma - 4.0) <= 0.4, disc
     radii = [r for r in (disc.ring, disc.slope, disc.slope * passes_module.UNMIX_LARGER) if r]
     assert not any(_reads(modules.unmixed(region, r)) for r in radii)
-    assert _reads(modules.unmixed(region, disc.sigma, None, True)) == [EPU]
+    assert _reads(modules.unmixed(region, disc.sigma, True)) == [EPU]
     blurs = passes_module.unmix_blurs(disc, radii[0])
     assert blurs[0] == (disc.sigma, True) and (radii[0], False) in blurs
     for module, radius in ((4, 5), (5, 7), (5, 8), (6, 10)):
@@ -124,7 +129,7 @@ def test_the_symbol_read_on_the_lattice_is_placed_on_the_frame() -> None:
 def test_a_blank_region_gives_nothing() -> None:
     rng = np.random.default_rng(1)
     paper = np.clip(200 + rng.normal(0, 2, (360, 400)), 0, 255).astype(np.uint8)
-    assert list(modules.unmixed(paper, 6.0)) == []
+    assert [s for s in modules.unmixed(paper, 6.0) if s is not None] == []  # (steps only)
 
 
 def test_an_in_focus_code_is_not_solved_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,12 +231,20 @@ def test_a_pass_of_several_steps_takes_none_after_its_time_is_up(
     monkeypatch.setattr(modules, "solve", lambda *a: solves.append(1) or solve(*a))
     region = defocused(12, 6)[REGION]  # its grid found, no try on it reads
 
-    def grids(stop: passes_module.Stop | None) -> int:
+    def paused(stop: passes_module.Stop | None) -> passes_module.Paused:
         solves.clear()
-        assert _reads(modules.unmixed(region, 12.0, stop)) == []
-        return len(solves)
+        steps = passes_module._read_solved(UNMIX_PASS, modules.unmixed(region, 12.0))
+        p = passes_module.Paused(UNMIX_PASS, Box(0, 0, *region.shape[::-1]), region, steps)
+        assert passes_module.go_on(p, region, {}, stop) is (False if stop is None else None)
+        return p
 
-    assert grids(None) > 1 and grids(lambda: True) == 1
+    paused(None)
+    to_the_end = len(solves)
+    p = paused(lambda: True)
+    assert to_the_end > 1 and len(solves) == 1
+    # kept, it goes on where it stopped: the same solves in all, none twice
+    assert passes_module.go_on(p, region, {}, None) is False
+    assert len(solves) == to_the_end
 
 
 @pytest.mark.parametrize("focused", [False, True])
@@ -347,8 +360,9 @@ def test_the_refinement_hands_out_each_better_grid_and_reading_stops_at_the_firs
     dim = 21
     nm = modules.normal(modules.grid(tl, tr, bl, dim), dim, radius)
     points = np.array([tl, tr, bl, tr + bl - tl])
-    grids = list(modules.refined(light, points, dim, nm))
-    assert len(grids) > 2
+    steps = list(modules.refined(light, points, dim, nm))
+    grids = [g for g in steps if g is not None]
+    assert len(grids) > 2 and len(steps) > len(grids)  # (a step before each solve after the first)
     np.testing.assert_allclose(grids[0].h, modules.grid(tl, tr, bl, dim))
     spreads = [modules.spread(g.x, dim) for g in grids]
     assert all(b < a for a, b in itertools.pairwise(spreads))
@@ -422,7 +436,7 @@ def test_a_sharp_code_s_region_gets_no_unsmear_solve(monkeypatch: pytest.MonkeyP
     """The unsmear pass measures no smear on a sharp code: nothing solved, nothing read."""
     calls: list[object] = []
     monkeypatch.setattr(passes_module.modules, "unsmeared",
-                        lambda region, motion, stop=None: calls.append(motion) or iter(()))
+                        lambda region, motion, undone=None: calls.append(motion) or iter(()))
     found: dict[tuple[str, bytes], passes_module.Symbol] = {}
     passes_module.run_pass(UNSMEAR_PASS, defocused(0, 5), Box(140, 60, 540, 420), found, None)
     assert found == {} and calls == []
@@ -582,3 +596,58 @@ def _direct_bands(h: int, w: int) -> list[np.ndarray]:
         g = np.exp(-2 * np.pi**2 * (s / 2) ** 2 * f2)
         bands.append(g ** (modules._OUTER**2) - g)
     return bands
+
+
+def _stream(decoder: Decoder, frames: Iterator[np.ndarray], most: int) -> int | None:
+    """The frame of a stream (counted from 0) the decoder first reads EPU on, if any."""
+    for n, frame in zip(range(most), frames, strict=False):
+        if [s.text for s in decoder.decode(frame, newer=lambda: False)] == [EPU]:
+            return n
+    return None
+
+
+def test_a_solve_the_budget_stops_goes_on_over_the_next_frames_of_a_still_view(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a slow core the solve of a tilted page out of focus, with its grid's refinement,
+    takes several frames' budget. Stopped by one frame's, the unmix pass goes on where it
+    stopped on the next frames while the view keeps still, and reads with the solves one
+    frame with all the time it wants takes, none done twice; started afresh on each frame
+    it never gets there. A view that moves, or a still image, keeps nothing. The clock moves
+    only with the solves (12 ms each): frames and budgets, not timings."""
+    t = [1000.0]
+    solves: list[float] = []
+    solve = modules.solve
+
+    def slow(*args: object) -> np.ndarray:
+        t[0] += 0.012
+        solves.append(t[0])
+        return solve(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(modules, "solve", slow)
+    frame = tilted(8, 0.75)
+
+    def decoder(budget_ms: float = 60.0) -> Decoder:
+        return Decoder(budget_ms=budget_ms, clock=lambda: t[0], duty=None)
+
+    assert [s.text for s in decoder(10_000).decode(frame)] == [EPU]
+    at_once, solves[:] = len(solves), []
+    still = decoder()
+    read_at = _stream(still, itertools.repeat(frame), 40)
+    assert read_at is not None and read_at >= 2 and still._resumes >= 2
+    assert len(solves) == at_once  # where it stopped, not from the start
+
+    monkeypatch.setattr(decoder_module, "PAUSED_FRAMES", -1)  # nothing goes on
+    assert _stream(decoder(), itertools.repeat(frame), 40) is None
+    monkeypatch.setattr(decoder_module, "PAUSED_FRAMES", 15)
+
+    # the page moved by a few modules and back, frame after frame: what one frame stopped
+    # is not the code of the next (with the view's test off, the same stream reads)
+    moved = np.roll(frame, 40, axis=1)
+    assert _stream(decoder(), itertools.cycle([frame, moved]), 40) is None
+    monkeypatch.setattr(decoder_module, "still", lambda a, b: True)
+    assert _stream(decoder(), itertools.cycle([frame, moved]), 40) is not None
+
+    # a still image gets its budget and no more: nothing kept for the next one
+    alone = decoder()
+    assert alone.decode(frame) == [] and alone._paused is None

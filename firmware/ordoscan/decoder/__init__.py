@@ -124,11 +124,13 @@ from ordoscan.decoder.passes import (
     Job,
     Measured,
     Pass,
+    Paused,
     Symbol,
     Zoom,
     check,
     clipped,
     fitted,
+    go_on,
     motion_blurred,
     out_of_focus,
     run_pass,
@@ -187,6 +189,24 @@ MAX_REUSE = 2
 # _least_tried): a pass that read nothing on a region goes after the passes not yet tried
 # there, on the next frames
 TRIED_FRAMES = 3
+# An unmix pass the budget stopped part way goes on where it stopped, on the next frames of a
+# view kept still since the frame it started on (see _resumed), for this many frames after
+# that one at most: a second at 15 fps, some 15 budgets of solves.
+PAUSED_FRAMES = 15
+# An unmix pass can go on over several frames, so one whose whole cost fits no frame's budget
+# is not skipped for it: it starts where this share of a budget is left (its blob search and
+# first solves are one step each) or its whole cost fits what is left.
+UNMIX_START = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Pause:
+    """An unmix pass a frame's budget stopped (passes.Paused), the view of the frame it
+    started on, and that frame's number (Decoder._frames)."""
+
+    paused: Paused
+    view: npt.NDArray[np.float32]
+    frame: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +375,8 @@ class Decoder:
         # TRIED_FRAMES frames (newest last): pass name -> regions
         self._tried: collections.deque[dict[str, list[Box]]] = collections.deque(
             maxlen=TRIED_FRAMES)
+        self._paused: _Pause | None = None  # on a stream: an unmix pass to go on with
+        self._resumes = 0
 
     def decode(
         self, image: Grey, zoom: Zoom | None = None, newer: Callable[[], bool] | None = None,
@@ -413,6 +435,7 @@ class Decoder:
             (unread_qr if symbology == "QRCode" else unread_other).append(box)
         qr_read = any(s.format == "QRCode" for s in found.values())
         if qr_read:
+            self._paused = None  # (a read: the page goes)
             self._tried.clear()  # (see _finish)
         if qr_read and not unread_qr and not unread_other:
             self._search_handed = False
@@ -423,7 +446,9 @@ class Decoder:
             # the last frame's search, on this newer frame: the code has moved a few pixels
             # at most, well within the regions' margins (a symbol detected here again is
             # among them: searching anew would hand the passes on again, for ever)
-            return self._finish(frame, handed, found, start, zoom, None, stream=True)
+            # (the view's look only where a paused pass may go on: see _resumed)
+            seen = look_of() if self._paused is not None and not found and not unread_qr else None
+            return self._finish(frame, handed, found, start, zoom, None, stream=True, look=seen)
         # a search on a still view can stand for this frame's: nothing to hand on then
         plain = not found and not unread_qr  # the search depends on the pixels alone
         look = look_of() if plain else None
@@ -561,7 +586,8 @@ class Decoder:
             return list(found.values())
         if newer is not None:  # a stream: the next frames show the same regions
             jobs = _least_tried(jobs, self._tried)
-        return self._finish(frame, jobs, found, start, zoom, newer, stream=newer is not None)
+        return self._finish(frame, jobs, found, start, zoom, newer, stream=newer is not None,
+                            look=look)
 
     def _beside(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
         """`fn(*args)` on the side core, started now; what is returned waits for its value,
@@ -625,6 +651,18 @@ class Decoder:
                 self._reported.add(key)
                 self._on_read(symbol)
 
+    def _resumed(self, look: npt.NDArray[np.float32] | None) -> _Pause | None:
+        """The unmix pass an earlier frame's budget stopped, for this frame to go on with
+        (taken from the decoder): while the view (`look`: this frame's; None where it was
+        not taken) has kept still since the frame it started on (regions.still: the code is
+        still within its region's margins), PAUSED_FRAMES frames after that one at most. Its
+        pixels are that frame's: the same code, held still."""
+        paused, self._paused = self._paused, None
+        if (paused is None or look is None or self._frames - paused.frame > PAUSED_FRAMES
+                or not still(paused.view, look)):
+            return None
+        return paused
+
     def _reusable(self, look: npt.NDArray[np.float32]) -> _Search | None:
         """The last search, if this frame may take it for its own (and counted as taken):
         the view has kept still since (regions.still: the code is still within the
@@ -647,14 +685,23 @@ class Decoder:
         zoom: Zoom | None,
         newer: Callable[[], bool] | None,
         stream: bool,
+        look: npt.NDArray[np.float32] | None = None,
     ) -> list[Symbol]:
         """Run the extra passes (or hand them on to a newer frame) and account the frame.
         On a stream (`stream`: handed passes run with no `newer`, so that they are not handed
-        on again) the passes that read nothing are remembered (see _least_tried)."""
+        on again) the passes that read nothing are remembered (see _least_tried), and an
+        unmix pass the budget stops part way is kept to go on with on the next frames of the
+        same view (`look`: this frame's, None where it was not taken; see _resumed)."""
         fast_end = self._clock()
         failed: dict[str, list[Box]] | None = {} if stream else None
+        measured = Measured()  # this frame's regions as its passes measured them
+        resume = self._resumed(look) if stream else None
         stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer,
-                                                      failed)
+                                                      failed, measured, resume)
+        if resume is not None and measured.paused is resume.paused:
+            self._paused = resume  # still going, from the view it started on
+        elif stream and measured.paused is not None and look is not None:
+            self._paused = _Pause(measured.paused, look, self._frames)
         if failed is not None:
             if any(sym.format == "QRCode" for sym in found.values()):
                 self._tried.clear()  # a read: the page goes, its regions' history with it
@@ -685,9 +732,14 @@ class Decoder:
         zoom: Zoom | None,
         newer: Callable[[], bool] | None = None,
         failed: dict[str, list[Box]] | None = None,
+        measured: Measured | None = None,
+        resume: _Pause | None = None,
     ) -> tuple[str, int, int, int]:
         """Run the jobs in order (each generic pass on every region before the next pass);
         each that ran and read nothing is added to `failed` (pass name -> regions), if given.
+        First, an unmix pass an earlier frame's budget stopped (`resume`) goes on; one that
+        stops part way here is left in `measured` (this frame's regions as its passes
+        measured them).
 
         Returns what stopped them ("budget", "duty", "newer": handed on to the
         next frame, or ""), how many symbols they added, how many zxing-cpp
@@ -696,13 +748,29 @@ class Decoder:
         limit = min(self.budget_ms, self._credit)
         stop = ""
         extra = runs = zooms = 0
-        measured = Measured()  # this frame's regions as its passes measured them
+        if measured is None:
+            measured = Measured()
 
         def out_of_time() -> bool:
             # a pass of several steps stops between two once the frame's limit is spent: its
             # cost learnt so far is an estimate, and one region can cost many times it
             return (self._clock() - fast_end) * 1000.0 > limit
 
+        def go_on_paused(paused: Paused) -> None:
+            nonlocal extra, runs
+            before = len(found)
+            went = go_on(paused, frame, found, out_of_time)
+            self._resumes += 1
+            runs += 1
+            if len(found) > before:
+                extra += len(found) - before
+                self._report(found)
+            elif went is None:
+                measured.paused = paused
+            elif failed is not None:
+                failed.setdefault(paused.p.name, []).append(paused.box)
+
+        paused = resume.paused if resume is not None else None
         for i, job in enumerate(jobs):
             if newer is not None and not found and newer():
                 self._handed = jobs[i:]
@@ -711,12 +779,22 @@ class Decoder:
             p, box = job.p, job.box
             if p.formats is QR and box != whole(frame) and _qr_read_in(found, box):
                 continue  # this region's QR Code is read: its other QR passes would cost only
+            if paused is not None and p.unmix and box.overlaps(paused.box):
+                # the pass an earlier frame stopped goes on in this one's place in the order
+                if limit <= 0 or out_of_time():
+                    stop = "budget" if limit >= self.budget_ms else "duty"
+                    break
+                go_on_paused(paused)
+                paused = None
+                continue
             # a zoomed region's size is known only once it is read: take the last ratio's
             mpx = box.area * (self._zoom_area if p.zoom else p.scale * p.scale) / 1e6
             if mpx * 1e6 > MAX_PASS_PIXELS:
                 continue
             now = self._clock()
             expected = self._expected(p.name, mpx)
+            if p.unmix and failed is not None:  # (a stream: it may go on on the next frames)
+                expected = min(expected, self.budget_ms * UNMIX_START)
             if limit > 0 and expected > self.budget_ms:
                 # It fits no frame's budget, so waiting would not help: skip it and go on
                 # with the cheaper jobs. The estimate is only corrected when the pass runs,
@@ -726,13 +804,14 @@ class Decoder:
             if limit <= 0 or (now - fast_end) * 1000.0 + expected > limit:
                 stop = "budget" if limit >= self.budget_ms else "duty"
                 break
-            before = len(found)
+            before, was = len(found), measured.paused
             zoomed: list[int] = []
             unread = run_pass(p, frame, box, found, zoom, zoomed, measured, out_of_time)
+            unfinished = measured.paused is not was  # (stopped part way: not done nor failed)
             extra += len(found) - before
             if len(found) > before:
                 self._report(found)
-            elif failed is not None:
+            elif failed is not None and not unfinished:
                 failed.setdefault(p.name, []).append(box)
             if not p.flatten:
                 # a QR Code only this pass detected (upscaled, deblurred...) gets flattened
@@ -750,7 +829,14 @@ class Decoder:
                 zooms += 1
                 mpx = zoomed[0] / 1e6
                 self._zoom_area = zoomed[0] / max(box.area, 1)
-            self._learn(p.name, (self._clock() - now) * 1000.0 / max(mpx, 1e-6))
+            if not unfinished:  # (a part of its cost only)
+                self._learn(p.name, (self._clock() - now) * 1000.0 / max(mpx, 1e-6))
+        else:
+            if paused is not None and limit > 0 and not out_of_time():
+                go_on_paused(paused)  # its region's pass is not due on this frame: last
+                paused = None
+        if paused is not None and measured.paused is None:
+            measured.paused = paused  # not reached on this frame: kept for the next
         return stop, extra, runs, zooms
 
     def _expected(self, name: str, mpx: float) -> float:

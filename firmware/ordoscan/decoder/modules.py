@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -41,6 +41,9 @@ Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
 _Blob = tuple[float, float, float]  # (strength, x, y)
+# what the solves give, in turn: a clean symbol for zxing-cpp with the transform from its
+# pixels back to the region's, or None after a step of work (a solve)
+Step = tuple[Grey, _F] | None
 
 SAMPLES = 4  # pixels a module of the resampled region
 MARGIN = 3  # modules of quiet zone solved around the symbol
@@ -460,11 +463,10 @@ class Grid(NamedTuple):
     resampled: _F
 
 
-def refined(
-    light: _F, points: _F, dim: int, nm: Normal, stop: Callable[[], bool] | None = None
-) -> Iterator[Grid]:
+def refined(light: _F, points: _F, dim: int, nm: Normal) -> Iterator[Grid | None]:
     """The grid on `points` (tl, tr, bl, br: 4 x 2 region pixels), then each better one
-    the coordinate descent above finds, as found; `stop` is asked before each solve."""
+    the coordinate descent above finds, as found; None before each solve after the first
+    (a step: see unmixed)."""
 
     def solved(pts: _F) -> tuple[float, Grid] | None:
         try:
@@ -486,8 +488,7 @@ def refined(
         while failed < len(_MOVES) and moved < REFINE_ROUNDS:
             c, sign = _MOVES[k]
             if (c, sign) != back:
-                if stop is not None and stop():  # one solve is the unit of time here
-                    return
+                yield None  # one solve is the unit of time here
                 pts = points.copy()
                 pts[c // 2, c % 2] += sign * step * module
                 trial = solved(pts)
@@ -499,9 +500,13 @@ def refined(
             k, failed = (k + 1) % len(_MOVES), failed + 1
 
 
-def _drawn(grids: Iterable[Grid], nm: Normal, dim: int) -> Iterator[tuple[Grey, _F]]:
-    """The grids' solved modules that classify as a symbol, drawn for zxing-cpp (_symbols)."""
+def _drawn(grids: Iterable[Grid | None], nm: Normal, dim: int) -> Iterator[Step]:
+    """The grids' solved modules that classify as a symbol, drawn for zxing-cpp (_symbols);
+    the steps (None) between them as they come."""
     for g in grids:
+        if g is None:
+            yield None
+            continue
         bits, _ = classify(g.x, dim)
         if bits is not None:
             yield from _symbols(g, bits, nm, dim)
@@ -518,10 +523,7 @@ def _symbols(g: Grid, bits: _B, nm: Normal, dim: int) -> Iterator[tuple[Grey, _F
         yield warp.draw_modules(again, PPM), back
 
 
-def unmixed(
-    region: Grey, radius: float, stop: Callable[[], bool] | None = None,
-    gaussian: bool = False,
-) -> Iterator[tuple[Grey, _F]]:
+def unmixed(region: Grey, radius: float, gaussian: bool = False) -> Iterator[Step]:
     """Clean symbols for zxing-cpp, most likely first, each with the transform from its
     pixels back to the region's: for each likely corner of finder patterns and each
     symbol size, the modules solved on that grid with the disc as measured (`radius`,
@@ -530,7 +532,9 @@ def unmixed(
     the disc), and called dark or light. Once a grid has been tried through, no other
     is. Then, where none read, the first grid that got REFINE_FLOOR of the known modules
     right refined for a view in perspective (`refined`), each better grid as found.
-    With `gaussian`, the blur is a Gaussian of sigma `radius` (normal())."""
+    With `gaussian`, the blur is a Gaussian of sigma `radius` (normal()).
+    A None between them after each solve is a step: the caller may stop there, or keep the
+    generator and go on later (the solve is dear on a slow core: passes.Paused)."""
     if min(region.shape) < 32:
         return
     light = _LIGHT[region]
@@ -538,15 +542,13 @@ def unmixed(
     # which is the symbol zxing-cpp reads
     levels = (light, 255.0 - light)
     firsts: list[_First] = []
-    yield from _tried(levels, polar_corners(region), radius, stop, firsts, gaussian)
-    if stop is not None and stop():
-        return
+    yield from _tried(levels, polar_corners(region), radius, firsts, gaussian)
     first = next((f for f in firsts if f.share >= REFINE_FLOOR), None)
     if first is None:
         return
     tl, tr, bl = first.centres
     grids = refined(levels[first.inverted], np.array([tl, tr, bl, tr + bl - tl]), first.dim,
-                    first.nm, stop)
+                    first.nm)
     next(grids)  # the affine grid: _tried read it
     yield from _drawn(grids, first.nm, first.dim)
 
@@ -577,8 +579,8 @@ def _share(light: _F, h: _F, dim: int, nm: Normal) -> float:
 
 def _tried(
     levels: tuple[_F, _F], found: list[tuple[tuple[_F, _F, _F], bool]], radius: float,
-    stop: Callable[[], bool] | None, firsts: list[_First], gaussian: bool = False,
-) -> Iterator[tuple[Grey, _F]]:
+    firsts: list[_First], gaussian: bool = False,
+) -> Iterator[Step]:
     """unmixed's first part: each corner and size, on the affine grid and its TRIES, solved
     on `levels` (the region in light, and its negative for a corner found light on dark);
     the affine grid's solve of each is appended to `firsts`."""
@@ -603,8 +605,7 @@ def _tried(
                     firsts.append(_First(share, (tl, tr, bl), dim, nm, inverted))
                 if bits is not None:
                     yield warp.draw_modules(bits, PPM), warp.to_region(h, PPM)
-                if stop is not None and stop():
-                    return
+                yield None
                 if bits is None and i == 0:
                     break  # not this size, or not a code here
             else:
@@ -644,23 +645,21 @@ def _square_corners(found: list[finders.Finder]) -> Iterator[tuple[_F, _F, _F, i
 
 
 def unsmeared(
-    region: Grey, motion: deblur.Motion, stop: Callable[[], bool] | None = None,
-    undone: Grey | None = None,
-) -> Iterator[tuple[Grey, _F]]:
+    region: Grey, motion: deblur.Motion, undone: Grey | None = None,
+) -> Iterator[Step]:
     """Clean symbols for zxing-cpp, each with the transform from its pixels back to the
     region's (as unmixed), for a region smeared by `motion` (deblur.estimate): the modules
     solved with the smear as the blur on the grid the finder patterns give (see above),
     then on each better grid its refinement finds; none where no grid gets REFINE_FLOOR
     of the known modules right. `undone`: the region deconvolved already
-    (deblur.deconvolve), where a deblur pass made it."""
+    (deblur.deconvolve), where a deblur pass made it. Steps (None) between, as unmixed."""
     if min(region.shape) < 32:
         return
     light = _LIGHT[region]
     if undone is None:
         undone = deblur.deconvolve(region, motion)
     seen = finders.find_finders(undone)
-    if stop is not None and stop():
-        return
+    yield None
     found = sorted(seen, key=lambda f: -f.hits)[:SMEAR_FINDERS]
     best: tuple[float, _F, int, Normal] | None = None
     for tl, tr, bl, size in _square_corners(found):
@@ -669,9 +668,8 @@ def unsmeared(
             share = _share(light, h, dim, nm)
             if best is None or share > best[0]:
                 best = share, np.array([tl, tr, bl, tr + bl - tl]), dim, nm
-        if stop is not None and stop():
-            return
+        yield None
     if best is None or best[0] < REFINE_FLOOR:
         return
     _, points, dim, nm = best
-    yield from _drawn(refined(light, points, dim, nm, stop), nm, dim)
+    yield from _drawn(refined(light, points, dim, nm), nm, dim)

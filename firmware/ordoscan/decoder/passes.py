@@ -137,6 +137,41 @@ class Measured:
 
     defocused: dict[tuple[Box, bool, float, bool], Defocused] = field(default_factory=dict)
     smeared: dict[Box, Smeared] = field(default_factory=dict)
+    paused: Paused | None = None  # an unmix pass the frame's time stopped part way
+
+
+Seen = list[tuple[zxingcpp.Barcode, "Corners"]]  # what zxing-cpp read, in a region's pixels
+
+
+# The module solve (the unmix pass) costs a Pi 4 about 6 ms a solve, and a tilted page out
+# of focus reads only after a grid's refinement: 30-50 solves, several frames' budget. Cut at
+# each frame's budget and started again on the next, it never got there (af_miss dev
+# presentations at pi4). Stopped by the budget, it is kept instead, with the region as its
+# frame's main stream gave it (a copy: no camera buffer is held), and the decoder goes on
+# with it on the next frames while the view keeps still (ordoscan.decoder: _resumed).
+@dataclass(slots=True)
+class Paused:
+    """An unmix pass stopped between two steps: the rest of its steps (None, or what the
+    symbol it drew read, last), on `prepared`, the region `box` of the frame it started on."""
+
+    p: Pass
+    box: Box
+    prepared: Grey
+    steps: Iterator[Seen | None]
+
+
+def go_on(paused: Paused, frame: Grey, found: dict[tuple[str, bytes], Symbol],
+          stop: Stop | None) -> bool | None:
+    """The paused pass's steps until one reads (True: added to `found`, placed in `frame`,
+    which shows the same view), they end (False), or `stop()` says the frame's time is up
+    (None: `paused` keeps the rest)."""
+    for seen in paused.steps:
+        if seen:
+            _collect(seen, paused.prepared, frame, paused.box, found)
+            return True
+        if stop is not None and stop():
+            return None
+    return False
 
 
 # The fast pass: QR Codes first (cheap, and the prescription's symbology), then
@@ -410,7 +445,7 @@ def run_pass(
         if d.main and zoomed is not None:
             zoomed.append(d.prepared.size)  # its cost is learnt per main-stream pixel all the same
         return _run_defocus(p if d.main or not p.zoom else _upscaled(p), d, frame, box, found,
-                            stop)
+                            stop, measured)
     region = frame[box.y0 : box.y1, box.x0 : box.x1]
     if p.smear_floor and not deblur.may_smear(region, p.smear_floor):
         return []  # no sign of a smear: the main stream is not read
@@ -449,7 +484,7 @@ def run_pass(
         d = Defocused(prepared, deblur.measure_defocus(prepared), main=p.zoom)
         if measured is not None:
             measured.defocused[key] = d
-        return _run_defocus(p, d, frame, box, found, stop)
+        return _run_defocus(p, d, frame, box, found, stop, measured)
     return _read(p, prepared, frame, box, found)
 
 
@@ -462,17 +497,18 @@ def _upscaled(p: Pass) -> Pass:
 
 def _run_defocus(
     p: Pass, d: Defocused, frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol],
-    stop: Stop | None = None,
+    stop: Stop | None = None, measured: Measured | None = None,
 ) -> list[tuple[str, Box]]:
-    """A defocus pass on its prepared region (see run_pass)."""
+    """A defocus pass on its prepared region (see run_pass); an unmix pass the budget stops
+    part way is left in `measured` (Paused)."""
     radii = deblur.defocus_radii(d.disc, p.defocus)
     if not radii or (d.disc is not None and d.disc.wide and not p.unmix):
         return []  # (a disc of several modules: only the module solve reads it, on af_miss)
     if p.unmix:
-        for size, gaussian in unmix_blurs(d.disc, radii[0]):
-            if _read_unmixed(p, modules.unmixed(d.prepared, size, stop, gaussian), d.prepared,
-                             frame, box, found) or (stop is not None and stop()):
-                break
+        prepared = d.prepared.copy()  # (a zoom's pixels may be a camera buffer's, lent)
+        paused = Paused(p, box, prepared, _unmix_steps(p, prepared, d.disc, radii[0]))
+        if go_on(paused, frame, found, stop) is None and measured is not None:
+            measured.paused = paused
         return []
     return _read_each(p, deblur.undone_defocus(d.prepared, radii), frame, box, found, stop)
 
@@ -501,23 +537,34 @@ def unmix_blurs(disc: deblur.Disc | None, first: float) -> list[tuple[float, boo
     return blurs
 
 
-def _read_unmixed(
-    p: Pass, symbols: Iterator[tuple[Grey, npt.NDArray[np.float64]]], prepared: Grey,
-    frame: Grey, box: Box, found: dict[tuple[str, bytes], Symbol],
-) -> bool:
+def _unmix_steps(p: Pass, prepared: Grey, disc: deblur.Disc | None, first: float
+                 ) -> Iterator[Seen | None]:
+    """The unmix pass's steps on its prepared region: None after each solve, and last, what
+    a symbol it drew read (in the region's pixels), once one reads."""
+    for size, gaussian in unmix_blurs(disc, first):
+        for step in _read_solved(p, modules.unmixed(prepared, size, gaussian)):
+            yield step
+            if step:
+                return
+
+
+def _read_solved(p: Pass, symbols: Iterator[modules.Step]) -> Iterator[Seen | None]:
     """A QR Code blurred past its modules, its modules solved for (modules.py): the clean
-    `symbols` read in turn until one reads (True); its corners taken back to the prepared
-    region's."""
-    for clean, back in symbols:
+    `symbols` read in turn until one reads (what it read, in the prepared region's pixels);
+    None for each step of the solve between them."""
+    for step in symbols:
+        if step is None:
+            yield None
+            continue
+        clean, back = step
         results = zxingcpp.read_barcodes(
             clean, formats=p.formats, try_rotate=False, try_downscale=False, try_invert=False,
             text_mode=zxingcpp.TextMode.Plain,
         )
         seen = _in_region(results, back)
         if seen:
-            _collect(seen, prepared, frame, box, found)
-            return True
-    return False
+            yield seen
+            return
 
 
 def _unsmear(
@@ -527,8 +574,8 @@ def _unsmear(
     """The unsmear pass on a region as prepared and measured (see run_pass): nothing where
     no smear was measured."""
     if sm.motion is not None:
-        _read_unmixed(p, modules.unsmeared(sm.prepared, sm.motion, stop, sm.undone),
-                      sm.prepared, frame, box, found)
+        steps = _read_solved(p, modules.unsmeared(sm.prepared, sm.motion, sm.undone))
+        go_on(Paused(p, box, sm.prepared, steps), frame, found, stop)  # (not kept: see above)
     return []
 
 
