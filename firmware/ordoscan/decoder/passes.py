@@ -143,9 +143,9 @@ class Measured:
 Seen = list[tuple[zxingcpp.Barcode, "Corners"]]  # what zxing-cpp read, in a region's pixels
 
 
-# The module solve (the unmix pass) costs a Pi 4 about 6 ms a solve, and a tilted page out
-# of focus reads only after a grid's refinement: 30-50 solves, several frames' budget. Cut at
-# each frame's budget and started again on the next, it never got there (af_miss dev
+# The module solve (the unmix pass) costs a Pi 4 4-5 ms a solve, and a tilted page out of
+# focus reads only after a grid's refinement: 30-50 solves, several frames' budget. Cut at
+# each frame's budget and started again on the next, it seldom got there (af_miss dev
 # presentations at pi4). Stopped by the budget, it is kept instead, with the region as its
 # frame's main stream gave it (a copy: no camera buffer is held), and the decoder goes on
 # with it on the next frames while the view keeps still (ordoscan.decoder: _resumed).
