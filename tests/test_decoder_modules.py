@@ -634,7 +634,7 @@ def test_a_solve_the_budget_stops_goes_on_over_the_next_frames_of_a_still_view(
     at_once, solves[:] = len(solves), []
     still = decoder()
     read_at = _stream(still, itertools.repeat(frame), 40)
-    assert read_at is not None and read_at >= 2 and still._resumes >= 2
+    assert read_at is not None and read_at >= 2 and still.stats().passes_resumed >= 2
     assert len(solves) == at_once  # where it stopped, not from the start
 
     monkeypatch.setattr(decoder_module, "PAUSED_FRAMES", -1)  # nothing goes on

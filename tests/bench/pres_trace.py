@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         what = {k: getattr(after, k) - getattr(before, k) for k in (
             "hard_frames", "blank_frames", "budget_stops", "duty_stops", "handed_on",
             "searches_handed_on", "searches_reused", "searches_moving", "extra_passes",
-            "zooms") if getattr(after, k) != getattr(before, k)}
+            "zooms", "passes_resumed") if getattr(after, k) != getattr(before, k)}
         return taken, spent, read, at, what, list(rec.parts)
 
     for p in pres:

@@ -351,6 +351,7 @@ def child_cpu(spec: dict[str, Any]) -> dict[str, Any]:
                 "zooms": decoder.zooms, "searches_handed_on": decoder.searches_handed_on,
                 "searches_reused": decoder.searches_reused,
                 "searches_moving": decoder.searches_moving,
+                "passes_resumed": decoder.passes_resumed,
                 "extra_symbols": decoder.extra_symbols}}
 
 

@@ -240,6 +240,8 @@ class DecodeStats:
     searches_handed_on: int = 0  # frames whose search for signs of a code went to a newer one
     searches_reused: int = 0  # frames that took the search of an earlier one (a still view)
     searches_moving: int = 0  # frames of a stream left unsearched: the view was moving
+    passes_resumed: int = 0  # frames that went on with an unmix pass an earlier one's budget
+    # stopped part way (see Decoder._resumed)
 
 
 def _flatten_pass(zoom: Zoom | None) -> Pass:
@@ -760,7 +762,8 @@ class Decoder:
             nonlocal extra, runs
             before = len(found)
             went = go_on(paused, frame, found, out_of_time)
-            self._resumes += 1
+            with self._lock:
+                self._resumes += 1
             runs += 1
             if len(found) > before:
                 extra += len(found) - before
@@ -906,4 +909,5 @@ class Decoder:
                 self._searches_handed_on,
                 self._searches_reused,
                 self._searches_moving,
+                self._resumes,
             )
