@@ -651,3 +651,29 @@ def test_a_solve_the_budget_stops_goes_on_over_the_next_frames_of_a_still_view(
     # a still image gets its budget and no more: nothing kept for the next one
     alone = decoder()
     assert alone.decode(frame) == [] and alone._paused is None
+
+
+def test_the_unmix_pass_searches_its_region_for_blobs_once_for_every_blur(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The blob search depends on the region alone: the Gaussian and the discs the pass
+    solves with in turn take the corners it found once (the dearest step on a large region,
+    and one a slow core cannot cut)."""
+    searches: list[int] = []
+    blurs: list[float] = []
+    search, unmixed = modules.polar_corners, modules.unmixed
+    monkeypatch.setattr(modules, "polar_corners",
+                        lambda region: searches.append(1) or search(region))
+
+    def counted(region: np.ndarray, radius: float, gaussian: bool = False,
+                corners: object = None) -> Iterator[object]:
+        blurs.append(radius)
+        return unmixed(region, radius, gaussian, corners)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(modules, "unmixed", counted)
+    monkeypatch.setattr(passes_module, "unmix_blurs",
+                        lambda disc, first: [(first, False), (first * 1.3, False), (4.0, True)])
+    frame = defocused(12, 6)  # its grid found, no try on it reads
+    found: dict[tuple[str, bytes], passes_module.Symbol] = {}
+    passes_module.run_pass(UNMIX_PASS, frame, Box(140, 60, 540, 420), found, None)
+    assert found == {} and len(blurs) == 3 and searches == [1]

@@ -44,6 +44,9 @@ _Blob = tuple[float, float, float]  # (strength, x, y)
 # what the solves give, in turn: a clean symbol for zxing-cpp with the transform from its
 # pixels back to the region's, or None after a step of work (a solve)
 Step = tuple[Grey, _F] | None
+# a corner of a code: its finders' centres (top-left, top-right, bottom-left) and whether
+# it is shown light on dark (polar_corners)
+Corner = tuple[tuple[_F, _F, _F], bool]
 
 SAMPLES = 4  # pixels a module of the resampled region
 MARGIN = 3  # modules of quiet zone solved around the symbol
@@ -53,6 +56,7 @@ LAMBDA = 0.001  # Tikhonov weight, relative to the normal matrix's largest eigen
 # (ordoscan.devtools.af_miss 0-59) the right grid and size get 0.98-1.00 of them, a wrong
 # size or corner 0.53-0.84: the first solve on a grid says whether the others are worth it.
 MIN_AGREEMENT = 0.85
+MIN_REGION = 32  # px: a region narrower than this holds no code the solve could read
 
 
 @lru_cache(maxsize=16)
@@ -383,7 +387,7 @@ def corners(region: Grey) -> list[tuple[_F, _F, _F]]:
     return [c for _, c in _triples(_blobs(region)[0])[:_TRIPLES]]
 
 
-def polar_corners(region: Grey) -> list[tuple[tuple[_F, _F, _F], bool]]:
+def polar_corners(region: Grey) -> list[Corner]:
     """The likeliest corners of a code shown dark on light, strongest first, then those of
     one shown light on dark, each with whether it is (see corners). Not ranked together:
     the insides of printed letters are light blobs in dark rings too, and among lines of
@@ -523,7 +527,8 @@ def _symbols(g: Grid, bits: _B, nm: Normal, dim: int) -> Iterator[tuple[Grey, _F
         yield warp.draw_modules(again, PPM), back
 
 
-def unmixed(region: Grey, radius: float, gaussian: bool = False) -> Iterator[Step]:
+def unmixed(region: Grey, radius: float, gaussian: bool = False,
+            corners: list[Corner] | None = None) -> Iterator[Step]:
     """Clean symbols for zxing-cpp, most likely first, each with the transform from its
     pixels back to the region's: for each likely corner of finder patterns and each
     symbol size, the modules solved on that grid with the disc as measured (`radius`,
@@ -534,15 +539,18 @@ def unmixed(region: Grey, radius: float, gaussian: bool = False) -> Iterator[Ste
     right refined for a view in perspective (`refined`), each better grid as found.
     With `gaussian`, the blur is a Gaussian of sigma `radius` (normal()).
     A None between them after each solve is a step: the caller may stop there, or keep the
-    generator and go on later (the solve is dear on a slow core: passes.Paused)."""
-    if min(region.shape) < 32:
+    generator and go on later (the solve is dear on a slow core: passes.Paused).
+    `corners`: polar_corners(region), where the caller has them (they depend on the region
+    alone, and the blob search is the dearest step on a large one)."""
+    if min(region.shape) < MIN_REGION:
         return
     light = _LIGHT[region]
     # a code shown light on dark is solved as its negative (in light: the solve is linear),
     # which is the symbol zxing-cpp reads
     levels = (light, 255.0 - light)
     firsts: list[_First] = []
-    yield from _tried(levels, polar_corners(region), radius, firsts, gaussian)
+    found = polar_corners(region) if corners is None else corners
+    yield from _tried(levels, found, radius, firsts, gaussian)
     first = next((f for f in firsts if f.share >= REFINE_FLOOR), None)
     if first is None:
         return
@@ -578,7 +586,7 @@ def _share(light: _F, h: _F, dim: int, nm: Normal) -> float:
 
 
 def _tried(
-    levels: tuple[_F, _F], found: list[tuple[tuple[_F, _F, _F], bool]], radius: float,
+    levels: tuple[_F, _F], found: list[Corner], radius: float,
     firsts: list[_First], gaussian: bool = False,
 ) -> Iterator[Step]:
     """unmixed's first part: each corner and size, on the affine grid and its TRIES, solved
@@ -653,7 +661,7 @@ def unsmeared(
     then on each better grid its refinement finds; none where no grid gets REFINE_FLOOR
     of the known modules right. `undone`: the region deconvolved already
     (deblur.deconvolve), where a deblur pass made it. Steps (None) between, as unmixed."""
-    if min(region.shape) < 32:
+    if min(region.shape) < MIN_REGION:
         return
     light = _LIGHT[region]
     if undone is None:

@@ -540,9 +540,13 @@ def unmix_blurs(disc: deblur.Disc | None, first: float) -> list[tuple[float, boo
 def _unmix_steps(p: Pass, prepared: Grey, disc: deblur.Disc | None, first: float
                  ) -> Iterator[Seen | None]:
     """The unmix pass's steps on its prepared region: None after each solve, and last, what
-    a symbol it drew read (in the region's pixels), once one reads."""
+    a symbol it drew read (in the region's pixels), once one reads. The blob search's
+    corners are found once, for every blur tried (with the first blur's first solve)."""
+    corners = None
     for size, gaussian in unmix_blurs(disc, first):
-        for step in _read_solved(p, modules.unmixed(prepared, size, gaussian)):
+        if corners is None and min(prepared.shape) >= modules.MIN_REGION:
+            corners = modules.polar_corners(prepared)
+        for step in _read_solved(p, modules.unmixed(prepared, size, gaussian, corners)):
             yield step
             if step:
                 return
