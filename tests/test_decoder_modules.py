@@ -480,7 +480,7 @@ def test_the_unsmear_pass_takes_the_deblur_pass_s_region_measure_and_deconvoluti
     assert asked == [(140, 60, 540, 420)] and work == ["estimate", "deconvolved"]
 
 
-@pytest.mark.parametrize(("squeeze", "angle", "length"), [(0.75, 30, 16), (1.0, 0, 22)])
+@pytest.mark.parametrize(("squeeze", "angle", "length"), [(0.75, 30, 16), (0.85, 0, 24)])
 def test_a_smeared_code_reads_once_its_known_modules_are_held(
     squeeze: float, angle: float, length: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -614,13 +614,14 @@ def test_a_solve_the_budget_stops_goes_on_over_the_next_frames_of_a_still_view(
     stopped on the next frames while the view keeps still, and reads with the solves one
     frame with all the time it wants takes, none done twice; started afresh on each frame
     it never gets there. A view that moves, or a still image, keeps nothing. The clock moves
-    only with the solves (12 ms each): frames and budgets, not timings."""
+    only with the solves (30 ms each: two in a 60 ms budget, and the one running at its end):
+    frames and budgets, not timings."""
     t = [1000.0]
     solves: list[float] = []
     solve = modules.solve
 
     def slow(*args: object) -> np.ndarray:
-        t[0] += 0.012
+        t[0] += 0.030
         solves.append(t[0])
         return solve(*args)  # type: ignore[arg-type]
 
