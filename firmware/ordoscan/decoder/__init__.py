@@ -194,8 +194,8 @@ TRIED_FRAMES = 3
 # that one at most: a second at 15 fps, some 15 budgets of solves.
 PAUSED_FRAMES = 15
 # An unmix pass can go on over several frames, so one whose whole cost fits no frame's budget
-# is not skipped for it: it starts where this share of a budget is left (its blob search and
-# first solves are one step each) or its whole cost fits what is left.
+# is not skipped for it: it starts where this share of a budget is left (its first step, the
+# blob search and a solve, cannot be cut) or its whole cost fits what is left.
 UNMIX_START = 0.5
 
 
@@ -739,9 +739,10 @@ class Decoder:
     ) -> tuple[str, int, int, int]:
         """Run the jobs in order (each generic pass on every region before the next pass);
         each that ran and read nothing is added to `failed` (pass name -> regions), if given.
-        First, an unmix pass an earlier frame's budget stopped (`resume`) goes on; one that
-        stops part way here is left in `measured` (this frame's regions as its passes
-        measured them).
+        An unmix pass an earlier frame's budget stopped (`resume`) goes on in the place of
+        the unmix pass on an overlapping region, or last where none is due; one that stops
+        part way here, or is not reached, is left in `measured` (this frame's regions as its
+        passes measured them).
 
         Returns what stopped them ("budget", "duty", "newer": handed on to the
         next frame, or ""), how many symbols they added, how many zxing-cpp
