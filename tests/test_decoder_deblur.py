@@ -348,7 +348,7 @@ def test_a_wide_disc_gets_the_module_solve_and_no_per_pixel_deconvolution(
     assert undone == []
     solved: list[float] = []
     monkeypatch.setattr(passes_module.modules, "unmixed",
-                        lambda r, size, gaussian: solved.append(size) or iter(()))
+                        lambda r, size, gaussian, corners=None: solved.append(size) or iter(()))
     passes_module._run_defocus(unmix, d, region, box, {})
     assert solved == [disc.ring]
     # a disc the slope measured gets both, as before
