@@ -698,8 +698,8 @@ class Decoder:
         failed: dict[str, list[Box]] | None = {} if stream else None
         measured = Measured()  # this frame's regions as its passes measured them
         resume = self._resumed(look) if stream else None
-        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom, newer,
-                                                      failed, measured, resume)
+        stop, extra, runs, zooms = self._extra_passes(frame, jobs, found, fast_end, zoom,
+                                                      measured, newer, failed, resume)
         if resume is not None and measured.paused is resume.paused:
             self._paused = resume  # still going, from the view it started on
         elif stream and measured.paused is not None and look is not None:
@@ -732,9 +732,9 @@ class Decoder:
         found: dict[tuple[str, bytes], Symbol],
         fast_end: float,
         zoom: Zoom | None,
+        measured: Measured,
         newer: Callable[[], bool] | None = None,
         failed: dict[str, list[Box]] | None = None,
-        measured: Measured | None = None,
         resume: _Pause | None = None,
     ) -> tuple[str, int, int, int]:
         """Run the jobs in order (each generic pass on every region before the next pass);
@@ -751,8 +751,6 @@ class Decoder:
         limit = min(self.budget_ms, self._credit)
         stop = ""
         extra = runs = zooms = 0
-        if measured is None:
-            measured = Measured()
 
         def out_of_time() -> bool:
             # a pass of several steps stops between two once the frame's limit is spent: its
