@@ -266,6 +266,18 @@ def test_block_statistics_are_numpys_reductions(shape: tuple[int, int]) -> None:
     assert np.array_equal(total, core.sum(axis=(1, 3)))
 
 
+@pytest.mark.parametrize("shape", [(720, 1280), (360, 640), (65, 63), (1, 7), (130, 1)])
+def test_the_column_scan_s_transpose_is_numpys(shape: tuple[int, int]) -> None:
+    """The banded transpose the column hits scan: the image's transpose, every shape (a
+    last band short of 64 rows, a single row or column)."""
+    from ordoscan.decoder.finders import _transposed
+
+    dark = np.random.default_rng(shape[1]).random(shape) < 0.5
+    out = _transposed(dark)
+    assert out.flags.c_contiguous and out.dtype == np.bool_
+    assert np.array_equal(out, dark.T)
+
+
 def test_finder_runs_do_not_wrap_from_one_row_to_the_next() -> None:
     from ordoscan.decoder.finders import _line_hits
 
