@@ -294,6 +294,50 @@ def test_defocus_is_measured_on_the_region(module: int, radius: float) -> None:
     assert 0.65 * radius <= r <= 0.95 * radius, r
 
 
+def _steep_edges_in_floats(region: np.ndarray, normal: float | None
+                           ) -> tuple[float, np.ndarray] | None:
+    """deblur._steep_edges as first written, in floats: the reference for its integer form."""
+    if min(region.shape) < 16:
+        return None
+    h, w = (min(n, deblur._MAX_SIDE) for n in region.shape)
+    y0, x0 = (region.shape[0] - h) // 2, (region.shape[1] - w) // 2
+    f = region[y0 : y0 + h, x0 : x0 + w].astype(np.float64)
+    f = (f[:-1, :-1] + f[1:, :-1] + f[:-1, 1:] + f[1:, 1:]) / 4
+    gx, gy = f[:-1, 1:] - f[:-1, :-1], f[1:, :-1] - f[:-1, :-1]
+    if normal is None:
+        jxx, jyy, jxy = float((gx * gx).sum()), float((gy * gy).sum()), float((gx * gy).sum())
+        if jxx + jyy <= 0 or deblur._anisotropy(jxx, jyy, jxy) >= deblur.MIN_ANISOTROPY:
+            return None
+    lo, hi = np.percentile(f, (2, 98))
+    contrast = float(hi - lo)
+    if contrast < 16:
+        return None
+    g = np.hypot(gx, gy) if normal is None else np.abs(
+        math.cos(normal) * gx + math.sin(normal) * gy)
+    return contrast, g[g > 0.1 * contrast]
+
+
+@pytest.mark.parametrize("normal", [None, 0.0, 1.1])
+def test_the_edges_measured_in_integers_are_the_float_measures(normal: float | None) -> None:
+    """The slope's measure works on integer sums: the same contrast and the same steep
+    gradients, bit for bit, as in floats (a defocused code, one smeared, a sharp one, noise,
+    a flat patch, a region past _MAX_SIDE, a thin one)."""
+    rng = np.random.default_rng(3)
+    regions = [defocused(5, 5)[100:360, 180:440], defocused(0, 4)[100:360, 180:440],
+               smeared(30, 12)[100:380, 150:480], defocused(3, 5)[:, 40:600],
+               rng.integers(0, 256, (90, 130), dtype=np.uint8),
+               np.full((60, 80), 140, np.uint8), defocused(4, 5)[200:217, 100:400]]
+    measured = 0
+    for region in regions:
+        want, got = _steep_edges_in_floats(region, normal), deblur._steep_edges(region, normal)
+        assert (want is None) == (got is None)
+        if want is not None and got is not None:
+            measured += 1
+            assert got[0] == want[0]
+            assert got[1].dtype == np.float64 and np.array_equal(got[1], want[1])
+    assert measured >= 3
+
+
 @pytest.mark.parametrize("module", [4, 6])
 def test_an_in_focus_code_measures_no_defocus(module: int) -> None:
     assert deblur.defocus(defocused(0, module)[100:360, 180:440]) is None
