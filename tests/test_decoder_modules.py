@@ -598,10 +598,12 @@ def _direct_bands(h: int, w: int) -> list[np.ndarray]:
     return bands
 
 
-def _stream(decoder: Decoder, frames: Iterator[np.ndarray], most: int) -> int | None:
-    """The frame of a stream (counted from 0) the decoder first reads EPU on, if any."""
+def _stream(decoder: Decoder, frames: Iterator[np.ndarray], most: int,
+            newer: bool = False) -> int | None:
+    """The frame of a stream (counted from 0) the decoder first reads EPU on, if any;
+    `newer`: a newer frame always waits (a core too slow for the stream)."""
     for n, frame in zip(range(most), frames, strict=False):
-        if [s.text for s in decoder.decode(frame, newer=lambda: False)] == [EPU]:
+        if [s.text for s in decoder.decode(frame, newer=lambda: newer)] == [EPU]:
             return n
     return None
 
@@ -638,8 +640,15 @@ def test_a_solve_the_budget_stops_goes_on_over_the_next_frames_of_a_still_view(
     assert read_at is not None and read_at >= 2 and still.stats().passes_resumed >= 2
     assert len(solves) == at_once  # where it stopped, not from the start
 
+    # a newer frame always waiting: every frame hands its search or its passes on, and the
+    # passes run on the frames they are handed to; a pass paused there is kept all the same
+    handing = decoder()
+    assert _stream(handing, itertools.repeat(frame), 40, newer=True) is not None
+    assert handing.stats().passes_resumed >= 2 and handing.stats().handed_on >= 2
+
     monkeypatch.setattr(decoder_module, "PAUSED_FRAMES", -1)  # nothing goes on
     assert _stream(decoder(), itertools.repeat(frame), 40) is None
+    assert _stream(decoder(), itertools.repeat(frame), 40, newer=True) is None
     monkeypatch.setattr(decoder_module, "PAUSED_FRAMES", 15)
 
     # the page moved by a few modules and back, frame after frame: what one frame stopped

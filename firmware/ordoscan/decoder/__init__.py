@@ -448,8 +448,11 @@ class Decoder:
             # the last frame's search, on this newer frame: the code has moved a few pixels
             # at most, well within the regions' margins (a symbol detected here again is
             # among them: searching anew would hand the passes on again, for ever)
-            # (the view's look only where a paused pass may go on: see _resumed)
-            seen = look_of() if self._paused is not None and not found and not unread_qr else None
+            # (the view's look only where a paused pass may go on, or an unmix pass may start
+            # and pause: see _resumed; on a slow core most frames that run passes run handed
+            # ones, and a pass paused there without a look was lost, started again later)
+            keeps = self._paused is not None or any(job.p.unmix for job in handed)
+            seen = look_of() if keeps and not found and not unread_qr else None
             return self._finish(frame, handed, found, start, zoom, None, stream=True, look=seen)
         # a search on a still view can stand for this frame's: nothing to hand on then
         plain = not found and not unread_qr  # the search depends on the pixels alone
