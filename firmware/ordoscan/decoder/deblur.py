@@ -383,8 +383,8 @@ def _steep_edges(region: Grey, normal: float | None) -> tuple[float, _F] | None:
     s += a[:-1, 1:]
     s += a[1:, 1:]
     dx, dy = s[:-1, 1:] - s[:-1, :-1], s[1:, :-1] - s[:-1, :-1]
-    dx32 = dx.astype(np.int32)
     if normal is None:
+        dx32 = dx.astype(np.int32)
         dx2, dy2 = dx32 * dx, dy.astype(np.int32) * dy
         jxx, jyy = int(dx2.sum(dtype=np.int64)) / 16, int(dy2.sum(dtype=np.int64)) / 16
         jxy = int((dx32 * dy).sum(dtype=np.int64)) / 16

@@ -281,8 +281,8 @@ _TILE = 64  # rows of the image transposed at a time: 64 bytes, a cache line, a 
 
 def _transposed(a: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     """a.T, contiguous: a band of _TILE rows at a time, so each output row is written a
-    cache line at a time (numpy's copy of a transposed view walks the whole image for each
-    output row: twice the time on a whole frame)."""
+    cache line at a time (numpy's copy of a transposed view reads one byte of every image
+    row for each output row: twice the time on a whole frame)."""
     h, w = a.shape
     out = np.empty((w, h), a.dtype)
     for y in range(0, h, _TILE):
