@@ -275,6 +275,11 @@ def _fast(passes: tuple[Pass, ...], frame: Grey,
     return found, detected
 
 
+def _no_look() -> None:
+    """A frame's look where it is not to be taken (see Decoder._finish)."""
+    return None
+
+
 def _least_tried(jobs: list[Job], tried: Iterable[dict[str, list[Box]]]) -> list[Job]:
     """`jobs` with those whose pass read nothing on an overlapping region in more of the
     last frames (`tried`) after the others, in their order otherwise. On a slow core the
@@ -448,11 +453,9 @@ class Decoder:
             # the last frame's search, on this newer frame: the code has moved a few pixels
             # at most, well within the regions' margins (a symbol detected here again is
             # among them: searching anew would hand the passes on again, for ever)
-            # (the view's look only where a paused pass may go on, or an unmix pass may start
-            # and pause: see _resumed; on a slow core most frames that run passes run handed
-            # ones, and a pass paused there without a look was lost, started again later)
-            keeps = self._paused is not None or any(job.p.unmix for job in handed)
-            seen = look_of() if keeps and not found and not unread_qr else None
+            # (the view's look, taken only where a paused pass may go on or one pauses here:
+            # see _finish; none where the fast pass read or detected a QR Code)
+            seen = look_of if not found and not unread_qr else _no_look
             return self._finish(frame, handed, found, start, zoom, None, stream=True, look=seen)
         # a search on a still view can stand for this frame's: nothing to hand on then
         plain = not found and not unread_qr  # the search depends on the pixels alone
@@ -592,7 +595,7 @@ class Decoder:
         if newer is not None:  # a stream: the next frames show the same regions
             jobs = _least_tried(jobs, self._tried)
         return self._finish(frame, jobs, found, start, zoom, newer, stream=newer is not None,
-                            look=look)
+                            look=lambda: look)
 
     def _beside(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
         """`fn(*args)` on the side core, started now; what is returned waits for its value,
@@ -656,17 +659,17 @@ class Decoder:
                 self._reported.add(key)
                 self._on_read(symbol)
 
-    def _resumed(self, look: npt.NDArray[np.float32] | None) -> _Pause | None:
+    def _resumed(self, look: Callable[[], npt.NDArray[np.float32] | None]) -> _Pause | None:
         """The unmix pass an earlier frame's budget stopped, for this frame to go on with
-        (taken from the decoder): while the view (`look`: this frame's; None where it was
-        not taken) has kept still since the frame it started on (regions.still: the code is
+        (taken from the decoder): while the view (`look()`: this frame's; None where it is
+        not to be taken) has kept still since the frame it started on (regions.still: the code is
         still within its region's margins), PAUSED_FRAMES frames after that one at most. Its
         pixels are that frame's: the same code, held still."""
         paused, self._paused = self._paused, None
-        if (paused is None or look is None or self._frames - paused.frame > PAUSED_FRAMES
-                or not still(paused.view, look)):
+        if paused is None or self._frames - paused.frame > PAUSED_FRAMES:
             return None
-        return paused
+        view_now = look()
+        return None if view_now is None or not still(paused.view, view_now) else paused
 
     def _reusable(self, look: npt.NDArray[np.float32]) -> _Search | None:
         """The last search, if this frame may take it for its own (and counted as taken):
@@ -690,13 +693,15 @@ class Decoder:
         zoom: Zoom | None,
         newer: Callable[[], bool] | None,
         stream: bool,
-        look: npt.NDArray[np.float32] | None = None,
+        look: Callable[[], npt.NDArray[np.float32] | None] = _no_look,
     ) -> list[Symbol]:
         """Run the extra passes (or hand them on to a newer frame) and account the frame.
         On a stream (`stream`: handed passes run with no `newer`, so that they are not handed
         on again) the passes that read nothing are remembered (see _least_tried), and an
         unmix pass the budget stops part way is kept to go on with on the next frames of the
-        same view (`look`: this frame's, None where it was not taken; see _resumed)."""
+        same view (`look()`: this frame's, None where it is not to be taken; asked only
+        where a paused pass may go on or one paused here, so that a pass that pauses on any
+        frame is kept, and no frame where none does pays for the look; see _resumed)."""
         fast_end = self._clock()
         failed: dict[str, list[Box]] | None = {} if stream else None
         measured = Measured()  # this frame's regions as its passes measured them
@@ -705,8 +710,8 @@ class Decoder:
                                                       measured, newer, failed, resume)
         if resume is not None and measured.paused is resume.paused:
             self._paused = resume  # still going, from the view it started on
-        elif stream and measured.paused is not None and look is not None:
-            self._paused = _Pause(measured.paused, look, self._frames)
+        elif stream and measured.paused is not None and (view_now := look()) is not None:
+            self._paused = _Pause(measured.paused, view_now, self._frames)
         if failed is not None:
             if any(sym.format == "QRCode" for sym in found.values()):
                 self._tried.clear()  # a read: the page goes, its regions' history with it
