@@ -96,6 +96,38 @@ def test_the_instruction_count_is_callgrinds_and_is_kept(tmp_path: Path,
         pi_speed.instructions(frames[:1], tmp_path)
 
 
+def test_a_count_of_nothing_is_an_error_naming_the_missing_symbol() -> None:
+    # a stripped interpreter (Debian's /usr/bin/python3): callgrind never enters the window
+    assert pi_speed.collected("==1== Collected : 1005000000\n") == 1_005_000_000
+    with pytest.raises(pi_speed.CalibrationError,
+                       match=r"no symbol functools_reduce.*ORDOSCAN_BENCH_CALLGRIND_PYTHON"):
+        pi_speed.collected("==1== Events    : Ir\n==1== Collected : 0\n", "/usr/bin/python3")
+
+
+def _fake_python(tmp_path: Path, zxing: str) -> str:
+    """An 'interpreter' that answers the version probe with this zxing-cpp version."""
+    exe = tmp_path / f"python-{zxing}"
+    exe.write_text(f"#!/bin/sh\necho '{zxing} 3.11.2 (main) [GCC 12.2.0]'\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_the_count_may_be_taken_under_another_python_with_the_same_zxing_cpp(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames = np.zeros((1, 8, 8), np.uint8)
+    here = pi_speed._key(frames)
+    monkeypatch.setenv("ORDOSCAN_BENCH_CALLGRIND_PYTHON",
+                       _fake_python(tmp_path, pi_speed._zxing_version()))
+    # kept under the counting interpreter's versions, not this one's
+    assert pi_speed._key(frames) != here
+    monkeypatch.setenv("ORDOSCAN_BENCH_CALLGRIND_PYTHON", _fake_python(tmp_path, "0.0.1"))
+    with pytest.raises(pi_speed.CalibrationError, match=r"has zxing-cpp 0\.0\.1"):
+        pi_speed._key(frames)
+    monkeypatch.setenv("ORDOSCAN_BENCH_CALLGRIND_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(pi_speed.CalibrationError, match="no-such-python"):
+        pi_speed._key(frames)
+
+
 def test_the_time_is_the_median_of_native_passes() -> None:
     frames = _small_frames()
     t = pi_speed.seconds(frames, passes=5)

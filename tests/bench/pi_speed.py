@@ -13,7 +13,11 @@ reference workload, and divides by what a Pi core executes (`PI_RATES`):
   matters: on gen1's hard scenes the same machine ran 7.2 G instructions/s, on its easy ones
   10.8, so the reference is the generator and stream the benches charge;
 - its instructions: counted once under valgrind's callgrind (cached under
-  /var/cache/ordoscan-test/pi-speed, keyed by the frames, zxing-cpp, Python and the machine);
+  /var/cache/ordoscan-test/pi-speed, keyed by the frames, zxing-cpp, Python and the machine).
+  callgrind finds the counted window by a symbol of the interpreter's, which a stripped
+  interpreter (Debian's /usr/bin/python3, the kiosk's) does not have:
+  ORDOSCAN_BENCH_CALLGRIND_PYTHON names another to count under (the development venv's,
+  with the same zxing-cpp; the benches then still run, and time, under this one);
 - its time: this thread's CPU time, the median of repeated passes, measured natively now, so
   the machine's load as the bench runs is in it too.
 
@@ -114,15 +118,31 @@ def env_number(name: str, default: str | None, upper: float, expected: str) -> f
     return value
 
 
-def collected(stderr: str) -> int:
-    """The instruction count callgrind printed ("Collected : n")."""
+def collected(stderr: str, python: str = sys.executable) -> int:
+    """The instruction count callgrind printed ("Collected : n"); none counted is an error
+    (the window's symbol not found: a stripped `python`), not a count."""
     m = re.search(r"Collected\s*:\s*(\d+)", stderr)
     if not m:
         raise CalibrationError(f"no instruction count from callgrind:\n{stderr[-2000:]}")
-    return int(m.group(1))
+    n = int(m.group(1))
+    if n == 0:
+        raise CalibrationError(
+            f"callgrind counted no instruction under {python}: it has no symbol"
+            " functools_reduce (a stripped interpreter, as Debian's /usr/bin/python3);"
+            " ORDOSCAN_BENCH_CALLGRIND_PYTHON=<an unstripped python with the same zxing-cpp>"
+            " counts under that one")
+    return n
 
 
-def callgrind(module: str, args: list[str], out: Path) -> tuple[int, str]:
+def counting_python() -> str:
+    """The interpreter the reference is counted under: ORDOSCAN_BENCH_CALLGRIND_PYTHON, else
+    this one (zxing-cpp's instructions do not depend on the Python around it; a decoder's,
+    counted by the callgrind bench, depend on its numpy: that bench counts under this one)."""
+    return os.environ.get("ORDOSCAN_BENCH_CALLGRIND_PYTHON") or sys.executable
+
+
+def callgrind(module: str, args: list[str], out: Path,
+              python: str = sys.executable) -> tuple[int, str]:
     """Run `python -m module *args` under callgrind, counting only what runs inside
     functools.reduce (the child puts its measured work there): (instructions, its stdout)."""
     if VALGRIND is None:
@@ -133,12 +153,12 @@ def callgrind(module: str, args: list[str], out: Path) -> tuple[int, str]:
     r = subprocess.run(
         [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no",
          "--collect-atstart=no", "--toggle-collect=functools_reduce",
-         sys.executable, "-m", module, *args],
+         python, "-m", module, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=3600,
         env=child_env(PYTHONMALLOC="malloc", PYTHONHASHSEED="0"))
     if r.returncode != 0:
         raise CalibrationError(f"callgrind on {module} exited {r.returncode}:\n{r.stderr[-3000:]}")
-    return collected(r.stderr), r.stdout
+    return collected(r.stderr, python), r.stdout
 
 
 def reference_frames(cache: Path = CACHE) -> np.ndarray:
@@ -181,9 +201,33 @@ def _zxing_version() -> str:
         return "?"
 
 
+def _counted_with() -> str:
+    """The zxing-cpp and Python versions the count is taken with (counting_python()'s):
+    a count is kept under them, and an interpreter with another zxing-cpp than this one's
+    would count another library than the benches time."""
+    python = counting_python()
+    if python == sys.executable:
+        return f"{_zxing_version()} {sys.version}"
+    probe = ("import sys; from importlib.metadata import version;"
+             " print(version('zxing-cpp'), sys.version)")
+    try:
+        r = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
+    except OSError as e:
+        raise CalibrationError(f"ORDOSCAN_BENCH_CALLGRIND_PYTHON={python}: {e}") from None
+    if r.returncode != 0:
+        raise CalibrationError(f"ORDOSCAN_BENCH_CALLGRIND_PYTHON={python}: no zxing-cpp"
+                               f" there:\n{r.stderr[-1000:]}")
+    theirs = r.stdout.strip()
+    if theirs.split(" ", 1)[0] != _zxing_version():
+        raise CalibrationError(f"ORDOSCAN_BENCH_CALLGRIND_PYTHON={python} has zxing-cpp"
+                               f" {theirs.split(' ', 1)[0]}, this one {_zxing_version()}:"
+                               " the count would be another library's")
+    return theirs
+
+
 def _key(frames: np.ndarray) -> str:
     h = hashlib.sha256(frames.tobytes())
-    h.update(f"{_zxing_version()} {sys.version} {platform.machine()}".encode())
+    h.update(f"{_counted_with()} {platform.machine()}".encode())
     return h.hexdigest()[:16]
 
 
@@ -198,7 +242,7 @@ def instructions(frames: np.ndarray, cache: Path = CACHE) -> int:
     np.save(path, frames)
     try:
         n, _ = callgrind("tests.bench.pi_speed", ["--child", json.dumps({"frames": str(path)})],
-                         dump)
+                         dump, counting_python())
     finally:
         path.unlink(missing_ok=True)
         dump.unlink(missing_ok=True)
