@@ -11,9 +11,10 @@ on zxing-cpp alone: a numpy that is slower on a kiosk is not in the factor. This
 each part's CPU ms and its ratio to one default zxing-cpp call on the same frames, timed
 in the same run: run it in both stacks and compare the ratios.
 
-Inputs: frames of the dev presentations the presentations bench cached (its split must be
-dev: ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev, and ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss
-for the lens behind the page, whose frames run the defocus passes), two frames after each
+Inputs: frames of the dev presentations the presentations bench caches (rendered on the
+first run; this tool takes the dev split and refuses another; with
+ORDOSCAN_BENCH_PRESENTATION_FAMILY=af_miss, the lens behind the page, whose frames run the
+defocus passes), two frames after each
 code came into view; and the regions the defocus and unmix passes prepared on those frames
 (the Decoder with every pass due, given the main stream as a kiosk is: regions zoomed into
 it, rendered on demand as the presentations bench does; kept as they run). Each
