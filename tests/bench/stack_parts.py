@@ -54,16 +54,16 @@ def _frames(count: int) -> tuple[list[np.ndarray], list[Any], tbp.MainStreams]:
 
 
 def _prepared(frames: list[np.ndarray], zooms: list[Any]
-              ) -> tuple[list[tuple[np.ndarray, Any]], list[np.ndarray]]:
+              ) -> tuple[list[tuple[passes.Pass, passes.Defocused]], list[np.ndarray]]:
     """The regions the defocus passes (with their measured discs) and the unmix pass's blob
     search were given, every pass due on each frame (its main stream's zooms too)."""
-    defocus: list[tuple[np.ndarray, Any]] = []
+    defocus: list[tuple[passes.Pass, passes.Defocused]] = []
     blobs: list[np.ndarray] = []
     run_defocus, find_blobs = passes._run_defocus, modules._blobs
 
     def spy_defocus(p: passes.Pass, d: passes.Defocused, *a: Any, **k: Any) -> Any:
         if not p.unmix:
-            defocus.append((np.array(d.prepared), d.disc))
+            defocus.append((p, passes.Defocused(np.array(d.prepared), d.disc, d.main)))
         return run_defocus(p, d, *a, **k)
 
     def spy_blobs(region: np.ndarray) -> Any:
@@ -80,13 +80,11 @@ def _prepared(frames: list[np.ndarray], zooms: list[Any]
     return defocus, blobs
 
 
-def _defocus_reads(item: tuple[np.ndarray, Any]) -> None:
-    region, disc = item
-    p = passes.DEFOCUS_PASSES[0]
-    radii = deblur.defocus_radii(disc, p.defocus)
-    if radii and not disc.wide:
-        h, w = region.shape
-        passes._read_each(p, deblur.undone_defocus(region, radii), region, Box(0, 0, w, h), {})
+def _defocus_reads(item: tuple[passes.Pass, passes.Defocused]) -> None:
+    """The pass's reads on its prepared region, as the pass runs them (passes._run_defocus)."""
+    p, d = item
+    h, w = d.prepared.shape
+    passes._run_defocus(p, d, d.prepared, Box(0, 0, w, h), {})
 
 
 def _best(fn: Callable[[Any], Any], items: Sequence[Any], rounds: int) -> float:
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         ("statistics: candidate_regions (frame)", candidate_regions, frames),
         ("blurred_codes (frame)", blurred_codes, frames),
         ("the view's look (frame)", view, frames),
-        ("measure_defocus (defocus region)", lambda item: deblur.measure_defocus(item[0]),
+        ("measure_defocus (defocus region)", lambda item: deblur.measure_defocus(item[1].prepared),
          defocus),
         ("defocus pass's reads (defocus region)", _defocus_reads, defocus),
         ("module solve's blob search (unmix region)", modules._blobs, blobs),
