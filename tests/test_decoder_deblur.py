@@ -91,6 +91,29 @@ def test_the_blurs_transfer_functions_are_the_dense_kernels_transforms(
         assert np.allclose(got, want.real, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(61, 64), (97, 130), (250, 181), (403, 500)])
+def test_the_padded_transforms_are_numpys_to_the_bit(shape: tuple[int, int]) -> None:
+    """The Wiener filter's and the blob search's transforms skip rows (those the reflected
+    padding repeats, those cut off after the inverse) and give numpy's rfft2 and irfft2
+    bytes for bytes, so the deconvolutions read what they read before; and to_grey is
+    np.clip's bytes."""
+    rng = np.random.default_rng(12)
+    f = rng.integers(0, 256, shape).astype(np.float64)
+    h, w = shape
+    for rows, cols in (((0, deblur.fast_len(h + h // 4) - h), (0, deblur.fast_len(w + w // 4) - w)),
+                       ((8, 13), (8, 9)), ((0, 0), (0, 0))):
+        spectrum = deblur.reflected_rfft2(f, rows, cols)
+        padded = np.pad(f, (rows, cols), mode="reflect")
+        assert np.array_equal(spectrum, np.fft.rfft2(padded))
+        size = (padded.shape[0], padded.shape[1])
+        filtered = spectrum * rng.uniform(0, 1.5, spectrum.shape)
+        whole = np.fft.irfft2(filtered, s=size)
+        for cut in (slice(h), slice(rows[0], rows[0] + h), slice(None, None, 4)):
+            assert np.array_equal(deblur.irfft2_rows(filtered, size, cut), whole[cut])
+        assert np.array_equal(deblur.to_grey(whole[:h, :w].copy()),
+                              np.clip(whole[:h, :w], 0, 255).astype(np.uint8))
+
+
 def test_a_sharp_code_measures_no_motion() -> None:
     assert deblur.estimate(smeared(0, 0)[100:300, 150:350]) is None
 

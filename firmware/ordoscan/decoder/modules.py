@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ordoscan.decoder import deblur, finders, warp
-from ordoscan.decoder.deblur import fast_len
+from ordoscan.decoder.deblur import fast_len, irfft2_rows, reflected_rfft2
 
 Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
@@ -163,7 +163,7 @@ def _normal(k: _F, lam: float) -> Normal:
     """normal() from the blur's transfer function `k` on the resampled grid (n x n; real,
     the kernel being symmetric: deblur.transfer)."""
     n = k.shape[0]
-    c = np.fft.irfft2(k * k * _box_spectrum(n), s=(n, n))[::SAMPLES, ::SAMPLES]
+    c = irfft2_rows(k * k * _box_spectrum(n), (n, n), slice(None, None, SAMPLES))[:, ::SAMPLES]
     cf = np.fft.rfft2(c).real
     return k, cf + lam * cf[0, 0]
 
@@ -316,12 +316,11 @@ def _blobs(region: Grey) -> tuple[list[_Blob], list[_Blob]]:
     h2, w2 = half.shape
     pad = 8
     h, w = (fast_len(n + 2 * pad) for n in half.shape)
-    f = np.pad(half, ((pad, h - h2 - pad), (pad, w - w2 - pad)), mode="reflect")
-    spectrum = np.fft.rfft2(f)
+    spectrum = reflected_rfft2(half, (pad, h - h2 - pad), (pad, w - w2 - pad))
     dark = np.full((h2, w2), -np.inf)
     light = np.full((h2, w2), -np.inf)
     for band in _dog_bands(h, w):
-        dog = np.fft.irfft2(spectrum * band, s=(h, w))[pad : pad + h2, pad : pad + w2]
+        dog = irfft2_rows(spectrum * band, (h, w), slice(pad, pad + h2))[:, pad : pad + w2]
         dog /= dog.std() + 1e-9
         np.maximum(dark, dog, out=dark)
         np.maximum(light, -dog, out=light)
