@@ -53,17 +53,22 @@ def _frames(count: int) -> tuple[list[np.ndarray], list[Any], tbp.MainStreams]:
     return [np.ascontiguousarray(frames[f]) for f in fids], [streams.zoom(f) for f in fids], streams
 
 
+_Spied = list[tuple[passes.Pass, passes.Defocused]]
+
+
 def _prepared(frames: list[np.ndarray], zooms: list[Any]
-              ) -> tuple[list[tuple[passes.Pass, passes.Defocused]], list[np.ndarray]]:
-    """The regions the defocus passes (with their measured discs) and the unmix pass's blob
-    search were given, every pass due on each frame (its main stream's zooms too)."""
-    defocus: list[tuple[passes.Pass, passes.Defocused]] = []
+              ) -> tuple[_Spied, _Spied, list[np.ndarray]]:
+    """The regions the defocus passes and the unmix pass (with their measured discs) and the
+    unmix pass's blob search were given, every pass due on each frame (its main stream's
+    zooms too)."""
+    defocus: _Spied = []
+    unmix: _Spied = []
     blobs: list[np.ndarray] = []
     run_defocus, find_blobs = passes._run_defocus, modules._blobs
 
     def spy_defocus(p: passes.Pass, d: passes.Defocused, *a: Any, **k: Any) -> Any:
-        if not p.unmix:
-            defocus.append((p, passes.Defocused(np.array(d.prepared), d.disc, d.main)))
+        (unmix if p.unmix else defocus).append(
+            (p, passes.Defocused(np.array(d.prepared), d.disc, d.main)))
         return run_defocus(p, d, *a, **k)
 
     def spy_blobs(region: np.ndarray) -> Any:
@@ -77,11 +82,12 @@ def _prepared(frames: list[np.ndarray], zooms: list[Any]
             decoder.decode(f, zoom)
     finally:
         passes._run_defocus, modules._blobs = run_defocus, find_blobs
-    return defocus, blobs
+    return defocus, unmix, blobs
 
 
 def _defocus_reads(item: tuple[passes.Pass, passes.Defocused]) -> None:
-    """The pass's reads on its prepared region, as the pass runs them (passes._run_defocus)."""
+    """The pass's reads on its prepared region, as the pass runs them (passes._run_defocus;
+    an unmix pass, the module solve, to its end: no budget stops it here)."""
     p, d = item
     h, w = d.prepared.shape
     passes._run_defocus(p, d, d.prepared, Box(0, 0, w, h), {})
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("dev presentations only (ORDOSCAN_BENCH_PRESENTATION_SPLIT=dev)")
     frames, zooms, streams = _frames(args.presentations)
     try:
-        defocus, blobs = _prepared(frames, zooms)
+        defocus, unmix, blobs = _prepared(frames, zooms)
     finally:
         streams.close()
     deblur.warm()
@@ -122,10 +128,12 @@ def main(argv: list[str] | None = None) -> None:
          defocus),
         ("defocus pass's reads (defocus region)", _defocus_reads, defocus),
         ("module solve's blob search (unmix region)", modules._blobs, blobs),
+        ("module solve, every step (unmix region)", _defocus_reads, unmix),
     ]
     print(f"Python {sys.version.split()[0]} ({sys.executable}), numpy {np.__version__}"
           f" ({os.path.dirname(np.__file__)}), {len(frames)} frames,"
-          f" {len(defocus)} defocus regions, {len(blobs)} unmix regions;"
+          f" {len(defocus)} defocus regions, {len(unmix)} unmix regions ({len(blobs)} blob"
+          " searches);"
           f" family {tbp.FAMILY or 'none'}")
     raw = None
     print(f"{'part':44s} {'ms':>8s} {'x raw':>7s}")
