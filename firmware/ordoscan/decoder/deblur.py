@@ -92,8 +92,8 @@ def irfft2_rows(spectrum: npt.NDArray[np.inexact[Any]], shape: tuple[int, int],
 
 
 def to_grey(f: _F) -> Grey:
-    """Grey levels of f, clipped to 0-255: np.clip's bytes (no NaN comes here), in place
-    (numpy 1.24's clip, a kiosk's, checks its casts at some cost on every call)."""
+    """Grey levels of f, clipped to 0-255: np.clip's bytes (a NaN too: both keep it), in
+    place (numpy 1.24's clip, a kiosk's, checks its casts at some cost on every call)."""
     np.maximum(f, 0, out=f)
     np.minimum(f, 255, out=f)
     return f.astype(np.uint8)
