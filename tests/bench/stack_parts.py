@@ -85,9 +85,10 @@ def _prepared(frames: list[np.ndarray], zooms: list[Any]
     return defocus, unmix, blobs
 
 
-def _defocus_reads(item: tuple[passes.Pass, passes.Defocused]) -> None:
-    """The pass's reads on its prepared region, as the pass runs them (passes._run_defocus;
-    an unmix pass, the module solve, to its end: no budget stops it here)."""
+def _pass_on_prepared(item: tuple[passes.Pass, passes.Defocused]) -> None:
+    """A defocus or unmix pass on its prepared region, as it runs (passes._run_defocus): the
+    defocus pass's reads; the unmix pass's module solve until it reads or ends (no budget
+    stops it here)."""
     p, d = item
     h, w = d.prepared.shape
     passes._run_defocus(p, d, d.prepared, Box(0, 0, w, h), {})
@@ -126,9 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         ("the view's look (frame)", view, frames),
         ("measure_defocus (defocus region)", lambda item: deblur.measure_defocus(item[1].prepared),
          defocus),
-        ("defocus pass's reads (defocus region)", _defocus_reads, defocus),
+        ("defocus pass's reads (defocus region)", _pass_on_prepared, defocus),
         ("module solve's blob search (unmix region)", modules._blobs, blobs),
-        ("module solve, every step (unmix region)", _defocus_reads, unmix),
+        ("module solve, every step (unmix region)", _pass_on_prepared, unmix),
     ]
     print(f"Python {sys.version.split()[0]} ({sys.executable}), numpy {np.__version__}"
           f" ({os.path.dirname(np.__file__)}), {len(frames)} frames,"
