@@ -417,3 +417,37 @@ def test_a_faint_small_code_in_a_dim_room_is_still_found(
     g = guesses[0]
     assert g.x0 <= x0 + 4 * module and g.x1 >= x0 + side - 4 * module
     assert g.y0 <= y0 + 4 * module and g.y1 >= y0 + side - 4 * module
+
+
+def test_shadow_noise_beside_a_lit_page_is_not_binarized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lit page with a small code on it, beside a counter in shadow whose noise the ISP's
+    tone curve has lifted above the page's: the counter's noise is left light (its blocks'
+    ranges are its own noise, not the page's), the code's finder patterns are found. With
+    the frame's flattest blocks as the only measure of noise, the shadow is binarized."""
+    from ordoscan.decoder import finders
+
+    rng = np.random.default_rng(3)
+    h, w = 720, 1280
+    frame = np.full((h, w), 18.0) + rng.normal(0, 5.0, (h, w))  # the counter in shadow
+    frame[:, :640] = 200.0 + rng.normal(0, 2.0, (h, 640))  # the page, lit
+    module = 2.4
+    qr = np.pad(modules(), 2)
+    side = round(qr.shape[0] * module)
+    tile = Image.fromarray(np.where(qr, 30, 200).astype(np.uint8)).resize(
+        (side, side), Image.Resampling.BOX).filter(ImageFilter.GaussianBlur(0.6))
+    y0, x0 = 300, 300
+    frame[y0 : y0 + side, x0 : x0 + side] = np.asarray(tile, np.float64) + rng.normal(
+        0, 2.0, (side, side))
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+    shadow = np.s_[:, 640 + 8 * finders._BLOCK :]  # past the page's edge and its reach
+
+    assert finders._binarize(frame)[shadow].mean() < 0.01
+    guesses = [g for g in guess_codes(find_finders(frame, levels=2), frame.shape)
+               if g.finders == 3]
+    assert guesses
+    g = guesses[0]
+    assert g.x0 <= x0 + 4 * module and g.x1 >= x0 + side - 4 * module
+    assert g.y0 <= y0 + 4 * module and g.y1 >= y0 + side - 4 * module
+    # without the local measure of noise (the page's alone), the shadow's noise is binarized
+    monkeypatch.setattr(finders, "_LOCAL_NOISE", 0.0)
+    assert finders._binarize(frame)[shadow].mean() > 0.1
