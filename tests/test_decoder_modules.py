@@ -687,3 +687,29 @@ def test_the_unmix_pass_searches_its_region_for_blobs_once_for_every_blur(
     found: dict[tuple[str, bytes], passes_module.Symbol] = {}
     passes_module.run_pass(UNMIX_PASS, frame, Box(140, 60, 540, 420), found, None)
     assert found == {} and len(blurs) == 3 and searches == [1]
+
+
+@pytest.mark.parametrize("dim", modules.DIMS)
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_the_lattice_s_adjoint_is_the_blur_summed_over_each_module(dim: int,
+                                                                    gaussian: bool) -> None:
+    """A^T r, taken on the spectrum and summed over its aliases onto the lattice, is the
+    image correlated with the blur on the resampled grid and summed over each module's
+    SAMPLES x SAMPLES pixels (its definition, computed here in pixels); the solve on it is
+    that A^T r's Tikhonov solve."""
+    rng = np.random.default_rng(dim)
+    s, big = modules.SAMPLES, dim + 2 * modules.MARGIN
+    n = big * s
+    for _ in range(3):
+        tl = rng.uniform(5, 15, 2)
+        tr = tl + rng.uniform(2, 6) * (dim - 7) * np.array([1.0, rng.uniform(-0.3, 0.3)])
+        bl = tl + rng.uniform(2, 6) * (dim - 7) * np.array([rng.uniform(-0.3, 0.3), 1.0])
+        h = modules.grid(tl, tr, bl, dim)
+        nm = modules.normal(h, dim, rng.uniform(1, 8), gaussian=gaussian)
+        image = rng.uniform(0, 255, (n, n))
+        pixels = np.fft.irfft2(np.fft.rfft2(image - image.mean()) * nm.blur, s=(n, n))
+        want = pixels.reshape(big, s, big, s).sum(axis=(1, 3))
+        assert np.allclose(modules._atr(image, nm, dim), want, rtol=0, atol=1e-9 * abs(want).max())
+        solved = np.fft.irfft2(np.fft.rfft2(want) / nm.lattice, s=(big, big))
+        assert np.allclose(modules.solve(image, nm, dim), solved, rtol=0,
+                           atol=1e-9 * abs(solved).max())

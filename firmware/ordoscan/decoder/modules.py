@@ -133,7 +133,14 @@ def resample(region: _F, h: _F, dim: int) -> _F:
     return warp.bilinear(region, *warp.project(h, at[None, :], at[:, None]))
 
 
-Normal = tuple[_F, _F]  # the disc's transfer function, A^T A's
+class Normal(NamedTuple):
+    """What a solve on a grid takes from its scale and its blur (normal())."""
+
+    blur: _F  # the blur's transfer function on the resampled grid (rfft2's layout; real)
+    lattice: _F  # the regularised normal matrix's on the module lattice (rfft2's; real)
+    # A^T's on the resampled grid's spectrum, up to the alias sum onto the lattice
+    # (_lattice_atr): the blur's, each module's pixels summed, 1 / SAMPLES^2
+    adjoint: npt.NDArray[np.complex128]
 
 
 def normal(h: _F, dim: int, radius: float, lam: float = LAMBDA,
@@ -165,23 +172,53 @@ def _normal(k: _F, lam: float) -> Normal:
     n = k.shape[0]
     c = irfft2_rows(k * k * _box_spectrum(n), (n, n), slice(None, None, SAMPLES))[:, ::SAMPLES]
     cf = np.fft.rfft2(c).real
-    return k, cf + lam * cf[0, 0]
+    return Normal(k, cf + lam * cf[0, 0], k * _block_sum_spectrum(n))
+
+
+@lru_cache(maxsize=4)
+def _block_sum_spectrum(n: int) -> npt.NDArray[np.complex128]:
+    """The transfer function (rfft2's layout, n x n) of summing each pixel with the
+    SAMPLES - 1 after it both ways, over SAMPLES^2: taken at every SAMPLES-th pixel, each
+    module's sum, once the alias sum (_lattice_atr) has subsampled it and divided by
+    SAMPLES^2 the sum over SAMPLES^2 aliases."""
+    a = np.arange(SAMPLES)
+    d = np.exp(2j * np.pi * np.outer(np.arange(n), a) / n).sum(axis=1) / SAMPLES
+    out = np.outer(d, d[: n // 2 + 1])
+    out.setflags(write=False)
+    return out
+
+
+def _lattice_atr(resampled: _F, nm: Normal, dim: int) -> npt.NDArray[np.complex128]:
+    """A^T r on the module lattice, as its spectrum (rfft2's layout): the image correlated
+    with the blur and summed over each module's pixels (_atr), with no transform back to
+    the resampled grid nor forward on the lattice. Subsampling every SAMPLES-th pixel sums
+    the spectrum over its aliases, SAMPLES apart each way: along y, rows `big` apart of
+    the rfft layout; along x its columns past the middle are the mirrored ones conjugated
+    (a real image's), rows turned to -y."""
+    n = resampled.shape[0]
+    big = dim + 2 * MARGIN
+    half = n // 2 + 1
+    spec = np.fft.rfft2(resampled - resampled.mean()) * nm.adjoint
+    rows = spec.reshape(SAMPLES, big, half).sum(axis=0)  # y aliases: (big, half)
+    flip = (-np.arange(big)) % big
+    full = np.concatenate([rows, np.conj(rows[flip, n - half : 0 : -1])], axis=1)  # (big, n)
+    out: npt.NDArray[np.complex128] = full.reshape(big, SAMPLES, big).sum(axis=1)[
+        :, : big // 2 + 1]
+    return out
 
 
 def solve(resampled: _F, nm: Normal, dim: int) -> _F:
     """Each module's grey level (relative to the region's mean), MARGIN modules around
     included: the Tikhonov solve on the module lattice (see the module doc)."""
     big = dim + 2 * MARGIN
-    x: _F = np.fft.irfft2(np.fft.rfft2(_atr(resampled, nm, dim)) / nm[1], s=(big, big))
+    x: _F = np.fft.irfft2(_lattice_atr(resampled, nm, dim) / nm.lattice, s=(big, big))
     return x
 
 
 def _atr(resampled: _F, nm: Normal, dim: int) -> _F:
     """A^T r: the image correlated with the blur, summed over each module's pixels."""
-    n = resampled.shape[0]
     big = dim + 2 * MARGIN
-    atr_px = np.fft.irfft2(np.fft.rfft2(resampled - resampled.mean()) * nm[0], s=(n, n))
-    out: _F = atr_px.reshape(big, SAMPLES, big, SAMPLES).sum(axis=(1, 3))
+    out: _F = np.fft.irfft2(_lattice_atr(resampled, nm, dim), s=(big, big))
     return out
 
 
@@ -218,7 +255,7 @@ def held(resampled: _F, nm: Normal, dim: int, x: _F) -> _F:
     fixed[MARGIN : MARGIN + dim, MARGIN : MARGIN + dim][known] = np.where(dark[known], lo, hi)
 
     def normal_times(v: _F) -> _F:
-        out: _F = np.fft.irfft2(np.fft.rfft2(v) * nm[1], s=(big, big))
+        out: _F = np.fft.irfft2(np.fft.rfft2(v) * nm.lattice, s=(big, big))
         return out
 
     # minimise over the free modules with the others fixed: M_ff y = (A^T r - M fixed)_f
