@@ -138,8 +138,8 @@ class Normal(NamedTuple):
 
     blur: _F  # the blur's transfer function on the resampled grid (rfft2's layout; real)
     lattice: _F  # the regularised normal matrix's on the module lattice (rfft2's; real)
-    # A^T's on the resampled grid's spectrum, up to the alias sum onto the lattice
-    # (_lattice_atr): the blur's, each module's pixels summed, 1 / SAMPLES^2
+    # A^T's on the resampled grid (rfft2's), before the alias sum onto the lattice
+    # (_lattice_atr): the blur's times that of the sum over a module's pixels, / SAMPLES^2
     adjoint: npt.NDArray[np.complex128]
 
 
@@ -177,10 +177,10 @@ def _normal(k: _F, lam: float) -> Normal:
 
 @lru_cache(maxsize=4)
 def _block_sum_spectrum(n: int) -> npt.NDArray[np.complex128]:
-    """The transfer function (rfft2's layout, n x n) of summing each pixel with the
-    SAMPLES - 1 after it both ways, over SAMPLES^2: taken at every SAMPLES-th pixel, each
-    module's sum, once the alias sum (_lattice_atr) has subsampled it and divided by
-    SAMPLES^2 the sum over SAMPLES^2 aliases."""
+    """The transfer function (rfft2's layout, n x n) of the sum of each pixel and the
+    SAMPLES - 1 after it, both ways, divided by SAMPLES^2. At every SAMPLES-th pixel that
+    sum is a module's; taking those pixels only sums the spectrum over its SAMPLES^2
+    aliases and divides it by SAMPLES^2 (_lattice_atr), hence the division here."""
     a = np.arange(SAMPLES)
     d = np.exp(2j * np.pi * np.outer(np.arange(n), a) / n).sum(axis=1) / SAMPLES
     out = np.outer(d, d[: n // 2 + 1])
