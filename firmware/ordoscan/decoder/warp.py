@@ -21,6 +21,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from ordoscan.decoder.deblur import to_grey
+
 Grey = npt.NDArray[np.uint8]
 _F = npt.NDArray[np.float64]
 Point = tuple[float, float]
@@ -140,7 +142,7 @@ def flatten(region: Grey, corners: list[Point], dim: int) -> tuple[Grey, _F]:
     r = bilinear(img, *project(h, u + du, v + dv))
     light = float(r.max())
     flat = np.pad(r, QUIET * PPM, constant_values=light)
-    return np.clip(flat, 0, 255).astype(np.uint8), to_region(h, PPM)
+    return to_grey(flat), to_region(h, PPM)
 
 
 def to_region(h: _F, ppm: int) -> _F:
@@ -192,7 +194,7 @@ def _upright(img: _F, back: _F, side: int) -> Grey:
     x, y = np.meshgrid(np.arange(side) + 0.5, np.arange(side) + 0.5)
     rx, ry = project(back, x, y)
     rx, ry = np.nan_to_num(rx, nan=0.0), np.nan_to_num(ry, nan=0.0)
-    return np.clip(bilinear(img, rx - 0.5, ry - 0.5), 0, 255).astype(np.uint8)
+    return to_grey(bilinear(img, rx - 0.5, ry - 0.5))
 
 
 # -- a version-1 symbol under perspective: its fourth corner searched for ------------------
